@@ -1,0 +1,132 @@
+"""Training hyperparameters: the one definition of every option, its default and its bounds.
+
+The engine trains from a `Hyperparameters` instance; the service exposes the same model in its
+OpenAPI schema, adding only deployment limits (layer count, units, epochs) on top.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Activation = Literal["tanh", "relu", "leaky_relu", "sigmoid", "identity"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adam"]
+Schedule = Literal["constant", "step", "exponential", "inverse_time", "plateau"]
+Init = Literal["lecun", "xavier", "he"]
+DType = Literal["float64", "float32"]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Hyperparameters(BaseModel):
+    """Everything that decides how a network is built and trained."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "hidden_layers": [3],
+                    "activation": "tanh",
+                    "optimizer": "sgd",
+                    "learning_rate": 2.0,
+                    "l2": 0.01,
+                    "epochs": 20000,
+                    "init": "lecun",
+                    "seed": 0,
+                }
+            ]
+        },
+    )
+
+    hidden_layers: list[PositiveInt] = Field(
+        default=[16],
+        description="Units in each hidden layer, input side first. [] trains softmax "
+        "(multinomial logistic) regression.",
+        examples=[[3], [64, 64], []],
+    )
+    activation: Activation = Field(
+        default="tanh",
+        description="Activation of every hidden layer. leaky_relu has slope 0.01 below zero.",
+    )
+    optimizer: OptimizerName = Field(
+        default="adam",
+        description="sgd: plain gradient descent (full batch when batch_size is null); "
+        "momentum / nesterov: heavy-ball and Nesterov momentum; adam: Adam with bias correction.",
+    )
+    learning_rate: float = Field(
+        default=0.01,
+        gt=0,
+        le=1e3,
+        description="Step size applied to the gradient of the MEAN loss over a batch. "
+        "Gradient descent on the summed loss with step eps equals learning_rate = eps * n.",
+    )
+    lr_schedule: Schedule = Field(
+        default="constant",
+        description="How the learning rate changes with epochs. step, exponential and "
+        "inverse_time each reach learning_rate * lr_decay after lr_decay_epochs epochs "
+        "(step in one jump, exponential smoothly, inverse_time as lr / (1 + k*epoch)); "
+        "plateau multiplies by lr_decay whenever the monitored loss has not improved for "
+        "lr_decay_epochs epochs.",
+    )
+    lr_decay: float = Field(
+        default=0.5, gt=0, le=1, description="Factor of the learning-rate schedule."
+    )
+    lr_decay_epochs: PositiveInt = Field(
+        default=1000, description="Epochs over which the schedule applies lr_decay once."
+    )
+    momentum: float = Field(
+        default=0.9, ge=0, lt=1, description="Velocity decay for momentum and nesterov."
+    )
+    beta_1: float = Field(default=0.9, ge=0, lt=1, description="Adam's first-moment decay.")
+    beta_2: float = Field(default=0.999, ge=0, lt=1, description="Adam's second-moment decay.")
+    epsilon: float = Field(default=1e-8, gt=0, le=1, description="Adam's denominator guard.")
+    batch_size: PositiveInt | None = Field(
+        default=None,
+        description="Examples per minibatch, reshuffled every epoch; null = full batch.",
+    )
+    epochs: PositiveInt = Field(default=1000, description="Passes over the training data.")
+    l1: float = Field(
+        default=0.0, ge=0, le=1e3, description="Adds l1/n * sum|W| over weights (not biases)."
+    )
+    l2: float = Field(
+        default=0.0,
+        ge=0,
+        le=1e3,
+        description="Adds l2/(2n) * sum W^2 over weights (not biases); the tutorial's "
+        "reg_lambda and scikit-learn's alpha.",
+    )
+    init: Init = Field(
+        default="lecun",
+        description="Weight initialisation: lecun = normal/sqrt(fan_in) (the tutorial's), "
+        "xavier = Glorot uniform, he = normal*sqrt(2/fan_in). Biases start at zero.",
+    )
+    dtype: DType = Field(default="float64", description="Floating-point precision.")
+    seed: int = Field(
+        default=0, ge=0, le=2**32 - 1, description="Seeds initialisation and shuffling."
+    )
+    early_stopping: bool = Field(
+        default=False,
+        description="Stop when the test loss has not improved for `patience` epochs and "
+        "restore the best weights. Needs a test split.",
+    )
+    patience: PositiveInt = Field(
+        default=100, description="Epochs without test-loss improvement before stopping."
+    )
+    record_every: PositiveInt = Field(
+        default=10, description="Record a history point every this many epochs."
+    )
+    max_seconds: float | None = Field(
+        default=None, gt=0, description="Wall-clock budget; training stops when it is spent."
+    )
+
+    @field_validator("learning_rate", "l1", "l2", "max_seconds")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value

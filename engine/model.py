@@ -1,0 +1,103 @@
+"""A trained model: weights plus everything needed to predict from raw feature values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.activations import ACTIVATIONS, softmax
+from engine.errors import InvalidInput
+from engine.hyperparameters import Activation, Hyperparameters
+
+Label = int | str
+
+# Rows per block in inference: keeps the (block, hidden) activations small and in cache.
+PREDICT_BLOCK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Standardization fitted on training features: x' = (x - mean) / scale."""
+
+    mean: np.ndarray  # (n_features,)
+    scale: np.ndarray  # (n_features,), never 0
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> Scaler:
+        mean = X.mean(axis=0)
+        scale = X.std(axis=0)
+        scale[scale == 0] = 1.0  # a constant feature stays centred, not divided by zero
+        return cls(mean=mean, scale=scale)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.scale
+
+
+@dataclass
+class Model:
+    """Weights (fan_in, fan_out) and biases (fan_out,) per layer, input side first.
+
+    `classes[i]` is the user's label for output column i; `scaler`, when set, is applied to raw
+    inputs before the first layer.
+    """
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    activation: Activation
+    classes: tuple[Label, ...]
+    hyperparameters: Hyperparameters
+    scaler: Scaler | None = None
+    feature_names: tuple[str, ...] = field(default=())
+
+    @property
+    def n_features(self) -> int:
+        return int(self.weights[0].shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(W.size + b.size for W, b in zip(self.weights, self.biases, strict=True)))
+
+    @property
+    def architecture(self) -> list[int]:
+        """Layer widths from input to output, e.g. [2, 3, 2]."""
+        return [self.n_features] + [int(b.shape[0]) for b in self.biases]
+
+    def _check_points(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        points = np.asarray(X, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != self.n_features:
+            raise InvalidInput(
+                f"points must have shape (n, {self.n_features}), got {points.shape}"
+            )
+        if not np.isfinite(points).all():
+            raise InvalidInput("points must be finite numbers (no NaN or Infinity)")
+        return points
+
+    def predict_proba(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """Class probabilities for raw inputs, (n_points, n_classes), rows summing to 1."""
+        points = self._check_points(X)
+        dtype = self.weights[0].dtype
+        activate = ACTIVATIONS[self.activation]
+        out = np.empty((points.shape[0], self.n_classes), dtype=np.float64)
+        for start in range(0, points.shape[0], PREDICT_BLOCK_ROWS):
+            block = points[start : start + PREDICT_BLOCK_ROWS]
+            if self.scaler is not None:
+                block = self.scaler.transform(block)
+            A = block.astype(dtype, copy=False)
+            last = len(self.weights) - 1
+            for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+                Z = A @ W
+                Z += b
+                A = Z if i == last else activate(Z)
+            out[start : start + block.shape[0]] = softmax(A.astype(np.float64))
+        return out
+
+    def predict(self, X: np.ndarray | Sequence[Sequence[float]]) -> list[Label]:
+        """The most probable class label for each raw input point."""
+        indices = self.predict_proba(X).argmax(axis=1)
+        return [self.classes[i] for i in indices]
