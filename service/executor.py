@@ -1,0 +1,115 @@
+"""Where training runs: the executor interface the service talks to.
+
+The service hands an executor a `Task` (a picklable object with a `run` method) under an id; the
+executor runs it somewhere else — worker processes on this machine now (`service.process_pool`),
+a distributed backend later — and reports what happens as events to one listener:
+
+    TaskStarted     a worker picked the task up
+    TaskProgress    items the task reported while running (batched)
+    TaskSucceeded   run() returned; `result` is its return value
+    TaskFailed      run() raised, the worker died, or the deadline passed (`error_type`)
+    TaskCancelled   cancel() was honoured (queued: at once; running: within one epoch)
+
+Exactly one of the last three ends every submitted task, and nothing follows it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Task(Protocol):
+    """Work to run in a worker. Must be picklable; `run` executes in the worker process."""
+
+    def run(self, report: Callable[[Any], None], should_stop: Callable[[], bool]) -> Any:
+        """Do the work, calling `report(item)` for progress and polling `should_stop()` often."""
+        ...
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    task_id: str
+    worker_pid: int
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    task_id: str
+    items: list[Any]
+
+
+@dataclass(frozen=True)
+class TaskSucceeded:
+    task_id: str
+    result: Any
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """`error_type`: the exception's class name (e.g. "TrainingDiverged"), or "worker_lost",
+    "timeout"; `detail` is its message. Unexpected exceptions' details are not for clients."""
+
+    task_id: str
+    error_type: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class TaskCancelled:
+    task_id: str
+
+
+TaskEvent = TaskStarted | TaskProgress | TaskSucceeded | TaskFailed | TaskCancelled
+EventListener = Callable[[TaskEvent], None]
+
+
+class QueueFull(Exception):
+    """The executor holds as many waiting tasks as it may; try again later."""
+
+    def __init__(self, queued: int, retry_after_seconds: int) -> None:
+        self.queued = queued
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(f"{queued} tasks are already waiting")
+
+
+class Executor(abc.ABC):
+    """Runs tasks away from the event loop and reports their events to `listener`.
+
+    The listener is called from the executor's own thread(s); it must be quick and thread-safe.
+    """
+
+    @abc.abstractmethod
+    def start(self, listener: EventListener) -> None:
+        """Start the workers; returns once they are ready to take tasks."""
+
+    @abc.abstractmethod
+    def submit(self, task_id: str, task: Task, *, deadline_seconds: float | None = None) -> None:
+        """Queue a task. Raises QueueFull when the waiting queue is at its limit."""
+
+    @abc.abstractmethod
+    def cancel(self, task_id: str) -> bool:
+        """Ask a queued or running task to stop; False if the executor does not hold it."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Stop the workers; tasks still held are reported as cancelled."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """True while every worker is up and the executor takes tasks."""
+
+    @property
+    @abc.abstractmethod
+    def worker_count(self) -> int: ...
+
+    @abc.abstractmethod
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for operations and tests)."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """{"queued": n, "running": n}."""
