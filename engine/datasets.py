@@ -1,0 +1,568 @@
+"""Datasets: 2-D generators, scikit-learn's bundled sets, user points and CSV, stratified splits.
+
+Every source ends in the same `Dataset`: float64 features, int64 class indices 0..k-1 and the
+user-facing label of each index, sorted. scikit-learn is imported inside the functions that use
+it, so importing this module stays cheap for a training worker.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.errors import InvalidInput
+from engine.model import Label, Scaler
+
+GeneratedKind = Literal["moons", "circles", "blobs", "xor", "spiral", "gaussian"]
+BuiltinKind = Literal["iris", "wine", "breast_cancer", "digits"]
+Kind = Literal[GeneratedKind, BuiltinKind, "custom"]
+Parameter = Literal["n_samples", "noise", "n_classes", "seed"]
+
+GENERATED_KINDS: tuple[GeneratedKind, ...] = (
+    "moons",
+    "circles",
+    "blobs",
+    "xor",
+    "spiral",
+    "gaussian",
+)
+BUILTIN_KINDS: tuple[BuiltinKind, ...] = ("iris", "wine", "breast_cancer", "digits")
+
+# The parameters each kind takes, with their defaults. A parameter missing here does not apply.
+PARAMETERS: Mapping[Kind, Mapping[Parameter, int | float]] = {
+    "moons": {"n_samples": 200, "noise": 0.2, "seed": 0},
+    "circles": {"n_samples": 200, "noise": 0.1, "seed": 0},
+    "blobs": {"n_samples": 200, "noise": 1.0, "n_classes": 3, "seed": 0},
+    "xor": {"n_samples": 200, "noise": 0.1, "seed": 0},
+    "spiral": {"n_samples": 300, "noise": 0.2, "n_classes": 3, "seed": 0},
+    "gaussian": {"n_samples": 200, "noise": 0.5, "n_classes": 2, "seed": 0},
+    "iris": {},
+    "wine": {},
+    "breast_cancer": {},
+    "digits": {},
+    "custom": {},
+}
+
+# Class count of the generators whose shape fixes it.
+FIXED_N_CLASSES: Mapping[GeneratedKind, int] = {"moons": 2, "circles": 2, "xor": 2}
+
+DESCRIPTIONS: Mapping[Kind, str] = {
+    "moons": "two interleaving half circles; noise is the std of gaussian jitter",
+    "circles": "a small circle inside a large one (radius ratio 0.5); noise is the jitter std",
+    "blobs": "n_classes gaussian blobs at random centres in [-10, 10]^2; noise is their std",
+    "xor": "uniform points in [-1, 1]^2, class 1 where x*y < 0; noise is jitter added "
+    "after labelling, so classes overlap near the axes",
+    "spiral": "n_classes interleaved spiral arms; noise is the std of the angle jitter",
+    "gaussian": "n_classes gaussian clusters with means evenly spaced on the unit circle; "
+    "noise is their std and controls how much they overlap",
+    "iris": "150 iris flowers, 4 measurements, 3 species",
+    "wine": "178 wines, 13 chemical measurements, 3 cultivars",
+    "breast_cancer": "569 tumours, 30 cell-nucleus features, benign or malignant",
+    "digits": "1797 8x8 images of handwritten digits, 64 pixel intensities, 10 digits",
+    "custom": "points and labels supplied by the user",
+}
+
+# Hard sanity limits; the service enforces its own, smaller ones.
+MAX_SAMPLES = 1_000_000
+MAX_FEATURES = 10_000
+MAX_GENERATED_CLASSES = 10
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features, class indices and the label of each index. Arrays are read-only copies."""
+
+    X: np.ndarray  # (n_samples, n_features) float64, finite
+    y: np.ndarray  # (n_samples,) int64 in 0..n_classes-1, every class present
+    classes: tuple[Label, ...]  # classes[i] is the user's label of index i, sorted
+    feature_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        X = np.array(self.X, dtype=np.float64)
+        y = np.array(self.y, dtype=np.int64)
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise InvalidInput(f"X must have shape (n_samples, n_features), got {X.shape}")
+        if y.shape != (X.shape[0],):
+            raise InvalidInput(f"y must have shape ({X.shape[0]},), got {y.shape}")
+        if not np.isfinite(X).all():
+            raise InvalidInput("X must be finite numbers (no NaN or Infinity)")
+        if len(self.classes) < 2:
+            raise InvalidInput(f"a dataset needs at least 2 classes, got {list(self.classes)}")
+        if list(self.classes) != sorted(self.classes) or len(set(self.classes)) != len(
+            self.classes
+        ):
+            raise InvalidInput(f"classes must be sorted and distinct, got {list(self.classes)}")
+        if y.min() < 0 or y.max() >= len(self.classes):
+            raise InvalidInput(f"y must hold class indices 0..{len(self.classes) - 1}")
+        counts = np.bincount(y, minlength=len(self.classes))
+        if (counts == 0).any():
+            missing = self.classes[int(np.argmin(counts))]
+            raise InvalidInput(f"class {missing!r} has no examples")
+        if len(self.feature_names) != X.shape[1]:
+            raise InvalidInput(f"{len(self.feature_names)} feature names for {X.shape[1]} features")
+        X.flags.writeable = False
+        y.flags.writeable = False
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "feature_names", tuple(self.feature_names))
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_counts(self) -> dict[Label, int]:
+        """Examples per class label."""
+        counts = np.bincount(self.y, minlength=self.n_classes)
+        return {label: int(n) for label, n in zip(self.classes, counts, strict=True)}
+
+
+def _default_feature_names(n_features: int) -> tuple[str, ...]:
+    return tuple(f"x{i + 1}" for i in range(n_features))
+
+
+# --- generators --------------------------------------------------------------------------------
+
+
+def _counts_per_class(n_samples: int, n_classes: int) -> list[int]:
+    """n_samples split as evenly as possible, the first classes taking the remainder."""
+    base, extra = divmod(n_samples, n_classes)
+    return [base + (1 if c < extra else 0) for c in range(n_classes)]
+
+
+def _check_int(name: str, value: object, low: int, high: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInput(f"{name} must be an integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}; {fix}")
+    return int(value)
+
+
+def _shuffled(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+    order = rng.permutation(X.shape[0])
+    return X[order], y[order]
+
+
+def _xor(counts: list[int], noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
+    # class 0 in the (+,+) and (-,-) quadrants, class 1 in (+,-) and (-,+)
+    parts_X, parts_y = [], []
+    for label, n in enumerate(counts):
+        magnitude = rng.uniform(0.0, 1.0, size=(n, 2))  # (n, 2)
+        sign_x = rng.choice([-1.0, 1.0], size=n)
+        sign_y = sign_x if label == 0 else -sign_x
+        points = magnitude * np.column_stack([sign_x, sign_y])
+        parts_X.append(points + rng.normal(0.0, noise, size=(n, 2)))
+        parts_y.append(np.full(n, label))
+    return _shuffled(np.concatenate(parts_X), np.concatenate(parts_y), rng)
+
+
+def _spiral(counts: list[int], noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
+    # arm c: radius 0 -> 1 while the angle turns 4 radians from its own start, plus jitter
+    n_classes = len(counts)
+    parts_X, parts_y = [], []
+    for label, n in enumerate(counts):
+        radius = np.linspace(0.0, 1.0, n)
+        start = label * 2 * math.pi / n_classes
+        angle = np.linspace(start, start + 4.0, n) + rng.normal(0.0, noise, size=n)
+        parts_X.append(np.column_stack([radius * np.sin(angle), radius * np.cos(angle)]))
+        parts_y.append(np.full(n, label))
+    return _shuffled(np.concatenate(parts_X), np.concatenate(parts_y), rng)
+
+
+def _gaussian(counts: list[int], noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
+    n_classes = len(counts)
+    parts_X, parts_y = [], []
+    for label, n in enumerate(counts):
+        angle = math.pi / 2 + label * 2 * math.pi / n_classes
+        mean = np.array([math.cos(angle), math.sin(angle)])
+        parts_X.append(mean + rng.normal(0.0, noise, size=(n, 2)))
+        parts_y.append(np.full(n, label))
+    return _shuffled(np.concatenate(parts_X), np.concatenate(parts_y), rng)
+
+
+def generate(
+    kind: str,
+    *,
+    n_samples: int | None = None,
+    noise: float | None = None,
+    n_classes: int | None = None,
+    seed: int | None = None,
+    max_samples: int = MAX_SAMPLES,
+) -> Dataset:
+    """A 2-D synthetic dataset. A parameter left None takes the kind's default (`PARAMETERS`);
+    one that does not apply to the kind (e.g. n_classes for moons) is an error.
+
+    The same arguments give the same data bit for bit; moons is scikit-learn's make_moons with
+    `random_state=seed`.
+    """
+    if kind not in GENERATED_KINDS:
+        if kind in BUILTIN_KINDS:
+            raise InvalidInput(f"{kind!r} is a built-in dataset, not a generator; load it by name")
+        raise InvalidInput(f"unknown generator {kind!r}; choose one of {list(GENERATED_KINDS)}")
+    defaults = PARAMETERS[kind]
+    given: dict[Parameter, int | float | None] = {
+        "n_samples": n_samples,
+        "noise": noise,
+        "n_classes": n_classes,
+        "seed": seed,
+    }
+    for name, value in given.items():
+        if value is not None and name not in defaults:
+            raise InvalidInput(
+                f"{name} does not apply to {kind}; it takes {sorted(defaults)}"
+                + (
+                    f" and always has {FIXED_N_CLASSES[kind]} classes"
+                    if name == "n_classes"
+                    else ""
+                )
+            )
+    k = FIXED_N_CLASSES.get(kind) or _check_int(
+        "n_classes",
+        defaults["n_classes"] if n_classes is None else n_classes,
+        2,
+        MAX_GENERATED_CLASSES,
+        "choose at least 2 classes",
+    )
+    n = _check_int(
+        "n_samples",
+        defaults["n_samples"] if n_samples is None else n_samples,
+        2 * k,
+        max_samples,
+        f"{kind} with {k} classes needs at least 2 samples per class",
+    )
+    seed_value = _check_int(
+        "seed", defaults["seed"] if seed is None else seed, 0, MAX_SEED, "seeds are 32-bit"
+    )
+    noise_value = defaults["noise"] if noise is None else noise
+    if isinstance(noise_value, bool) or not isinstance(noise_value, int | float | np.floating):
+        raise InvalidInput(f"noise must be a number, got {noise_value!r}")
+    noise_value = float(noise_value)
+    if not math.isfinite(noise_value) or noise_value < 0:
+        raise InvalidInput(f"noise must be a finite number >= 0, got {noise_value}")
+
+    counts = _counts_per_class(n, k)
+    rng = np.random.default_rng(seed_value)
+    if kind == "moons":
+        from sklearn.datasets import make_moons
+
+        X, y = make_moons(n, noise=noise_value, random_state=seed_value)
+    elif kind == "circles":
+        from sklearn.datasets import make_circles
+
+        X, y = make_circles(n, noise=noise_value, factor=0.5, random_state=seed_value)
+    elif kind == "blobs":
+        from sklearn.datasets import make_blobs
+
+        X, y = make_blobs(counts, n_features=2, cluster_std=noise_value, random_state=seed_value)
+    elif kind == "xor":
+        X, y = _xor(counts, noise_value, rng)
+    elif kind == "spiral":
+        X, y = _spiral(counts, noise_value, rng)
+    else:
+        X, y = _gaussian(counts, noise_value, rng)
+    return Dataset(X=X, y=y, classes=tuple(range(k)), feature_names=_default_feature_names(2))
+
+
+# --- scikit-learn's bundled datasets -------------------------------------------------------
+
+
+@lru_cache(maxsize=len(BUILTIN_KINDS))
+def load_builtin(kind: str) -> Dataset:
+    """One of scikit-learn's bundled datasets (no download), class labels by name, sorted."""
+    if kind not in BUILTIN_KINDS:
+        raise InvalidInput(
+            f"unknown built-in dataset {kind!r}; choose one of {list(BUILTIN_KINDS)}"
+        )
+    from sklearn import datasets as sk
+
+    loaders = {
+        "iris": sk.load_iris,
+        "wine": sk.load_wine,
+        "breast_cancer": sk.load_breast_cancer,
+        "digits": sk.load_digits,
+    }
+    bunch = loaders[kind]()
+    names = [n.item() if isinstance(n, np.generic) else n for n in bunch.target_names]
+    labels = [names[i] for i in bunch.target]
+    return _from_labels(
+        np.asarray(bunch.data, dtype=np.float64),
+        labels,
+        tuple(str(f) for f in bunch.feature_names),
+    )
+
+
+# --- user data -------------------------------------------------------------------------------
+
+
+def _from_labels(X: np.ndarray, labels: Sequence[Label], feature_names: tuple[str, ...]) -> Dataset:
+    """A dataset from validated features and labels of one type: indices follow sorted labels."""
+    classes = sorted(set(labels))  # all int or all str
+    if len(classes) < 2:
+        raise InvalidInput(
+            f"every example has the label {classes[0]!r}; a classifier needs at least 2 classes"
+        )
+    index = {label: i for i, label in enumerate(classes)}
+    y = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
+    return Dataset(X=X, y=y, classes=tuple(classes), feature_names=feature_names)
+
+
+def _check_feature_names(names: Sequence[str] | None, n_features: int) -> tuple[str, ...]:
+    if names is None:
+        return _default_feature_names(n_features)
+    result = tuple(names)
+    if len(result) != n_features:
+        raise InvalidInput(f"got {len(result)} feature names for {n_features} features")
+    for name in result:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput(f"feature names must be non-empty strings, got {name!r}")
+    if len(set(result)) != len(result):
+        duplicate = next(n for n in result if result.count(n) > 1)
+        raise InvalidInput(f"feature name {duplicate!r} appears more than once")
+    return result
+
+
+def _check_labels(labels: Sequence[object]) -> list[Label]:
+    """Labels as Python ints or strs, all of one type."""
+    checked: list[Label] = []
+    for i, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, int | str | np.integer | np.str_):
+            raise InvalidInput(
+                f"label {label!r} at index {i} is neither an integer nor a string; "
+                "labels must be integers or strings"
+            )
+        checked.append(int(label) if isinstance(label, int | np.integer) else str(label))
+    kinds = {type(label) for label in checked}
+    if len(kinds) > 1:
+        first_int = next(label for label in checked if isinstance(label, int))
+        first_str = next(label for label in checked if isinstance(label, str))
+        raise InvalidInput(
+            f"labels mix integers and strings (e.g. {first_int!r} and {first_str!r}); "
+            "use one type for every label"
+        )
+    return checked
+
+
+def _first_bad_row(X: np.ndarray) -> int:
+    return int(np.argwhere(~np.isfinite(X))[0][0])
+
+
+def from_points(
+    points: np.ndarray | Sequence[Sequence[float]],
+    labels: np.ndarray | Sequence[Label],
+    feature_names: Sequence[str] | None = None,
+    *,
+    max_samples: int = MAX_SAMPLES,
+) -> Dataset:
+    """A dataset from user points (rows of any fixed length) and one label per point.
+
+    Labels are all integers or all strings; class index i is the i-th smallest label.
+    """
+    rows = points.tolist() if isinstance(points, np.ndarray) else points
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence) or len(rows) == 0:
+        raise InvalidInput("points must be a non-empty list of rows of numbers")
+    if len(rows) > max_samples:
+        raise InvalidInput(f"at most {max_samples} points are allowed, got {len(rows)}")
+    width: int | None = None
+    for i, row in enumerate(rows):
+        if isinstance(row, str | bytes) or not isinstance(row, Sequence):
+            raise InvalidInput(f"point {i} must be a list of numbers, got {row!r}")
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise InvalidInput(
+                f"point {i} has {len(row)} values but point 0 has {width}; "
+                "every point needs the same number of features"
+            )
+    if not width:
+        raise InvalidInput("points need at least one feature")
+    if width > MAX_FEATURES:
+        raise InvalidInput(f"at most {MAX_FEATURES} features are allowed, got {width}")
+    try:
+        X = np.array(rows, dtype=np.float64)  # (n_samples, n_features)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"points must contain only numbers: {exc}") from None
+    if not np.isfinite(X).all():
+        row = _first_bad_row(X)
+        raise InvalidInput(f"point {row} is {rows[row]!r}: values must be finite numbers")
+
+    label_list = labels.tolist() if isinstance(labels, np.ndarray) else labels
+    if isinstance(label_list, str | bytes) or not isinstance(label_list, Sequence):
+        raise InvalidInput("labels must be a list with one label per point")
+    if len(label_list) != X.shape[0]:
+        raise InvalidInput(f"got {len(label_list)} labels for {X.shape[0]} points; give one each")
+    checked = _check_labels(label_list)
+    return _from_labels(X, checked, _check_feature_names(feature_names, X.shape[1]))
+
+
+def _parse_label(text: str) -> Label:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def from_csv(
+    text: str, label_column: str | None = None, *, max_samples: int = MAX_SAMPLES
+) -> Dataset:
+    """A dataset from CSV text with a header row; the label column is the last unless named.
+
+    Every other column must be a finite number. Labels that all parse as integers become int
+    classes, otherwise strings. Errors name the 1-based line.
+    """
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")), strict=True)
+    try:
+        header = next((row for row in reader if row), None)
+        if header is None:
+            raise InvalidInput("the CSV is empty; it needs a header row and data rows")
+        header_line = reader.line_num
+        names = [name.strip() for name in header]
+        if len(names) < 2:
+            raise InvalidInput(
+                f"line {header_line}: the header has {len(names)} column; "
+                "a CSV needs at least one feature column and a label column"
+            )
+        if all(_is_number(name) for name in names):
+            raise InvalidInput(
+                f"line {header_line} looks like data ({header!r}); "
+                "the first line must be a header naming the columns"
+            )
+        if any(not name for name in names):
+            raise InvalidInput(f"line {header_line}: every column in the header needs a name")
+        if len(set(names)) != len(names):
+            duplicate = next(n for n in names if names.count(n) > 1)
+            raise InvalidInput(f"line {header_line}: column {duplicate!r} appears twice")
+        if label_column is None:
+            label_at = len(names) - 1
+        elif label_column.strip() in names:
+            label_at = names.index(label_column.strip())
+        else:
+            raise InvalidInput(f"no column named {label_column!r}; the header has {names}")
+        feature_at = [i for i in range(len(names)) if i != label_at]
+
+        rows: list[list[float]] = []
+        raw_labels: list[str] = []
+        for record in reader:
+            if not record or all(not field.strip() for field in record):
+                continue  # blank line
+            line = reader.line_num
+            if len(rows) >= max_samples:
+                raise InvalidInput(f"line {line}: at most {max_samples} data rows are allowed")
+            if len(record) != len(names):
+                raise InvalidInput(
+                    f"line {line} has {len(record)} fields but the header has {len(names)}"
+                )
+            values = []
+            for i in feature_at:
+                field = record[i].strip()
+                try:
+                    value = float(field)
+                except ValueError:
+                    raise InvalidInput(
+                        f"line {line}, column {names[i]!r}: {field!r} is not a number"
+                    ) from None
+                if not math.isfinite(value):
+                    raise InvalidInput(
+                        f"line {line}, column {names[i]!r}: {field!r} is not a finite number"
+                    )
+                values.append(value)
+            label = record[label_at].strip()
+            if not label:
+                raise InvalidInput(f"line {line}: the label column {names[label_at]!r} is empty")
+            rows.append(values)
+            raw_labels.append(label)
+    except csv.Error as exc:
+        raise InvalidInput(f"line {reader.line_num}: malformed CSV: {exc}") from None
+    if not rows:
+        raise InvalidInput("the CSV has a header but no data rows")
+    parsed = [_parse_label(label) for label in raw_labels]
+    labels: list[Label] = parsed if all(isinstance(p, int) for p in parsed) else [*raw_labels]
+    X = np.array(rows, dtype=np.float64)  # (n_rows, n_features)
+    return _from_labels(X, labels, tuple(names[i] for i in feature_at))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- train/test split --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """A stratified train/test split. X_* are standardized when `scaler` is set."""
+
+    X_train: np.ndarray  # (n_train, n_features)
+    y_train: np.ndarray  # (n_train,) int64
+    X_test: np.ndarray  # (n_test, n_features), n_test may be 0
+    y_test: np.ndarray  # (n_test,) int64
+    train_index: np.ndarray  # (n_train,) int64 rows of the dataset, ascending
+    test_index: np.ndarray  # (n_test,) int64 rows of the dataset, ascending
+    scaler: Scaler | None  # fitted on the training rows only
+
+
+def split(dataset: Dataset, *, test_fraction: float, standardize: bool, seed: int) -> Split:
+    """Per class, round(test_fraction * count) examples go to the test side (at least one
+    stays on the training side); the same seed gives the same split.
+
+    With test_fraction > 0 every class must get at least one test example.
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float | np.floating):
+        raise InvalidInput(f"test_fraction must be a number, got {test_fraction!r}")
+    if not (math.isfinite(test_fraction) and 0 <= test_fraction < 1):
+        raise InvalidInput(
+            f"test_fraction must be >= 0 and < 1, got {test_fraction}; use 0 for no test set"
+        )
+    seed = _check_int("seed", seed, 0, MAX_SEED, "seeds are 32-bit")
+    rng = np.random.default_rng(seed)
+    train_parts, test_parts = [], []
+    for label_index, label in enumerate(dataset.classes):
+        members = np.flatnonzero(dataset.y == label_index)  # (count,)
+        count = members.size
+        n_test = min(math.floor(test_fraction * count + 0.5), count - 1)
+        if test_fraction > 0 and n_test == 0:
+            raise InvalidInput(
+                f"test_fraction {test_fraction} puts no example of class {label!r} on the test "
+                f"side: it has {count} example{'s' if count != 1 else ''}; raise test_fraction, "
+                "add examples of that class, or use test_fraction 0"
+            )
+        shuffled = rng.permutation(members)
+        test_parts.append(shuffled[:n_test])
+        train_parts.append(shuffled[n_test:])
+    train_index = np.sort(np.concatenate(train_parts)).astype(np.int64)
+    test_index = np.sort(np.concatenate(test_parts)).astype(np.int64)
+    X_train = dataset.X[train_index]  # (n_train, n_features), a fresh writable copy
+    X_test = dataset.X[test_index]  # (n_test, n_features)
+    scaler = Scaler.fit(X_train) if standardize else None
+    if scaler is not None:
+        X_train = scaler.transform(X_train)
+        X_test = scaler.transform(X_test)
+    return Split(
+        X_train=X_train,
+        y_train=dataset.y[train_index],
+        X_test=X_test,
+        y_test=dataset.y[test_index],
+        train_index=train_index,
+        test_index=test_index,
+        scaler=scaler,
+    )
