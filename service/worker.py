@@ -1,0 +1,191 @@
+"""The main loop of one worker process of `service.process_pool.LocalProcessExecutor`.
+
+The parent and the worker share one duplex pipe and one shared integer, the stop flag.
+
+    parent -> worker   ("run", task_id) followed by the pickled task as raw bytes; ("stop",)
+    worker -> parent   ("ready", pid)
+                       ("started", task_id)
+                       ("progress", task_id, pickled list of items)
+                       ("succeeded", task_id, pickled result)
+                       ("failed", task_id, error_type, detail)      strings only
+                       ("stopped", task_id)                         the stop flag was set
+
+The parent sets the flag (to cancel, on a deadline, on shutdown) and resets it before the next
+task, so `should_stop()` is one read of shared memory, no system call. Everything a task hands
+over travels pickled inside the messages, so a value that cannot be rebuilt on the other side
+fails that one task, never the pipe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+# Error types the executor itself reports (besides exception class names, "worker_lost", "timeout").
+TASK_UNPICKLABLE = "task_unpicklable"
+RESULT_UNPICKLABLE = "result_unpicklable"
+PROGRESS_UNPICKLABLE = "progress_unpicklable"
+
+MAX_DETAIL_CHARS = 2000
+PARENT_CHECK_SECONDS = 0.5
+
+
+def describe(exc: BaseException) -> str:
+    """The exception's message as a plain string, whatever its __str__ does."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = f"<{type(exc).__name__} with an unprintable message>"
+    return text[:MAX_DETAIL_CHARS]
+
+
+class _Channel:
+    """Sends to the parent from the task thread and the flusher thread, one message at a time.
+
+    Progress items are buffered and sent as one message at most every `flush_interval` seconds
+    (at once when the last flush is older than that), and always before the task's outcome.
+    """
+
+    def __init__(self, conn: Connection, flush_interval: float) -> None:
+        self._conn = conn
+        self._flush_interval = flush_interval
+        self._lock = threading.Condition()
+        self._task_id: str | None = None
+        self._items: list[Any] = []
+        self._last_flush = 0.0
+        self._progress_error: str | None = None
+        threading.Thread(target=self._flush_forever, name="progress-flusher", daemon=True).start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+    def begin(self, task_id: str) -> None:
+        with self._lock:
+            self._task_id = task_id
+            self._items = []
+            self._progress_error = None
+            self._conn.send(("started", task_id))
+
+    def report(self, item: Any) -> None:
+        with self._lock:
+            if self._progress_error is not None:
+                raise TypeError(self._progress_error)
+            if self._task_id is None:
+                return  # a thread the task left behind, reporting after the task ended
+            self._items.append(item)
+            if len(self._items) == 1:
+                self._lock.notify()
+
+    def finish(self, outcome: tuple[Any, ...]) -> None:
+        """Flush what is left, then send the task's outcome."""
+        with self._lock:
+            self._flush_locked()
+            if self._progress_error is not None and outcome[0] in ("succeeded", "failed"):
+                outcome = ("failed", outcome[1], PROGRESS_UNPICKLABLE, self._progress_error)
+            self._conn.send(outcome)
+            self._task_id = None
+            self._items = []
+
+    def _flush_forever(self) -> None:
+        try:
+            self._flush_until_broken()
+        except OSError:
+            return  # the parent is gone; the task thread notices on its next send
+
+    def _flush_until_broken(self) -> None:
+        with self._lock:
+            while True:
+                if not self._items:
+                    self._lock.wait()
+                    continue
+                delay = self._last_flush + self._flush_interval - time.monotonic()
+                if delay > 0:
+                    self._lock.wait(delay)  # items may be flushed by finish() meanwhile
+                    continue
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._items or self._task_id is None:
+            return
+        items, self._items = self._items, []
+        self._last_flush = time.monotonic()
+        try:
+            blob = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            self._progress_error = f"a reported progress item cannot be pickled: {describe(exc)}"
+            return
+        self._conn.send(("progress", self._task_id, blob))
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """Exit as soon as the parent is gone (even SIGKILLed): the worker is then re-parented."""
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent_pid:
+            os._exit(70)
+
+
+def _run_task(
+    channel: _Channel, task_id: str, blob: bytes, should_stop: Callable[[], bool]
+) -> tuple[Any, ...]:
+    try:
+        task = pickle.loads(blob)
+    except Exception as exc:
+        detail = f"the task could not be rebuilt in the worker: {type(exc).__name__}: "
+        return ("failed", task_id, TASK_UNPICKLABLE, detail + describe(exc))
+    del blob  # the only other reference to the task's bytes: free them while it runs
+    channel.begin(task_id)
+    try:
+        result = task.run(channel.report, should_stop)
+    except BaseException as exc:  # SystemExit too: the worker outlives any one task
+        if should_stop():
+            return ("stopped", task_id)
+        return ("failed", task_id, type(exc).__name__, describe(exc))
+    if should_stop():
+        return ("stopped", task_id)  # the parent decides what a stopped task means; skip pickling
+    try:
+        return ("succeeded", task_id, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        detail = f"the task's result cannot be pickled: {type(exc).__name__}: {describe(exc)}"
+        return ("failed", task_id, RESULT_UNPICKLABLE, detail)
+
+
+def worker_main(
+    conn: Connection, stop_flag: Any, preload: Sequence[str], flush_interval: float
+) -> None:
+    """Run tasks the parent sends over `conn` until it says stop or goes away.
+
+    `stop_flag` is a shared `ctypes.c_int` (multiprocessing RawValue); `preload` names modules to
+    import before reporting ready, so the first task starts warm.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; parent decides
+    threading.Thread(
+        target=_exit_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True
+    ).start()
+    for module_name in preload:
+        importlib.import_module(module_name)
+
+    channel = _Channel(conn, flush_interval)
+
+    def should_stop() -> bool:
+        return bool(stop_flag.value)
+
+    try:
+        channel.send(("ready", os.getpid()))
+        while True:
+            message = conn.recv()
+            if message[0] != "run":
+                return
+            task_id: str = message[1]
+            outcome = _run_task(channel, task_id, conn.recv_bytes(), should_stop)
+            channel.finish(outcome)
+    except (EOFError, OSError):
+        return  # the parent closed its end or died
