@@ -1,0 +1,36 @@
+"""`python -m service [--host H] [--port P]`: serve the API with uvicorn (one process; training
+scales through the executor's worker processes, never through more uvicorn workers, because the
+registry lives in this process's memory)."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from service.main import create_app
+from service.settings import Settings
+
+# Seconds uvicorn waits for open connections (event streams end by themselves) at shutdown.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("--host", help="address to bind (default: SCRATCHNET_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: SCRATCHNET_PORT or 8000)")
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if value is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+if __name__ == "__main__":
+    main()

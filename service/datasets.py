@@ -1,0 +1,144 @@
+"""Dataset creation: which request fields apply to which kind, deployment limits, then the engine.
+
+The builders are synchronous (generation, CSV parsing and splitting can take tens of
+milliseconds): routes call them through a worker thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine import datasets as engine_datasets
+from engine.datasets import FIXED_N_CLASSES, PARAMETERS, Dataset, Kind
+from service.errors import InvalidRequest, LimitExceeded
+from service.registry import DatasetRecord, new_id, utc_now
+from service.schemas import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DatasetCreate
+from service.settings import Settings
+
+GENERATOR_FIELDS = ("n_samples", "noise", "n_classes")
+CUSTOM_FIELDS = ("points", "labels", "feature_names")
+
+
+def _takes(kind: Kind) -> str:
+    taken = [name for name in PARAMETERS[kind] if name != "seed"]
+    if kind == "custom":
+        return "custom takes points, labels and feature_names"
+    if not taken:
+        return f"{kind} takes no generator parameters"
+    return f"{kind} takes {', '.join(taken)}"
+
+
+def check_applicable(body: DatasetCreate) -> None:
+    """Refuse a field that does not apply to the kind, naming it (422)."""
+    given = body.model_fields_set
+    kind = body.kind
+    for field in GENERATOR_FIELDS:
+        if field in given and field not in PARAMETERS[kind]:
+            fixed = next((n for k, n in FIXED_N_CLASSES.items() if k == kind), None)
+            why = f" (it always has {fixed} classes)" if fixed else ""
+            raise InvalidRequest.at(
+                ["body", field],
+                f"{field} does not apply to {kind}{why}; {_takes(kind)}",
+                "not_applicable",
+            )
+    for field in CUSTOM_FIELDS:
+        if kind != "custom" and field in given:
+            raise InvalidRequest.at(
+                ["body", field],
+                f"{field} applies only to kind custom; {_takes(kind)}",
+                "not_applicable",
+            )
+    if kind == "custom":
+        for field in ("points", "labels"):
+            if getattr(body, field) is None:
+                raise InvalidRequest.at(["body", field], f"kind custom needs {field}", "missing")
+
+
+def _check_samples(n_samples: int, settings: Settings, loc: list[str | int]) -> None:
+    if n_samples > settings.max_samples:
+        raise LimitExceeded.at(
+            loc,
+            f"{n_samples} points exceed max_samples = {settings.max_samples}",
+            "limit_exceeded",
+        )
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    standardize: bool = True
+    seed: int = DEFAULT_SPLIT_SEED
+
+
+def _record(
+    kind: Kind,
+    name: str,
+    dataset: Dataset,
+    parameters: dict[str, int | float],
+    options: SplitOptions,
+) -> DatasetRecord:
+    split = engine_datasets.split(
+        dataset,
+        test_fraction=options.test_fraction,
+        standardize=options.standardize,
+        seed=options.seed,
+    )
+    return DatasetRecord(
+        id=new_id("ds"),
+        name=name,
+        kind=kind,
+        dataset=dataset,
+        split=split,
+        parameters=parameters,
+        test_fraction=options.test_fraction,
+        standardize=options.standardize,
+        seed=options.seed,
+        created_at=utc_now(),
+    )
+
+
+def build(body: DatasetCreate, settings: Settings) -> DatasetRecord:
+    """A dataset record from a JSON request (engine InvalidInput propagates as 422)."""
+    check_applicable(body)
+    kind = body.kind
+    seed = body.seed if body.seed is not None else DEFAULT_SPLIT_SEED
+    options = SplitOptions(body.test_fraction, body.standardize, seed)
+    parameters: dict[str, int | float] = {}
+    if kind in engine_datasets.GENERATED_KINDS:
+        parameters = {
+            name: value if (value := getattr(body, name)) is not None else default
+            for name, default in PARAMETERS[kind].items()
+        }
+        parameters["seed"] = seed
+        _check_samples(int(parameters["n_samples"]), settings, ["body", "n_samples"])
+        dataset = engine_datasets.generate(
+            kind,
+            n_samples=body.n_samples,
+            noise=body.noise,
+            n_classes=body.n_classes,
+            seed=seed,
+            max_samples=settings.max_samples,
+        )
+    elif kind == "custom":
+        assert body.points is not None and body.labels is not None
+        _check_samples(len(body.points), settings, ["body", "points"])
+        dataset = engine_datasets.from_points(
+            body.points, body.labels, body.feature_names, max_samples=settings.max_samples
+        )
+    else:
+        dataset = engine_datasets.load_builtin(kind)
+        _check_samples(dataset.n_samples, settings, ["body", "kind"])
+    return _record(kind, body.name or kind, dataset, parameters, options)
+
+
+def build_from_csv(
+    text: str,
+    *,
+    label_column: str | None,
+    name: str | None,
+    options: SplitOptions,
+    settings: Settings,
+) -> DatasetRecord:
+    """A custom dataset from CSV text (errors name the line)."""
+    dataset = engine_datasets.from_csv(text, label_column, max_samples=settings.max_samples)
+    return _record("custom", name or "csv", dataset, {}, options)

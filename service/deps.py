@@ -1,0 +1,67 @@
+"""What routes depend on: the service state of their app and pagination parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from service.errors import InvalidRequest
+from service.executor import Executor
+from service.jobs import JobManager
+from service.metrics import ServiceMetrics
+from service.pictures import PictureCache
+from service.registry import Registry
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """Everything one app instance holds; lives on `app.state.scratchnet`."""
+
+    settings: Settings
+    registry: Registry
+    executor: Executor
+    jobs: JobManager
+    pictures: PictureCache
+    metrics: ServiceMetrics
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.scratchnet
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+@dataclass(frozen=True)
+class Pagination:
+    limit: int
+    offset: int
+
+
+def pagination(
+    state: StateDep,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="Items per page: at most page_size_max (default 500); "
+            "default page_size_default (50).",
+        ),
+    ] = None,
+    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+) -> Pagination:
+    settings = state.settings
+    if limit is not None and limit > settings.page_size_max:
+        raise InvalidRequest.at(
+            ["query", "limit"],
+            f"limit {limit} exceeds page_size_max = {settings.page_size_max}",
+            "less_than_equal",
+        )
+    return Pagination(limit=limit or settings.page_size_default, offset=offset)
+
+
+PageDep = Annotated[Pagination, Depends(pagination)]

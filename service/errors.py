@@ -1,0 +1,272 @@
+"""The one place that turns exceptions into RFC 9457 `application/problem+json` responses.
+
+    ServiceError              raised by routes and service modules; carries status and detail
+    ├── MalformedRequest      400  the body is not parseable (bad JSON, bad CSV encoding)
+    ├── NotFound              404  an id in the path names nothing
+    ├── Conflict              409  the resource is in a state that forbids the request
+    ├── PayloadTooLarge       413  the body exceeds max_request_bytes
+    ├── UnsupportedMediaType  415  a Content-Type the route does not take
+    ├── InvalidRequest        422  well-formed but unacceptable; `errors` names the fields
+    │   └── LimitExceeded     422  a deployment limit (layers, units, epochs, work, points)
+    ├── TooManyJobs           429  the job queue is full (Retry-After)
+    └── NotReady              503  the training workers are not up yet (Retry-After)
+
+Engine errors map as: InvalidInput -> 422 invalid-input, ModelFormatError -> 422
+invalid-model-file. FastAPI's request validation -> 422 validation-error (400 for unparseable
+JSON); Starlette's 404/405 keep their status (405 with Allow). Anything else -> 500 with a
+generic detail, logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.errors import InvalidInput, ModelFormatError
+
+logger = logging.getLogger("service.errors")
+
+PROBLEM_BASE = "https://scratchnet.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# status -> (type slug, title) for statuses raised without a more specific problem type.
+_GENERIC: dict[int, tuple[str, str]] = {
+    400: ("malformed-request", "Malformed request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "Invalid request"),
+    429: ("queue-full", "Too many queued jobs"),
+    500: ("internal-error", "Internal server error"),
+    503: ("not-ready", "Service not ready"),
+}
+
+
+class ValidationIssue(BaseModel):
+    """One thing wrong with a request: where, what, and a machine-readable kind."""
+
+    loc: list[str | int] = Field(
+        description="Path to the offending value: where it came from ('body', 'query', "
+        "'path', 'header') then field names and list indices.",
+        examples=[["body", "hyperparameters", "learning_rate"]],
+    )
+    msg: str = Field(
+        description="What is wrong, in words.", examples=["Input should be greater than 0"]
+    )
+    type: str = Field(description="Kind of error.", examples=["greater_than"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail: every error response has this shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://scratchnet.dev/problems/not-found",
+                    "title": "Not found",
+                    "status": 404,
+                    "detail": "dataset ds_0123456789abcdef does not exist",
+                }
+            ]
+        }
+    )
+
+    type: str = Field(description="URI naming the kind of problem.")
+    title: str = Field(description="Short summary of the kind of problem.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What went wrong in this case and what to do about it.")
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="On 422: each invalid field with its location."
+    )
+
+
+class ServiceError(Exception):
+    """An error with a status, a problem type and a client-facing detail."""
+
+    status = 500
+    slug = "internal-error"
+    title = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[ValidationIssue] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+        self.headers = dict(headers or {})
+
+
+class MalformedRequest(ServiceError):
+    status, slug, title = 400, "malformed-request", "Malformed request"
+
+
+class NotFound(ServiceError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(ServiceError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class InvalidRequest(ServiceError):
+    status, slug, title = 422, "invalid-request", "Invalid request"
+
+    @classmethod
+    def at(cls, loc: Sequence[str | int], msg: str, kind: str = "value_error") -> InvalidRequest:
+        """One invalid value at `loc`; the detail repeats the message with the field name."""
+        where = ".".join(str(part) for part in loc[1:]) or str(loc[0])
+        return cls(f"{where}: {msg}", errors=[ValidationIssue(loc=list(loc), msg=msg, type=kind)])
+
+
+class LimitExceeded(InvalidRequest):
+    status, slug, title = 422, "limit-exceeded", "Limit exceeded"
+
+
+class TooManyJobs(ServiceError):
+    status, slug, title = 429, "queue-full", "Too many queued jobs"
+
+
+class NotReady(ServiceError):
+    status, slug, title = 503, "not-ready", "Service not ready"
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    errors: Iterable[ValidationIssue] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = [issue.model_dump() for issue in errors]
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _issues(raw_errors: Sequence[Any]) -> list[ValidationIssue]:
+    issues = []
+    for error in raw_errors:
+        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        issues.append(ValidationIssue(loc=loc, msg=str(error.get("msg", "")), type=error["type"]))
+    return issues
+
+
+def validation_problem(raw_errors: Sequence[Any]) -> JSONResponse:
+    """A 422 for pydantic errors (400 when the body was not valid JSON at all)."""
+    for error in raw_errors:
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error") or error.get("msg", "")
+            position = error.get("loc", ("body", None))[-1]
+            where = f" at character {position}" if isinstance(position, int) else ""
+            return problem_response(
+                400,
+                "malformed-request",
+                "Malformed request",
+                f"the body is not valid JSON: {reason}{where}",
+            )
+    issues = _issues(raw_errors)
+    detail = "; ".join(
+        f"{'.'.join(str(part) for part in issue.loc[1:]) or issue.loc[0]}: {issue.msg}"
+        if issue.loc
+        else issue.msg
+        for issue in issues[:5]
+    )
+    if len(issues) > 5:
+        detail += f"; and {len(issues) - 5} more"
+    return problem_response(422, "validation-error", "Invalid request", detail, errors=issues)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return problem_response(
+        exc.status, exc.slug, exc.title, exc.detail, errors=exc.errors, headers=exc.headers
+    )
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_problem(exc.errors())
+
+
+async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(422, "invalid-input", "Invalid input", str(exc))
+
+
+async def _model_format(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(
+        422, "invalid-model-file", "Invalid model file", f"not a scratchnet model file: {exc}"
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _GENERIC.get(exc.status_code, ("http-error", "HTTP error"))
+    if exc.status_code == 404:
+        detail = f"no resource at {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    else:
+        detail = str(exc.detail)
+    return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500, "internal-error", "Internal server error", "an unexpected error occurred"
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register every handler on `app`."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(ModelFormatError, _model_format)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries declaring the Problem schema for each status (see main.openapi)."""
+    descriptions = {
+        400: "The body is not valid JSON (or not decodable).",
+        404: "No such resource.",
+        409: "The resource's state forbids this request.",
+        413: "The request body is larger than max_request_bytes.",
+        415: "Unsupported Content-Type.",
+        422: "The request is well-formed but invalid; `errors` names each field.",
+        429: "The job queue is full; retry after Retry-After seconds.",
+        503: "The training workers are not up yet.",
+    }
+    return {status: {"model": Problem, "description": descriptions[status]} for status in statuses}

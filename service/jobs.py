@@ -1,0 +1,449 @@
+"""Job bookkeeping: limits, submission, cancellation, executor events -> job state, and the
+notifications that drive event streams.
+
+The executor calls `JobManager.on_event` from its own thread; every change to a job happens under
+the registry lock and then wakes the job's subscribers on their event loops. A finished job
+(succeeded, failed, cancelled) never changes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.hyperparameters import Hyperparameters
+from engine.model import Model
+from service.errors import (
+    Conflict,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    NotReady,
+    TooManyJobs,
+)
+from service.executor import (
+    Executor,
+    QueueFull,
+    TaskCancelled,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+)
+from service.metrics import ServiceMetrics
+from service.registry import (
+    DatasetRecord,
+    HistoryPoint,
+    JobError,
+    JobRecord,
+    JobStatus,
+    ModelRecord,
+    Registry,
+    StopReason,
+    new_id,
+    utc_now,
+)
+from service.schemas import JobCreate
+from service.settings import Settings
+from service.tasks import TrainingOutcome, TrainingTask
+
+logger = logging.getLogger("service.jobs")
+
+METRIC_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+HP = ("body", "hyperparameters")
+
+
+def n_parameters(widths: list[int]) -> int:
+    """Weights and biases of a dense network with layer `widths`, input to output."""
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(widths))
+
+
+def check_limits(hp: Hyperparameters, dataset: DatasetRecord, settings: Settings) -> None:
+    """Refuse, before queuing, a job this deployment will not run (422 naming the limit)."""
+    layers = hp.hidden_layers
+    if len(layers) > settings.max_hidden_layers:
+        raise LimitExceeded.at(
+            [*HP, "hidden_layers"],
+            f"{len(layers)} hidden layers exceed max_hidden_layers = {settings.max_hidden_layers}",
+            "limit_exceeded",
+        )
+    for index, units in enumerate(layers):
+        if units > settings.max_units_per_layer:
+            raise LimitExceeded.at(
+                [*HP, "hidden_layers", index],
+                f"{units} units exceed max_units_per_layer = {settings.max_units_per_layer}",
+                "limit_exceeded",
+            )
+    if hp.epochs > settings.max_epochs:
+        raise LimitExceeded.at(
+            [*HP, "epochs"],
+            f"{hp.epochs} epochs exceed max_epochs = {settings.max_epochs}",
+            "limit_exceeded",
+        )
+    if hp.batch_size is not None and hp.batch_size > dataset.train_size:
+        raise InvalidRequest.at(
+            [*HP, "batch_size"],
+            f"batch_size {hp.batch_size} is larger than the training split "
+            f"({dataset.train_size} points); use at most {dataset.train_size} or null for "
+            "full batch",
+        )
+    if hp.early_stopping and dataset.test_size == 0:
+        raise InvalidRequest.at(
+            [*HP, "early_stopping"],
+            f"early_stopping needs a test split but dataset {dataset.id} has test_fraction 0; "
+            "create the dataset with test_fraction > 0 or turn early_stopping off",
+        )
+    widths = [dataset.dataset.n_features, *layers, dataset.dataset.n_classes]
+    work = dataset.train_size * n_parameters(widths) * hp.epochs
+    if work > settings.max_work:
+        raise LimitExceeded.at(
+            [*HP, "epochs"],
+            f"this job needs {work:.3g} units of work (training points {dataset.train_size} x "
+            f"parameters {n_parameters(widths)} x epochs {hp.epochs}), over max_work = "
+            f"{settings.max_work:.3g}; use fewer epochs, fewer or smaller layers, or less data",
+            "limit_exceeded",
+        )
+
+
+def _metrics_of(point: dict[str, Any]) -> dict[str, float | None]:
+    return {key: point.get(key) for key in METRIC_KEYS}
+
+
+def _fingerprint(body: JobCreate) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+class _Waiter:
+    """Wakes one subscriber's event loop when its job changes (callable from any thread)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        # a closed loop raises RuntimeError: nobody is listening any more
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A consistent copy of a job's public state plus history points after a cursor."""
+
+    job: JobRecord
+    new_points: list[HistoryPoint]
+
+
+class JobManager:
+    """Owns job state transitions; routes and the executor listener go through it."""
+
+    def __init__(
+        self, registry: Registry, executor: Executor, settings: Settings, metrics: ServiceMetrics
+    ) -> None:
+        self.registry = registry
+        self.executor = executor
+        self.settings = settings
+        self.metrics = metrics
+        self.started = False
+        self.closing = False
+        self._idempotency: dict[str, tuple[str, str | None]] = {}  # key -> (fingerprint, job)
+        self._waiters: dict[str, set[_Waiter]] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the executor's workers (blocking: call from a thread)."""
+        self.executor.start(self.on_event)
+        self.started = True
+
+    def close(self) -> None:
+        """End every event stream; then stop the workers (blocking: call from a thread)."""
+        self.closing = True
+        self._wake_all()
+        self.executor.shutdown()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def submit(self, body: JobCreate, idempotency_key: str | None) -> tuple[JobRecord, bool]:
+        """Queue a job; returns (job, created). A repeated Idempotency-Key returns its job."""
+        if not self.started:
+            raise NotReady(
+                "the training workers are still starting; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        fingerprint = _fingerprint(body)
+        registry = self.registry
+        with registry.lock:
+            if idempotency_key is not None and idempotency_key in self._idempotency:
+                used_fingerprint, job_id = self._idempotency[idempotency_key]
+                if used_fingerprint != fingerprint:
+                    raise InvalidRequest.at(
+                        ["header", "Idempotency-Key"],
+                        "this key was already used with a different request body; "
+                        "use a new key for a new job",
+                        "idempotency_key_reused",
+                    )
+                existing = registry.jobs.get(job_id) if job_id is not None else None
+                if existing is None:
+                    raise Conflict(
+                        "a request with this Idempotency-Key is still being processed; retry"
+                    )
+                return existing, False
+            dataset = registry.datasets.get(body.dataset_id)
+            if dataset is None:
+                raise InvalidRequest.at(
+                    ["body", "dataset_id"],
+                    f"dataset {body.dataset_id} does not exist",
+                    "not_found",
+                )
+            hp = body.hyperparameters
+            check_limits(hp, dataset, self.settings)
+            job = JobRecord(
+                id=new_id("job"),
+                name=body.name or dataset.name,
+                dataset_id=dataset.id,
+                hyperparameters=hp,
+                created_at=utc_now(),
+                train_size=dataset.train_size,
+                test_size=dataset.test_size,
+                classes=dataset.dataset.classes,
+                feature_names=dataset.dataset.feature_names,
+                scaler=dataset.split.scaler,
+            )
+            registry.jobs.add(job.id, job)
+            if idempotency_key is not None:
+                self._idempotency[idempotency_key] = (fingerprint, None)
+        split = dataset.split
+        task = TrainingTask(
+            hyperparameters=hp,
+            X_train=split.X_train,
+            y_train=split.y_train,
+            X_test=split.X_test if dataset.test_size else None,
+            y_test=split.y_test if dataset.test_size else None,
+            n_classes=dataset.dataset.n_classes,
+        )
+        try:
+            # outside the lock: the executor may call on_event from its thread meanwhile
+            self.executor.submit(job.id, task, deadline_seconds=self.settings.job_timeout_seconds)
+        except BaseException as exc:
+            with registry.lock:
+                registry.jobs.remove(job.id)
+                if idempotency_key is not None:
+                    self._idempotency.pop(idempotency_key, None)
+            if isinstance(exc, QueueFull):
+                raise TooManyJobs(
+                    f"{exc.queued} jobs are already waiting for a worker (max_queued_jobs = "
+                    f"{self.settings.max_queued_jobs}); retry after {exc.retry_after_seconds} s",
+                    headers={"Retry-After": str(max(1, exc.retry_after_seconds))},
+                ) from None
+            raise
+        with registry.lock:
+            job.submitted = True
+            if idempotency_key is not None:
+                self._idempotency[idempotency_key] = (fingerprint, job.id)
+        return job, True
+
+    def require(self, job_id: str) -> JobRecord:
+        job = self.registry.jobs.get(job_id)
+        if job is None or not job.submitted:
+            raise NotFound(f"job {job_id} does not exist")
+        return job
+
+    def cancel(self, job_id: str) -> JobRecord:
+        with self.registry.lock:
+            job = self.require(job_id)
+            if job.finished:
+                raise Conflict(
+                    f"job {job_id} is already {job.status}; only queued or running "
+                    "jobs can be cancelled"
+                )
+            job.cancel_requested = True
+        self.executor.cancel(job_id)
+        return job
+
+    def counts_by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "cancelled"), 0)
+        with self.registry.lock:
+            for job in self.registry.jobs.select(lambda job: job.submitted):
+                counts[job.status] += 1
+        return counts
+
+    def uses_dataset(self, dataset_id: str) -> list[str]:
+        """Ids of queued or running jobs that train on `dataset_id`."""
+        return [
+            job.id
+            for job in self.registry.jobs.select(
+                lambda job: job.dataset_id == dataset_id and not job.finished
+            )
+        ]
+
+    # --- executor events (executor thread) --------------------------------------------------
+
+    def on_event(self, event: TaskEvent) -> None:
+        try:
+            self._apply(event)
+        except Exception:  # never let bookkeeping kill the executor's thread
+            logger.exception("could not apply %r", event)
+        self._wake(event.task_id)
+
+    def _apply(self, event: TaskEvent) -> None:
+        with self.registry.lock:
+            job = self.registry.jobs.get(event.task_id)
+            if job is None or job.finished:
+                return
+            now = utc_now()
+            if isinstance(event, TaskStarted):
+                job.status = "running"
+                job.started_at = now
+                job.worker_pid = event.worker_pid
+            elif isinstance(event, TaskProgress):
+                self._record(job, [item for item in event.items if isinstance(item, dict)])
+                if job.status == "queued":  # progress implies the task started
+                    job.status, job.started_at = "running", job.started_at or now
+            elif isinstance(event, TaskSucceeded):
+                self._succeed(job, event.result)
+            elif isinstance(event, TaskCancelled):
+                self._finish(job, "cancelled")
+            elif isinstance(event, TaskFailed):
+                if event.error_type == "TrainingCancelled":
+                    self._finish(job, "cancelled")
+                else:
+                    job.error = self._error(job, event)
+                    self._finish(job, "failed")
+
+    def _record(self, job: JobRecord, points: list[HistoryPoint]) -> None:
+        for point in points:
+            epoch = int(point["epoch"])
+            if job.history and epoch <= job.history[-1]["epoch"]:
+                continue
+            job.history.append(point)
+            self.metrics.epochs_trained.inc(max(0, epoch - job.epoch))
+            job.epoch = epoch
+            job.metrics = _metrics_of(point)
+
+    def _succeed(self, job: JobRecord, outcome: TrainingOutcome) -> None:
+        hp = job.hyperparameters
+        model = Model(
+            weights=list(outcome.weights),
+            biases=list(outcome.biases),
+            activation=hp.activation,
+            classes=job.classes,
+            hyperparameters=hp,
+            scaler=job.scaler,
+            feature_names=job.feature_names,
+        )
+        self._record(job, outcome.history)
+        job.history = list(outcome.history) or job.history
+        self.metrics.epochs_trained.inc(max(0, outcome.epochs_run - job.epoch))
+        job.epoch = outcome.epochs_run
+        job.metrics = _metrics_of(outcome.metrics)
+        job.stop_reason = _stop_reason(outcome.stop_reason)
+        record = ModelRecord(
+            id=new_id("mdl"),
+            name=job.name,
+            model=model,
+            job_id=job.id,
+            dataset_id=job.dataset_id,
+            metrics=job.metrics,
+            history=tuple(job.history),
+            created_at=utc_now(),
+        )
+        self.registry.models.add(record.id, record)
+        job.model_id = record.id
+        self._finish(job, "succeeded")
+
+    def _error(self, job: JobRecord, event: TaskFailed) -> JobError:
+        kind = event.error_type
+        if kind == "TrainingDiverged":
+            return JobError(
+                "diverged",
+                f"{event.detail}; lower the learning_rate (it was "
+                f"{job.hyperparameters.learning_rate:g})",
+            )
+        if kind == "InvalidInput":
+            return JobError("invalid_input", event.detail)
+        if kind == "timeout":
+            return JobError(
+                "timeout",
+                f"the job ran longer than job_timeout_seconds = "
+                f"{self.settings.job_timeout_seconds:g}; use fewer epochs or a smaller network",
+            )
+        if kind == "worker_lost":
+            return JobError(
+                "worker_lost",
+                "the worker process running the job stopped unexpectedly (killed or out of "
+                "memory); submit the job again",
+            )
+        logger.error("job %s failed with %s: %s", job.id, kind, event.detail)
+        return JobError("internal", "an internal error stopped the job")
+
+    @staticmethod
+    def _finish(job: JobRecord, status: JobStatus) -> None:
+        job.status = status
+        job.finished_at = utc_now()
+        if job.started_at is None and status != "cancelled":
+            job.started_at = job.finished_at
+
+    # --- subscriptions -----------------------------------------------------------------------
+
+    def _wake(self, job_id: str) -> None:
+        with self.registry.lock:
+            waiters = list(self._waiters.get(job_id, ()))
+        for waiter in waiters:
+            waiter.wake()
+
+    def _wake_all(self) -> None:
+        with self.registry.lock:
+            waiters = [w for group in self._waiters.values() for w in group]
+        for waiter in waiters:
+            waiter.wake()
+
+    def snapshot(self, job_id: str, after_epoch: int) -> JobSnapshot:
+        """The job (a copy) and its history points with epoch > after_epoch."""
+        with self.registry.lock:
+            job = self.require(job_id)
+            points = [point for point in job.history if point["epoch"] > after_epoch]
+            copy = JobRecord(**{**job.__dict__, "history": []})
+        return JobSnapshot(job=copy, new_points=points)
+
+    async def follow(
+        self, job_id: str, after_epoch: int, render: Callable[[JobSnapshot], list[Any]]
+    ) -> AsyncIterator[Any]:
+        """Yield rendered events for points after `after_epoch` as they are recorded, ending
+        after the job finishes (or when the service shuts down)."""
+        self.require(job_id)
+        waiter = _Waiter()
+        with self.registry.lock:
+            self._waiters.setdefault(job_id, set()).add(waiter)
+        try:
+            cursor = after_epoch
+            while True:
+                waiter.event.clear()
+                snapshot = self.snapshot(job_id, cursor)
+                for item in render(snapshot):
+                    yield item
+                if snapshot.new_points:
+                    cursor = snapshot.new_points[-1]["epoch"]
+                if snapshot.job.finished or self.closing:
+                    return
+                await waiter.event.wait()
+        finally:
+            with self.registry.lock:
+                group = self._waiters.get(job_id)
+                if group is not None:
+                    group.discard(waiter)
+                    if not group:
+                        del self._waiters[job_id]
+
+
+def _stop_reason(value: str) -> StopReason | None:
+    if value in ("completed", "early_stopping", "time_budget"):
+        return value  # type: ignore[return-value]
+    return None

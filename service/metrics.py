@@ -1,0 +1,108 @@
+"""Prometheus metrics of one app instance (its own CollectorRegistry, so apps never share).
+
+    scratchnet_http_requests_total{method,route,status}            requests answered
+    scratchnet_http_request_duration_seconds{method,route,status}  latency histogram
+    scratchnet_jobs{status}                                        jobs in each state now
+    scratchnet_epochs_trained_total                                epochs trained by all jobs
+    scratchnet_queue_depth                                         jobs waiting for a worker
+    scratchnet_running_jobs                                        jobs on a worker now
+    scratchnet_workers                                             live worker processes
+
+`route` is the route's path template (`/v1/jobs/{job_id}`), never the raw path, so ids do not
+explode the label space; requests that match no route count as `unmatched`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _StateCollector(Collector):
+    """Gauges read at scrape time from a callback: (jobs by status, executor counts, workers)."""
+
+    def __init__(self, read: Callable[[], tuple[dict[str, int], dict[str, int], int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        jobs_by_status, executor_counts, workers = self._read()
+        jobs = GaugeMetricFamily("scratchnet_jobs", "Jobs in each state.", labels=["status"])
+        for status, count in jobs_by_status.items():
+            jobs.add_metric([status], count)
+        yield jobs
+        yield GaugeMetricFamily(
+            "scratchnet_queue_depth",
+            "Jobs waiting for a worker.",
+            value=executor_counts.get("queued", 0),
+        )
+        yield GaugeMetricFamily(
+            "scratchnet_running_jobs",
+            "Jobs on a worker now.",
+            value=executor_counts.get("running", 0),
+        )
+        yield GaugeMetricFamily("scratchnet_workers", "Live worker processes.", value=workers)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "scratchnet_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "scratchnet_http_request_duration_seconds",
+            "Time from request to the end of the response.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.epochs_trained = Counter(
+            "scratchnet_epochs_trained", "Epochs trained by all jobs.", registry=self.registry
+        )
+
+    def watch_state(self, read: Callable[[], tuple[dict[str, int], dict[str, int], int]]) -> None:
+        self.registry.register(_StateCollector(read))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        code = str(status)
+        self.requests.labels(method, route, code).inc()
+        self.latency.labels(method, route, code).observe(seconds)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware timing every HTTP request by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], template, status, time.perf_counter() - start)

@@ -1,0 +1,83 @@
+"""PNG pictures: rendered in a worker thread (never on the event loop), kept in a small LRU cache.
+
+Datasets and models never change once created, so a picture is identified by what it shows: the
+resource id, the picture kind and its parameters. That key is also the ETag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import anyio.to_thread
+from fastapi import Request
+from fastapi.responses import Response
+
+PNG_MEDIA_TYPE = "image/png"
+CACHE_CONTROL = "private, max-age=3600"
+
+
+class PNGResponse(Response):
+    media_type = PNG_MEDIA_TYPE
+
+
+class PictureCache:
+    """Thread-safe LRU of rendered PNG bytes; size 0 keeps nothing."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            png = self._items.get(key)
+            if png is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return png
+
+    def put(self, key: Hashable, png: bytes) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            self._items[key] = png
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def forget(self, resource_id: str) -> None:
+        """Drop every picture of a deleted resource (keys start with its id)."""
+        with self._lock:
+            for key in [k for k in self._items if isinstance(k, tuple) and k[0] == resource_id]:
+                del self._items[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+def _etag(key: Hashable) -> str:
+    return '"' + hashlib.sha256(repr(key).encode()).hexdigest()[:32] + '"'
+
+
+async def picture_response(
+    request: Request, cache: PictureCache, key: tuple[Hashable, ...], render: Callable[[], bytes]
+) -> Response:
+    """The PNG for `key`: 304 when the client already has it, from the cache when there, else
+    rendered in a thread (engine InvalidInput propagates as a 422 problem)."""
+    etag = _etag(key)
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+        return Response(status_code=304, headers=headers)
+    png = cache.get(key)
+    if png is None:
+        png = await anyio.to_thread.run_sync(render)
+        cache.put(key, png)
+    return PNGResponse(png, headers=headers)

@@ -1,0 +1,240 @@
+"""/v1/datasets: generate, load or upload datasets; list, read, draw and delete them."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from engine import plotting
+from service import datasets as builders
+from service.deps import PageDep, StateDep
+from service.errors import (
+    Conflict,
+    InvalidRequest,
+    MalformedRequest,
+    NotFound,
+    UnsupportedMediaType,
+    problem_responses,
+)
+from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
+from service.registry import DatasetRecord
+from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
+from service.views import dataset_public
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+CSV_EXAMPLE = "x1,x2,label\n0.0,0.0,a\n0.0,1.0,b\n1.0,0.0,b\n1.0,1.0,a\n"
+CSV_QUERY = ("label_column", "name", "test_fraction", "standardize", "seed")
+
+CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "Either a JSON DatasetCreate, or CSV text: a header row naming the "
+        "columns, then one row per point; the label column is the last unless "
+        "`label_column` names another; every other column must hold finite numbers.",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DatasetCreate"}},
+            "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE},
+        },
+    }
+}
+
+
+def require_dataset(state: StateDep, dataset_id: str) -> DatasetRecord:
+    record = state.registry.datasets.get(dataset_id)
+    if record is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    return record
+
+
+def _parse_json(raw: bytes) -> DatasetCreate:
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MalformedRequest(
+            f"the body is not valid JSON: {exc.msg} at character {exc.pos}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid UTF-8 JSON: {exc}") from None
+    try:
+        return DatasetCreate.model_validate(document)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    summary="Create a dataset",
+    responses={
+        201: {"description": "Created; Location names the new dataset."},
+        **problem_responses(400, 413, 415, 422),
+    },
+    openapi_extra=CREATE_BODY,
+)
+async def create_dataset(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    label_column: Annotated[
+        str | None, Query(description="text/csv only: the label column (default: the last).")
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="text/csv only: the dataset's name."),
+    ] = None,
+    test_fraction: Annotated[
+        float | None,
+        Query(ge=0, lt=1, allow_inf_nan=False, description="text/csv only (default 0.2)."),
+    ] = None,
+    standardize: Annotated[bool | None, Query(description="text/csv only (default true).")] = None,
+    seed: Annotated[
+        int | None, Query(ge=0, le=2**32 - 1, description="text/csv only: split seed (default 0).")
+    ] = None,
+) -> DatasetPublic:
+    """Generate a synthetic dataset, load a bundled one, or accept your own points (JSON
+    `custom` or a CSV upload), then split it into training and test points, stratified by
+    class. A field that does not apply to the kind is refused with 422 naming it."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    settings = state.settings
+    raw = await request.body()
+    record: DatasetRecord
+    if content_type == "text/csv":
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedRequest(f"the CSV is not UTF-8 text: {exc}") from None
+        options = builders.SplitOptions(
+            test_fraction=builders.DEFAULT_TEST_FRACTION
+            if test_fraction is None
+            else test_fraction,
+            standardize=True if standardize is None else standardize,
+            seed=builders.DEFAULT_SPLIT_SEED if seed is None else seed,
+        )
+        record = await anyio.to_thread.run_sync(
+            lambda: builders.build_from_csv(
+                text, label_column=label_column, name=name, options=options, settings=settings
+            )
+        )
+    elif content_type in ("application/json", ""):
+        given = [key for key in CSV_QUERY if key in request.query_params]
+        if given:
+            raise InvalidRequest.at(
+                ["query", given[0]],
+                f"query parameter {given[0]} applies to text/csv bodies only; "
+                "put it in the JSON body instead",
+                "not_applicable",
+            )
+        body = _parse_json(raw)
+        record = await anyio.to_thread.run_sync(lambda: builders.build(body, settings))
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not accepted; send application/json or text/csv"
+        )
+    state.registry.datasets.add(record.id, record)
+    response.headers["Location"] = f"/v1/datasets/{record.id}"
+    return dataset_public(record)
+
+
+@router.get(
+    "", response_model=DatasetsPublic, summary="List datasets", responses=problem_responses(422)
+)
+def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
+    records = state.registry.datasets.select()
+    chosen = records[page.offset : page.offset + page.limit]
+    return DatasetsPublic(
+        items=[dataset_public(r) for r in chosen],
+        total=len(records),
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get(
+    "/{dataset_id}",
+    response_model=DatasetPublic,
+    summary="Read a dataset",
+    responses=problem_responses(404, 422),
+)
+async def read_dataset(
+    state: StateDep,
+    dataset_id: str,
+    include_points: Annotated[
+        bool,
+        Query(description="Add `points`, `labels` and `split` (the side of each point)."),
+    ] = False,
+) -> DatasetPublic:
+    record = require_dataset(state, dataset_id)
+    if include_points:
+        return await anyio.to_thread.run_sync(lambda: dataset_public(record, include_points=True))
+    return dataset_public(record)
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    summary="Delete a dataset",
+    responses={
+        204: {"description": "Deleted. Models trained on it stay."},
+        **problem_responses(404, 409),
+    },
+)
+def delete_dataset(state: StateDep, dataset_id: str) -> Response:
+    """Forget a dataset. Refused (409) while a queued or running job trains on it."""
+    with state.registry.lock:
+        require_dataset(state, dataset_id)
+        busy = state.jobs.uses_dataset(dataset_id)
+        if busy:
+            raise Conflict(
+                f"dataset {dataset_id} is used by {len(busy)} queued or running job(s) "
+                f"({', '.join(busy[:5])}); cancel them or wait until they finish"
+            )
+        state.registry.datasets.remove(dataset_id)
+    state.pictures.forget(dataset_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{dataset_id}/image.png",
+    response_class=PNGResponse,
+    summary="Draw a dataset",
+    responses={
+        200: {
+            "content": {PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "Scatter plot of the first two features coloured by class.",
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        **problem_responses(404, 422),
+    },
+)
+async def dataset_image(
+    request: Request,
+    state: StateDep,
+    dataset_id: str,
+    width: Annotated[
+        int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
+    ] = 640,
+    height: Annotated[
+        int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
+    ] = 480,
+) -> Response:
+    record = require_dataset(state, dataset_id)
+    return await picture_response(
+        request,
+        state.pictures,
+        (record.id, "image", width, height),
+        lambda: plotting.dataset_png(
+            record.dataset,
+            title=f"{record.name}: {record.dataset.n_samples} points, "
+            f"{record.dataset.n_classes} classes",
+            width=width,
+            height=height,
+        ),
+    )

@@ -1,0 +1,205 @@
+"""/v1/jobs: queue training, follow it (polling, history, server-sent events), cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Header, Query, Request, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from service.deps import PageDep, StateDep
+from service.errors import problem_responses
+from service.jobs import JobSnapshot
+from service.schemas import (
+    JobCreate,
+    JobHistory,
+    JobPublic,
+    JobsPublic,
+    JobStatusName,
+    ProgressEvent,
+)
+from service.views import history_public, job_public
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+EVENTS_DESCRIPTION = """\
+Server-sent events. First every point already recorded after `since` (or `Last-Event-ID`), then
+one `progress` event per point as it is recorded, then one final `status` event; the stream
+ends when the job ends. Comment lines keep an idle connection alive.
+
+    event: progress
+    id: 1000
+    data: {"job_id": "job_…", "epoch": 1000, "train_loss": 0.31, ...}
+
+    event: status
+    data: {"id": "job_…", "status": "succeeded", ...}
+"""
+
+
+def thin(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
+    """At most `max_points` points spread evenly, keeping the first and the last."""
+    if len(points) <= max_points:
+        return points
+    keep = np.unique(np.round(np.linspace(0, len(points) - 1, max_points)).astype(np.int64))
+    return [points[i] for i in keep.tolist()]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Queue a training job",
+    responses={
+        202: {
+            "description": "Queued; Location names the job. A retry with the same "
+            "Idempotency-Key and body answers the same job."
+        },
+        **problem_responses(400, 409, 413, 422, 429, 503),
+    },
+)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    state: StateDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="Makes retries safe: the same key with the same body returns the job "
+            "created first; with a different body it is refused (422).",
+        ),
+    ] = None,
+) -> JobPublic:
+    """Check the options against this deployment's limits (each refusal names the limit and
+    the value), then queue the job for a worker. An unknown `dataset_id` is a 422."""
+    job, _created = state.jobs.submit(body, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    with state.registry.lock:
+        return job_public(job)
+
+
+@router.get("", response_model=JobsPublic, summary="List jobs", responses=problem_responses(422))
+def list_jobs(
+    state: StateDep,
+    page: PageDep,
+    status: Annotated[JobStatusName | None, Query(description="Only jobs in this state.")] = None,
+) -> JobsPublic:
+    with state.registry.lock:
+        jobs = state.registry.jobs.select(
+            lambda job: job.submitted and (status is None or job.status == status)
+        )
+        items = [job_public(job) for job in jobs[page.offset : page.offset + page.limit]]
+    return JobsPublic(items=items, total=len(jobs), limit=page.limit, offset=page.offset)
+
+
+@router.get(
+    "/{job_id}", response_model=JobPublic, summary="Read a job", responses=problem_responses(404)
+)
+def read_job(state: StateDep, job_id: str) -> JobPublic:
+    with state.registry.lock:
+        return job_public(state.jobs.require(job_id))
+
+
+@router.get(
+    "/{job_id}/history",
+    response_model=JobHistory,
+    summary="Recorded loss and accuracy",
+    responses=problem_responses(404, 422),
+)
+def job_history(
+    state: StateDep,
+    job_id: str,
+    since: Annotated[int, Query(ge=0, description="Only points with epoch > since.")] = 0,
+    max_points: Annotated[
+        int | None,
+        Query(
+            ge=2,
+            le=100_000,
+            description="Thin evenly to at most this many points, keeping the first and the last.",
+        ),
+    ] = None,
+) -> JobHistory:
+    points = state.jobs.snapshot(job_id, since).new_points
+    if max_points is not None:
+        points = thin(points, max_points)
+    return JobHistory(job_id=job_id, history=history_public(points))
+
+
+def _render(snapshot: JobSnapshot) -> list[ServerSentEvent]:
+    job_id = snapshot.job.id
+    events = [
+        ServerSentEvent(
+            data=ProgressEvent.model_validate({**point, "job_id": job_id}).model_dump_json(),
+            event="progress",
+            id=str(point["epoch"]),
+        )
+        for point in snapshot.new_points
+    ]
+    if snapshot.job.finished:
+        events.append(
+            ServerSentEvent(data=job_public(snapshot.job).model_dump_json(), event="status")
+        )
+    return events
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Follow a job live (server-sent events)",
+    description=EVENTS_DESCRIPTION,
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "An event stream (see above); `progress` data is a ProgressEvent, "
+            "`status` data a JobPublic.",
+        },
+        **problem_responses(404, 422),
+    },
+)
+async def job_events(
+    request: Request,
+    state: StateDep,
+    job_id: str,
+    since: Annotated[
+        int | None, Query(ge=0, description="Replay only points with epoch > since.")
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            description="Resume after this epoch (sent by "
+            "browsers on reconnect); ignored when `since` is given.",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    state.jobs.require(job_id)
+    after = since if since is not None else (last_event_id or 0)
+    return EventSourceResponse(
+        state.jobs.follow(job_id, after, _render),
+        ping=state.settings.sse_ping_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Cancel a job",
+    responses={
+        202: {
+            "description": "Cancel requested; the job reaches `cancelled` within one epoch "
+            "(a queued job at once) and registers no model."
+        },
+        **problem_responses(404, 409),
+    },
+)
+def cancel_job(state: StateDep, job_id: str) -> JobPublic:
+    """Ask a queued or running job to stop. A finished job answers 409 with its status."""
+    job = state.jobs.cancel(job_id)
+    with state.registry.lock:
+        return job_public(job)

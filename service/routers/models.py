@@ -1,0 +1,304 @@
+"""/v1/models: trained networks — read, predict, draw, export, import, delete."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+import numpy as np
+from fastapi import APIRouter, Query, Request, Response
+
+from engine import plotting, serialize
+from engine.model import Label
+from service.deps import PageDep, StateDep
+from service.errors import (
+    Conflict,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    UnsupportedMediaType,
+    problem_responses,
+)
+from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
+from service.registry import ModelRecord, new_id, utc_now
+from service.schemas import ModelPublic, ModelsPublic, Prediction, PredictRequest
+from service.views import model_public
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+NPZ_MEDIA_TYPE = "application/octet-stream"
+# Predictions up to this many multiply-adds (points x parameters) run on the event loop: a few
+# microseconds of NumPy, cheaper than a hop to a thread.
+INLINE_PREDICT_WORK = 50_000
+
+PNG_200: dict[int | str, dict[str, Any]] = {
+    200: {"content": {PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
+}
+Width = Annotated[int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")]
+Height = Annotated[
+    int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
+]
+
+
+def require_model(state: StateDep, model_id: str) -> ModelRecord:
+    record = state.registry.models.get(model_id)
+    if record is None:
+        raise NotFound(f"model {model_id} does not exist")
+    return record
+
+
+def _plain(label: Any) -> Label:
+    plain: Label = label.item() if isinstance(label, np.generic) else label
+    return plain
+
+
+@router.get(
+    "", response_model=ModelsPublic, summary="List models", responses=problem_responses(422)
+)
+def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
+    records = state.registry.models.select()
+    chosen = records[page.offset : page.offset + page.limit]
+    return ModelsPublic(
+        items=[model_public(r) for r in chosen],
+        total=len(records),
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post(
+    "/import",
+    status_code=201,
+    response_model=ModelPublic,
+    summary="Import an exported model",
+    responses={
+        201: {"description": "Imported; Location names the new model."},
+        **problem_responses(413, 415, 422),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The bytes of a model exported by GET /v1/models/{model_id}/export.",
+            "content": {NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def import_model(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    name: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="Name of the new model."),
+    ] = None,
+) -> ModelPublic:
+    """A new model that predicts exactly like the exported one. It has no job, no dataset and
+    no training history."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != NPZ_MEDIA_TYPE:
+        raise UnsupportedMediaType(
+            f"send the exported .npz bytes as {NPZ_MEDIA_TYPE}, not {content_type or 'nothing'}"
+        )
+    raw = await request.body()
+    model = await anyio.to_thread.run_sync(serialize.model_from_npz, raw)
+    record = ModelRecord(
+        id=new_id("mdl"),
+        name=name or "imported",
+        model=model,
+        job_id=None,
+        dataset_id=None,
+        metrics=None,
+        history=(),
+        created_at=utc_now(),
+    )
+    state.registry.models.add(record.id, record)
+    response.headers["Location"] = f"/v1/models/{record.id}"
+    return model_public(record)
+
+
+@router.get(
+    "/{model_id}",
+    response_model=ModelPublic,
+    summary="Read a model",
+    responses=problem_responses(404),
+)
+def read_model(state: StateDep, model_id: str) -> ModelPublic:
+    return model_public(require_model(state, model_id))
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    summary="Delete a model",
+    responses={204: {"description": "Deleted."}, **problem_responses(404)},
+)
+def delete_model(state: StateDep, model_id: str) -> Response:
+    if state.registry.models.remove(model_id) is None:
+        raise NotFound(f"model {model_id} does not exist")
+    state.pictures.forget(model_id)
+    return Response(status_code=204)
+
+
+def _predict(record: ModelRecord, points: list[list[float]]) -> bytes:
+    probabilities = record.model.predict_proba(points)  # (n_points, n_classes)
+    classes = [_plain(c) for c in record.model.classes]
+    labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
+    body = {"classes": labels, "probabilities": probabilities.tolist()}
+    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=Prediction,
+    summary="Predict classes",
+    responses=problem_responses(400, 404, 413, 422),
+)
+async def predict(state: StateDep, model_id: str, body: PredictRequest) -> Response:
+    """Classify raw points (the model applies its own standardization). At most
+    predict_max_points per call; each point needs exactly n_features values."""
+    record = require_model(state, model_id)
+    points = body.points
+    limit = state.settings.predict_max_points
+    if len(points) > limit:
+        raise LimitExceeded.at(
+            ["body", "points"],
+            f"{len(points)} points exceed predict_max_points = {limit}; split the request",
+            "limit_exceeded",
+        )
+    n_features = record.model.n_features
+    for index, point in enumerate(points):
+        if len(point) != n_features:
+            raise InvalidRequest.at(
+                ["body", "points", index],
+                f"point {index} has {len(point)} values but the model expects n_features = "
+                f"{n_features}",
+                "wrong_dimension",
+            )
+    if len(points) * record.model.n_parameters <= INLINE_PREDICT_WORK:
+        content = _predict(record, points)
+    else:
+        content = await anyio.to_thread.run_sync(_predict, record, points)
+    return Response(content, media_type="application/json")
+
+
+@router.get(
+    "/{model_id}/decision-boundary.png",
+    response_class=PNGResponse,
+    summary="Draw the decision boundary",
+    responses={
+        **PNG_200,
+        **problem_responses(404, 422),
+    },
+)
+async def decision_boundary(
+    request: Request,
+    state: StateDep,
+    model_id: str,
+    width: Width = 640,
+    height: Height = 480,
+    resolution: Annotated[
+        int,
+        Query(
+            ge=plotting.MIN_RESOLUTION,
+            le=plotting.MAX_RESOLUTION,
+            description="Grid points per axis.",
+        ),
+    ] = 200,
+    show: Annotated[
+        Literal["all", "train", "test", "none"],
+        Query(description="Which of the dataset's points to draw over the class regions."),
+    ] = "all",
+) -> Response:
+    """Class regions of a 2-feature model. Points come from the model's dataset while it
+    exists (training filled, test hollow); imported models and models whose dataset was deleted
+    are drawn without points. A model with other than 2 features is a 422."""
+    record = require_model(state, model_id)
+    model = record.model
+    if model.n_features != 2:
+        raise InvalidRequest.at(
+            ["path", "model_id"],
+            f"model {model_id} has {model.n_features} features; decision boundaries are drawn "
+            "for 2-feature models only",
+            "not_two_dimensional",
+        )
+    dataset = state.registry.datasets.get(record.dataset_id) if record.dataset_id else None
+    no_points = np.empty((0, 2)), np.empty(0, dtype=np.int64)
+    if dataset is not None:
+        data, split = dataset.dataset, dataset.split
+        train = data.X[split.train_index], data.y[split.train_index]
+        test = data.X[split.test_index], data.y[split.test_index]
+    else:
+        train = test = no_points
+    key = (model_id, "boundary", width, height, resolution, show, dataset is not None)
+    return await picture_response(
+        request,
+        state.pictures,
+        key,
+        lambda: plotting.decision_boundary_png(
+            model,
+            X_train=train[0],
+            y_train=train[1],
+            X_test=test[0],
+            y_test=test[1],
+            width=width,
+            height=height,
+            resolution=resolution,
+            show=show,
+        ),
+    )
+
+
+@router.get(
+    "/{model_id}/loss-curve.png",
+    response_class=PNGResponse,
+    summary="Draw the loss curve",
+    responses={**PNG_200, **problem_responses(404, 409, 422)},
+)
+async def loss_curve(
+    request: Request,
+    state: StateDep,
+    model_id: str,
+    width: Width = 640,
+    height: Height = 480,
+    log_scale: Annotated[bool, Query(description="Logarithmic loss axis.")] = False,
+) -> Response:
+    """Training (and test) loss by recorded epoch. Imported models have no history (409)."""
+    record = require_model(state, model_id)
+    if not record.history:
+        raise Conflict(
+            f"model {model_id} has no training history (imported models carry none), so there "
+            "is no loss curve to draw"
+        )
+    history = record.history
+    return await picture_response(
+        request,
+        state.pictures,
+        (model_id, "loss", width, height, log_scale),
+        lambda: plotting.loss_curve_png(
+            history, log_scale=log_scale, width=width, height=height, title=None
+        ),
+    )
+
+
+@router.get(
+    "/{model_id}/export",
+    response_class=Response,
+    summary="Export a model",
+    responses={
+        200: {
+            "content": {NPZ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "A NumPy .npz archive (no pickles) that POST /v1/models/import accepts.",
+        },
+        **problem_responses(404),
+    },
+)
+async def export_model(state: StateDep, model_id: str) -> Response:
+    record = require_model(state, model_id)
+    content = await anyio.to_thread.run_sync(serialize.model_to_npz, record.model)
+    return Response(
+        content,
+        media_type=NPZ_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'},
+    )

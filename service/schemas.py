@@ -1,0 +1,385 @@
+"""Request and response bodies. Families follow `XCreate` (request), `XPublic` (one resource)
+and `XsPublic` (a page of them). Training options are the engine's own `Hyperparameters`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from engine.datasets import DESCRIPTIONS, PARAMETERS
+from engine.datasets import Kind as DatasetKind
+from engine.hyperparameters import Hyperparameters
+
+Label = StrictInt | StrictStr
+DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
+
+
+def _kind_table() -> str:
+    lines = []
+    for kind, description in DESCRIPTIONS.items():
+        taken = ", ".join(f"{name}={value}" for name, value in PARAMETERS[kind].items())
+        extra = "; takes points, labels, feature_names" if kind == "custom" else ""
+        lines.append(f"- {kind}: {description} ({taken or 'no generator parameters'}{extra})")
+    return "\n".join(lines)
+
+
+class Request(BaseModel):
+    """Base of request bodies: unknown fields and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+class DatasetCreate(Request):
+    """A dataset to generate, load or accept. Only the parameters of its kind may be given."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"kind": "moons", "n_samples": 200, "noise": 0.2, "seed": 0, "test_fraction": 0.2},
+                {"kind": "iris", "test_fraction": 0.3, "standardize": True},
+                {
+                    "kind": "custom",
+                    "points": [[0, 0], [0, 1], [1, 0], [1, 1]],
+                    "labels": ["a", "b", "b", "a"],
+                    "test_fraction": 0,
+                },
+            ]
+        }
+    )
+
+    kind: DatasetKind = Field(
+        description="Where the points come from, and which parameters apply (defaults in "
+        "brackets):\n" + _kind_table()
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A label for people; defaults to the kind.",
+        examples=["moons, a bit noisy"],
+    )
+    n_samples: int | None = Field(
+        default=None,
+        ge=1,
+        description="Points to generate (generated kinds only); at most max_samples.",
+        examples=[200],
+    )
+    noise: float | None = Field(
+        default=None,
+        ge=0,
+        description="Noise of the generator (generated kinds only; see kind).",
+        examples=[0.2],
+    )
+    n_classes: int | None = Field(
+        default=None,
+        ge=2,
+        le=10,
+        description="Classes to generate (blobs, spiral, gaussian only).",
+        examples=[3],
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**32 - 1,
+        description="Seeds the generator (generated kinds) and the train/test split (every "
+        "kind); default 0.",
+        examples=[0],
+    )
+    test_fraction: float = Field(
+        default=DEFAULT_TEST_FRACTION,
+        ge=0,
+        lt=1,
+        description="Share of each class held out for testing; 0 = no test split.",
+        examples=[0.2],
+    )
+    standardize: bool = Field(
+        default=True,
+        description="Standardize features with the training split's mean and standard "
+        "deviation. Models keep the scaler, so predictions take raw points.",
+    )
+    points: list[list[float]] | None = Field(
+        default=None,
+        description="custom only: one row of feature values per point.",
+        examples=[[[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]],
+    )
+    labels: list[Label] | None = Field(
+        default=None,
+        description="custom only: one class label per point, all integers or all strings.",
+        examples=[["a", "b", "b", "a"]],
+    )
+    feature_names: list[str] | None = Field(
+        default=None,
+        description="custom only: a name per feature column; default x1, x2, ...",
+        examples=[["width", "height"]],
+    )
+
+
+PointSide = Literal["train", "test"]
+
+
+class DatasetPublic(BaseModel):
+    """A dataset and its train/test split."""
+
+    id: str = Field(description="Opaque id.", examples=["ds_5f0c2a9e81d34b7a"])
+    name: str = Field(description="A label for people.", examples=["moons"])
+    kind: DatasetKind = Field(description="Where the points came from.")
+    n_samples: int = Field(description="Points in the dataset.", examples=[200])
+    n_features: int = Field(description="Feature columns per point.", examples=[2])
+    n_classes: int = Field(description="Distinct class labels.", examples=[2])
+    classes: list[Label] = Field(description="Class labels, sorted.", examples=[[0, 1]])
+    class_counts: list[int] = Field(
+        description="Points per class, in the order of `classes`.", examples=[[100, 100]]
+    )
+    feature_names: list[str] = Field(description="Feature names.", examples=[["x1", "x2"]])
+    train_size: int = Field(description="Points in the training split.", examples=[160])
+    test_size: int = Field(description="Points in the test split (0: none).", examples=[40])
+    test_fraction: float = Field(description="Requested test share.", examples=[0.2])
+    standardize: bool = Field(description="Whether features are standardized for training.")
+    seed: int = Field(description="Seed of the generator and of the split.", examples=[0])
+    parameters: dict[str, int | float] = Field(
+        description="Generator parameters used, defaults included ({} for other kinds).",
+        examples=[{"n_samples": 200, "noise": 0.2, "seed": 0}],
+    )
+    created_at: datetime = Field(description="Creation time, UTC.")
+    points: list[list[float]] | None = Field(
+        default=None, description="With include_points=true: the raw feature rows."
+    )
+    labels: list[Label] | None = Field(
+        default=None, description="With include_points=true: the label of each point."
+    )
+    split: list[PointSide] | None = Field(
+        default=None, description="With include_points=true: the side of each point."
+    )
+
+
+class DatasetsPublic(BaseModel):
+    """A page of datasets, oldest first."""
+
+    items: list[DatasetPublic]
+    total: int = Field(description="Datasets in all pages.")
+    limit: int = Field(description="Page size used.")
+    offset: int = Field(description="Items skipped before this page.")
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+class JobCreate(Request):
+    """Train a network on a dataset's training split."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "ds_5f0c2a9e81d34b7a",
+                    "name": "three tanh units",
+                    "hyperparameters": {
+                        "hidden_layers": [3],
+                        "activation": "tanh",
+                        "optimizer": "sgd",
+                        "learning_rate": 2.0,
+                        "l2": 0.01,
+                        "epochs": 20000,
+                    },
+                }
+            ]
+        }
+    )
+
+    dataset_id: str = Field(
+        description="The dataset to train on (422 if it does not exist).",
+        examples=["ds_5f0c2a9e81d34b7a"],
+    )
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters,
+        description="Training options; every one is optional and the full set, defaults "
+        "included, is echoed back.",
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A label for people; defaults to the dataset's name.",
+    )
+
+
+class Metrics(BaseModel):
+    """Loss (mean cross-entropy plus regularization) and accuracy on each split."""
+
+    train_loss: float = Field(examples=[0.071])
+    train_accuracy: float = Field(examples=[0.97])
+    test_loss: float | None = Field(description="null without a test split.", examples=[0.09])
+    test_accuracy: float | None = Field(description="null without a test split.", examples=[0.95])
+
+
+class HistoryPointPublic(BaseModel):
+    """One recorded epoch."""
+
+    epoch: int = Field(description="Epochs completed.", examples=[1000])
+    train_loss: float = Field(examples=[0.31])
+    train_accuracy: float = Field(examples=[0.88])
+    test_loss: float | None = Field(description="null without a test split.", examples=[0.33])
+    test_accuracy: float | None = Field(description="null without a test split.")
+    learning_rate: float = Field(description="Learning rate in that epoch.", examples=[0.01])
+
+
+class ProgressEvent(HistoryPointPublic):
+    """`data` of an SSE `progress` event."""
+
+    job_id: str = Field(examples=["job_91c3d0a4e5f67b28"])
+
+
+class JobErrorPublic(BaseModel):
+    """Why a job failed."""
+
+    type: Literal["diverged", "timeout", "worker_lost", "invalid_input", "internal"] = Field(
+        description="diverged: the loss became non-finite (lower the learning rate); timeout: "
+        "the job ran past job_timeout_seconds; worker_lost: its worker process died; "
+        "invalid_input: the engine refused the data or options; internal: a bug."
+    )
+    detail: str = Field(examples=["training diverged at epoch 12: loss is inf"])
+
+
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobPublic(BaseModel):
+    """A training job. `succeeded`, `failed` and `cancelled` are final."""
+
+    id: str = Field(examples=["job_91c3d0a4e5f67b28"])
+    name: str = Field(examples=["three tanh units"])
+    status: JobStatusName
+    dataset_id: str = Field(examples=["ds_5f0c2a9e81d34b7a"])
+    hyperparameters: Hyperparameters = Field(description="Every option, defaults included.")
+    epoch: int = Field(description="Last recorded epoch (epochs run once finished).")
+    epochs: int = Field(description="Epochs asked for.")
+    train_size: int = Field(description="Training points.")
+    test_size: int = Field(description="Test points (0: no test metrics).")
+    created_at: datetime
+    started_at: datetime | None = Field(description="When a worker picked it up.")
+    finished_at: datetime | None
+    elapsed_seconds: float | None = Field(
+        description="Seconds since started (until finished); null while queued."
+    )
+    metrics: Metrics | None = Field(
+        description="Latest recorded point while running; final metrics once succeeded."
+    )
+    model_id: str | None = Field(description="The trained model, once succeeded.")
+    error: JobErrorPublic | None = Field(description="Set when failed.")
+    stop_reason: Literal["completed", "early_stopping", "time_budget"] | None = Field(
+        description="Why training stopped, once succeeded."
+    )
+    cancel_requested: bool = Field(description="A cancel was asked for.")
+
+
+class JobsPublic(BaseModel):
+    """A page of jobs, oldest first."""
+
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobHistory(BaseModel):
+    """Recorded points of a job, oldest first."""
+
+    job_id: str
+    history: list[HistoryPointPublic]
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+class ModelPublic(BaseModel):
+    """A trained network, ready to predict."""
+
+    id: str = Field(examples=["mdl_2b7e41f09ac35d86"])
+    name: str
+    job_id: str | None = Field(description="The job that trained it (null when imported).")
+    dataset_id: str | None = Field(
+        description="Its dataset (null when imported); it may have been deleted since."
+    )
+    hyperparameters: Hyperparameters
+    metrics: Metrics | None = Field(description="Final metrics (null when imported).")
+    n_parameters: int = Field(description="Weights and biases.", examples=[17])
+    n_features: int = Field(examples=[2])
+    feature_names: list[str] = Field(examples=[["x1", "x2"]])
+    classes: list[Label] = Field(examples=[[0, 1]])
+    architecture: list[int] = Field(
+        description="Layer widths, input to output.", examples=[[2, 3, 2]]
+    )
+    activation: str = Field(examples=["tanh"])
+    has_history: bool = Field(description="Whether loss-curve.png is available.")
+    created_at: datetime
+
+
+class ModelsPublic(BaseModel):
+    """A page of models, oldest first."""
+
+    items: list[ModelPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class PredictRequest(Request):
+    """Raw feature rows, in the dataset's units (the model applies its own scaling)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"points": [[0.5, -0.25]]}]})
+
+    points: list[list[float]] = Field(
+        min_length=1, description="One row of n_features finite numbers per point."
+    )
+
+
+class Prediction(BaseModel):
+    """The most probable class of each point and every class's probability."""
+
+    classes: list[Label] = Field(examples=[[1]])
+    probabilities: list[list[float]] = Field(
+        description="Per point, one probability per model class (in the model's `classes` "
+        "order), summing to 1.",
+        examples=[[[0.12, 0.88]]],
+    )
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Limits(BaseModel):
+    """Deployment limits checked on top of the hyperparameter bounds."""
+
+    max_hidden_layers: int
+    max_units_per_layer: int
+    max_samples: int
+    max_epochs: int
+    max_work: float = Field(description="Training points x parameters x epochs per job.")
+    predict_max_points: int
+    max_request_bytes: int
+    max_queued_jobs: int
+    job_timeout_seconds: float
+    page_size_max: int
+
+
+class Info(BaseModel):
+    """What this service is and how it is configured."""
+
+    version: str = Field(examples=["0.1.0"])
+    executor_backend: str = Field(examples=["local-process"])
+    workers: int = Field(description="Training worker processes.")
+    worker_pids: list[int] = Field(description="Process ids of the live workers.")
+    ready: bool
+    queued_jobs: int
+    running_jobs: int
+    limits: Limits

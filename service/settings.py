@@ -1,0 +1,83 @@
+"""Deployment settings, read from the environment (prefix `SCRATCHNET_`, e.g. SCRATCHNET_WORKERS=4).
+
+Each field's docstring says what it controls; the limits are checked on top of the engine's own
+hyperparameter bounds, before a job is queued.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    """scratchnet's service settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCRATCHNET_", extra="ignore", use_attribute_docstrings=True
+    )
+
+    host: str = "127.0.0.1"
+    """Address `python -m service` binds to (the Docker image uses 0.0.0.0)."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port `python -m service` listens on."""
+
+    workers: int = Field(default_factory=_cpu_count, ge=1, le=256)
+    """Training worker processes (default: the machine's CPU count). Jobs beyond this many wait
+    in the queue."""
+
+    max_queued_jobs: int = Field(default=100, ge=0)
+    """Jobs that may wait for a free worker; one more is refused with 429 and Retry-After."""
+
+    job_timeout_seconds: float = Field(default=3600.0, gt=0)
+    """Wall-clock limit of one job once a worker starts it; past it the job fails with
+    `timeout`."""
+
+    max_hidden_layers: int = Field(default=8, ge=0)
+    """Most hidden layers a job may ask for."""
+
+    max_units_per_layer: int = Field(default=4096, ge=1)
+    """Most units in any one hidden layer."""
+
+    max_samples: int = Field(default=100_000, ge=1)
+    """Most points in one dataset (generated, custom or CSV)."""
+
+    max_epochs: int = Field(default=1_000_000, ge=1)
+    """Most epochs a job may ask for."""
+
+    max_work: float = Field(default=5e11, gt=0)
+    """Work budget of one job: training points x network parameters x epochs. The default
+    allows moons with 100,000 points, one hidden layer of 100 units and 50 epochs (2e9) and
+    the 20,000-epoch tutorial run (5e7) while refusing jobs that would take hours."""
+
+    predict_max_points: int = Field(default=100_000, ge=1)
+    """Most points in one prediction request."""
+
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (JSON, CSV or an imported model); larger ones get 413."""
+
+    picture_cache_size: int = Field(default=64, ge=0)
+    """PNG pictures kept in memory (least recently used are dropped first); 0 disables the
+    cache."""
+
+    page_size_default: int = Field(default=50, ge=1)
+    """Items per page of a list when `limit` is not given."""
+
+    page_size_max: int = Field(default=500, ge=1)
+    """Largest `limit` a list request may ask for."""
+
+    sse_ping_seconds: float = Field(default=15.0, gt=0)
+    """Seconds between keep-alive comments on an idle event stream."""
+
+    log_level: LogLevel = "info"
+    """Log level of the service and of uvicorn."""

@@ -1,0 +1,63 @@
+"""The training task that runs inside a worker process.
+
+Importing this module must stay cheap (a worker imports it to unpickle a task): it touches only
+the engine and NumPy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.hyperparameters import Hyperparameters
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a finished training run sends back to the service (picklable, no engine types)."""
+
+    weights: list[np.ndarray]  # (fan_in, fan_out) per layer
+    biases: list[np.ndarray]  # (fan_out,) per layer
+    history: list[dict[str, Any]]
+    epochs_run: int
+    stop_reason: str
+    best_epoch: int | None
+    metrics: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """Train on a prepared split; progress items are history points as dicts."""
+
+    hyperparameters: Hyperparameters
+    X_train: np.ndarray  # (n_train, n_features), already standardized when asked
+    y_train: np.ndarray  # (n_train,) class indices
+    X_test: np.ndarray | None  # (n_test, n_features) or None without a test split
+    y_test: np.ndarray | None  # (n_test,)
+    n_classes: int
+
+    def run(self, report: Callable[[Any], None], should_stop: Callable[[], bool]) -> Any:
+        from engine.training import train
+
+        result = train(
+            self.hyperparameters,
+            self.X_train,
+            self.y_train,
+            self.n_classes,
+            self.X_test,
+            self.y_test,
+            on_record=lambda point: report(point.as_dict()),
+            should_stop=should_stop,
+        )
+        return TrainingOutcome(
+            weights=list(result.weights),
+            biases=list(result.biases),
+            history=[point.as_dict() for point in result.history],
+            epochs_run=int(result.epochs_run),
+            stop_reason=str(result.stop_reason),
+            best_epoch=None if result.best_epoch is None else int(result.best_epoch),
+            metrics=dict(result.final_metrics()),
+        )
