@@ -1,0 +1,115 @@
+"""Optimizers: each owns its state and applies one update to a flat parameter vector in place.
+
+With g the gradient of the mean loss and lr the learning rate of the current epoch:
+
+    sgd        w -= lr * g
+    momentum   v = mu * v - lr * g;  w += v
+    nesterov   v = mu * v - lr * g;  w += mu * v - lr * g          (scikit-learn's form)
+    adam       t += 1 (t = 1 at the first update); m = b1 * m + (1 - b1) * g;
+               v = b2 * v + (1 - b2) * g^2;  w -= lr * m_hat / (sqrt(v_hat) + eps)
+               with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
+
+One `update` is one step: per minibatch, or per epoch in full-batch training. Updates work in
+the parameters' dtype with preallocated buffers (no allocation per step).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from engine.hyperparameters import Hyperparameters
+
+Array = np.ndarray
+
+
+class Optimizer(ABC):
+    """Owns the state for a parameter vector of `size` entries."""
+
+    def __init__(self, size: int, dtype: DTypeLike) -> None:
+        self._step = np.zeros(size, dtype=dtype)
+        self.steps_taken = 0
+
+    @abstractmethod
+    def update(self, params: Array, grads: Array, learning_rate: float) -> None:
+        """params <- params after one step along grads (same shape; grads is left unchanged)."""
+
+
+class SGD(Optimizer):
+    def update(self, params: Array, grads: Array, learning_rate: float) -> None:
+        np.multiply(grads, learning_rate, out=self._step)
+        params -= self._step
+        self.steps_taken += 1
+
+
+class Momentum(Optimizer):
+    def __init__(self, size: int, dtype: DTypeLike, momentum: float) -> None:
+        super().__init__(size, dtype)
+        self.momentum = momentum
+        self.velocity = np.zeros(size, dtype=dtype)
+
+    def update(self, params: Array, grads: Array, learning_rate: float) -> None:
+        self.velocity *= self.momentum
+        np.multiply(grads, learning_rate, out=self._step)
+        self.velocity -= self._step
+        params += self.velocity
+        self.steps_taken += 1
+
+
+class Nesterov(Momentum):
+    def __init__(self, size: int, dtype: DTypeLike, momentum: float) -> None:
+        super().__init__(size, dtype, momentum)
+        self._lookahead = np.zeros(size, dtype=dtype)
+
+    def update(self, params: Array, grads: Array, learning_rate: float) -> None:
+        self.velocity *= self.momentum
+        np.multiply(grads, learning_rate, out=self._step)  # lr * g
+        self.velocity -= self._step
+        np.multiply(self.velocity, self.momentum, out=self._lookahead)
+        self._lookahead -= self._step  # mu * v - lr * g
+        params += self._lookahead
+        self.steps_taken += 1
+
+
+class Adam(Optimizer):
+    def __init__(
+        self, size: int, dtype: DTypeLike, beta_1: float, beta_2: float, epsilon: float
+    ) -> None:
+        super().__init__(size, dtype)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.first_moment = np.zeros(size, dtype=dtype)
+        self.second_moment = np.zeros(size, dtype=dtype)
+
+    def update(self, params: Array, grads: Array, learning_rate: float) -> None:
+        self.steps_taken += 1
+        t = self.steps_taken
+        step = self._step
+        self.first_moment *= self.beta_1
+        np.multiply(grads, 1.0 - self.beta_1, out=step)
+        self.first_moment += step
+        self.second_moment *= self.beta_2
+        np.multiply(grads, grads, out=step)
+        step *= 1.0 - self.beta_2
+        self.second_moment += step
+        # step = lr * m_hat / (sqrt(v_hat) + eps)
+        np.sqrt(self.second_moment, out=step)
+        step *= 1.0 / math.sqrt(1.0 - self.beta_2**t)
+        step += self.epsilon
+        np.divide(self.first_moment, step, out=step)
+        step *= learning_rate / (1.0 - self.beta_1**t)
+        params -= step
+
+
+def make_optimizer(hp: Hyperparameters, size: int, dtype: DTypeLike) -> Optimizer:
+    if hp.optimizer == "sgd":
+        return SGD(size, dtype)
+    if hp.optimizer == "momentum":
+        return Momentum(size, dtype, hp.momentum)
+    if hp.optimizer == "nesterov":
+        return Nesterov(size, dtype, hp.momentum)
+    return Adam(size, dtype, hp.beta_1, hp.beta_2, hp.epsilon)

@@ -1,0 +1,387 @@
+"""The one training loop: epochs of (mini)batch updates, history, early stopping, schedules,
+time budget, cancellation and divergence detection.
+
+Conventions (the service documents these):
+
+- History: one point every `record_every` epochs (epochs record_every, 2*record_every, ...)
+  plus one for the last epoch run, whatever stopped training; no point for the initial weights.
+  `epoch` counts completed epochs; `learning_rate` is the rate the epoch trained with; losses
+  and accuracies are those of the weights after that epoch, over the WHOLE split.
+- train_loss = mean cross-entropy over the training split + l2/(2n)·ΣW² + l1/n·Σ|W| with n the
+  training-set size. test_loss = mean cross-entropy over the test split + the same penalty, so
+  the two curves differ only in their data term. (A minibatch step differentiates its batch's
+  own mean loss, penalty scaled by the batch size — see engine.network.)
+- Divergence: `TrainingDiverged(epoch, ...)` when
+  (a) a parameter is NaN/infinite after epoch `epoch` (checked after every epoch, so `epoch` is
+      exactly the first epoch whose updates produced one), or
+  (b) a computed loss is non-finite, or the training loss exceeds EXPLOSION_FACTOR times the
+      larger of the initial training loss and log(n_classes) (the loss of guessing uniformly).
+      Losses are computed on record epochs, and every epoch when early stopping or the plateau
+      schedule monitors them; `epoch` is the first such epoch at which the rule fired.
+  Nothing non-finite ever reaches the history or `on_record`.
+- Early stopping monitors the test loss after EVERY epoch (patience counts epochs), keeps a copy
+  of the best parameters (strictly lowest test loss; earliest wins ties) and returns them, with
+  `best_epoch`, however training ended. The plateau schedule monitors the test loss when there
+  is a test split, else the training loss, also every epoch.
+- Time budget: `clock` is read at the start and after every epoch (only when max_seconds is
+  set); training stops after the epoch in which the budget ran out.
+- Cancellation: `should_stop` is polled before every epoch and every POLL_EVERY_BATCHES
+  minibatches; True raises `TrainingCancelled(epochs_completed)`.
+- Determinism: `np.random.default_rng(seed)` draws the initial weights first (see
+  `engine.network.init_params`), then one `rng.permutation(n)` per epoch in minibatch training
+  (batch_size < n; a batch_size >= n trains full-batch and draws nothing more).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
+from engine.hyperparameters import Hyperparameters
+from engine.network import Network, Workspace, init_params, one_hot, with_ones_column
+from engine.optimizers import make_optimizer
+from engine.schedules import make_schedule
+
+Array = np.ndarray
+StopReason = Literal["completed", "early_stopping", "time_budget"]
+
+EXPLOSION_FACTOR = 100.0
+POLL_EVERY_BATCHES = 16
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    epoch: int  # epochs completed when recorded
+    train_loss: float
+    train_accuracy: float
+    test_loss: float | None  # None without a test split
+    test_accuracy: float | None
+    learning_rate: float  # the rate this epoch trained with
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    weights: list[np.ndarray]  # (fan_in, fan_out) per layer, input side first
+    biases: list[np.ndarray]  # (fan_out,)
+    history: list[HistoryPoint]
+    epochs_run: int
+    stop_reason: StopReason
+    best_epoch: int | None  # epoch whose weights early stopping restored
+    metrics: dict[str, float | None] = field(default_factory=dict, repr=False)
+
+    def final_metrics(self) -> dict[str, float | None]:
+        """train_loss, train_accuracy, test_loss, test_accuracy of the returned weights."""
+        return dict(self.metrics)
+
+
+@dataclass
+class _Split:
+    X_aug: Array  # (n, n_features + 1): features and a ones column, in the training dtype
+    y: Array  # (n,) class indices
+    Y: Array | None  # (n, n_classes) one-hot, training split only
+
+    @property
+    def n(self) -> int:
+        return int(self.X_aug.shape[0])
+
+
+def _check_features(name: str, X: object, dtype: np.dtype) -> Array:
+    array = np.asarray(X)
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise InvalidInput(
+            f"{name} must be a 2-D array (n_samples >= 1, n_features >= 1), got shape {array.shape}"
+        )
+    if array.dtype.kind not in "biuf":
+        raise InvalidInput(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise InvalidInput(f"{name} row {row} is not finite ({array[row].tolist()}); remove it")
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype, copy=False)
+    if not np.isfinite(converted).all():
+        raise InvalidInput(
+            f"{name} has values beyond the {dtype} range (max |x| = {np.abs(array).max():g}); "
+            "standardize the features or use dtype float64"
+        )
+    return converted
+
+
+def _check_labels(name: str, y: object, n: int, n_classes: int) -> Array:
+    labels = np.asarray(y)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise InvalidInput(
+            f"{name} must have shape ({n},) to match the features, got {labels.shape}"
+        )
+    if labels.dtype.kind not in "iu":
+        raise InvalidInput(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise InvalidInput(
+            f"{name} holds class index {bad}, outside 0..{n_classes - 1}; labels must be "
+            f"0..n_classes-1 (n_classes = {n_classes})"
+        )
+    return labels.astype(np.intp, copy=False)
+
+
+def _validated_splits(
+    hp: Hyperparameters,
+    X_train: object,
+    y_train: object,
+    n_classes: int,
+    X_test: object | None,
+    y_test: object | None,
+) -> tuple[_Split, _Split | None]:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer):
+        raise InvalidInput(f"n_classes must be an integer, got {n_classes!r}")
+    if n_classes < 2:
+        raise InvalidInput(f"n_classes must be >= 2 (softmax needs two classes), got {n_classes}")
+    dtype = np.dtype(hp.dtype)
+    X = _check_features("X_train", X_train, dtype)
+    y = _check_labels("y_train", y_train, X.shape[0], int(n_classes))
+    train_split = _Split(with_ones_column(X, dtype), y, one_hot(y, int(n_classes), dtype))
+    if (X_test is None) != (y_test is None):
+        raise InvalidInput("pass both X_test and y_test, or neither")
+    if X_test is None:
+        if hp.early_stopping:
+            raise InvalidInput(
+                "early_stopping monitors the test loss: pass X_test and y_test, or set "
+                "early_stopping to false"
+            )
+        return train_split, None
+    X_t = _check_features("X_test", X_test, dtype)
+    if X_t.shape[1] != X.shape[1]:
+        raise InvalidInput(
+            f"X_test has {X_t.shape[1]} features but X_train has {X.shape[1]}; they must match"
+        )
+    y_t = _check_labels("y_test", y_test, X_t.shape[0], int(n_classes))
+    return train_split, _Split(with_ones_column(X_t, dtype), y_t, None)
+
+
+class _Trainer:
+    def __init__(
+        self,
+        hp: Hyperparameters,
+        network: Network,
+        train_split: _Split,
+        test_split: _Split | None,
+        rng: np.random.Generator,
+        on_record: Callable[[HistoryPoint], None] | None,
+        should_stop: Callable[[], bool] | None,
+        clock: Callable[[], float],
+        started: float,
+    ) -> None:
+        self.hp = hp
+        self.network = network
+        self.train_split = train_split
+        self.test_split = test_split
+        self.rng = rng
+        self.on_record = on_record
+        self.should_stop = should_stop
+        self.clock = clock
+        self.started = started
+        n = train_split.n
+        self.batch_size = hp.batch_size if hp.batch_size is not None and hp.batch_size < n else None
+        largest = max(n, test_split.n if test_split else 0)
+        self.workspace: Workspace = network.workspace(min(largest, network.block_rows()))
+        self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
+        self.schedule = make_schedule(hp)
+        self.history: list[HistoryPoint] = []
+        self.epoch_cache: dict[str, tuple[float, float]] = {}
+        self.explosion_limit = math.inf
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _metrics(self, which: Literal["train", "test"], epoch: int) -> tuple[float, float]:
+        """(loss, accuracy) of the current parameters on a split, computed once per epoch."""
+        cached = self.epoch_cache.get(which)
+        if cached is not None:
+            return cached
+        split = self.train_split if which == "train" else self.test_split
+        assert split is not None
+        ce_sum, correct = self.network.cross_entropy_and_correct(
+            self.workspace, split.X_aug, split.y
+        )
+        hp = self.hp
+        value = ce_sum / split.n + self.network.penalty(self.train_split.n, hp.l1, hp.l2)
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                epoch,
+                f"the {'training' if which == 'train' else 'test'} loss is not finite; lower "
+                f"the learning rate (now {hp.learning_rate:g}) or standardize the features",
+            )
+        if which == "train" and value > self.explosion_limit:
+            raise TrainingDiverged(
+                epoch,
+                f"the training loss {value:.4g} exceeded {EXPLOSION_FACTOR:g} x max(initial "
+                f"loss, log(n_classes)) = {self.explosion_limit:.4g}; lower the learning rate "
+                f"(now {hp.learning_rate:g})",
+            )
+        result = (value, correct / split.n)
+        self.epoch_cache[which] = result
+        return result
+
+    def _point(self, epoch: int, learning_rate: float) -> HistoryPoint:
+        """The current parameters' metrics, as the history point for `epoch`."""
+        train_loss, train_accuracy = self._metrics("train", epoch)
+        test_loss = test_accuracy = None
+        if self.test_split is not None:
+            test_loss, test_accuracy = self._metrics("test", epoch)
+        return HistoryPoint(
+            epoch, train_loss, train_accuracy, test_loss, test_accuracy, learning_rate
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _poll(self, epochs_completed: int) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled(epochs_completed)
+
+    def _train_epoch(self, epoch: int, learning_rate: float) -> None:
+        hp = self.hp
+        network = self.network
+        split = self.train_split
+        assert split.Y is not None
+        if self.batch_size is None:
+            grad = network.gradient(self.workspace, split.X_aug, split.Y, hp.l1, hp.l2)
+            self.optimizer.update(network.params, grad, learning_rate)
+            return
+        size = self.batch_size
+        X_batch, Y_batch = self.batch_buffers
+        order = self.rng.permutation(split.n)
+        for index, start in enumerate(range(0, split.n, size)):
+            if index and index % POLL_EVERY_BATCHES == 0:
+                self._poll(epoch - 1)
+            rows = order[start : start + size]
+            m = rows.shape[0]
+            np.take(split.X_aug, rows, axis=0, out=X_batch[:m])
+            np.take(split.Y, rows, axis=0, out=Y_batch[:m])
+            grad = network.gradient(self.workspace, X_batch[:m], Y_batch[:m], hp.l1, hp.l2)
+            self.optimizer.update(network.params, grad, learning_rate)
+
+    def run(self) -> TrainResult:
+        hp = self.hp
+        network = self.network
+        params = network.params
+        split = self.train_split
+        assert split.Y is not None
+        if self.batch_size is not None:
+            self.batch_buffers = (
+                np.empty((self.batch_size, split.X_aug.shape[1]), dtype=network.dtype),
+                np.empty((self.batch_size, split.Y.shape[1]), dtype=network.dtype),
+            )
+        try:
+            initial_loss, _ = self._metrics("train", 0)
+        except TrainingDiverged as error:
+            raise InvalidInput(
+                "the initial network's loss on X_train is not finite (features too large?); "
+                "standardize the features"
+            ) from error
+        self.explosion_limit = EXPLOSION_FACTOR * max(initial_loss, math.log(network.n_classes))
+        best_loss = math.inf
+        best_epoch: int | None = None
+        best_params = params.copy() if hp.early_stopping else None
+        wait = 0
+        stop_reason: StopReason = "completed"
+        epoch = 0
+        for epoch in range(1, hp.epochs + 1):
+            self._poll(epoch - 1)
+            learning_rate = self.schedule.rate(epoch - 1)
+            self._train_epoch(epoch, learning_rate)
+            self.epoch_cache = {}
+            if not math.isfinite(params.sum()):
+                raise TrainingDiverged(
+                    epoch,
+                    f"a weight became NaN or infinite; lower the learning rate "
+                    f"(this epoch used {learning_rate:g})",
+                )
+            stopping = False
+            if hp.early_stopping:
+                test_loss, _ = self._metrics("test", epoch)
+                if test_loss < best_loss:
+                    best_loss, best_epoch, wait = test_loss, epoch, 0
+                    assert best_params is not None
+                    np.copyto(best_params, params)
+                else:
+                    wait += 1
+                    if wait >= hp.patience:
+                        stopping, stop_reason = True, "early_stopping"
+            if self.schedule.needs_monitor:
+                which: Literal["train", "test"] = "test" if self.test_split else "train"
+                self.schedule.observe(self._metrics(which, epoch)[0])
+            if (
+                not stopping
+                and hp.max_seconds is not None
+                and self.clock() - self.started >= hp.max_seconds
+            ):
+                stopping, stop_reason = True, "time_budget"
+            if stopping or epoch % hp.record_every == 0 or epoch == hp.epochs:
+                point = self._point(epoch, learning_rate)
+                self.history.append(point)
+                if self.on_record is not None:
+                    self.on_record(point)
+            if stopping:
+                break
+
+        final = self._point(epoch, 0.0)
+        if best_params is not None and best_epoch is not None and best_epoch != epoch:
+            np.copyto(params, best_params)
+            self.epoch_cache = {}
+            final = self._point(best_epoch, 0.0)
+        weights, biases = network.copy_weights()
+        return TrainResult(
+            weights=weights,
+            biases=biases,
+            history=self.history,
+            epochs_run=epoch,
+            stop_reason=stop_reason,
+            best_epoch=best_epoch,
+            metrics={
+                "train_loss": final.train_loss,
+                "train_accuracy": final.train_accuracy,
+                "test_loss": final.test_loss,
+                "test_accuracy": final.test_accuracy,
+            },
+        )
+
+
+def train(
+    hp: Hyperparameters,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    n_classes: int,
+    X_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    *,
+    on_record: Callable[[HistoryPoint], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> TrainResult:
+    """Train a network on (X_train, y_train); see the module docstring for the conventions.
+
+    X arrays are (n, n_features) real numbers, used as given (standardize beforehand if
+    wanted); y arrays are integer class indices 0..n_classes-1.
+    """
+    started = clock()
+    train_split, test_split = _validated_splits(hp, X_train, y_train, n_classes, X_test, y_test)
+    dtype = np.dtype(hp.dtype)
+    rng = np.random.default_rng(hp.seed)
+    layer_sizes = [train_split.X_aug.shape[1] - 1, *hp.hidden_layers, int(n_classes)]
+    weights, biases = init_params(layer_sizes, hp.init, dtype, rng)
+    network = Network(layer_sizes, hp.activation, dtype)
+    network.set_params(weights, biases)
+    trainer = _Trainer(
+        hp, network, train_split, test_split, rng, on_record, should_stop, clock, started
+    )
+    # Overflow and NaN are detected by the divergence checks, not reported as warnings.
+    with np.errstate(all="ignore"):
+        return trainer.run()

@@ -1,0 +1,157 @@
+"""Backpropagation against central differences of the loss, in float64.
+
+Kinks: relu/leaky_relu at z = 0 and l1's |w| at w = 0 make finite differences wrong if a step
+crosses them. The data below are drawn until every hidden pre-activation satisfies
+|z| >= KINK_MARGIN and every weight |w| >= KINK_MARGIN; a step of H moves a pre-activation by at
+most H * (1 + max|input|) (< 1e-4 here), so no kink is crossed and the smooth 1e-6 bound holds for
+every activation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from engine import network
+from engine.hyperparameters import Activation
+
+ACTIVATION_NAMES: list[Activation] = ["tanh", "relu", "leaky_relu", "sigmoid", "identity"]
+H = 1e-6
+KINK_MARGIN = 1e-2
+N_FEATURES = 3
+N_EXAMPLES = 6
+
+
+def _hidden_preactivations(
+    weights: list[np.ndarray], biases: list[np.ndarray], X: np.ndarray, activation: Activation
+) -> list[np.ndarray]:
+    """Pre-activations of the hidden layers, computed independently of engine.network."""
+    functions: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "tanh": np.tanh,
+        "relu": lambda z: np.maximum(z, 0),
+        "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
+        "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+        "identity": lambda z: z,
+    }
+    result = []
+    A = X
+    for W, b in zip(weights[:-1], biases[:-1], strict=True):
+        Z = A @ W + b
+        result.append(Z)
+        A = functions[activation](Z)
+    return result
+
+
+def _problem(
+    hidden: list[int], n_classes: int, activation: Activation, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """Weights, biases, X, y with no kink within reach of a finite-difference step."""
+    rng = np.random.default_rng(seed)
+    sizes = [N_FEATURES, *hidden, n_classes]
+    for _ in range(1000):
+        weights, _ = network.init_params(sizes, "xavier", np.float64, rng)
+        weights = [np.sign(W) * (np.abs(W) + 0.1) for W in weights]  # |w| >= 0.1 for l1
+        biases = [np.asarray(rng.normal(0, 0.5, W.shape[1])) for W in weights]
+        X = rng.normal(0, 1, (N_EXAMPLES, N_FEATURES))
+        y = rng.integers(0, n_classes, N_EXAMPLES)
+        pre = _hidden_preactivations(weights, biases, X, activation)
+        if all(np.abs(Z).min() >= KINK_MARGIN for Z in pre):
+            return weights, biases, X, y
+    raise AssertionError("no kink-free problem found")
+
+
+def _numerical_gradients(
+    weights: list[np.ndarray],
+    biases: list[np.ndarray],
+    activation: Activation,
+    X: np.ndarray,
+    y: np.ndarray,
+    l1: float,
+    l2: float,
+) -> list[np.ndarray]:
+    """Central differences of network.loss for every weight and bias, in layer order."""
+    result = []
+    for array in [*weights, *biases]:
+        grad = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            saved = array[index]
+            array[index] = saved + H
+            plus = network.loss(weights, biases, activation, X, y, l1=l1, l2=l2)
+            array[index] = saved - H
+            minus = network.loss(weights, biases, activation, X, y, l1=l1, l2=l2)
+            array[index] = saved
+            grad[index] = (plus - minus) / (2 * H)
+        result.append(grad)
+    return result
+
+
+def _max_relative_error(analytic: list[np.ndarray], numeric: list[np.ndarray]) -> float:
+    """max |analytic - numeric| over all entries, relative to the largest gradient entry."""
+    a = np.concatenate([g.ravel() for g in analytic])
+    n = np.concatenate([g.ravel() for g in numeric])
+    return float(np.abs(a - n).max() / np.abs(n).max())
+
+
+@pytest.mark.parametrize(
+    ("activation", "hidden", "n_classes"),
+    list(itertools.product(ACTIVATION_NAMES, [[], [4], [5, 4, 3]], [2, 5])),
+)
+def test_backprop_matches_central_differences(
+    activation: Activation, hidden: list[int], n_classes: int
+) -> None:
+    weights, biases, X, y = _problem(hidden, n_classes, activation, seed=len(hidden) + n_classes)
+    l1, l2 = 0.3, 0.7
+    value, dW, db = network.loss_and_gradients(weights, biases, activation, X, y, l1=l1, l2=l2)
+    numeric = _numerical_gradients(weights, biases, activation, X, y, l1, l2)
+    assert value == pytest.approx(network.loss(weights, biases, activation, X, y, l1=l1, l2=l2))
+    assert _max_relative_error([*dW, *db], numeric) <= 1e-6
+
+
+def test_penalties_apply_to_weights_only() -> None:
+    weights, biases, X, y = _problem([4], 3, "tanh", seed=7)
+    _, dW_plain, db_plain = network.loss_and_gradients(weights, biases, "tanh", X, y)
+    _, dW_reg, db_reg = network.loss_and_gradients(weights, biases, "tanh", X, y, l1=0.5, l2=2.0)
+    n = X.shape[0]
+    for W, plain, reg in zip(weights, dW_plain, dW_reg, strict=True):
+        np.testing.assert_allclose(reg - plain, 2.0 / n * W + 0.5 / n * np.sign(W), atol=1e-14)
+    for plain, reg in zip(db_plain, db_reg, strict=True):
+        np.testing.assert_array_equal(plain, reg)
+
+
+def test_blocked_gradient_equals_single_block() -> None:
+    rng = np.random.default_rng(3)
+    net = network.Network([2, 8, 3], "tanh", np.float64)
+    weights, biases = network.init_params([2, 8, 3], "lecun", np.float64, rng)
+    net.set_params(weights, biases)
+    X = rng.normal(size=(1000, 2))
+    y = rng.integers(0, 3, 1000)
+    X_aug = network.with_ones_column(X, np.float64)
+    Y = network.one_hot(y, 3, np.float64)
+    whole = net.gradient(net.workspace(1000), X_aug, Y, 0.1, 0.2).copy()
+    blocked = net.gradient(net.workspace(64), X_aug, Y, 0.1, 0.2)  # 16 blocks, last one short
+    np.testing.assert_allclose(blocked, whole, rtol=1e-12, atol=1e-15)
+
+
+def test_float32_gradients_stay_float32_and_agree_with_float64() -> None:
+    weights, biases, X, y = _problem([5, 4], 3, "sigmoid", seed=11)
+    _, dW64, db64 = network.loss_and_gradients(weights, biases, "sigmoid", X, y, l2=0.1)
+    w32 = [W.astype(np.float32) for W in weights]
+    b32 = [b.astype(np.float32) for b in biases]
+    _, dW32, db32 = network.loss_and_gradients(w32, b32, "sigmoid", X, y, l2=0.1)
+    for g32, g64 in zip([*dW32, *db32], [*dW64, *db64], strict=True):
+        assert g32.dtype == np.float32
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_is_finite_for_huge_logits() -> None:
+    # Logits of +-1e4: exp would overflow; log-sum-exp gives the exact margin as the loss.
+    weights = [np.array([[1e4, -1e4]])]
+    biases = [np.zeros(2)]
+    X = np.array([[1.0], [1.0]])
+    y = np.array([0, 1])  # first point right by 2e4, second wrong by 2e4
+    value, dW, db = network.loss_and_gradients(weights, biases, "tanh", X, y)
+    assert value == pytest.approx(1e4)  # (0 + 2e4) / 2
+    assert all(np.isfinite(g).all() for g in [*dW, *db])
