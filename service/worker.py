@@ -24,6 +24,7 @@ import pickle
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -49,74 +50,64 @@ def describe(exc: BaseException) -> str:
 class _Channel:
     """Sends to the parent from the task thread and the flusher thread, one message at a time.
 
-    Progress items are buffered and sent as one message at most every `flush_interval` seconds
-    (at once when the last flush is older than that), and always before the task's outcome.
+    `report` only appends to a deque (atomic, no lock): the flusher thread sends what has
+    accumulated as one message every `flush_interval` seconds while a task runs, and `finish`
+    sends the rest before the task's outcome.
     """
 
     def __init__(self, conn: Connection, flush_interval: float) -> None:
         self._conn = conn
         self._flush_interval = flush_interval
-        self._lock = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._task_running = threading.Event()
         self._task_id: str | None = None
-        self._items: list[Any] = []
-        self._last_flush = 0.0
+        self._items: deque[Any] = deque()
         self._progress_error: str | None = None
         threading.Thread(target=self._flush_forever, name="progress-flusher", daemon=True).start()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        with self._lock:
+        with self._send_lock:
             self._conn.send(message)
 
     def begin(self, task_id: str) -> None:
-        with self._lock:
+        with self._send_lock:
             self._task_id = task_id
-            self._items = []
+            self._items.clear()
             self._progress_error = None
             self._conn.send(("started", task_id))
+        self._task_running.set()
 
     def report(self, item: Any) -> None:
-        with self._lock:
-            if self._progress_error is not None:
-                raise TypeError(self._progress_error)
-            if self._task_id is None:
-                return  # a thread the task left behind, reporting after the task ended
-            self._items.append(item)
-            if len(self._items) == 1:
-                self._lock.notify()
+        if self._progress_error is not None:
+            raise TypeError(self._progress_error)
+        self._items.append(item)
 
     def finish(self, outcome: tuple[Any, ...]) -> None:
         """Flush what is left, then send the task's outcome."""
-        with self._lock:
+        self._task_running.clear()
+        with self._send_lock:
             self._flush_locked()
             if self._progress_error is not None and outcome[0] in ("succeeded", "failed"):
                 outcome = ("failed", outcome[1], PROGRESS_UNPICKLABLE, self._progress_error)
             self._conn.send(outcome)
             self._task_id = None
-            self._items = []
+            self._items.clear()  # anything a thread the task left behind reported since
 
     def _flush_forever(self) -> None:
         try:
-            self._flush_until_broken()
+            while True:
+                self._task_running.wait()
+                time.sleep(self._flush_interval)
+                with self._send_lock:
+                    self._flush_locked()
         except OSError:
             return  # the parent is gone; the task thread notices on its next send
-
-    def _flush_until_broken(self) -> None:
-        with self._lock:
-            while True:
-                if not self._items:
-                    self._lock.wait()
-                    continue
-                delay = self._last_flush + self._flush_interval - time.monotonic()
-                if delay > 0:
-                    self._lock.wait(delay)  # items may be flushed by finish() meanwhile
-                    continue
-                self._flush_locked()
 
     def _flush_locked(self) -> None:
         if not self._items or self._task_id is None:
             return
-        items, self._items = self._items, []
-        self._last_flush = time.monotonic()
+        # only this side pops (under the send lock) while report() appends: no item is lost
+        items = [self._items.popleft() for _ in range(len(self._items))]
         try:
             blob = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -176,7 +167,7 @@ def worker_main(
     channel = _Channel(conn, flush_interval)
 
     def should_stop() -> bool:
-        return bool(stop_flag.value)
+        return stop_flag.value != 0  # one read of shared memory
 
     try:
         channel.send(("ready", os.getpid()))
