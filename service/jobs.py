@@ -362,11 +362,8 @@ class JobManager:
     def _error(self, job: JobRecord, event: TaskFailed) -> JobError:
         kind = event.error_type
         if kind == "TrainingDiverged":
-            return JobError(
-                "diverged",
-                f"{event.detail}; lower the learning_rate (it was "
-                f"{job.hyperparameters.learning_rate:g})",
-            )
+            advice = "" if "learning rate" in event.detail else "; lower the learning_rate"
+            return JobError("diverged", event.detail + advice)
         if kind == "InvalidInput":
             return JobError("invalid_input", event.detail)
         if kind == "timeout":
