@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from engine.errors import InvalidInput, ModelFormatError
 
@@ -35,6 +36,7 @@ logger = logging.getLogger("service.errors")
 
 PROBLEM_BASE = "https://scratchnet.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 # status -> (type slug, title) for statuses raised without a more specific problem type.
 _GENERIC: dict[int, tuple[str, str]] = {
@@ -233,11 +235,29 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404:
         detail = f"no resource at {request.url.path}"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        allowed = _allowed_methods(request)
+        headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+        detail = (
+            f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+        )
+        return problem_response(405, slug, title, detail, headers=headers)
     else:
         detail = str(exc.detail)
     return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's Allow names only the first
+    route that matched the path)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in routes
+        )
+    ]
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -151,7 +151,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     problem = {"$ref": "#/components/schemas/Problem"}
     for path_item in document["paths"].values():
         for operation in path_item.values():
-            for code, response in operation.get("responses", {}).items():
+            responses = operation.get("responses", {})
+            automatic = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if automatic.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]  # FastAPI's guess; this route's parameters cannot fail
+            for code, response in responses.items():
                 if code.isdigit() and int(code) >= 400:
                     response["content"] = {errors.PROBLEM_MEDIA_TYPE: {"schema": problem}}
                 elif code in ("204", "304"):

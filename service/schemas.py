@@ -161,10 +161,10 @@ class DatasetPublic(BaseModel):
 class DatasetsPublic(BaseModel):
     """A page of datasets, oldest first."""
 
-    items: list[DatasetPublic]
-    total: int = Field(description="Datasets in all pages.")
-    limit: int = Field(description="Page size used.")
-    offset: int = Field(description="Items skipped before this page.")
+    items: list[DatasetPublic] = Field(description="This page's datasets.")
+    total: int = Field(description="Datasets in all pages.", examples=[12])
+    limit: int = Field(description="Page size used.", examples=[50])
+    offset: int = Field(description="Items skipped before this page.", examples=[0])
 
 
 # --- jobs ------------------------------------------------------------------------------------
@@ -212,8 +212,10 @@ class JobCreate(Request):
 class Metrics(BaseModel):
     """Loss (mean cross-entropy plus regularization) and accuracy on each split."""
 
-    train_loss: float = Field(examples=[0.071])
-    train_accuracy: float = Field(examples=[0.97])
+    train_loss: float = Field(description="Loss on the training split.", examples=[0.071])
+    train_accuracy: float = Field(
+        description="Share of training points classified right.", examples=[0.97]
+    )
     test_loss: float | None = Field(description="null without a test split.", examples=[0.09])
     test_accuracy: float | None = Field(description="null without a test split.", examples=[0.95])
 
@@ -222,8 +224,10 @@ class HistoryPointPublic(BaseModel):
     """One recorded epoch."""
 
     epoch: int = Field(description="Epochs completed.", examples=[1000])
-    train_loss: float = Field(examples=[0.31])
-    train_accuracy: float = Field(examples=[0.88])
+    train_loss: float = Field(description="Loss on the training split.", examples=[0.31])
+    train_accuracy: float = Field(
+        description="Share of training points classified right.", examples=[0.88]
+    )
     test_loss: float | None = Field(description="null without a test split.", examples=[0.33])
     test_accuracy: float | None = Field(description="null without a test split.")
     learning_rate: float = Field(description="Learning rate in that epoch.", examples=[0.01])
@@ -232,7 +236,7 @@ class HistoryPointPublic(BaseModel):
 class ProgressEvent(HistoryPointPublic):
     """`data` of an SSE `progress` event."""
 
-    job_id: str = Field(examples=["job_91c3d0a4e5f67b28"])
+    job_id: str = Field(description="The job.", examples=["job_91c3d0a4e5f67b28"])
 
 
 class JobErrorPublic(BaseModel):
@@ -243,7 +247,10 @@ class JobErrorPublic(BaseModel):
         "the job ran past job_timeout_seconds; worker_lost: its worker process died; "
         "invalid_input: the engine refused the data or options; internal: a bug."
     )
-    detail: str = Field(examples=["training diverged at epoch 12: loss is inf"])
+    detail: str = Field(
+        description="What happened and what to do.",
+        examples=["training diverged at epoch 10: ...; lower the learning rate (now 1000)"],
+    )
 
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -252,18 +259,23 @@ JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 class JobPublic(BaseModel):
     """A training job. `succeeded`, `failed` and `cancelled` are final."""
 
-    id: str = Field(examples=["job_91c3d0a4e5f67b28"])
-    name: str = Field(examples=["three tanh units"])
-    status: JobStatusName
-    dataset_id: str = Field(examples=["ds_5f0c2a9e81d34b7a"])
+    id: str = Field(description="Opaque id.", examples=["job_91c3d0a4e5f67b28"])
+    name: str = Field(description="A label for people.", examples=["three tanh units"])
+    status: JobStatusName = Field(
+        description="queued -> running -> succeeded | failed | cancelled (a queued job can "
+        "also be cancelled)."
+    )
+    dataset_id: str = Field(
+        description="The dataset it trains on.", examples=["ds_5f0c2a9e81d34b7a"]
+    )
     hyperparameters: Hyperparameters = Field(description="Every option, defaults included.")
     epoch: int = Field(description="Last recorded epoch (epochs run once finished).")
     epochs: int = Field(description="Epochs asked for.")
     train_size: int = Field(description="Training points.")
     test_size: int = Field(description="Test points (0: no test metrics).")
-    created_at: datetime
+    created_at: datetime = Field(description="When it was queued, UTC.")
     started_at: datetime | None = Field(description="When a worker picked it up.")
-    finished_at: datetime | None
+    finished_at: datetime | None = Field(description="When it reached a final state.")
     elapsed_seconds: float | None = Field(
         description="Seconds since started (until finished); null while queued."
     )
@@ -281,17 +293,19 @@ class JobPublic(BaseModel):
 class JobsPublic(BaseModel):
     """A page of jobs, oldest first."""
 
-    items: list[JobPublic]
-    total: int
-    limit: int
-    offset: int
+    items: list[JobPublic] = Field(description="This page's jobs.")
+    total: int = Field(description="Jobs in all pages (after the status filter).")
+    limit: int = Field(description="Page size used.")
+    offset: int = Field(description="Items skipped before this page.")
 
 
 class JobHistory(BaseModel):
     """Recorded points of a job, oldest first."""
 
-    job_id: str
-    history: list[HistoryPointPublic]
+    job_id: str = Field(description="The job.", examples=["job_91c3d0a4e5f67b28"])
+    history: list[HistoryPointPublic] = Field(
+        description="One point every record_every epochs plus the last epoch run."
+    )
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -300,33 +314,35 @@ class JobHistory(BaseModel):
 class ModelPublic(BaseModel):
     """A trained network, ready to predict."""
 
-    id: str = Field(examples=["mdl_2b7e41f09ac35d86"])
-    name: str
+    id: str = Field(description="Opaque id.", examples=["mdl_2b7e41f09ac35d86"])
+    name: str = Field(description="A label for people (the job's name).")
     job_id: str | None = Field(description="The job that trained it (null when imported).")
     dataset_id: str | None = Field(
         description="Its dataset (null when imported); it may have been deleted since."
     )
-    hyperparameters: Hyperparameters
+    hyperparameters: Hyperparameters = Field(description="The options it was trained with.")
     metrics: Metrics | None = Field(description="Final metrics (null when imported).")
     n_parameters: int = Field(description="Weights and biases.", examples=[17])
-    n_features: int = Field(examples=[2])
-    feature_names: list[str] = Field(examples=[["x1", "x2"]])
-    classes: list[Label] = Field(examples=[[0, 1]])
+    n_features: int = Field(description="Values per input point.", examples=[2])
+    feature_names: list[str] = Field(
+        description="Name of each input value.", examples=[["x1", "x2"]]
+    )
+    classes: list[Label] = Field(description="Labels it predicts, sorted.", examples=[[0, 1]])
     architecture: list[int] = Field(
         description="Layer widths, input to output.", examples=[[2, 3, 2]]
     )
-    activation: str = Field(examples=["tanh"])
+    activation: str = Field(description="Hidden-layer activation.", examples=["tanh"])
     has_history: bool = Field(description="Whether loss-curve.png is available.")
-    created_at: datetime
+    created_at: datetime = Field(description="When it was registered, UTC.")
 
 
 class ModelsPublic(BaseModel):
     """A page of models, oldest first."""
 
-    items: list[ModelPublic]
-    total: int
-    limit: int
-    offset: int
+    items: list[ModelPublic] = Field(description="This page's models.")
+    total: int = Field(description="Models in all pages.")
+    limit: int = Field(description="Page size used.")
+    offset: int = Field(description="Items skipped before this page.")
 
 
 class PredictRequest(Request):
@@ -342,7 +358,7 @@ class PredictRequest(Request):
 class Prediction(BaseModel):
     """The most probable class of each point and every class's probability."""
 
-    classes: list[Label] = Field(examples=[[1]])
+    classes: list[Label] = Field(description="Predicted label per point.", examples=[[1]])
     probabilities: list[list[float]] = Field(
         description="Per point, one probability per model class (in the model's `classes` "
         "order), summing to 1.",
@@ -354,32 +370,34 @@ class Prediction(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    """The service answers (and, from /readyz, its workers are up)."""
+
+    status: Literal["ok"] = Field(default="ok", description="Always ok.")
 
 
 class Limits(BaseModel):
     """Deployment limits checked on top of the hyperparameter bounds."""
 
-    max_hidden_layers: int
-    max_units_per_layer: int
-    max_samples: int
-    max_epochs: int
+    max_hidden_layers: int = Field(description="Hidden layers per network.")
+    max_units_per_layer: int = Field(description="Units per hidden layer.")
+    max_samples: int = Field(description="Points per dataset.")
+    max_epochs: int = Field(description="Epochs per job.")
     max_work: float = Field(description="Training points x parameters x epochs per job.")
-    predict_max_points: int
-    max_request_bytes: int
-    max_queued_jobs: int
-    job_timeout_seconds: float
-    page_size_max: int
+    predict_max_points: int = Field(description="Points per prediction request.")
+    max_request_bytes: int = Field(description="Request body size.")
+    max_queued_jobs: int = Field(description="Jobs waiting for a worker.")
+    job_timeout_seconds: float = Field(description="Wall-clock time per job.")
+    page_size_max: int = Field(description="Items per page.")
 
 
 class Info(BaseModel):
     """What this service is and how it is configured."""
 
-    version: str = Field(examples=["0.1.0"])
-    executor_backend: str = Field(examples=["local-process"])
+    version: str = Field(description="Package version.", examples=["0.1.0"])
+    executor_backend: str = Field(description="Where jobs run.", examples=["LocalProcessExecutor"])
     workers: int = Field(description="Training worker processes.")
     worker_pids: list[int] = Field(description="Process ids of the live workers.")
-    ready: bool
-    queued_jobs: int
-    running_jobs: int
-    limits: Limits
+    ready: bool = Field(description="Every worker is up (as /readyz).")
+    queued_jobs: int = Field(description="Jobs waiting for a worker.")
+    running_jobs: int = Field(description="Jobs on a worker now.")
+    limits: Limits = Field(description="Deployment limits.")
