@@ -53,6 +53,10 @@ class Recorder:
             self.events.append(event)
             self._changed.notify_all()
 
+    def clear(self) -> None:
+        with self._changed:
+            self.events.clear()
+
     def of(self, task_id: str) -> list[TaskEvent]:
         with self._changed:
             return [event for event in self.events if event.task_id == task_id]
@@ -92,60 +96,107 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
-def worker_children() -> list[psutil.Process]:
+def child_pids() -> set[int]:
     """This process's children, bar multiprocessing's resource tracker (it lives on)."""
-    return [
-        child
+    return {
+        child.pid
         for child in psutil.Process().children(recursive=True)
         if "resource_tracker" not in " ".join(child.cmdline())
-    ]
+    }
 
 
-PoolFactory = Callable[..., tuple[LocalProcessExecutor, Recorder]]
+class PoolUnderTest:
+    """A started pool, its recorder, and the ids of the tasks a test submitted to it."""
+
+    def __init__(self, pool: LocalProcessExecutor, recorder: Recorder) -> None:
+        self.pool = pool
+        self.recorder = recorder
+        self.submitted: list[str] = []
+
+    def submit(self, task_id: str, task: Task, deadline_seconds: float | None = None) -> None:
+        self.pool.submit(task_id, task, deadline_seconds=deadline_seconds)
+        self.submitted.append(task_id)
+
+    def run(self, task_id: str, task: Task) -> TaskEvent:
+        self.submit(task_id, task)
+        return self.recorder.terminal(task_id)
+
+    def settle(self) -> None:
+        """Cancel what the test left running or waiting; check every task ended properly."""
+        for task_id in self.submitted:
+            self.pool.cancel(task_id)
+        for task_id in self.submitted:
+            self.recorder.terminal(task_id)
+        self.recorder.assert_well_formed()
+
+
+@pytest.fixture(scope="module")
+def shared_pool() -> Iterator[tuple[LocalProcessExecutor, Recorder]]:
+    recorder = Recorder()
+    pool = LocalProcessExecutor(2, 4, cancel_grace_seconds=LONG_GRACE)
+    pool.start(recorder)
+    yield pool, recorder
+    pool.shutdown()
+
+
+@pytest.fixture
+def pool(shared_pool: tuple[LocalProcessExecutor, Recorder]) -> Iterator[PoolUnderTest]:
+    """Two workers shared by the tests that leave them alive (checked after each test)."""
+    executor, recorder = shared_pool
+    recorder.clear()
+    pids = sorted(executor.worker_pids())
+    under_test = PoolUnderTest(executor, recorder)
+    yield under_test
+    under_test.settle()
+    assert executor.counts() == {"queued": 0, "running": 0}
+    assert sorted(executor.worker_pids()) == pids  # nothing killed: with a 60 s grace, no kill
+
+
+PoolFactory = Callable[..., PoolUnderTest]
 
 
 @pytest.fixture
 def make_pool() -> Iterator[PoolFactory]:
-    started: list[tuple[LocalProcessExecutor, Recorder]] = []
+    """Pools of their own, for tests that kill, replace or stop workers."""
+    started: list[PoolUnderTest] = []
+    children_before = child_pids()
 
     def make(
         workers: int = 1, max_queued: int = 4, cancel_grace_seconds: float = LONG_GRACE
-    ) -> tuple[LocalProcessExecutor, Recorder]:
-        pool = LocalProcessExecutor(workers, max_queued, cancel_grace_seconds=cancel_grace_seconds)
+    ) -> PoolUnderTest:
+        executor = LocalProcessExecutor(
+            workers, max_queued, cancel_grace_seconds=cancel_grace_seconds
+        )
         recorder = Recorder()
-        pool.start(recorder)
-        started.append((pool, recorder))
-        return pool, recorder
+        executor.start(recorder)
+        started.append(PoolUnderTest(executor, recorder))
+        return started[-1]
 
     yield make
-    for pool, recorder in started:
-        pool.shutdown()
-        recorder.assert_well_formed()
-    assert worker_children() == []
-
-
-def run(pool: LocalProcessExecutor, recorder: Recorder, task_id: str, task: Task) -> TaskEvent:
-    pool.submit(task_id, task)
-    return recorder.terminal(task_id)
+    for under_test in started:
+        under_test.pool.shutdown()
+        under_test.recorder.assert_well_formed()
+    assert child_pids() == children_before
 
 
 # ---- lifecycle ------------------------------------------------------------------------------
 
 
 def test_start_makes_ready_workers_and_shutdown_removes_them() -> None:
+    children_before = child_pids()
     pool = LocalProcessExecutor(2, 4)
     assert not pool.ready
     pool.start(Recorder())
     pids = pool.worker_pids()
     assert pool.ready and pool.worker_count == 2
     assert len(set(pids)) == 2
-    assert sorted(pids) == sorted(child.pid for child in worker_children())
+    assert set(pids) == child_pids() - children_before
     assert pool.counts() == {"queued": 0, "running": 0}
 
     pool.shutdown()
     pool.shutdown()  # idempotent
     assert not pool.ready
-    assert worker_children() == []
+    assert child_pids() == children_before
     assert not any(psutil.pid_exists(pid) for pid in pids)
     with pytest.raises(RuntimeError):
         pool.submit("late", pool_tasks.Echo(1))
@@ -164,24 +215,25 @@ def test_fork_start_method_is_refused() -> None:
 
 
 def test_a_worker_that_cannot_start_fails_start_and_leaves_nothing_behind() -> None:
+    children_before = child_pids()
     pool = LocalProcessExecutor(1, 1, preload=("no_such_module_for_scratchnet",))
     with pytest.raises(RuntimeError, match="exited while starting"):
         pool.start(Recorder())
     assert not pool.ready
-    assert worker_children() == []
+    assert child_pids() == children_before
 
 
-# ---- events ---------------------------------------------------------------------------------
+# ---- events (shared pool: two workers) ------------------------------------------------------
 
 
-def test_events_arrive_in_order_with_progress_batched(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool()
+def test_events_arrive_in_order_with_progress_batched(pool: PoolUnderTest) -> None:
     count = 20_000
-    outcome = run(pool, recorder, "many", pool_tasks.ReportMany(count))
+    outcome = pool.run("many", pool_tasks.ReportMany(count))
 
     assert outcome == TaskSucceeded("many", sum(range(count)))
-    events = recorder.of("many")
-    assert events[0] == TaskStarted("many", pool.worker_pids()[0])
+    events = pool.recorder.of("many")
+    assert isinstance(events[0], TaskStarted)
+    assert events[0].worker_pid in pool.pool.worker_pids()
     progress = events[1:-1]
     assert all(isinstance(event, TaskProgress) for event in progress)
     reported = [item for event in progress for item in event.items]  # type: ignore[union-attr]
@@ -189,39 +241,35 @@ def test_events_arrive_in_order_with_progress_batched(make_pool: PoolFactory) ->
     assert len(progress) < count // 100  # batched: a message per flush, not per item
 
 
-def test_progress_is_flushed_while_the_task_keeps_running(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool()
+def test_progress_is_flushed_while_the_task_keeps_running(pool: PoolUnderTest) -> None:
     pool.submit("quiet", pool_tasks.ReportThenWait("first epoch"))
-    assert recorder.wait_for("quiet", TaskProgress) == TaskProgress("quiet", ["first epoch"])
-    assert pool.counts() == {"queued": 0, "running": 1}
-    pool.cancel("quiet")
-    assert recorder.terminal("quiet") == TaskCancelled("quiet")
+    progress = pool.recorder.wait_for("quiet", TaskProgress)
+    assert progress == TaskProgress("quiet", ["first epoch"])
+    assert pool.pool.counts() == {"queued": 0, "running": 1}
+    assert pool.pool.cancel("quiet")
+    assert pool.recorder.terminal("quiet") == TaskCancelled("quiet")
 
 
-def test_waiting_tasks_start_in_submission_order(make_pool: PoolFactory, tmp_path: Path) -> None:
-    pool, recorder = make_pool(max_queued=3)
+def test_waiting_tasks_start_in_submission_order(pool: PoolUnderTest, tmp_path: Path) -> None:
     release = tmp_path / "release"
-    pool.submit("blocker", pool_tasks.WaitForFile(str(release)))
+    for blocker in ("blocker 1", "blocker 2"):
+        pool.submit(blocker, pool_tasks.WaitForFile(str(release)))
+        pool.recorder.wait_for(blocker, TaskStarted)
     for name in ("first", "second", "third"):
         pool.submit(name, pool_tasks.Echo(name))
     release.touch()
     for name in ("first", "second", "third"):
-        assert recorder.terminal(name) == TaskSucceeded(name, name)
-    starts = [e.task_id for e in recorder.events if isinstance(e, TaskStarted)]
-    assert starts == ["blocker", "first", "second", "third"]
+        assert pool.recorder.terminal(name) == TaskSucceeded(name, name)
+    starts = [e.task_id for e in pool.recorder.events if isinstance(e, TaskStarted)]
+    assert starts == ["blocker 1", "blocker 2", "first", "second", "third"]
 
 
-def test_an_exception_fails_the_task_with_its_class_name(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool()
-    pid = pool.worker_pids()[0]
-    assert run(pool, recorder, "diverges", pool_tasks.Diverge(3)) == TaskFailed(
+def test_an_exception_fails_the_task_with_its_class_name(pool: PoolUnderTest) -> None:
+    assert pool.run("diverges", pool_tasks.Diverge(3)) == TaskFailed(
         "diverges", "TrainingDiverged", "training diverged at epoch 3: loss is nan"
     )
-    assert run(pool, recorder, "exits", pool_tasks.CallSysExit()) == TaskFailed(
-        "exits", "SystemExit", "4"
-    )
-    assert run(pool, recorder, "after", pool_tasks.Echo("ok")) == TaskSucceeded("after", "ok")
-    assert pool.worker_pids() == [pid]
+    assert pool.run("exits", pool_tasks.CallSysExit()) == TaskFailed("exits", "SystemExit", "4")
+    assert pool.run("after", pool_tasks.Echo("ok")) == TaskSucceeded("after", "ok")
 
 
 @pytest.mark.parametrize(
@@ -234,16 +282,32 @@ def test_an_exception_fails_the_task_with_its_class_name(make_pool: PoolFactory)
     ],
 )
 def test_values_that_do_not_pickle_fail_only_their_task(
-    make_pool: PoolFactory, task: Task, error_type: str, detail_part: str
+    pool: PoolUnderTest, task: Task, error_type: str, detail_part: str
 ) -> None:
-    pool, recorder = make_pool()
-    pid = pool.worker_pids()[0]
-    outcome = run(pool, recorder, "bad", task)
+    outcome = pool.run("bad", task)
     assert isinstance(outcome, TaskFailed)
     assert outcome.error_type == error_type
     assert detail_part in outcome.detail
-    assert run(pool, recorder, "next", pool_tasks.Echo(2)) == TaskSucceeded("next", 2)
-    assert pool.worker_pids() == [pid]
+    assert pool.run("next", pool_tasks.Echo(2)) == TaskSucceeded("next", 2)
+
+
+def test_a_large_dataset_goes_in_and_large_weights_come_out(pool: PoolUnderTest) -> None:
+    X = np.tile(np.array([1.0, 2.0]), (1_000_000, 1))  # (1_000_000, 2), 16 MB
+    outcome = pool.run("big", pool_tasks.FitLike(X, (256, 512)))  # 1 MB back
+    assert isinstance(outcome, TaskSucceeded)
+    np.testing.assert_array_equal(outcome.result, np.full((256, 512), 3.0))
+    assert pool.recorder.wait_for("big", TaskProgress) == TaskProgress("big", [(1_000_000, 2)])
+
+
+def test_two_workers_run_two_tasks_at_the_same_time(pool: PoolUnderTest) -> None:
+    pool.submit("a", pool_tasks.Timed(3_000_000))
+    pool.submit("b", pool_tasks.Timed(3_000_000))
+    a, b = pool.recorder.terminal("a"), pool.recorder.terminal("b")
+    assert isinstance(a, TaskSucceeded) and isinstance(b, TaskSucceeded)
+    (a_start, a_end), (b_start, b_end) = a.result, b.result
+    assert a_start < b_end and b_start < a_end  # the intervals the tasks measured overlap
+    pids = {e.worker_pid for e in pool.recorder.events if isinstance(e, TaskStarted)}
+    assert len(pids) == 2
 
 
 def test_a_listener_that_raises_is_logged_and_the_pool_carries_on(
@@ -256,102 +320,79 @@ def test_a_listener_that_raises_is_logged_and_the_pool_carries_on(
         if isinstance(event, TaskStarted):
             raise RuntimeError("listener bug")
 
-    pool = LocalProcessExecutor(1, 1)
-    pool.start(listener)
+    executor = LocalProcessExecutor(1, 1)
+    executor.start(listener)
     try:
         with caplog.at_level(logging.ERROR, logger="scratchnet.executor"):
-            pool.submit("a", pool_tasks.Echo("a"))
-            assert recorder.terminal("a") == TaskSucceeded("a", "a")
-            pool.submit("b", pool_tasks.Echo("b"))
-            assert recorder.terminal("b") == TaskSucceeded("b", "b")
+            for task_id in ("a", "b"):
+                executor.submit(task_id, pool_tasks.Echo(task_id))
+                assert recorder.terminal(task_id) == TaskSucceeded(task_id, task_id)
     finally:
-        pool.shutdown()
-    errors = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+        executor.shutdown()
+    errors = [str(record.exc_info[1]) for record in caplog.records if record.exc_info]
     assert errors == ["listener bug", "listener bug"]
-
-
-def test_a_large_dataset_goes_in_and_large_weights_come_out(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool()
-    X = np.tile(np.array([1.0, 2.0]), (1_000_000, 1))  # (1_000_000, 2), 16 MB
-    outcome = run(pool, recorder, "big", pool_tasks.FitLike(X, (256, 512)))  # 1 MB back
-    assert isinstance(outcome, TaskSucceeded)
-    np.testing.assert_array_equal(outcome.result, np.full((256, 512), 3.0))
-    assert recorder.wait_for("big", TaskProgress) == TaskProgress("big", [(1_000_000, 2)])
-
-
-def test_two_workers_run_two_tasks_at_the_same_time(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool(workers=2)
-    pool.submit("a", pool_tasks.Timed(3_000_000))
-    pool.submit("b", pool_tasks.Timed(3_000_000))
-    a, b = recorder.terminal("a"), recorder.terminal("b")
-    assert isinstance(a, TaskSucceeded) and isinstance(b, TaskSucceeded)
-    (a_start, a_end), (b_start, b_end) = a.result, b.result
-    assert a_start < b_end and b_start < a_end  # the intervals overlap
-    pids = {e.worker_pid for e in recorder.events if isinstance(e, TaskStarted)}
-    assert len(pids) == 2
 
 
 # ---- cancellation and deadlines -------------------------------------------------------------
 
 
-def test_cancel_a_waiting_task(make_pool: PoolFactory, tmp_path: Path) -> None:
-    pool, recorder = make_pool()
-    pool.submit("running", pool_tasks.WaitForFile(str(tmp_path / "never")))
-    recorder.wait_for("running", TaskStarted)
+def test_cancel_a_waiting_task(pool: PoolUnderTest, tmp_path: Path) -> None:
+    for blocker in ("blocker 1", "blocker 2"):
+        pool.submit(blocker, pool_tasks.WaitForFile(str(tmp_path / "never")))
+        pool.recorder.wait_for(blocker, TaskStarted)
     pool.submit("waiting", pool_tasks.Echo(1))
-    assert pool.cancel("waiting")
-    assert recorder.terminal("waiting") == TaskCancelled("waiting")
-    assert recorder.of("waiting") == [TaskCancelled("waiting")]
-    assert not pool.cancel("waiting")
-    assert not pool.cancel("unknown")
-    assert not any(isinstance(event, TERMINAL) for event in recorder.of("running"))
-    assert pool.counts() == {"queued": 0, "running": 1}
+    assert pool.pool.cancel("waiting")
+    assert pool.recorder.terminal("waiting") == TaskCancelled("waiting")
+    assert pool.recorder.of("waiting") == [TaskCancelled("waiting")]
+    assert not pool.pool.cancel("waiting")
+    assert not pool.pool.cancel("unknown")
+    assert not any(isinstance(e, TERMINAL) for e in pool.recorder.events if e.task_id != "waiting")
+    assert pool.pool.counts() == {"queued": 0, "running": 2}
 
 
 @pytest.mark.parametrize("return_when_stopped", [False, True])
 def test_cancel_a_running_task_that_polls_should_stop(
-    make_pool: PoolFactory, return_when_stopped: bool
+    pool: PoolUnderTest, return_when_stopped: bool
 ) -> None:
-    pool, recorder = make_pool()
-    pids = pool.worker_pids()
     pool.submit("spin", pool_tasks.SpinUntilStopped(return_when_stopped))
-    recorder.wait_for("spin", TaskStarted)
-    assert pool.cancel("spin")
-    assert recorder.terminal("spin") == TaskCancelled("spin")  # never its result
-    assert pool.worker_pids() == pids  # it stopped by itself: no kill within a 60 s grace
-    assert pool.counts() == {"queued": 0, "running": 0}
-    assert run(pool, recorder, "next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    pool.recorder.wait_for("spin", TaskStarted)
+    assert pool.pool.cancel("spin")
+    assert pool.recorder.terminal("spin") == TaskCancelled("spin")  # never its result
+    assert pool.pool.counts() == {"queued": 0, "running": 0}
+    assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    # the fixture checks no worker was replaced: it stopped by itself within a 60 s grace
+
+
+def test_a_task_that_polls_should_stop_fails_at_its_deadline(pool: PoolUnderTest) -> None:
+    pool.submit("slow", pool_tasks.SpinUntilStopped(), deadline_seconds=0.2)
+    assert pool.recorder.terminal("slow") == TaskFailed(
+        "slow", "timeout", "the task exceeded the 0.2 s limit"
+    )
+    assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
 
 
 def test_a_task_that_ignores_cancel_is_killed_after_the_grace(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool(cancel_grace_seconds=SHORT_GRACE)
-    [old_pid] = pool.worker_pids()
+    pool = make_pool(cancel_grace_seconds=SHORT_GRACE)
+    [old_pid] = pool.pool.worker_pids()
     pool.submit("stubborn", pool_tasks.IgnoreStop(600))
-    recorder.wait_for("stubborn", TaskStarted)
-    assert pool.cancel("stubborn")
-    assert recorder.terminal("stubborn") == TaskCancelled("stubborn")
-    wait_until(lambda: pool.ready)
-    assert old_pid not in pool.worker_pids()
+    pool.recorder.wait_for("stubborn", TaskStarted)
+    assert pool.pool.cancel("stubborn")
+    assert pool.recorder.terminal("stubborn") == TaskCancelled("stubborn")
+    wait_until(lambda: pool.pool.ready)
+    assert old_pid not in pool.pool.worker_pids()
     assert not psutil.pid_exists(old_pid)
-    assert run(pool, recorder, "next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
 
 
-@pytest.mark.parametrize(
-    ("task", "replaced"),
-    [(pool_tasks.SpinUntilStopped(), False), (pool_tasks.IgnoreStop(600), True)],
-)
-def test_a_task_past_its_deadline_fails_with_timeout(
-    make_pool: PoolFactory, task: Task, replaced: bool
-) -> None:
-    pool, recorder = make_pool(cancel_grace_seconds=SHORT_GRACE)
-    [old_pid] = pool.worker_pids()
-    pool.submit("slow", task, deadline_seconds=0.2)
-    assert recorder.terminal("slow") == TaskFailed(
-        "slow", "timeout", "the task exceeded the 0.2 s limit"
+def test_a_task_that_ignores_its_deadline_is_killed_and_fails(make_pool: PoolFactory) -> None:
+    pool = make_pool(cancel_grace_seconds=SHORT_GRACE)
+    [old_pid] = pool.pool.worker_pids()
+    pool.submit("stubborn", pool_tasks.IgnoreStop(600), deadline_seconds=0.2)
+    assert pool.recorder.terminal("stubborn") == TaskFailed(
+        "stubborn", "timeout", "the task exceeded the 0.2 s limit"
     )
-    wait_until(lambda: pool.ready)
-    assert (old_pid not in pool.worker_pids()) is replaced
-    assert run(pool, recorder, "next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    assert old_pid not in pool.pool.worker_pids()
 
 
 # ---- lost workers ---------------------------------------------------------------------------
@@ -360,44 +401,45 @@ def test_a_task_past_its_deadline_fails_with_timeout(
 def test_a_worker_killed_mid_task_loses_only_that_task(
     make_pool: PoolFactory, tmp_path: Path
 ) -> None:
-    pool, recorder = make_pool(workers=2)
+    pool = make_pool(workers=2)
     pool.submit("doomed", pool_tasks.WaitForFile(str(tmp_path / "never")))
     pool.submit("bystander", pool_tasks.WaitForFile(str(tmp_path / "go")))
-    doomed_pid = recorder.wait_for("doomed", TaskStarted).worker_pid
-    bystander_pid = recorder.wait_for("bystander", TaskStarted).worker_pid
+    doomed_pid = pool.recorder.wait_for("doomed", TaskStarted).worker_pid
+    bystander_pid = pool.recorder.wait_for("bystander", TaskStarted).worker_pid
 
     os.kill(doomed_pid, signal.SIGKILL)
-    assert recorder.terminal("doomed") == TaskFailed(
+    assert pool.recorder.terminal("doomed") == TaskFailed(
         "doomed",
         "worker_lost",
         "the worker process running this task exited unexpectedly (signal 9)",
     )
     (tmp_path / "go").touch()
-    assert recorder.terminal("bystander") == TaskSucceeded("bystander", bystander_pid)
-    assert run(pool, recorder, "next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
-    wait_until(lambda: pool.ready)
-    assert doomed_pid not in pool.worker_pids() and bystander_pid in pool.worker_pids()
+    assert pool.recorder.terminal("bystander") == TaskSucceeded("bystander", bystander_pid)
+    assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    wait_until(lambda: pool.pool.ready)
+    pids = pool.pool.worker_pids()
+    assert doomed_pid not in pids and bystander_pid in pids and len(pids) == 2
 
 
-def test_a_task_that_exits_the_worker_is_lost_and_the_worker_replaced(
+def test_a_task_that_exits_its_worker_is_lost_and_the_worker_replaced(
     make_pool: PoolFactory,
 ) -> None:
-    pool, recorder = make_pool()
-    assert run(pool, recorder, "exits", pool_tasks.ExitAbruptly(3)) == TaskFailed(
+    pool = make_pool()
+    assert pool.run("exits", pool_tasks.ExitAbruptly(3)) == TaskFailed(
         "exits",
         "worker_lost",
         "the worker process running this task exited unexpectedly (exit code 3)",
     )
-    assert run(pool, recorder, "next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
 
 
 def test_an_idle_worker_that_dies_is_replaced(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool()
-    [old_pid] = pool.worker_pids()
+    pool = make_pool()
+    [old_pid] = pool.pool.worker_pids()
     os.kill(old_pid, signal.SIGKILL)
-    wait_until(lambda: pool.ready and pool.worker_pids() != [old_pid])
-    assert run(pool, recorder, "next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
-    assert recorder.events[0] == TaskStarted("next", pool.worker_pids()[0])
+    wait_until(lambda: pool.pool.ready and pool.pool.worker_pids() != [old_pid])
+    assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
+    assert pool.recorder.events[0] == TaskStarted("next", pool.pool.worker_pids()[0])
 
 
 def test_workers_exit_when_the_service_is_killed() -> None:
@@ -442,36 +484,34 @@ def test_workers_exit_when_the_service_is_killed() -> None:
 # ---- limits and shutdown --------------------------------------------------------------------
 
 
-def test_queue_full_past_the_limit_and_duplicate_ids(
-    make_pool: PoolFactory, tmp_path: Path
-) -> None:
-    pool, recorder = make_pool(max_queued=1)
-    pool.submit("running", pool_tasks.WaitForFile(str(tmp_path / "never")))
-    recorder.wait_for("running", TaskStarted)
-    pool.submit("waiting", pool_tasks.Echo(1))  # the running task does not count
+def test_queue_full_past_the_limit_and_duplicate_ids(pool: PoolUnderTest, tmp_path: Path) -> None:
+    for blocker in ("running 1", "running 2"):
+        pool.submit(blocker, pool_tasks.WaitForFile(str(tmp_path / "never")))
+        pool.recorder.wait_for(blocker, TaskStarted)
+    for waiting in range(4):  # max_queued = 4; the running tasks do not count
+        pool.submit(f"waiting {waiting}", pool_tasks.Echo(waiting))
     with pytest.raises(QueueFull) as raised:
-        pool.submit("one too many", pool_tasks.Echo(2))
-    assert raised.value.queued == 1
+        pool.pool.submit("one too many", pool_tasks.Echo(-1))
+    assert raised.value.queued == 4
     assert raised.value.retry_after_seconds >= 1
-    for duplicate in ("running", "waiting"):
+    for duplicate in ("running 1", "waiting 0"):
         with pytest.raises(ValueError, match="already"):
-            pool.submit(duplicate, pool_tasks.Echo(3))
-    assert pool.counts() == {"queued": 1, "running": 1}
-    assert recorder.of("one too many") == []
+            pool.pool.submit(duplicate, pool_tasks.Echo(-1))
+    assert pool.pool.counts() == {"queued": 4, "running": 2}
+    assert pool.recorder.of("one too many") == []
 
 
 def test_shutdown_cancels_every_held_task(make_pool: PoolFactory) -> None:
-    pool, recorder = make_pool(workers=2, cancel_grace_seconds=SHORT_GRACE)
+    pool = make_pool(workers=2, cancel_grace_seconds=SHORT_GRACE)
     pool.submit("polite", pool_tasks.SpinUntilStopped())
     pool.submit("stubborn", pool_tasks.IgnoreStop(600))
-    recorder.wait_for("polite", TaskStarted)
-    recorder.wait_for("stubborn", TaskStarted)
+    pool.recorder.wait_for("polite", TaskStarted)
+    pool.recorder.wait_for("stubborn", TaskStarted)
     pool.submit("waiting", pool_tasks.Echo(1))
-    pids = pool.worker_pids()
+    pids = pool.pool.worker_pids()
 
-    pool.shutdown()
+    pool.pool.shutdown()
     for task_id in ("polite", "stubborn", "waiting"):
-        assert recorder.of(task_id)[-1] == TaskCancelled(task_id)
-    assert pool.counts() == {"queued": 0, "running": 0}
-    assert worker_children() == []
+        assert pool.recorder.of(task_id)[-1] == TaskCancelled(task_id)
+    assert pool.pool.counts() == {"queued": 0, "running": 0}
     assert not any(psutil.pid_exists(pid) for pid in pids)
