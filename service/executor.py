@@ -50,7 +50,9 @@ class TaskSucceeded:
 @dataclass(frozen=True)
 class TaskFailed:
     """`error_type`: the exception's class name (e.g. "TrainingDiverged"), or "worker_lost",
-    "timeout"; `detail` is its message. Unexpected exceptions' details are not for clients."""
+    "timeout", or "task_unpicklable" / "result_unpicklable" / "progress_unpicklable" (a value
+    that could not cross to or from the worker); `detail` is its message. Unexpected
+    exceptions' details are not for clients."""
 
     task_id: str
     error_type: str

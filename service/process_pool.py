@@ -436,13 +436,13 @@ class LocalProcessExecutor(Executor):
             except OSError:
                 worker.conn_open = False
 
-    def _read_messages(self, worker: _Worker) -> None:
-        """Handle what the worker sent (poll() is also true at end of file)."""
+    def _read_messages(self, worker: _Worker, limit: int | None = MAX_MESSAGES_PER_WAKE) -> None:
+        """Handle what the worker sent, up to `limit` messages (poll() is true at end of file)."""
+        handled = 0
         try:
-            for _ in range(MAX_MESSAGES_PER_WAKE):
-                if not worker.conn.poll():
-                    return
+            while (limit is None or handled < limit) and worker.conn.poll():
                 self._handle(worker, worker.conn.recv())
+                handled += 1
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
             worker.conn_open = False
             if worker.process.exitcode is None and not isinstance(exc, EOFError):
@@ -494,7 +494,7 @@ class LocalProcessExecutor(Executor):
     def _reap(self, worker: _Worker) -> None:
         """The worker's process exited: end its task, replace it."""
         if worker.conn_open:
-            self._read_messages(worker)  # whatever it managed to send first
+            self._read_messages(worker, limit=None)  # all it managed to send first
         worker.process.join()
         exitcode = worker.process.exitcode
         now = time.monotonic()
