@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from engine.hyperparameters import Hyperparameters
 from engine.model import Model
 from service.errors import (
@@ -411,10 +413,14 @@ class JobManager:
         return JobSnapshot(job=copy, new_points=points)
 
     async def follow(
-        self, job_id: str, after_epoch: int, render: Callable[[JobSnapshot], list[Any]]
+        self,
+        job_id: str,
+        after_epoch: int,
+        render: Callable[[JobSnapshot], list[Any]],
+        stopping: anyio.Event,
     ) -> AsyncIterator[Any]:
         """Yield rendered events for points after `after_epoch` as they are recorded, ending
-        after the job finishes (or when the service shuts down)."""
+        after the job finishes, or when `stopping` is set (the server is shutting down)."""
         self.require(job_id)
         waiter = _Waiter()
         with self.registry.lock:
@@ -428,9 +434,9 @@ class JobManager:
                     yield item
                 if snapshot.new_points:
                     cursor = snapshot.new_points[-1]["epoch"]
-                if snapshot.job.finished or self.closing:
+                if snapshot.job.finished or self.closing or stopping.is_set():
                     return
-                await waiter.event.wait()
+                await _first_of(waiter.event, stopping)
         finally:
             with self.registry.lock:
                 group = self._waiters.get(job_id)
@@ -438,6 +444,18 @@ class JobManager:
                     group.discard(waiter)
                     if not group:
                         del self._waiters[job_id]
+
+
+async def _first_of(*events: asyncio.Event | anyio.Event) -> None:
+    """Return as soon as any of `events` is set."""
+    async with anyio.create_task_group() as group:
+
+        async def wait(event: asyncio.Event | anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait, event)
 
 
 def _stop_reason(value: str) -> StopReason | None:

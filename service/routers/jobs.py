@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -22,6 +23,9 @@ from service.schemas import (
 from service.views import history_public, job_public
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# Time an event stream gets to end by itself (cleanly) once the server is shutting down.
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 EVENTS_DESCRIPTION = """\
 Server-sent events. First every point already recorded after `since` (or `Last-Event-ID`), then
@@ -178,9 +182,12 @@ async def job_events(
 ) -> EventSourceResponse:
     state.jobs.require(job_id)
     after = since if since is not None else (last_event_id or 0)
+    stopping = anyio.Event()  # set by EventSourceResponse when the server shuts down
     return EventSourceResponse(
-        state.jobs.follow(job_id, after, _render),
+        state.jobs.follow(job_id, after, _render, stopping),
         ping=state.settings.sse_ping_seconds,
+        shutdown_event=stopping,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
