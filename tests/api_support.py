@@ -1,0 +1,241 @@
+"""Helpers shared by the API and end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import FastAPI
+
+from service.deps import ServiceState
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+PROBLEM = "https://scratchnet.dev/problems/"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FINISHED = ("succeeded", "failed", "cancelled")
+SERVER_START_SECONDS = 60.0
+JOB_SECONDS = 60.0
+
+# A job that trains far longer than any test waits; tests cancel it.
+LONG_JOB: dict[str, Any] = {"hidden_layers": [64], "epochs": 1_000_000, "record_every": 100}
+# A job that finishes in well under a second.
+QUICK_JOB: dict[str, Any] = {"hidden_layers": [4], "epochs": 60, "record_every": 20}
+
+
+def api_settings(**overrides: Any) -> Settings:
+    """Small limits so each one can be hit with tiny requests."""
+    values: dict[str, Any] = {
+        "workers": 2,
+        "max_queued_jobs": 16,
+        "job_timeout_seconds": 120.0,
+        "max_hidden_layers": 3,
+        "max_units_per_layer": 64,
+        "max_samples": 2000,
+        "max_epochs": 1_000_000,
+        "max_work": 1e11,
+        "predict_max_points": 50,
+        "max_request_bytes": 64 * 1024,
+        "picture_cache_size": 8,
+        "page_size_default": 3,
+        "page_size_max": 5,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def state_of(app: FastAPI) -> ServiceState:
+    state: ServiceState = app.state.scratchnet
+    return state
+
+
+async def wait_ready(app: FastAPI, seconds: float = SERVER_START_SECONDS) -> None:
+    state = state_of(app)
+    with anyio.fail_after(seconds):
+        while not (state.jobs.started and state.executor.ready):
+            await anyio.sleep(0.05)
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem of this status and type; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == PROBLEM + slug, body
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def png_size(content: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, after checking the signature."""
+    assert content[:8] == PNG_SIGNATURE
+    assert content[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", content[16:24])
+    return int(width), int(height)
+
+
+async def create_dataset(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    response = await client.post("/v1/datasets", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def create_job(
+    client: httpx.AsyncClient, dataset_id: str, **hyperparameters: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/jobs", json={"dataset_id": dataset_id, "hyperparameters": hyperparameters}
+    )
+    assert response.status_code == 202, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def wait_for_job(
+    client: httpx.AsyncClient,
+    job_id: str,
+    statuses: tuple[str, ...] = FINISHED,
+    seconds: float = JOB_SECONDS,
+) -> dict[str, Any]:
+    """Poll until the job is in one of `statuses`; returns the job."""
+    with anyio.fail_after(seconds):
+        while True:
+            response = await client.get(f"/v1/jobs/{job_id}")
+            assert response.status_code == 200, response.text
+            job: dict[str, Any] = response.json()
+            if job["status"] in statuses:
+                return job
+            await anyio.sleep(0.02)
+
+
+async def wait_for_epoch(client: httpx.AsyncClient, job_id: str, epoch: int) -> dict[str, Any]:
+    """Poll until the running job has recorded at least `epoch`."""
+    with anyio.fail_after(JOB_SECONDS):
+        while True:
+            job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+            if job["status"] != "running" and job["status"] != "queued":
+                raise AssertionError(f"job ended before epoch {epoch}: {job}")
+            if job["epoch"] >= epoch:
+                return job
+            await anyio.sleep(0.02)
+
+
+async def trained_model(client: httpx.AsyncClient, dataset: dict[str, Any]) -> dict[str, Any]:
+    """Train QUICK_JOB on `dataset` and return the model it registered."""
+    job = await create_job(client, dataset["id"], **QUICK_JOB)
+    finished = await wait_for_job(client, job["id"])
+    assert finished["status"] == "succeeded", finished
+    response = await client.get(f"/v1/models/{finished['model_id']}")
+    assert response.status_code == 200
+    model: dict[str, Any] = response.json()
+    return model
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    """Events of an event-stream body as {field: value}; comment lines (pings) dropped."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        if fields:
+            events.append(fields)
+    return events
+
+
+# --- a real server -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """A `python -m service` process: its base URL and its combined output."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.process = process
+        self.url = url
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, seconds: float = 30.0) -> None:
+        """SIGTERM, then check it shut down cleanly: in time, through the lifespan's shutdown,
+        without an error logged (uvicorn re-raises the signal once done, so the exit status
+        is -SIGTERM)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"the server did not stop within {seconds} s of SIGTERM:\n{self.output()}"
+            ) from None
+        output = self.output()
+        assert code in (0, -signal.SIGTERM), output
+        assert "Application shutdown complete." in output, output
+        assert "ERROR" not in output and "Traceback" not in output, output
+
+
+@contextmanager
+def serve(directory: Path, **settings: str) -> Iterator[LiveServer]:
+    """Start `python -m service` on a free port (2 workers unless `settings` say otherwise,
+    given as SCRATCHNET_ names without the prefix), wait for /readyz, and on exit stop it with
+    SIGTERM, which must end it cleanly (see LiveServer.stop)."""
+    port = free_port()
+    log = directory / f"server-{port}.log"
+    env = {
+        **os.environ,
+        "SCRATCHNET_WORKERS": "2",
+        "SCRATCHNET_LOG_LEVEL": "info",
+        **{f"SCRATCHNET_{name.upper()}": value for name, value in settings.items()},
+    }
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(process, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited at start:\n{server.output()}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server was not ready in time:\n{server.output()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            server.stop()

@@ -1,0 +1,42 @@
+"""Fixtures for the service tests: an app with its lifespan running (two real worker
+processes) driven through httpx's ASGI transport, and a real `python -m service` process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.api_support import LiveServer, api_settings, serve, wait_ready
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+async def app(anyio_backend: str) -> AsyncIterator[FastAPI]:
+    """One app for the API tests: 2 workers, small limits (see api_settings)."""
+    from service.main import create_app  # here, so engine-only test runs never import FastAPI
+
+    application = create_app(api_settings())
+    async with application.router.lifespan_context(application):
+        await wait_ready(application)
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`python -m service` on a free port with 2 workers, shared by the end-to-end tests."""
+    with serve(tmp_path_factory.mktemp("server")) as server:
+        yield server
