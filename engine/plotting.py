@@ -196,6 +196,8 @@ def _points(
         if y is not None:
             raise InvalidInput(f"y_{name} given without X_{name}")
         return np.empty((0, 2)), np.empty(0, dtype=np.int64)
+    if y is None:
+        raise InvalidInput(f"X_{name} given without y_{name}")
     points = np.asarray(X, dtype=np.float64)
     labels = np.asarray(y)
     if points.ndim != 2 or points.shape[1] != model.n_features:
