@@ -1,0 +1,298 @@
+"""A model as a NumPy .npz archive, and back, without pickle.
+
+Archive members (each a .npy array):
+
+    W0, b0, W1, b1, ...        weights (fan_in, fan_out) and biases (fan_out,), input side first
+    scaler_mean, scaler_scale  (n_features,) float64, only when the model standardizes its input
+    metadata                   a 0-d unicode array holding JSON: format name and version,
+                               activation, classes and their type, architecture, feature names,
+                               hyperparameters
+
+Loading checks every member's declared shape and dtype before reading its data (a small file
+cannot make the loader allocate a huge array), then the whole model's consistency. Anything wrong
+is a `ModelFormatError` whose message says what.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from engine.activations import ACTIVATIONS
+from engine.errors import ModelFormatError
+from engine.hyperparameters import Hyperparameters
+from engine.model import Label, Model, Scaler
+
+FORMAT_NAME = "scratchnet-model"
+FORMAT_VERSION = 1
+
+# Loading limits: far above any model the service trains, far below what would hurt the host.
+MAX_PARAMETERS = 10_000_000
+MAX_LAYERS = 256
+MAX_METADATA_CHARS = 1_000_000
+
+_WEIGHT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def model_to_npz(model: Model) -> bytes:
+    """The model as .npz bytes that `model_from_npz` turns back into an identical predictor."""
+    classes: list[Label] = [c if isinstance(c, str) else int(c) for c in model.classes]
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "activation": model.activation,
+        "classes": classes,
+        "class_type": "str" if classes and isinstance(classes[0], str) else "int",
+        "architecture": model.architecture,
+        "feature_names": list(model.feature_names),
+        "hyperparameters": model.hyperparameters.model_dump(mode="json"),
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for i, (W, b) in enumerate(zip(model.weights, model.biases, strict=True)):
+        arrays[f"W{i}"] = np.ascontiguousarray(W)
+        arrays[f"b{i}"] = np.ascontiguousarray(b)
+    if model.scaler is not None:
+        arrays["scaler_mean"] = np.asarray(model.scaler.mean, dtype=np.float64)
+        arrays["scaler_scale"] = np.asarray(model.scaler.scale, dtype=np.float64)
+    arrays["metadata"] = np.array(json.dumps(metadata, ensure_ascii=False))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def model_from_npz(data: bytes, *, max_parameters: int = MAX_PARAMETERS) -> Model:
+    """A model from `model_to_npz` bytes; predicts exactly as the saved one did."""
+    data = bytes(data)
+    if not data:
+        raise ModelFormatError("the file is empty; expected a .npz archive")
+    if data.startswith(np.lib.format.MAGIC_PREFIX):
+        raise ModelFormatError("this is a single .npy array, not a .npz archive of a model")
+    if not data.startswith(b"PK"):
+        raise ModelFormatError("not a .npz archive: the data does not start like a zip file")
+    try:
+        archive = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFormatError(f"not a readable .npz archive ({_reason(exc)})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile) or archive.zip is None:
+        raise ModelFormatError("not a .npz archive")
+    with archive:
+        headers = _read_headers(archive.zip)
+        metadata = _metadata(archive, headers)
+        n_layers = _n_layers(metadata)
+        _check_members(headers, n_layers)
+        _check_sizes(headers, max_parameters)
+        arrays = {name: _read(archive, name) for name in headers if name != "metadata"}
+    return _build(metadata, arrays, n_layers)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _read_headers(archive: zipfile.ZipFile) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every member, read from the .npy headers without reading the data."""
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        infos = archive.infolist()
+        if len(infos) > 2 * MAX_LAYERS + 3:
+            raise ModelFormatError(f"the archive has {len(infos)} members; too many for a model")
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise ModelFormatError(f"unexpected member {info.filename!r}: not a .npy array")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ModelFormatError(f"{info.filename}: unsupported .npy version {version}")
+            headers[info.filename.removesuffix(".npy")] = (tuple(shape), np.dtype(dtype))
+    except ModelFormatError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise ModelFormatError(f"corrupt archive ({_reason(exc)})") from None
+    return headers
+
+
+def _read(archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    try:
+        return np.asarray(archive[name])
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise ModelFormatError(f"array {name!r} cannot be read ({_reason(exc)})") from None
+
+
+def _metadata(
+    archive: np.lib.npyio.NpzFile, headers: dict[str, tuple[tuple[int, ...], np.dtype]]
+) -> dict[str, Any]:
+    if "metadata" not in headers:
+        found = ", ".join(sorted(headers)) or "nothing"
+        raise ModelFormatError(
+            f"not a scratchnet model: the archive has no metadata (it holds {found})"
+        )
+    shape, dtype = headers["metadata"]
+    if shape != () or dtype.kind != "U":
+        raise ModelFormatError(
+            f"metadata must be a 0-d unicode array, got shape {shape} and dtype {dtype}"
+        )
+    if dtype.itemsize // 4 > MAX_METADATA_CHARS:
+        raise ModelFormatError(
+            f"metadata is {dtype.itemsize // 4} characters long; at most "
+            f"{MAX_METADATA_CHARS} are allowed"
+        )
+    text = str(_read(archive, "metadata")[()])
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"metadata is not valid JSON ({exc})") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise ModelFormatError(f"not a scratchnet model: metadata does not name {FORMAT_NAME!r}")
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ModelFormatError(
+            f"format version {version!r} is not supported; this scratchnet reads version "
+            f"{FORMAT_VERSION}"
+        )
+    return metadata
+
+
+def _n_layers(metadata: dict[str, Any]) -> int:
+    architecture = metadata.get("architecture")
+    if (
+        not isinstance(architecture, list)
+        or not 2 <= len(architecture) <= MAX_LAYERS + 1
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in architecture)
+    ):
+        raise ModelFormatError(
+            f"architecture must be a list of 2 to {MAX_LAYERS + 1} positive layer widths, "
+            f"got {architecture!r}"
+        )
+    return len(architecture) - 1
+
+
+def _check_members(headers: dict[str, tuple[tuple[int, ...], np.dtype]], n_layers: int) -> None:
+    layer_names = {f"{kind}{i}" for i in range(n_layers) for kind in ("W", "b")}
+    missing = sorted(layer_names - set(headers), key=lambda n: (int(n[1:]), n[0]))
+    if missing:
+        raise ModelFormatError(f"missing array {missing[0]} for a {n_layers}-layer model")
+    scaler = {"scaler_mean", "scaler_scale"} & set(headers)
+    if len(scaler) == 1:
+        raise ModelFormatError(f"{scaler.pop()} without its partner: a scaler needs both")
+    unexpected = set(headers) - layer_names - scaler - {"metadata"}
+    if unexpected:
+        raise ModelFormatError(f"unexpected array {sorted(unexpected)[0]!r}")
+    for name in layer_names | scaler:
+        dtype = headers[name][1]
+        if dtype not in _WEIGHT_DTYPES:
+            raise ModelFormatError(f"{name} must be float64 or float32, got dtype {dtype}")
+
+
+def _check_sizes(headers: dict[str, tuple[tuple[int, ...], np.dtype]], max_parameters: int) -> None:
+    total = 0
+    for name, (shape, _) in headers.items():
+        if name != "metadata":
+            total += int(np.prod(shape, dtype=np.float64))  # float: no overflow on absurd shapes
+    if total > max_parameters:
+        raise ModelFormatError(
+            f"the archive declares {total} numbers; at most {max_parameters} are allowed"
+        )
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def _classes(metadata: dict[str, Any]) -> tuple[Label, ...]:
+    classes = metadata.get("classes")
+    class_type = metadata.get("class_type")
+    if class_type not in ("int", "str"):
+        raise ModelFormatError(f"class_type must be 'int' or 'str', got {class_type!r}")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise ModelFormatError(f"classes must be a list of at least 2 labels, got {classes!r}")
+    for label in classes:
+        is_int = isinstance(label, int) and not isinstance(label, bool)
+        if (class_type == "int" and not is_int) or (
+            class_type == "str" and not isinstance(label, str)
+        ):
+            raise ModelFormatError(f"class {label!r} is not of class_type {class_type}")
+    if len(set(classes)) != len(classes):
+        raise ModelFormatError("classes must be distinct")
+    return tuple(classes)
+
+
+def _feature_names(metadata: dict[str, Any], n_features: int) -> tuple[str, ...]:
+    names = metadata.get("feature_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ModelFormatError(f"feature_names must be a list of strings, got {names!r}")
+    if names and len(names) != n_features:
+        raise ModelFormatError(f"{len(names)} feature names for a model of {n_features} features")
+    return tuple(names)
+
+
+def _build(metadata: dict[str, Any], arrays: dict[str, np.ndarray], n_layers: int) -> Model:
+    activation = metadata.get("activation")
+    if activation not in ACTIVATIONS:
+        raise ModelFormatError(
+            f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}"
+        )
+    try:
+        hyperparameters = Hyperparameters.model_validate(metadata.get("hyperparameters"))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "hyperparameters"
+        raise ModelFormatError(f"invalid hyperparameters: {where}: {first['msg']}") from None
+
+    weights = [arrays[f"W{i}"] for i in range(n_layers)]
+    biases = [arrays[f"b{i}"] for i in range(n_layers)]
+    architecture = metadata["architecture"]
+    dtype = weights[0].dtype
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
+        expected = (architecture[i], architecture[i + 1])
+        if W.shape != expected:
+            raise ModelFormatError(f"W{i} has shape {W.shape}; the architecture says {expected}")
+        if b.shape != (architecture[i + 1],):
+            raise ModelFormatError(
+                f"b{i} has shape {b.shape}; the architecture says ({architecture[i + 1]},)"
+            )
+        if W.dtype != dtype or b.dtype != dtype:
+            raise ModelFormatError(f"W{i} and b{i} must share W0's dtype {dtype}")
+        for name, array in ((f"W{i}", W), (f"b{i}", b)):
+            if not np.isfinite(array).all():
+                raise ModelFormatError(f"{name} contains NaN or infinite values")
+
+    classes = _classes(metadata)
+    if len(classes) != architecture[-1]:
+        raise ModelFormatError(
+            f"{len(classes)} classes for an output layer of {architecture[-1]} units"
+        )
+    n_features = architecture[0]
+    scaler = None
+    if "scaler_mean" in arrays:
+        mean, scale = arrays["scaler_mean"], arrays["scaler_scale"]
+        for name, array in (("scaler_mean", mean), ("scaler_scale", scale)):
+            if array.shape != (n_features,):
+                raise ModelFormatError(
+                    f"{name} has shape {array.shape}; the model has {n_features} features"
+                )
+            if not np.isfinite(array).all():
+                raise ModelFormatError(f"{name} contains NaN or infinite values")
+        if (scale <= 0).any():
+            raise ModelFormatError("scaler_scale must be positive")
+        scaler = Scaler(mean=mean.astype(np.float64), scale=scale.astype(np.float64))
+
+    return Model(
+        weights=weights,
+        biases=biases,
+        activation=activation,
+        classes=classes,
+        hyperparameters=hyperparameters,
+        scaler=scaler,
+        feature_names=_feature_names(metadata, n_features),
+    )
