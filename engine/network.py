@@ -2,11 +2,11 @@
 
 Parameter layout. All parameters live in ONE flat, contiguous vector `Network.params`, so an
 optimizer updates the whole network with a handful of NumPy calls. Layer l (fan_in -> fan_out)
-owns the block `layers[l]`, a (fan_in + 1, fan_out) view: rows [:fan_in] are the weights W,
-the last row is the bias b. Activations carry a trailing column of ones, so
-
-    Z = [A, 1] @ [[W], [b]]            one matmul per layer, bias included
-    dL/d[[W], [b]] = [A, 1].T @ delta  one matmul gives dW and db together
+owns the block `layers[l]`, a (fan_in + 1, fan_out) view: rows [:fan_in] are the weights W, the
+last row is the bias b. Gradients use the same layout. The input carries a trailing column of
+ones, so the first layer is one matmul [X, 1] @ [[W], [b]] and its gradient [X, 1].T @ delta
+yields dW and db together; hidden activations stay contiguous (elementwise work on strided
+views is slow) and later layers add their bias explicitly.
 
 Loss (what `loss_and_gradients` differentiates), for n examples and K >= 2 classes:
 
@@ -14,31 +14,42 @@ Loss (what `loss_and_gradients` differentiates), for n examples and K >= 2 class
 
 over weights only, never biases. CE is computed by log-sum-exp (finite for any finite logits) and
 the fused softmax + cross-entropy output delta is (P - Y)/n. A minibatch uses its own n, so the
-gradient of a batch loss is the gradient of that batch's mean loss.
+gradient of a batch loss is the gradient of that batch's mean loss. For K = 2 the softmax is
+computed as P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1 (the same function, fewer operations).
 
 Large inputs are processed in blocks of rows (`block_rows`), forward and backward per block,
-accumulating the gradient, so no (n, hidden) array is ever held for the whole data set.
+accumulating the gradient, so no (n, hidden) array is ever held for the whole data set. Inputs of
+at least PARALLEL_MIN_ELEMENTS activations are split into two fixed halves run on two threads
+(NumPy releases the GIL); the split depends only on the shapes, so results are reproducible.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
+from typing import cast
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from engine.activations import ACTIVATIONS, DERIVATIVES
+from engine.activations import ACTIVATIONS, LEAKY_SLOPE
 from engine.errors import InvalidInput
 from engine.hyperparameters import Activation, Init
 
 Array = np.ndarray
 
-# Target bytes for one block's widest activation buffer: a few such buffers stay in L2 together.
-BLOCK_BYTES = 128 * 1024
-MIN_BLOCK_ROWS = 256
+# Rows per block: the widest (rows, width) activation takes about BLOCK_BYTES, so a block's few
+# buffers stay in the 1 MiB L2 cache together.
+BLOCK_BYTES = 192 * 1024
+MIN_BLOCK_ROWS = 64
+# Split a pass over two threads from this many (rows x widest layer) activations on.
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+# np.dot's C function without the __array_function__ dispatch layer (~0.3 us a call; several
+# calls per layer and epoch). Falls back to np.dot where NumPy does not expose it.
+_dot = getattr(np.dot, "_implementation", np.dot)
 
 
 def init_params(
@@ -72,9 +83,8 @@ def init_params(
 
 
 def block_rows(layer_sizes: Sequence[int], itemsize: int) -> int:
-    """Rows per block: the widest (rows, width + 1) buffer takes about BLOCK_BYTES."""
-    widest = max(layer_sizes[1:]) + 1
-    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // (widest * itemsize))
+    """Rows per block for a network of these widths."""
+    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // (max(layer_sizes[1:]) * itemsize))
 
 
 def with_ones_column(X: Array, dtype: DTypeLike) -> Array:
@@ -85,59 +95,189 @@ def with_ones_column(X: Array, dtype: DTypeLike) -> Array:
     return X_aug
 
 
-def one_hot(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
-    """(n, n_classes) with Y[i, y[i]] = 1."""
+def targets_for(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
+    """What the output delta subtracts: one-hot (n, K), or for K = 2 the column [y == 1] (n, 1)."""
+    if n_classes == 2:
+        return (y == 1).astype(dtype).reshape(-1, 1)
     Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
     Y[np.arange(y.shape[0]), y] = 1
     return Y
 
 
-@dataclass
-class _BlockViews:
-    """The [:m] slices of a workspace's buffers, cached per row count m."""
+# -- activation derivatives, in place on D with a scratch buffer S (no allocation) ------------
+# Each multiplies D by f'(Z) written through the activation's output A = f(Z), like
+# engine.activations.DERIVATIVES (a test checks they agree).
 
-    hidden: list[Array]  # (m, h + 1) per hidden layer, last column ones
-    units: list[Array]  # (m, h) views of `hidden` without the ones column
-    deltas: list[Array]  # (m, h) per hidden layer
-    logits: Array  # (m, K)
-    row_stat: Array  # (m, 1)
-    row_index: Array  # (m,) = arange(m)
+
+def _tanh_backward(A: Array, D: Array, S: Array) -> None:
+    np.multiply(A, A, out=S)
+    np.subtract(1.0, S, out=S)
+    np.multiply(D, S, out=D)
+
+
+def _sigmoid_backward(A: Array, D: Array, S: Array) -> None:
+    np.subtract(1.0, A, out=S)
+    np.multiply(S, A, out=S)
+    np.multiply(D, S, out=D)
+
+
+def _relu_backward(A: Array, D: Array, S: Array) -> None:
+    np.greater(A, 0, out=S, casting="unsafe")  # 1.0 where A > 0, else 0.0
+    np.multiply(D, S, out=D)
+
+
+def _leaky_relu_backward(A: Array, D: Array, S: Array) -> None:
+    np.greater(A, 0, out=S, casting="unsafe")
+    np.multiply(S, 1.0 - LEAKY_SLOPE, out=S)
+    np.add(S, LEAKY_SLOPE, out=S)  # 1 where A > 0, else the slope
+    np.multiply(D, S, out=D)
+
+
+def _identity_backward(A: Array, D: Array, S: Array) -> None:
+    return None
+
+
+BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
+    "tanh": _tanh_backward,
+    "relu": _relu_backward,
+    "leaky_relu": _leaky_relu_backward,
+    "sigmoid": _sigmoid_backward,
+    "identity": _identity_backward,
+}
 
 
 class Workspace:
-    """Preallocated scratch for forward/backward over at most `rows` examples, plus a gradient
-    accumulator. One per thread."""
+    """Preallocated buffers for passes over at most `rows` examples, and a gradient accumulator.
+    One per thread."""
 
     def __init__(self, network: Network, rows: int) -> None:
         dtype = network.dtype
         widths = network.layer_sizes[1:-1]
+        self.network = network
         self.rows = rows
-        self._hidden = [np.ones((rows, width + 1), dtype=dtype) for width in widths]
-        self._deltas = [np.empty((rows, width), dtype=dtype) for width in widths]
-        self._logits = np.empty((rows, network.n_classes), dtype=dtype)
-        self._row_stat = np.empty((rows, 1), dtype=dtype)
-        self._row_index = np.arange(rows)
-        # Flat gradient (same layout as params) and a per-layer matmul target for accumulating.
-        self.grad = np.empty_like(network.params)
+        self.activations = [np.empty((rows, width), dtype=dtype) for width in widths]
+        self.deltas = [np.empty((rows, width), dtype=dtype) for width in widths]
+        self.scratch = [np.empty((rows, width), dtype=dtype) for width in widths]
+        self.logits = np.empty((rows, network.n_classes), dtype=dtype)
+        self.logits_scratch = np.empty((rows, network.n_classes), dtype=dtype)
+        self.row_stat = np.empty((rows, 1), dtype=dtype)
+        self.ones = np.ones(rows, dtype=dtype)
+        self.row_index = np.arange(rows)
+        self.grad = np.empty_like(network.params)  # flat, laid out like params
         self.grad_layers = network.layer_views(self.grad)
         self.block_grad = np.empty_like(network.params)
         self.block_grad_layers = network.layer_views(self.block_grad)
-        self._views: dict[int, _BlockViews] = {}
+        self._plans: dict[int, _BlockPlan] = {}
 
-    def views(self, m: int) -> _BlockViews:
-        cached = self._views.get(m)
-        if cached is None:
-            hidden = [H[:m] for H in self._hidden]
-            cached = _BlockViews(
-                hidden=hidden,
-                units=[H[:, :-1] for H in hidden],
-                deltas=[D[:m] for D in self._deltas],
-                logits=self._logits[:m],
-                row_stat=self._row_stat[:m],
-                row_index=self._row_index[:m],
-            )
-            self._views[m] = cached
-        return cached
+    def plan(self, m: int) -> _BlockPlan:
+        """The bound forward/backward for a block of m <= rows examples (cached)."""
+        plan = self._plans.get(m)
+        if plan is None:
+            plan = self._plans[m] = _BlockPlan(self, m)
+        return plan
+
+
+class _BlockPlan:
+    """Forward and backward over one block of m rows, every view and operand bound once
+    (the per-epoch cost of small networks is the number of Python-level calls)."""
+
+    def __init__(self, workspace: Workspace, m: int) -> None:
+        network = workspace.network
+        self.activate = ACTIVATIONS[network.activation]
+        self.backward_activation = BACKWARD[network.activation]
+        activations = [A[:m] for A in workspace.activations]  # (m, h) each
+        self.logits = workspace.logits[:m]  # (m, K)
+        self.logits_scratch = workspace.logits_scratch[:m]
+        self.row_stat = workspace.row_stat[:m]  # (m, 1)
+        self.row_flat = self.row_stat[:, 0]  # (m,)
+        self.row_index = workspace.row_index[:m]
+        self.binary = network.n_classes == 2
+        self.column_0 = self.logits[:, 0:1]
+        self.column_1 = self.logits[:, 1:2]
+        self.first_layer = network.layers[0]  # (n_features + 1, h1)
+        self.first_out = activations[0] if activations else self.logits
+        # Layers 1..L-1: (input activation, W, b, output buffer).
+        outputs = [*activations[1:], self.logits] if activations else []
+        self.later = list(
+            zip(activations, network.weights[1:], network.biases[1:], outputs, strict=True)
+        )
+        # Backward steps from the output down to layer 1, per gradient accumulator:
+        # (A.T, dW out, db out, W.T, delta of A, scratch, A).
+        deltas = [D[:m] for D in workspace.deltas]
+        scratch = [S[:m] for S in workspace.scratch]
+        ones = workspace.ones[:m]
+        self.ones = ones
+        self.backward_steps = []
+        self.first_grad = []
+        for grad_layers in (workspace.grad_layers, workspace.block_grad_layers):
+            steps = [
+                (A.T, grad_layers[index][:-1], grad_layers[index][-1], W_t, D, S, A)
+                for index, (A, W_t, D, S) in enumerate(
+                    zip(activations, network.weights_t[1:], deltas, scratch, strict=True),
+                    start=1,
+                )
+            ]
+            self.backward_steps.append(steps[::-1])
+            self.first_grad.append(grad_layers[0])
+
+    def forward(self, X_aug: Array) -> Array:
+        """Logits (m, K) of a block [X, 1] (m, n_features + 1); hidden outputs kept for backward."""
+        Z = _dot(X_aug, self.first_layer, self.first_out)
+        activate = self.activate
+        for A, W, b, out in self.later:
+            activate(A)
+            _dot(A, W, out)
+            Z = np.add(out, b, out=out)
+        return Z
+
+    def output_delta(self, targets: Array) -> Array:
+        """logits <- softmax(logits) - Y in place (the summed CE's gradient wrt the logits)."""
+        logits = self.logits
+        if self.binary:  # P1 = 1/(1 + exp(z0 - z1)); delta1 = P1 - y1; delta0 = -delta1
+            p1 = self.row_stat
+            np.subtract(self.column_0, self.column_1, out=p1)
+            np.exp(p1, out=p1)  # overflow to inf gives P1 = 0, as it should
+            np.add(p1, 1.0, out=p1)
+            np.divide(1.0, p1, out=p1)
+            np.subtract(p1, targets, out=self.column_1)
+            np.negative(self.column_1, out=self.column_0)
+            return logits
+        np.maximum.reduce(logits, axis=1, out=self.row_flat)
+        np.subtract(logits, self.row_stat, out=logits)
+        np.exp(logits, out=logits)
+        np.add.reduce(logits, axis=1, out=self.row_flat)
+        np.divide(logits, self.row_stat, out=logits)
+        np.subtract(logits, targets, out=logits)
+        return logits
+
+    def backward(self, X_aug: Array, delta: Array, accumulator: int) -> None:
+        """Write the block's SUMMED CE gradient, given delta = P - Y (m, K), into the
+        workspace's grad (accumulator 0) or block_grad (1)."""
+        backward_activation = self.backward_activation
+        ones = self.ones
+        for A_t, dW, db, W_t, previous, scratch, A in self.backward_steps[accumulator]:
+            _dot(A_t, delta, dW)  # (fan_in, fan_out)
+            _dot(ones, delta, db)  # (fan_out,)
+            _dot(delta, W_t, previous)  # (m, fan_in)
+            backward_activation(A, previous, scratch)
+            delta = previous
+        _dot(X_aug.T, delta, self.first_grad[accumulator])
+
+    def logit_stats(self, y: Array) -> tuple[float, int]:
+        """(summed CE, number of argmax hits) of the block from the logits of the last forward.
+
+        Leaves the logits shifted by their row maximum (softmax does not change).
+        """
+        logits = self.logits
+        correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
+        # CE_i = log sum_k exp(z_ik - max_i) - (z_iy - max_i)
+        np.maximum.reduce(logits, axis=1, out=self.row_flat)
+        np.subtract(logits, self.row_stat, out=logits)
+        picked = logits[self.row_index, y].sum(dtype=np.float64)
+        exps = np.exp(logits, out=self.logits_scratch)
+        np.add.reduce(exps, axis=1, out=self.row_flat)
+        np.log(self.row_flat, out=self.row_flat)
+        return float(self.row_flat.sum(dtype=np.float64)) - float(picked), correct
 
 
 class Network:
@@ -152,13 +292,12 @@ class Network:
                 f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
         self.activation: Activation = activation
-        self._activate = ACTIVATIONS[activation]
-        self._derivative = DERIVATIVES[activation]
         self.dtype = np.dtype(dtype)
         self.n_classes = self.layer_sizes[-1]
         self.params = np.zeros(sum((a + 1) * b for a, b in pairwise(self.layer_sizes)), self.dtype)
         self.layers = self.layer_views(self.params)  # (fan_in + 1, fan_out) each
         self.weights = [L[:-1] for L in self.layers]  # (fan_in, fan_out) views
+        self.weights_t = [W.T for W in self.weights]  # (fan_out, fan_in) views
         self.biases = [L[-1] for L in self.layers]  # (fan_out,) views
         # 1 where params holds a weight, 0 where it holds a bias: penalties skip biases.
         self.weight_mask = np.zeros_like(self.params)
@@ -189,84 +328,11 @@ class Network:
         """Independent copies of the weights and biases."""
         return [W.copy() for W in self.weights], [b.copy() for b in self.biases]
 
-    def workspace(self, rows: int) -> Workspace:
-        return Workspace(self, rows)
-
     def block_rows(self) -> int:
         return block_rows(self.layer_sizes, self.dtype.itemsize)
 
-    # -- one block -------------------------------------------------------------------------
-
-    def _forward_block(self, views: _BlockViews, X_aug: Array) -> Array:
-        """Logits (m, K) for a block [X, 1] (m, n_features + 1); hidden outputs stay in views."""
-        A = X_aug
-        for layer, H, units in zip(self.layers, views.hidden, views.units, strict=False):
-            np.matmul(A, layer, out=units)  # (m, h) into [A', 1]
-            self._activate(units)
-            A = H
-        np.matmul(A, self.layers[-1], out=views.logits)
-        return views.logits
-
-    def _backward_block(
-        self, views: _BlockViews, X_aug: Array, delta: Array, out_layers: list[Array]
-    ) -> None:
-        """Write the SUMMED gradient of the block's CE into out_layers, given delta = P - Y."""
-        for index in range(len(self.layers) - 1, -1, -1):
-            A_in = X_aug if index == 0 else views.hidden[index - 1]  # (m, fan_in + 1)
-            np.matmul(A_in.T, delta, out=out_layers[index])  # (fan_in + 1, fan_out)
-            if index:
-                previous = views.deltas[index - 1]  # (m, fan_in)
-                np.matmul(delta, self.weights[index].T, out=previous)
-                self._derivative(views.units[index - 1], previous)
-                delta = previous
-
-    @staticmethod
-    def _softmax_minus_targets(logits: Array, Y: Array, row_stat: Array) -> None:
-        """logits <- softmax(logits) - Y, in place, stable for any finite logits."""
-        np.max(logits, axis=1, keepdims=True, out=row_stat)
-        logits -= row_stat
-        np.exp(logits, out=logits)
-        np.sum(logits, axis=1, keepdims=True, out=row_stat)
-        logits /= row_stat
-        logits -= Y
-
-    # -- whole arrays, blocked -------------------------------------------------------------
-
-    def summed_gradient(self, workspace: Workspace, X_aug: Array, Y: Array) -> Array:
-        """Sum over the rows of the CE gradient, into workspace.grad (flat), block by block."""
-        n = X_aug.shape[0]
-        step = workspace.rows
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            views = workspace.views(stop - start)
-            X_block = X_aug[start:stop]
-            logits = self._forward_block(views, X_block)
-            self._softmax_minus_targets(logits, Y[start:stop], views.row_stat)
-            if start == 0:
-                self._backward_block(views, X_block, logits, workspace.grad_layers)
-            else:
-                self._backward_block(views, X_block, logits, workspace.block_grad_layers)
-                workspace.grad += workspace.block_grad
-        return workspace.grad
-
-    def add_penalty_gradient(self, grad_sum: Array, n: int, l1: float, l2: float) -> Array:
-        """grad_sum (summed CE gradient) <- gradient of the MEAN loss with penalties, in place."""
-        grad_sum *= 1.0 / n
-        if l2:
-            grad_sum += self.params * self.weight_mask * (l2 / n)
-        if l1:
-            grad_sum += np.sign(self.params) * self.weight_mask * (l1 / n)
-        return grad_sum
-
-    def gradient(
-        self, workspace: Workspace, X_aug: Array, Y: Array, l1: float = 0.0, l2: float = 0.0
-    ) -> Array:
-        """Flat gradient of the mean loss over the rows of X_aug (n, n_features + 1)."""
-        grad = self.summed_gradient(workspace, X_aug, Y)
-        return self.add_penalty_gradient(grad, X_aug.shape[0], l1, l2)
-
     def penalty(self, n: int, l1: float, l2: float) -> float:
-        """l2/(2n) * sum W^2 + l1/n * sum |W| over weights (float64)."""
+        """l2/(2n) * sum W^2 + l1/n * sum |W| over weights, in float64."""
         total = 0.0
         for W in self.weights:
             if l2:
@@ -275,45 +341,156 @@ class Network:
                 total += l1 / n * float(np.abs(W).sum(dtype=np.float64))
         return total
 
-    def cross_entropy_and_correct(
-        self, workspace: Workspace, X_aug: Array, y: Array
-    ) -> tuple[float, int]:
-        """(summed cross-entropy, number of argmax hits) over the rows, block by block."""
-        n = X_aug.shape[0]
-        step = workspace.rows
-        ce_sum = 0.0
-        correct = 0
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            views = workspace.views(stop - start)
-            labels = y[start:stop]
-            logits = self._forward_block(views, X_aug[start:stop])
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
-            # CE_i = log sum_k exp(z_ik - max_i) - (z_iy - max_i)
-            np.max(logits, axis=1, keepdims=True, out=views.row_stat)
-            logits -= views.row_stat
-            picked = logits[views.row_index, labels]
-            np.exp(logits, out=logits)
-            sums = logits.sum(axis=1)
-            ce_sum += float(np.log(sums).sum(dtype=np.float64)) - float(
-                picked.sum(dtype=np.float64)
-            )
-        return ce_sum, correct
+    def add_penalty_gradient(self, grad: Array, n: int, l1: float, l2: float) -> None:
+        """grad += d(penalty)/d(params) for n examples, in place (biases get nothing)."""
+        if l2:
+            grad += self.params * self.weight_mask * (l2 / n)
+        if l1:
+            grad += np.sign(self.params) * self.weight_mask * (l1 / n)
 
-    def probabilities(self, workspace: Workspace, X_aug: Array) -> Array:
-        """Softmax outputs (n, K) in float64 for the rows of [X, 1], block by block."""
+
+Stats = tuple[float, int]  # (summed cross-entropy, number of argmax hits)
+
+
+def _summed_gradient_range(
+    workspace: Workspace, X_aug: Array, targets: Array, y: Array | None, start: int, stop: int
+) -> tuple[Array, Stats | None]:
+    """Sum over rows [start, stop) of the CE gradient, into workspace.grad, block by block;
+    with labels y, also the stats of the same forward pass (the parameters before the step)."""
+    step = workspace.rows
+    ce_sum = 0.0
+    correct = 0
+    for block_start in range(start, stop, step):
+        block_stop = min(block_start + step, stop)
+        plan = workspace.plan(block_stop - block_start)
+        X_block = X_aug[block_start:block_stop]
+        plan.forward(X_block)
+        if y is not None:
+            block_ce, block_correct = plan.logit_stats(y[block_start:block_stop])
+            ce_sum += block_ce
+            correct += block_correct
+        delta = plan.output_delta(targets[block_start:block_stop])
+        if block_start == start:
+            plan.backward(X_block, delta, 0)
+        else:
+            plan.backward(X_block, delta, 1)
+            np.add(workspace.grad, workspace.block_grad, out=workspace.grad)
+    return workspace.grad, None if y is None else (ce_sum, correct)
+
+
+def _cross_entropy_range(
+    workspace: Workspace, X_aug: Array, y: Array, start: int, stop: int
+) -> Stats:
+    step = workspace.rows
+    ce_sum = 0.0
+    correct = 0
+    for block_start in range(start, stop, step):
+        block_stop = min(block_start + step, stop)
+        plan = workspace.plan(block_stop - block_start)
+        plan.forward(X_aug[block_start:block_stop])
+        block_ce, block_correct = plan.logit_stats(y[block_start:block_stop])
+        ce_sum += block_ce
+        correct += block_correct
+    return ce_sum, correct
+
+
+def _in_worker(function: Callable[..., object], *args: object) -> object:
+    # NumPy's error state is per thread: overflow is handled by the caller's checks, not warned.
+    with np.errstate(all="ignore"):
+        return function(*args)
+
+
+class Passes:
+    """Blocked (and, for big inputs, two-threaded) gradient and loss passes over whole arrays.
+
+    Owns the workspaces and the helper thread; call `close` when done (or use `with`).
+    """
+
+    def __init__(self, network: Network, max_rows: int) -> None:
+        self.network = network
+        rows = max(1, min(max_rows, network.block_rows()))
+        self.workspace = Workspace(network, rows)
+        self._second: Workspace | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._widest = max(network.layer_sizes[1:])
+
+    def __enter__(self) -> Passes:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _split(self, n: int) -> int | None:
+        """Row where the second thread's half starts (block aligned), or None: one thread."""
+        rows = self.workspace.rows
+        if n * self._widest < PARALLEL_MIN_ELEMENTS or n < 2 * rows:
+            return None
+        if self._executor is None:
+            self._second = Workspace(self.network, rows)
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-pass")
+        blocks = -(-n // rows)
+        return -(-blocks // 2) * rows
+
+    def summed_gradient(
+        self, X_aug: Array, targets: Array, y: Array | None = None
+    ) -> tuple[Array, Stats | None]:
+        """Sum over all rows of the CE gradient (flat, laid out like params); with labels y,
+        also (summed CE, argmax hits) of the same forward pass, i.e. of the current params."""
         n = X_aug.shape[0]
-        out = np.empty((n, self.n_classes), dtype=np.float64)
-        step = workspace.rows
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            views = workspace.views(stop - start)
-            logits = self._forward_block(views, X_aug[start:stop])
-            np.max(logits, axis=1, keepdims=True, out=views.row_stat)
-            logits -= views.row_stat
+        workspace = self.workspace
+        if n <= workspace.rows:  # one block: the small-data case, kept lean
+            plan = workspace.plan(n)
+            plan.forward(X_aug)
+            stats = None if y is None else plan.logit_stats(y)
+            plan.backward(X_aug, plan.output_delta(targets), 0)
+            return workspace.grad, stats
+        middle = self._split(n)
+        if middle is None:
+            return _summed_gradient_range(workspace, X_aug, targets, y, 0, n)
+        assert self._executor is not None and self._second is not None
+        pending = self._executor.submit(
+            _in_worker, _summed_gradient_range, self._second, X_aug, targets, y, middle, n
+        )
+        grad, stats = _summed_gradient_range(self.workspace, X_aug, targets, y, 0, middle)
+        second_grad, second_stats = cast(tuple[Array, Stats | None], pending.result())
+        np.add(grad, second_grad, out=grad)
+        if stats is None or second_stats is None:
+            return grad, None
+        return grad, (stats[0] + second_stats[0], stats[1] + second_stats[1])
+
+    def cross_entropy_and_correct(self, X_aug: Array, y: Array) -> Stats:
+        """(summed CE, argmax hits) over all rows."""
+        n = X_aug.shape[0]
+        middle = self._split(n)
+        if middle is None:
+            return _cross_entropy_range(self.workspace, X_aug, y, 0, n)
+        assert self._executor is not None and self._second is not None
+        pending = self._executor.submit(
+            _in_worker, _cross_entropy_range, self._second, X_aug, y, middle, n
+        )
+        ce_first, correct_first = _cross_entropy_range(self.workspace, X_aug, y, 0, middle)
+        ce_second, correct_second = cast(Stats, pending.result())
+        return ce_first + ce_second, correct_first + correct_second
+
+    def probabilities(self, X_aug: Array) -> Array:
+        """Softmax outputs (n, K) in float64, block by block."""
+        n = X_aug.shape[0]
+        out = np.empty((n, self.network.n_classes), dtype=np.float64)
+        rows = self.workspace.rows
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            plan = self.workspace.plan(stop - start)
+            logits = plan.forward(X_aug[start:stop])
+            np.maximum.reduce(logits, axis=1, out=plan.row_flat)
+            np.subtract(logits, plan.row_stat, out=logits)
             np.exp(logits, out=logits)
-            np.sum(logits, axis=1, keepdims=True, out=views.row_stat)
-            logits /= views.row_stat
+            np.add.reduce(logits, axis=1, out=plan.row_flat)
+            np.divide(logits, plan.row_stat, out=logits)
             out[start:stop] = logits
         return out
 
@@ -322,7 +499,7 @@ class Network:
 
 
 def _network_for(
-    weights: Sequence[Array], biases: Sequence[Array], activation: Activation, dtype: DTypeLike
+    weights: Sequence[Array], biases: Sequence[Array], activation: Activation
 ) -> Network:
     if not weights or len(weights) != len(biases):
         raise InvalidInput(
@@ -330,7 +507,7 @@ def _network_for(
             f"{len(biases)}"
         )
     sizes = [int(weights[0].shape[0])] + [int(W.shape[1]) for W in weights]
-    network = Network(sizes, activation, dtype)
+    network = Network(sizes, activation, weights[0].dtype)
     network.set_params(weights, biases)
     return network
 
@@ -345,14 +522,13 @@ def loss(
     l1: float = 0.0,
     l2: float = 0.0,
 ) -> float:
-    """The mean loss L (see the module docstring) of the network on (X, y), in float64 sums."""
-    dtype = weights[0].dtype
-    network = _network_for(weights, biases, activation, dtype)
-    workspace = network.workspace(min(X.shape[0], network.block_rows()))
-    ce_sum, _ = network.cross_entropy_and_correct(
-        workspace, with_ones_column(X, dtype), np.asarray(y)
-    )
+    """The mean loss L (see the module docstring) of the network on (X, y), summed in float64."""
+    network = _network_for(weights, biases, activation)
     n = X.shape[0]
+    with Passes(network, n) as passes, np.errstate(all="ignore"):
+        ce_sum, _ = passes.cross_entropy_and_correct(
+            with_ones_column(X, network.dtype), np.asarray(y)
+        )
     return ce_sum / n + network.penalty(n, l1, l2)
 
 
@@ -367,14 +543,18 @@ def loss_and_gradients(
     l2: float = 0.0,
 ) -> tuple[float, list[Array], list[Array]]:
     """(L, dL/dW per layer, dL/db per layer) by backpropagation, the same code `train` runs."""
-    dtype = weights[0].dtype
-    network = _network_for(weights, biases, activation, dtype)
-    n_classes = network.n_classes
-    X_aug = with_ones_column(X, dtype)
-    workspace = network.workspace(min(X.shape[0], network.block_rows()))
-    grad = network.gradient(workspace, X_aug, one_hot(np.asarray(y), n_classes, dtype), l1, l2)
-    layers = network.layer_views(grad.copy())
-    value = loss(weights, biases, activation, X, y, l1=l1, l2=l2)
+    network = _network_for(weights, biases, activation)
+    n = X.shape[0]
+    labels = np.asarray(y)
+    with Passes(network, n) as passes, np.errstate(all="ignore"):
+        grad_sum, _ = passes.summed_gradient(
+            with_ones_column(X, network.dtype),
+            targets_for(labels, network.n_classes, network.dtype),
+        )
+        grad = grad_sum * (1.0 / n)
+        network.add_penalty_gradient(grad, n, l1, l2)
+    layers = network.layer_views(grad)
+    value = loss(weights, biases, activation, X, labels, l1=l1, l2=l2)
     return value, [L[:-1] for L in layers], [L[-1] for L in layers]
 
 
@@ -382,7 +562,6 @@ def predict_proba(
     weights: Sequence[Array], biases: Sequence[Array], activation: Activation, X: Array
 ) -> Array:
     """Softmax class probabilities (n, K), float64, by the training forward pass."""
-    dtype = weights[0].dtype
-    network = _network_for(weights, biases, activation, dtype)
-    workspace = network.workspace(max(1, min(X.shape[0], network.block_rows())))
-    return network.probabilities(workspace, with_ones_column(X, dtype))
+    network = _network_for(weights, biases, activation)
+    with Passes(network, X.shape[0]) as passes, np.errstate(all="ignore"):
+        return passes.probabilities(with_ones_column(X, network.dtype))

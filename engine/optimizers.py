@@ -10,13 +10,16 @@ With g the gradient of the mean loss and lr the learning rate of the current epo
                with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
 
 One `update` is one step: per minibatch, or per epoch in full-batch training. Updates work in
-the parameters' dtype with preallocated buffers (no allocation per step).
+the parameters' dtype with preallocated buffers (no allocation per step). The training loop calls
+`step`, which takes the SUMMED cross-entropy gradient over a batch of n examples and adds the
+penalties itself; plain SGD folds the l2 term into one multiply by a cached decay vector.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -26,21 +29,71 @@ from engine.hyperparameters import Hyperparameters
 Array = np.ndarray
 
 
+@dataclass(frozen=True)
+class Penalty:
+    """l2/(2n) * sum W^2 + l1/n * sum |W| over the entries where `weight_mask` is 1."""
+
+    weight_mask: Array  # 1 for weights, 0 for biases, laid out like the parameters
+    l1: float = 0.0
+    l2: float = 0.0
+
+
 class Optimizer(ABC):
     """Owns the state for a parameter vector of `size` entries."""
 
     def __init__(self, size: int, dtype: DTypeLike) -> None:
         self._step = np.zeros(size, dtype=dtype)
+        self._scratch = np.zeros(size, dtype=dtype)
         self.steps_taken = 0
 
     @abstractmethod
     def update(self, params: Array, grads: Array, learning_rate: float) -> None:
         """params <- params after one step along grads (same shape; grads is left unchanged)."""
 
+    def step(
+        self, params: Array, grad_sum: Array, n: int, learning_rate: float, penalty: Penalty
+    ) -> None:
+        """One update from the summed CE gradient over n examples (overwritten) plus penalties."""
+        grad_sum *= 1.0 / n
+        scratch = self._scratch
+        if penalty.l2:
+            np.multiply(params, penalty.weight_mask, out=scratch)
+            scratch *= penalty.l2 / n
+            grad_sum += scratch
+        if penalty.l1:
+            np.sign(params, out=scratch)
+            scratch *= penalty.weight_mask
+            scratch *= penalty.l1 / n
+            grad_sum += scratch
+        self.update(params, grad_sum, learning_rate)
+
 
 class SGD(Optimizer):
+    def __init__(self, size: int, dtype: DTypeLike) -> None:
+        super().__init__(size, dtype)
+        self._decays: dict[tuple[float, int], Array] = {}
+
     def update(self, params: Array, grads: Array, learning_rate: float) -> None:
         np.multiply(grads, learning_rate, out=self._step)
+        params -= self._step
+        self.steps_taken += 1
+
+    def step(
+        self, params: Array, grad_sum: Array, n: int, learning_rate: float, penalty: Penalty
+    ) -> None:
+        if penalty.l1:
+            super().step(params, grad_sum, n, learning_rate, penalty)
+            return
+        # w - lr*(G/n + l2/n * mask*w) = w * (1 - lr*l2/n * mask) - (lr/n) * G
+        if penalty.l2:
+            decay = self._decays.get((learning_rate, n))
+            if decay is None:
+                if len(self._decays) >= 4:  # a schedule changes the rate: keep few entries
+                    self._decays.clear()
+                decay = 1.0 - penalty.weight_mask * (learning_rate * penalty.l2 / n)
+                self._decays[(learning_rate, n)] = decay
+            params *= decay
+        np.multiply(grad_sum, learning_rate / n, out=self._step)
         params -= self._step
         self.steps_taken += 1
 

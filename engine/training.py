@@ -44,8 +44,8 @@ import numpy as np
 
 from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from engine.hyperparameters import Hyperparameters
-from engine.network import Network, Workspace, init_params, one_hot, with_ones_column
-from engine.optimizers import make_optimizer
+from engine.network import Network, Passes, init_params, targets_for, with_ones_column
+from engine.optimizers import Penalty, make_optimizer
 from engine.schedules import make_schedule
 
 Array = np.ndarray
@@ -87,7 +87,7 @@ class TrainResult:
 class _Split:
     X_aug: Array  # (n, n_features + 1): features and a ones column, in the training dtype
     y: Array  # (n,) class indices
-    Y: Array | None  # (n, n_classes) one-hot, training split only
+    targets: Array | None  # engine.network.targets_for(y): training split only
 
     @property
     def n(self) -> int:
@@ -148,7 +148,7 @@ def _validated_splits(
     dtype = np.dtype(hp.dtype)
     X = _check_features("X_train", X_train, dtype)
     y = _check_labels("y_train", y_train, X.shape[0], int(n_classes))
-    train_split = _Split(with_ones_column(X, dtype), y, one_hot(y, int(n_classes), dtype))
+    train_split = _Split(with_ones_column(X, dtype), y, targets_for(y, int(n_classes), dtype))
     if (X_test is None) != (y_test is None):
         raise InvalidInput("pass both X_test and y_test, or neither")
     if X_test is None:
@@ -191,26 +191,30 @@ class _Trainer:
         self.started = started
         n = train_split.n
         self.batch_size = hp.batch_size if hp.batch_size is not None and hp.batch_size < n else None
-        largest = max(n, test_split.n if test_split else 0)
-        self.workspace: Workspace = network.workspace(min(largest, network.block_rows()))
+        self.passes = Passes(network, max(n, test_split.n if test_split else 0))
         self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
+        self.penalty = Penalty(network.weight_mask, hp.l1, hp.l2)
         self.schedule = make_schedule(hp)
         self.history: list[HistoryPoint] = []
-        self.epoch_cache: dict[str, tuple[float, float]] = {}
         self.explosion_limit = math.inf
+        # Metrics of the parameters after epoch `cache_epoch`, by split.
+        self.cache_epoch = -1
+        self.cache: dict[str, tuple[float, float]] = {}
+        # Full batch: a record's training metrics come from the NEXT epoch's forward pass, which
+        # evaluates exactly the recorded parameters before updating them (saves a forward).
+        self.pending: tuple[int, float] | None = None  # (epoch, learning_rate)
+        self.plateau_on_train_loss = (
+            self.schedule.needs_monitor and test_split is None and self.batch_size is None
+        )
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def _metrics(self, which: Literal["train", "test"], epoch: int) -> tuple[float, float]:
-        """(loss, accuracy) of the current parameters on a split, computed once per epoch."""
-        cached = self.epoch_cache.get(which)
-        if cached is not None:
-            return cached
+    def _store(
+        self, which: Literal["train", "test"], epoch: int, ce_sum: float, correct: int
+    ) -> tuple[float, float]:
+        """(loss, accuracy) from a pass's stats, after the divergence checks; cached."""
         split = self.train_split if which == "train" else self.test_split
         assert split is not None
-        ce_sum, correct = self.network.cross_entropy_and_correct(
-            self.workspace, split.X_aug, split.y
-        )
         hp = self.hp
         value = ce_sum / split.n + self.network.penalty(self.train_split.n, hp.l1, hp.l2)
         if not math.isfinite(value):
@@ -226,9 +230,19 @@ class _Trainer:
                 f"loss, log(n_classes)) = {self.explosion_limit:.4g}; lower the learning rate "
                 f"(now {hp.learning_rate:g})",
             )
-        result = (value, correct / split.n)
-        self.epoch_cache[which] = result
+        if self.cache_epoch != epoch:
+            self.cache_epoch, self.cache = epoch, {}
+        result = self.cache[which] = (value, correct / split.n)
         return result
+
+    def _metrics(self, which: Literal["train", "test"], epoch: int) -> tuple[float, float]:
+        """(loss, accuracy) of the current parameters (those after `epoch`) on a split."""
+        if self.cache_epoch == epoch and which in self.cache:
+            return self.cache[which]
+        split = self.train_split if which == "train" else self.test_split
+        assert split is not None
+        ce_sum, correct = self.passes.cross_entropy_and_correct(split.X_aug, split.y)
+        return self._store(which, epoch, ce_sum, correct)
 
     def _point(self, epoch: int, learning_rate: float) -> HistoryPoint:
         """The current parameters' metrics, as the history point for `epoch`."""
@@ -240,45 +254,74 @@ class _Trainer:
             epoch, train_loss, train_accuracy, test_loss, test_accuracy, learning_rate
         )
 
+    def _record(self, epoch: int, learning_rate: float) -> None:
+        point = self._point(epoch, learning_rate)
+        self.history.append(point)
+        if self.on_record is not None:
+            self.on_record(point)
+
     # -- the loop ----------------------------------------------------------------------------
 
     def _poll(self, epochs_completed: int) -> None:
         if self.should_stop is not None and self.should_stop():
+            if self.pending is not None:  # the parameters are still the pending record's
+                self._record(*self.pending)
+                self.pending = None
             raise TrainingCancelled(epochs_completed)
 
-    def _train_epoch(self, epoch: int, learning_rate: float) -> None:
-        hp = self.hp
-        network = self.network
+    def _full_batch_epoch(self, epoch: int) -> float:
+        """One update on all rows; returns the learning rate used."""
         split = self.train_split
-        assert split.Y is not None
-        if self.batch_size is None:
-            grad = network.gradient(self.workspace, split.X_aug, split.Y, hp.l1, hp.l2)
-            self.optimizer.update(network.params, grad, learning_rate)
-            return
+        assert split.targets is not None
+        want_stats = self.pending is not None or self.plateau_on_train_loss
+        grad_sum, stats = self.passes.summed_gradient(
+            split.X_aug, split.targets, split.y if want_stats else None
+        )
+        if stats is not None:  # metrics of the parameters after epoch - 1
+            train_loss, _ = self._store("train", epoch - 1, *stats)
+            if self.plateau_on_train_loss and epoch > 1:
+                self.schedule.observe(train_loss)
+            if self.pending is not None:
+                self._record(*self.pending)
+                self.pending = None
+        learning_rate = self.schedule.rate(epoch - 1)
+        self.optimizer.step(self.network.params, grad_sum, split.n, learning_rate, self.penalty)
+        return learning_rate
+
+    def _minibatch_epoch(self, epoch: int) -> float:
+        """One pass of minibatch updates over a fresh permutation; returns the learning rate."""
+        assert self.batch_size is not None
+        split = self.train_split
+        assert split.targets is not None
+        network = self.network
+        learning_rate = self.schedule.rate(epoch - 1)
         size = self.batch_size
-        X_batch, Y_batch = self.batch_buffers
+        X_batch, targets_batch = self.batch_buffers
         order = self.rng.permutation(split.n)
         for index, start in enumerate(range(0, split.n, size)):
             if index and index % POLL_EVERY_BATCHES == 0:
                 self._poll(epoch - 1)
             rows = order[start : start + size]
             m = rows.shape[0]
-            np.take(split.X_aug, rows, axis=0, out=X_batch[:m])
-            np.take(split.Y, rows, axis=0, out=Y_batch[:m])
-            grad = network.gradient(self.workspace, X_batch[:m], Y_batch[:m], hp.l1, hp.l2)
-            self.optimizer.update(network.params, grad, learning_rate)
+            X_rows, targets_rows = X_batch[:m], targets_batch[:m]
+            np.take(split.X_aug, rows, axis=0, out=X_rows)
+            np.take(split.targets, rows, axis=0, out=targets_rows)
+            grad_sum, _ = self.passes.summed_gradient(X_rows, targets_rows)
+            self.optimizer.step(network.params, grad_sum, m, learning_rate, self.penalty)
+        return learning_rate
 
     def run(self) -> TrainResult:
         hp = self.hp
         network = self.network
         params = network.params
         split = self.train_split
-        assert split.Y is not None
+        assert split.targets is not None
         if self.batch_size is not None:
             self.batch_buffers = (
                 np.empty((self.batch_size, split.X_aug.shape[1]), dtype=network.dtype),
-                np.empty((self.batch_size, split.Y.shape[1]), dtype=network.dtype),
+                np.empty((self.batch_size, split.targets.shape[1]), dtype=network.dtype),
             )
+        ones = np.ones_like(params)
         try:
             initial_loss, _ = self._metrics("train", 0)
         except TrainingDiverged as error:
@@ -293,12 +336,14 @@ class _Trainer:
         wait = 0
         stop_reason: StopReason = "completed"
         epoch = 0
+        full_batch = self.batch_size is None
         for epoch in range(1, hp.epochs + 1):
             self._poll(epoch - 1)
-            learning_rate = self.schedule.rate(epoch - 1)
-            self._train_epoch(epoch, learning_rate)
-            self.epoch_cache = {}
-            if not math.isfinite(params.sum()):
+            if full_batch:
+                learning_rate = self._full_batch_epoch(epoch)
+            else:
+                learning_rate = self._minibatch_epoch(epoch)
+            if not math.isfinite(np.dot(params, ones)):  # the sum: NaN/inf-propagating
                 raise TrainingDiverged(
                     epoch,
                     f"a weight became NaN or infinite; lower the learning rate "
@@ -315,7 +360,7 @@ class _Trainer:
                     wait += 1
                     if wait >= hp.patience:
                         stopping, stop_reason = True, "early_stopping"
-            if self.schedule.needs_monitor:
+            if self.schedule.needs_monitor and not self.plateau_on_train_loss:
                 which: Literal["train", "test"] = "test" if self.test_split else "train"
                 self.schedule.observe(self._metrics(which, epoch)[0])
             if (
@@ -324,18 +369,18 @@ class _Trainer:
                 and self.clock() - self.started >= hp.max_seconds
             ):
                 stopping, stop_reason = True, "time_budget"
-            if stopping or epoch % hp.record_every == 0 or epoch == hp.epochs:
-                point = self._point(epoch, learning_rate)
-                self.history.append(point)
-                if self.on_record is not None:
-                    self.on_record(point)
-            if stopping:
+            if stopping or epoch == hp.epochs:
+                self._record(epoch, learning_rate)
                 break
+            if epoch % hp.record_every == 0:
+                if full_batch:
+                    self.pending = (epoch, learning_rate)
+                else:
+                    self._record(epoch, learning_rate)
 
         final = self._point(epoch, 0.0)
         if best_params is not None and best_epoch is not None and best_epoch != epoch:
             np.copyto(params, best_params)
-            self.epoch_cache = {}
             final = self._point(best_epoch, 0.0)
         weights, biases = network.copy_weights()
         return TrainResult(
@@ -383,5 +428,5 @@ def train(
         hp, network, train_split, test_split, rng, on_record, should_stop, clock, started
     )
     # Overflow and NaN are detected by the divergence checks, not reported as warnings.
-    with np.errstate(all="ignore"):
+    with trainer.passes, np.errstate(all="ignore"):
         return trainer.run()

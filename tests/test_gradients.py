@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from engine import network
+from engine.activations import ACTIVATIONS, DERIVATIVES
 from engine.hyperparameters import Activation
 
 ACTIVATION_NAMES: list[Activation] = ["tanh", "relu", "leaky_relu", "sigmoid", "identity"]
@@ -121,18 +122,46 @@ def test_penalties_apply_to_weights_only() -> None:
         np.testing.assert_array_equal(plain, reg)
 
 
-def test_blocked_gradient_equals_single_block() -> None:
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_blocked_and_threaded_gradient_equals_single_block(
+    n_classes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(3)
-    net = network.Network([2, 8, 3], "tanh", np.float64)
-    weights, biases = network.init_params([2, 8, 3], "lecun", np.float64, rng)
+    net = network.Network([2, 8, n_classes], "tanh", np.float64)
+    weights, biases = network.init_params([2, 8, n_classes], "lecun", np.float64, rng)
     net.set_params(weights, biases)
-    X = rng.normal(size=(1000, 2))
-    y = rng.integers(0, 3, 1000)
-    X_aug = network.with_ones_column(X, np.float64)
-    Y = network.one_hot(y, 3, np.float64)
-    whole = net.gradient(net.workspace(1000), X_aug, Y, 0.1, 0.2).copy()
-    blocked = net.gradient(net.workspace(64), X_aug, Y, 0.1, 0.2)  # 16 blocks, last one short
-    np.testing.assert_allclose(blocked, whole, rtol=1e-12, atol=1e-15)
+    X_aug = network.with_ones_column(rng.normal(size=(1000, 2)), np.float64)
+    y = rng.integers(0, n_classes, 1000)
+    targets = network.targets_for(y, n_classes, np.float64)
+    with network.Passes(net, 1000) as passes:
+        whole = passes.summed_gradient(X_aug, targets)[0].copy()
+        whole_ce = passes.cross_entropy_and_correct(X_aug, y)
+    # Blocks of 64 rows (the last one short), then the same split over two threads.
+    monkeypatch.setattr(network, "BLOCK_BYTES", 64 * 8 * 8)
+    with network.Passes(net, 1000) as passes:
+        assert passes.workspace.rows == 64
+        blocked = passes.summed_gradient(X_aug, targets)[0].copy()
+        blocked_ce = passes.cross_entropy_and_correct(X_aug, y)
+        monkeypatch.setattr(network, "PARALLEL_MIN_ELEMENTS", 1000)
+        threaded = passes.summed_gradient(X_aug, targets)[0].copy()
+        threaded_ce = passes.cross_entropy_and_correct(X_aug, y)
+        assert passes._executor is not None  # the second thread really ran
+    for grad in (blocked, threaded):
+        np.testing.assert_allclose(grad, whole, rtol=1e-12, atol=1e-13)
+    for ce, correct in (blocked_ce, threaded_ce):
+        assert ce == pytest.approx(whole_ce[0], rel=1e-12)
+        assert correct == whole_ce[1]
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_backward_kernels_agree_with_the_activation_derivatives(activation: Activation) -> None:
+    rng = np.random.default_rng(0)
+    A = ACTIVATIONS[activation](rng.normal(size=(7, 5)))
+    delta = rng.normal(size=(7, 5))
+    expected = delta.copy()
+    DERIVATIVES[activation](A, expected)
+    network.BACKWARD[activation](A, delta, np.empty_like(delta))
+    np.testing.assert_allclose(delta, expected, rtol=1e-15, atol=0)
 
 
 def test_float32_gradients_stay_float32_and_agree_with_float64() -> None:
