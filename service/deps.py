@@ -28,7 +28,7 @@ class ServiceState:
     metrics: ServiceMetrics
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.scratchnet
     return state
 
@@ -42,7 +42,7 @@ class Pagination:
     offset: int
 
 
-def pagination(
+async def pagination(
     state: StateDep,
     limit: Annotated[
         int | None,

@@ -353,3 +353,20 @@ async def test_before_the_workers_are_up_jobs_get_503() -> None:
         assert response.headers["retry-after"] == "1"
         assert_problem(await client.get("/readyz"), 503, "not-ready")
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_job_past_job_timeout_seconds_fails_with_timeout() -> None:
+    from service.main import create_app
+
+    app = create_app(api_settings(workers=1, job_timeout_seconds=0.5))
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            moons = await create_dataset(client, kind="moons", n_samples=100)
+            job = await create_job(client, moons["id"], **LONG_JOB)
+            done = await wait_for_job(client, job["id"])
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "timeout"
+    assert "job_timeout_seconds = 0.5" in done["error"]["detail"]
+    assert done["model_id"] is None

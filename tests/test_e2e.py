@@ -225,25 +225,29 @@ def test_sigterm_ends_open_event_streams_and_stops_cleanly(tmp_path: Path) -> No
         seen: list[tuple[str, str]] = []
         stream_open = threading.Event()
 
+        errors: list[Exception] = []
+
         def listen() -> None:
-            with (
-                httpx.Client(base_url=server.url, timeout=30.0) as own,
-                own.stream("GET", f"/v1/jobs/{job['id']}/events") as response,
-            ):
-                stream_open.set()
-                for item in read_events(response):
-                    seen.append(item)
+            try:
+                with (
+                    httpx.Client(base_url=server.url, timeout=30.0) as own,
+                    own.stream("GET", f"/v1/jobs/{job['id']}/events") as response,
+                ):
+                    stream_open.set()
+                    for item in read_events(response):
+                        seen.append(item)
+            except Exception as exc:  # e.g. a stream cut without its last chunk
+                errors.append(exc)
 
         listener = threading.Thread(target=listen)
         listener.start()
-        assert stream_open.wait(10)
-        deadline = time.monotonic() + 10
+        assert stream_open.wait(JOB_SECONDS)
+        deadline = time.monotonic() + JOB_SECONDS
         while not any(kind == "comment" for kind, _ in seen):  # a keep-alive ping arrives
-            assert time.monotonic() < deadline, seen
+            assert time.monotonic() < deadline, [kind for kind, _ in seen]
             time.sleep(0.05)
-        started = time.monotonic()
-        server.stop()
-        listener.join(15)
+        server.stop()  # fails unless the server shuts down cleanly
+        listener.join(JOB_SECONDS)
         assert not listener.is_alive()
-        assert time.monotonic() - started < 15
+        assert errors == []  # the stream ended properly, not cut
         assert any(kind == "progress" for kind, _ in seen)

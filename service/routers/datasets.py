@@ -146,7 +146,7 @@ async def create_dataset(
 @router.get(
     "", response_model=DatasetsPublic, summary="List datasets", responses=problem_responses(422)
 )
-def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
+async def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
     records = state.registry.datasets.select()
     chosen = records[page.offset : page.offset + page.limit]
     return DatasetsPublic(
@@ -186,7 +186,7 @@ async def read_dataset(
         **problem_responses(404, 409),
     },
 )
-def delete_dataset(state: StateDep, dataset_id: str) -> Response:
+async def delete_dataset(state: StateDep, dataset_id: str) -> Response:
     """Forget a dataset. Refused (409) while a queued or running job trains on it."""
     with state.registry.lock:
         require_dataset(state, dataset_id)

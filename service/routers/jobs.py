@@ -62,7 +62,7 @@ def thin(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
         **problem_responses(400, 409, 413, 422, 429, 503),
     },
 )
-def create_job(
+async def create_job(
     body: JobCreate,
     response: Response,
     state: StateDep,
@@ -86,7 +86,7 @@ def create_job(
 
 
 @router.get("", response_model=JobsPublic, summary="List jobs", responses=problem_responses(422))
-def list_jobs(
+async def list_jobs(
     state: StateDep,
     page: PageDep,
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this state.")] = None,
@@ -102,7 +102,7 @@ def list_jobs(
 @router.get(
     "/{job_id}", response_model=JobPublic, summary="Read a job", responses=problem_responses(404)
 )
-def read_job(state: StateDep, job_id: str) -> JobPublic:
+async def read_job(state: StateDep, job_id: str) -> JobPublic:
     with state.registry.lock:
         return job_public(state.jobs.require(job_id))
 
@@ -205,7 +205,7 @@ async def job_events(
         **problem_responses(404, 409),
     },
 )
-def cancel_job(state: StateDep, job_id: str) -> JobPublic:
+async def cancel_job(state: StateDep, job_id: str) -> JobPublic:
     """Ask a queued or running job to stop. A finished job answers 409 with its status."""
     job = state.jobs.cancel(job_id)
     with state.registry.lock:

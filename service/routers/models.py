@@ -57,7 +57,7 @@ def _plain(label: Any) -> Label:
 @router.get(
     "", response_model=ModelsPublic, summary="List models", responses=problem_responses(422)
 )
-def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
+async def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
     records = state.registry.models.select()
     chosen = records[page.offset : page.offset + page.limit]
     return ModelsPublic(
@@ -124,7 +124,7 @@ async def import_model(
     summary="Read a model",
     responses=problem_responses(404),
 )
-def read_model(state: StateDep, model_id: str) -> ModelPublic:
+async def read_model(state: StateDep, model_id: str) -> ModelPublic:
     return model_public(require_model(state, model_id))
 
 
@@ -134,7 +134,7 @@ def read_model(state: StateDep, model_id: str) -> ModelPublic:
     summary="Delete a model",
     responses={204: {"description": "Deleted."}, **problem_responses(404)},
 )
-def delete_model(state: StateDep, model_id: str) -> Response:
+async def delete_model(state: StateDep, model_id: str) -> Response:
     if state.registry.models.remove(model_id) is None:
         raise NotFound(f"model {model_id} does not exist")
     state.pictures.forget(model_id)

@@ -33,7 +33,7 @@ async def healthz() -> Health:
     summary="Readiness",
     responses=problem_responses(503),
 )
-def readyz(state: StateDep) -> Health:
+async def readyz(state: StateDep) -> Health:
     """200 once every training worker is up; 503 while they start (or restart)."""
     if not (state.jobs.started and state.executor.ready):
         raise NotReady("the training workers are not all up", headers={"Retry-After": "1"})
@@ -51,12 +51,12 @@ def readyz(state: StateDep) -> Health:
         }
     },
 )
-def metrics(state: StateDep) -> Response:
+async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/info", response_model=Info, summary="Service information")
-def info(state: StateDep) -> Info:
+async def info(state: StateDep) -> Info:
     """Version, executor backend, workers and every deployment limit."""
     settings = state.settings
     started = state.jobs.started
