@@ -35,8 +35,9 @@ def test_parameters_say_which_apply() -> None:
         applicable = set(datasets.PARAMETERS[kind])
         assert {"n_samples", "noise", "seed"} <= applicable
         assert ("n_classes" in applicable) == (kind not in datasets.FIXED_N_CLASSES)
-    for other in (*datasets.BUILTIN_KINDS, "custom"):
-        assert datasets.PARAMETERS[other] == {}
+    for builtin in datasets.BUILTIN_KINDS:
+        assert datasets.PARAMETERS[builtin] == {}
+    assert datasets.PARAMETERS["custom"] == {}
 
 
 @pytest.mark.parametrize("kind", datasets.GENERATED_KINDS)
