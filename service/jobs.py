@@ -277,6 +277,11 @@ class JobManager:
                 counts[job.status] += 1
         return counts
 
+    def open_streams(self) -> int:
+        """Event streams following a job now."""
+        with self.registry.lock:
+            return sum(len(group) for group in self._waiters.values())
+
     def uses_dataset(self, dataset_id: str) -> list[str]:
         """Ids of queued or running jobs that train on `dataset_id`."""
         return [

@@ -25,11 +25,11 @@ from service import errors
 from service.deps import ServiceState
 from service.executor import Executor
 from service.jobs import JobManager
-from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.metrics import MetricsMiddleware, ServiceMetrics, StateReading
 from service.pictures import PictureCache
 from service.registry import Registry
 from service.routers import datasets, jobs, models, operations
-from service.schemas import DatasetCreate
+from service.schemas import DatasetCreate, PredictRequest
 from service.settings import Settings
 
 logger = logging.getLogger("service")
@@ -133,8 +133,9 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, then: errors as application/problem+json, DatasetCreate (read by
-    hand, for its two content types) added to the components."""
+    """FastAPI's document, then: errors as application/problem+json; the bodies routes read
+    by hand (DatasetCreate: two content types; PredictRequest: parsed off the event loop when
+    large) added to the components."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(
@@ -145,9 +146,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         tags=app.openapi_tags,
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas["DatasetCreate"] = DatasetCreate.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
+    for body in (DatasetCreate, PredictRequest):
+        schemas[body.__name__] = body.model_json_schema(ref_template="#/components/schemas/{model}")
     problem = {"$ref": "#/components/schemas/Problem"}
     for path_item in document["paths"].values():
         for operation in path_item.values():
@@ -180,13 +180,18 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
     registry = Registry()
     metrics = ServiceMetrics()
     manager = JobManager(registry, executor, settings, metrics)
-    metrics.watch_state(
-        lambda: (
-            manager.counts_by_status(),
-            executor.counts() if manager.started else {},
-            len(executor.worker_pids()) if manager.started else 0,
+
+    def read_state() -> StateReading:
+        counts = executor.counts() if manager.started else {}
+        return StateReading(
+            jobs_by_status=manager.counts_by_status(),
+            queued=counts.get("queued", 0),
+            running=counts.get("running", 0),
+            workers=len(executor.worker_pids()) if manager.started else 0,
+            event_streams=manager.open_streams(),
         )
-    )
+
+    metrics.watch_state(read_state)
     state = ServiceState(
         settings=settings,
         registry=registry,

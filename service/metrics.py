@@ -7,6 +7,7 @@
     scratchnet_queue_depth                                         jobs waiting for a worker
     scratchnet_running_jobs                                        jobs on a worker now
     scratchnet_workers                                             live worker processes
+    scratchnet_event_streams                                       open job event streams
 
 `route` is the route's path template (`/v1/jobs/{job_id}`), never the raw path, so ids do not
 explode the label space; requests that match no route count as `unmatched`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -26,29 +28,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class _StateCollector(Collector):
-    """Gauges read at scrape time from a callback: (jobs by status, executor counts, workers)."""
+@dataclass(frozen=True)
+class StateReading:
+    """What the gauges show, read at scrape time."""
 
-    def __init__(self, read: Callable[[], tuple[dict[str, int], dict[str, int], int]]) -> None:
+    jobs_by_status: dict[str, int]
+    queued: int
+    running: int
+    workers: int
+    event_streams: int
+
+
+class _StateCollector(Collector):
+    def __init__(self, read: Callable[[], StateReading]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        jobs_by_status, executor_counts, workers = self._read()
+        reading = self._read()
         jobs = GaugeMetricFamily("scratchnet_jobs", "Jobs in each state.", labels=["status"])
-        for status, count in jobs_by_status.items():
+        for status, count in reading.jobs_by_status.items():
             jobs.add_metric([status], count)
         yield jobs
         yield GaugeMetricFamily(
-            "scratchnet_queue_depth",
-            "Jobs waiting for a worker.",
-            value=executor_counts.get("queued", 0),
+            "scratchnet_queue_depth", "Jobs waiting for a worker.", value=reading.queued
         )
         yield GaugeMetricFamily(
-            "scratchnet_running_jobs",
-            "Jobs on a worker now.",
-            value=executor_counts.get("running", 0),
+            "scratchnet_running_jobs", "Jobs on a worker now.", value=reading.running
         )
-        yield GaugeMetricFamily("scratchnet_workers", "Live worker processes.", value=workers)
+        yield GaugeMetricFamily(
+            "scratchnet_workers", "Live worker processes.", value=reading.workers
+        )
+        yield GaugeMetricFamily(
+            "scratchnet_event_streams", "Open job event streams.", value=reading.event_streams
+        )
 
 
 class ServiceMetrics:
@@ -71,7 +83,7 @@ class ServiceMetrics:
             "scratchnet_epochs_trained", "Epochs trained by all jobs.", registry=self.registry
         )
 
-    def watch_state(self, read: Callable[[], tuple[dict[str, int], dict[str, int], int]]) -> None:
+    def watch_state(self, read: Callable[[], StateReading]) -> None:
         self.registry.register(_StateCollector(read))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -121,6 +122,48 @@ async def test_events_follow_a_running_job_to_its_end(
     events = parse_sse(response.text)
     assert [e.get("id") for e in events] == ["100", "200", "300", "400", None]
     assert json.loads(events[-1]["data"])["status"] == "succeeded"
+
+
+async def test_an_event_stream_ends_when_its_client_disconnects(
+    client: httpx.AsyncClient, moons: dict[str, Any], app: FastAPI
+) -> None:
+    job = await create_job(client, moons["id"], **LONG_JOB)
+    await wait_for_epoch(client, job["id"], 100)
+    manager = state_of(app).jobs
+    streams_before = manager.open_streams()
+    gone = anyio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and b"event: progress" in message["body"]:
+            gone.set()  # the client leaves after its first event
+
+    path = f"/v1/jobs/{job['id']}/events"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+    with anyio.fail_after(30):
+        await app(scope, receive, send)  # returns: the stream noticed the disconnect
+    assert sent[0]["status"] == 200
+    assert manager.open_streams() == streams_before
+    await client.post(f"/v1/jobs/{job['id']}/cancel")
+    await wait_for_job(client, job["id"])
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -79,8 +80,29 @@ async def test_predict_errors(client: httpx.AsyncClient, moons_model: dict[str, 
         response = await client.post(url, content=raw, headers={"content-type": "application/json"})
         problem = assert_problem(response, 422, "validation-error")
         assert problem["errors"][0]["type"] == "finite_number"
+    malformed = await client.post(
+        url, content=b'{"points": [[1, 2]', headers={"content-type": "application/json"}
+    )
+    assert "not valid JSON" in assert_problem(malformed, 400, "malformed-request")["detail"]
     missing = await client.post("/v1/models/mdl_missing/predict", json={"points": [[0, 0]]})
     assert_problem(missing, 404, "not-found")
+
+
+async def test_a_large_predict_body_gives_the_same_answer(
+    client: httpx.AsyncClient, moons_model: dict[str, Any]
+) -> None:
+    url = f"/v1/models/{moons_model['id']}/predict"
+    compact = json.dumps({"points": GRID[:40]}).encode()
+    padded = compact[:-1] + b" " * 40_000 + b"}"  # parsed in a thread: over 32 KiB
+    answers = [
+        await client.post(url, content=body, headers={"content-type": "application/json"})
+        for body in (compact, padded)
+    ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+    bad = b'{"points": [[NaN, 1]]' + b" " * 40_000 + b"}"
+    response = await client.post(url, content=bad, headers={"content-type": "application/json"})
+    assert_problem(response, 422, "validation-error")
 
 
 async def test_decision_boundary_png(

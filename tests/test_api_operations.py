@@ -93,6 +93,7 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
         "scratchnet_queue_depth",
         "scratchnet_running_jobs",
         "scratchnet_workers 2.0",
+        "scratchnet_event_streams",
     ):
         assert name in text
 

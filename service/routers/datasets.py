@@ -132,8 +132,7 @@ async def create_dataset(
                 "put it in the JSON body instead",
                 "not_applicable",
             )
-        body = _parse_json(raw)
-        record = await anyio.to_thread.run_sync(lambda: builders.build(body, settings))
+        record = await anyio.to_thread.run_sync(lambda: builders.build(_parse_json(raw), settings))
     else:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send application/json or text/csv"
@@ -170,10 +169,14 @@ async def read_dataset(
         bool,
         Query(description="Add `points`, `labels` and `split` (the side of each point)."),
     ] = False,
-) -> DatasetPublic:
+) -> DatasetPublic | Response:
     record = require_dataset(state, dataset_id)
     if include_points:
-        return await anyio.to_thread.run_sync(lambda: dataset_public(record, include_points=True))
+        # every point: build and serialize in a thread, not on the event loop
+        content = await anyio.to_thread.run_sync(
+            lambda: dataset_public(record, include_points=True).model_dump_json().encode()
+        )
+        return Response(content, media_type="application/json")
     return dataset_public(record)
 
 

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from engine import plotting, serialize
 from engine.model import Label
@@ -31,6 +33,8 @@ NPZ_MEDIA_TYPE = "application/octet-stream"
 # Predictions up to this many multiply-adds (points x parameters) run on the event loop: a few
 # microseconds of NumPy, cheaper than a hop to a thread.
 INLINE_PREDICT_WORK = 50_000
+# Request bodies up to this size are parsed on the event loop; larger ones in a thread.
+INLINE_PARSE_BYTES = 32 * 1024
 
 PNG_200: dict[int | str, dict[str, Any]] = {
     200: {"content": {PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
@@ -141,6 +145,19 @@ async def delete_model(state: StateDep, model_id: str) -> Response:
     return Response(status_code=204)
 
 
+def _parse_points(raw: bytes) -> list[list[float]]:
+    """The body as a PredictRequest (pydantic's own JSON parser: NaN, Infinity and 1e309 are
+    refused); errors become the usual 400 / 422 problems."""
+    try:
+        return PredictRequest.model_validate_json(raw).points
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        for error in errors:
+            if error["type"] == "json_invalid":
+                error["loc"] = ("body",)
+        raise RequestValidationError(errors) from None
+
+
 def _predict(record: ModelRecord, points: list[list[float]]) -> bytes:
     probabilities = record.model.predict_proba(points)  # (n_points, n_classes)
     classes = [_plain(c) for c in record.model.classes]
@@ -154,12 +171,24 @@ def _predict(record: ModelRecord, points: list[list[float]]) -> bytes:
     response_model=Prediction,
     summary="Predict classes",
     responses=problem_responses(400, 404, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+            },
+        }
+    },
 )
-async def predict(state: StateDep, model_id: str, body: PredictRequest) -> Response:
+async def predict(request: Request, state: StateDep, model_id: str) -> Response:
     """Classify raw points (the model applies its own standardization). At most
     predict_max_points per call; each point needs exactly n_features values."""
     record = require_model(state, model_id)
-    points = body.points
+    raw = await request.body()
+    if len(raw) <= INLINE_PARSE_BYTES:
+        points = _parse_points(raw)
+    else:  # parsing megabytes of JSON would stall the event loop
+        points = await anyio.to_thread.run_sync(_parse_points, raw)
     limit = state.settings.predict_max_points
     if len(points) > limit:
         raise LimitExceeded.at(
