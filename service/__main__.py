@@ -5,6 +5,7 @@ registry lives in this process's memory)."""
 from __future__ import annotations
 
 import argparse
+import logging
 
 import uvicorn
 
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
