@@ -288,4 +288,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         429: "The job queue is full; retry after Retry-After seconds.",
         503: "The training workers are not up yet.",
     }
-    return {status: {"model": Problem, "description": descriptions[status]} for status in statuses}
+    retry_after = {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "integer"},
+        }
+    }
+    return {
+        status: {"model": Problem, "description": descriptions[status]}
+        | ({"headers": retry_after} if status in (429, 503) else {})
+        for status in statuses
+    }
+
+
+LOCATION_HEADER: dict[str, Any] = {
+    "Location": {"description": "Path of the resource.", "schema": {"type": "string"}}
+}

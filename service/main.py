@@ -29,7 +29,7 @@ from service.metrics import MetricsMiddleware, ServiceMetrics, StateReading
 from service.pictures import PictureCache
 from service.registry import Registry
 from service.routers import datasets, jobs, models, operations
-from service.schemas import DatasetCreate, PredictRequest
+from service.schemas import DatasetCreate, PredictRequest, ProgressEvent
 from service.settings import Settings
 
 logger = logging.getLogger("service")
@@ -135,7 +135,7 @@ def _install_docs(app: FastAPI) -> None:
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, then: errors as application/problem+json; the bodies routes read
     by hand (DatasetCreate: two content types; PredictRequest: parsed off the event loop when
-    large) added to the components."""
+    large) and the event-stream payload (ProgressEvent) added to the components."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(
@@ -146,7 +146,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         tags=app.openapi_tags,
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for body in (DatasetCreate, PredictRequest):
+    for body in (DatasetCreate, PredictRequest, ProgressEvent):
         schemas[body.__name__] = body.model_json_schema(ref_template="#/components/schemas/{model}")
     problem = {"$ref": "#/components/schemas/Problem"}
     for path_item in document["paths"].values():

@@ -214,3 +214,16 @@ async def test_openapi_describes_every_schema_and_field(openapi: dict[str, Any])
         assert schemas[name].get("examples"), name
     for key, operation in operations(openapi).items():
         assert operation.get("summary"), key
+
+
+async def test_openapi_declares_location_and_retry_after_headers(openapi: dict[str, Any]) -> None:
+    paths = openapi["paths"]
+    for path, method, code in (
+        ("/v1/datasets", "post", "201"),
+        ("/v1/models/import", "post", "201"),
+        ("/v1/jobs", "post", "202"),
+    ):
+        assert "Location" in paths[path][method]["responses"][code]["headers"], path
+    for code in ("429", "503"):
+        assert "Retry-After" in paths["/v1/jobs"]["post"]["responses"][code]["headers"]
+    assert "ProgressEvent" in openapi["components"]["schemas"]

@@ -14,6 +14,7 @@ from engine import plotting
 from service import datasets as builders
 from service.deps import PageDep, StateDep
 from service.errors import (
+    LOCATION_HEADER,
     Conflict,
     InvalidRequest,
     MalformedRequest,
@@ -74,7 +75,10 @@ def _parse_json(raw: bytes) -> DatasetCreate:
     response_model=DatasetPublic,
     summary="Create a dataset",
     responses={
-        201: {"description": "Created; Location names the new dataset."},
+        201: {
+            "description": "Created; Location names the new dataset.",
+            "headers": LOCATION_HEADER,
+        },
         **problem_responses(400, 413, 415, 422),
     },
     openapi_extra=CREATE_BODY,

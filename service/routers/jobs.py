@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.deps import PageDep, StateDep
-from service.errors import problem_responses
+from service.errors import LOCATION_HEADER, problem_responses
 from service.jobs import JobSnapshot
 from service.schemas import (
     JobCreate,
@@ -57,7 +57,8 @@ def thin(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
     responses={
         202: {
             "description": "Queued; Location names the job. A retry with the same "
-            "Idempotency-Key and body answers the same job."
+            "Idempotency-Key and body answers the same job.",
+            "headers": LOCATION_HEADER,
         },
         **problem_responses(400, 409, 413, 422, 429, 503),
     },

@@ -15,6 +15,7 @@ from engine import plotting, serialize
 from engine.model import Label
 from service.deps import PageDep, StateDep
 from service.errors import (
+    LOCATION_HEADER,
     Conflict,
     InvalidRequest,
     LimitExceeded,
@@ -78,7 +79,7 @@ async def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
     response_model=ModelPublic,
     summary="Import an exported model",
     responses={
-        201: {"description": "Imported; Location names the new model."},
+        201: {"description": "Imported; Location names the new model.", "headers": LOCATION_HEADER},
         **problem_responses(413, 415, 422),
     },
     openapi_extra={
