@@ -157,6 +157,7 @@ class JobManager:
         self.closing = False
         self._idempotency: dict[str, tuple[str, str | None]] = {}  # key -> (fingerprint, job)
         self._waiters: dict[str, set[_Waiter]] = {}
+        self._routes: dict[str, Callable[[TaskEvent], None]] = {}  # task id prefix -> listener
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -293,7 +294,16 @@ class JobManager:
 
     # --- executor events (executor thread) --------------------------------------------------
 
+    def route_events(self, prefix: str, listener: Callable[[TaskEvent], None]) -> None:
+        """Hand the events of tasks whose id starts with `prefix` (other kinds of work, such as
+        sweeps) to `listener` instead of treating them as jobs. Call before start()."""
+        self._routes[prefix] = listener
+
     def on_event(self, event: TaskEvent) -> None:
+        for prefix, listener in self._routes.items():
+            if event.task_id.startswith(prefix):
+                listener(event)
+                return
         try:
             self._apply(event)
         except Exception:  # never let bookkeeping kill the executor's thread

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     with 100,000 points, one hidden layer of 100 units and 50 epochs (2e9, under a minute) and
     the 20,000-epoch tutorial run (5e7) while refusing jobs that would take hours."""
 
+    max_sweep_configurations: int = Field(default=64, ge=1)
+    """Most configurations one sweep may ask for (the product of its grid's list lengths); each
+    is also held to the job limits above, and their work summed to max_work."""
+
     predict_max_points: int = Field(default=100_000, ge=1)
     """Most points in one prediction request."""
 
