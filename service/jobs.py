@@ -240,6 +240,11 @@ class JobManager:
                 registry.jobs.remove(job.id)
                 if idempotency_key is not None:
                     self._idempotency.pop(idempotency_key, None)
+            if isinstance(exc, RuntimeError):  # the executor is stopping (or failed to start)
+                raise NotReady(
+                    "the training workers are not taking jobs (the service is shutting down)",
+                    headers={"Retry-After": "5"},
+                ) from None
             if isinstance(exc, QueueFull):
                 raise TooManyJobs(
                     f"{exc.queued} jobs are already waiting for a worker (max_queued_jobs = "

@@ -409,6 +409,10 @@ async def test_a_job_past_job_timeout_seconds_fails_with_timeout() -> None:
             moons = await create_dataset(client, kind="moons", n_samples=100)
             job = await create_job(client, moons["id"], **LONG_JOB)
             done = await wait_for_job(client, job["id"])
+            # once the workers stop, new jobs are refused with 503, not a 500
+            await anyio.to_thread.run_sync(state_of(app).executor.shutdown)
+            refused = await client.post("/v1/jobs", json={"dataset_id": moons["id"]})
+            assert_problem(refused, 503, "not-ready")
     assert done["status"] == "failed"
     assert done["error"]["type"] == "timeout"
     assert "job_timeout_seconds = 0.5" in done["error"]["detail"]
