@@ -28,8 +28,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from itertools import pairwise
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -44,8 +45,15 @@ Array = np.ndarray
 # buffers stay in the 1 MiB L2 cache together.
 BLOCK_BYTES = 192 * 1024
 MIN_BLOCK_ROWS = 64
+MAX_CLASSES_BY_COLUMNS = 8
 # Split a pass over two threads from this many (rows x widest layer) activations on.
 PARALLEL_MIN_ELEMENTS = 1 << 20
+
+# BLAS (OpenBLAS) splits matrix products of more than ~2^18 multiply-adds over its own threads.
+# For the products of small networks that costs more than it gains, and on a busy machine (or
+# beside our own pass threads) a thread waiting for a descheduled partner slows a product by
+# 10-40x. So training pins BLAS to one thread unless its largest product reaches this size.
+BLAS_THREADS_MIN_MACS = 1 << 24
 
 # np.dot's C function without the __array_function__ dispatch layer (~0.3 us a call; several
 # calls per layer and epoch). Falls back to np.dot where NumPy does not expose it.
@@ -146,6 +154,29 @@ BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
 }
 
 
+_blas_controller: Any = None
+
+
+def largest_product(layer_sizes: Sequence[int], rows: int) -> int:
+    """Multiply-adds of the biggest matrix product in a pass over `rows` rows at a time."""
+    return rows * max((fan_in + 1) * fan_out for fan_in, fan_out in pairwise(layer_sizes))
+
+
+def blas_single_thread(needed: bool) -> AbstractContextManager[object]:
+    """While active, BLAS runs on the calling thread only (when `needed` and threadpoolctl,
+    a scikit-learn dependency, is installed)."""
+    global _blas_controller
+    if not needed:
+        return nullcontext()
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+        except ImportError:  # pragma: no cover - installed with scikit-learn
+            return nullcontext()
+        _blas_controller = ThreadpoolController()
+    return cast(AbstractContextManager[object], _blas_controller.limit(limits=1, user_api="blas"))
+
+
 class Workspace:
     """Preallocated buffers for passes over at most `rows` examples, and a gradient accumulator.
     One per thread."""
@@ -194,6 +225,11 @@ class _BlockPlan:
         self.binary = network.n_classes == 2
         self.column_0 = self.logits[:, 0:1]
         self.column_1 = self.logits[:, 1:2]
+        # NumPy reduces along a short last axis slowly (~per row): for few classes, row maxima
+        # and sums are elementwise ops over (m, 1) column views instead.
+        self.by_columns = network.n_classes <= MAX_CLASSES_BY_COLUMNS
+        self.logit_columns = [self.logits[:, k : k + 1] for k in range(network.n_classes)]
+        self.scratch_columns = [self.logits_scratch[:, k : k + 1] for k in range(network.n_classes)]
         self.first_layer = network.layers[0]  # (n_features + 1, h1)
         self.first_out = activations[0] if activations else self.logits
         # Layers 1..L-1: (input activation, W, b, output buffer).
@@ -242,13 +278,32 @@ class _BlockPlan:
             np.subtract(p1, targets, out=self.column_1)
             np.negative(self.column_1, out=self.column_0)
             return logits
-        np.maximum.reduce(logits, axis=1, out=self.row_flat)
+        self.row_max()
         np.subtract(logits, self.row_stat, out=logits)
         np.exp(logits, out=logits)
-        np.add.reduce(logits, axis=1, out=self.row_flat)
+        self.row_sum(logits, self.logit_columns)
         np.divide(logits, self.row_stat, out=logits)
         np.subtract(logits, targets, out=logits)
         return logits
+
+    def row_max(self) -> None:
+        """row_stat <- the row maxima of the logits (m, 1)."""
+        if not self.by_columns:
+            np.maximum.reduce(self.logits, axis=1, out=self.row_flat)
+            return
+        columns = self.logit_columns
+        np.maximum(columns[0], columns[1], out=self.row_stat)
+        for column in columns[2:]:
+            np.maximum(self.row_stat, column, out=self.row_stat)
+
+    def row_sum(self, values: Array, columns: list[Array]) -> None:
+        """row_stat <- the row sums of values (m, K), whose column views are `columns`."""
+        if not self.by_columns:
+            np.add.reduce(values, axis=1, out=self.row_flat)
+            return
+        np.add(columns[0], columns[1], out=self.row_stat)
+        for column in columns[2:]:
+            np.add(self.row_stat, column, out=self.row_stat)
 
     def backward(self, X_aug: Array, delta: Array, accumulator: int) -> None:
         """Write the block's SUMMED CE gradient, given delta = P - Y (m, K), into the
@@ -271,11 +326,11 @@ class _BlockPlan:
         logits = self.logits
         correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
         # CE_i = log sum_k exp(z_ik - max_i) - (z_iy - max_i)
-        np.maximum.reduce(logits, axis=1, out=self.row_flat)
+        self.row_max()
         np.subtract(logits, self.row_stat, out=logits)
         picked = logits[self.row_index, y].sum(dtype=np.float64)
         exps = np.exp(logits, out=self.logits_scratch)
-        np.add.reduce(exps, axis=1, out=self.row_flat)
+        self.row_sum(exps, self.scratch_columns)
         np.log(self.row_flat, out=self.row_flat)
         return float(self.row_flat.sum(dtype=np.float64)) - float(picked), correct
 
@@ -406,8 +461,9 @@ class Passes:
     Owns the workspaces and the helper thread; call `close` when done (or use `with`).
     """
 
-    def __init__(self, network: Network, max_rows: int) -> None:
+    def __init__(self, network: Network, max_rows: int, threads: bool = True) -> None:
         self.network = network
+        self.threads = threads  # False: never split a pass (BLAS threads are in use)
         rows = max(1, min(max_rows, network.block_rows()))
         self.workspace = Workspace(network, rows)
         self._second: Workspace | None = None
@@ -428,7 +484,7 @@ class Passes:
     def _split(self, n: int) -> int | None:
         """Row where the second thread's half starts (block aligned), or None: one thread."""
         rows = self.workspace.rows
-        if n * self._widest < PARALLEL_MIN_ELEMENTS or n < 2 * rows:
+        if not self.threads or n * self._widest < PARALLEL_MIN_ELEMENTS or n < 2 * rows:
             return None
         if self._executor is None:
             self._second = Workspace(self.network, rows)
@@ -486,10 +542,10 @@ class Passes:
             stop = min(start + rows, n)
             plan = self.workspace.plan(stop - start)
             logits = plan.forward(X_aug[start:stop])
-            np.maximum.reduce(logits, axis=1, out=plan.row_flat)
+            plan.row_max()
             np.subtract(logits, plan.row_stat, out=logits)
             np.exp(logits, out=logits)
-            np.add.reduce(logits, axis=1, out=plan.row_flat)
+            plan.row_sum(logits, plan.logit_columns)
             np.divide(logits, plan.row_stat, out=logits)
             out[start:stop] = logits
         return out

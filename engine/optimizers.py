@@ -139,22 +139,35 @@ class Adam(Optimizer):
         self.second_moment = np.zeros(size, dtype=dtype)
 
     def update(self, params: Array, grads: Array, learning_rate: float) -> None:
+        self._adam(params, grads, 1.0, learning_rate)
+
+    def step(
+        self, params: Array, grad_sum: Array, n: int, learning_rate: float, penalty: Penalty
+    ) -> None:
+        if penalty.l1 or penalty.l2:
+            super().step(params, grad_sum, n, learning_rate, penalty)
+        else:  # g = grad_sum / n, folded into the moment updates
+            self._adam(params, grad_sum, 1.0 / n, learning_rate)
+
+    def _adam(self, params: Array, raw: Array, scale: float, learning_rate: float) -> None:
+        """One step along g = scale * raw."""
         self.steps_taken += 1
         t = self.steps_taken
         step = self._step
         self.first_moment *= self.beta_1
-        np.multiply(grads, 1.0 - self.beta_1, out=step)
+        np.multiply(raw, (1.0 - self.beta_1) * scale, out=step)
         self.first_moment += step
         self.second_moment *= self.beta_2
-        np.multiply(grads, grads, out=step)
-        step *= 1.0 - self.beta_2
+        np.multiply(raw, raw, out=step)
+        step *= (1.0 - self.beta_2) * scale * scale
         self.second_moment += step
-        # step = lr * m_hat / (sqrt(v_hat) + eps)
+        # lr * m_hat / (sqrt(v_hat) + eps) with sqrt(v_hat) = c * sqrt(v), c = 1/sqrt(1 - b2^t):
+        # = lr / ((1 - b1^t) * c) * m / (sqrt(v) + eps / c)
+        c = 1.0 / math.sqrt(1.0 - self.beta_2**t)
         np.sqrt(self.second_moment, out=step)
-        step *= 1.0 / math.sqrt(1.0 - self.beta_2**t)
-        step += self.epsilon
+        step += self.epsilon / c
         np.divide(self.first_moment, step, out=step)
-        step *= learning_rate / (1.0 - self.beta_1**t)
+        step *= learning_rate / ((1.0 - self.beta_1**t) * c)
         params -= step
 
 

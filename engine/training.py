@@ -44,7 +44,16 @@ import numpy as np
 
 from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from engine.hyperparameters import Hyperparameters
-from engine.network import Network, Passes, init_params, targets_for, with_ones_column
+from engine.network import (
+    BLAS_THREADS_MIN_MACS,
+    Network,
+    Passes,
+    blas_single_thread,
+    init_params,
+    largest_product,
+    targets_for,
+    with_ones_column,
+)
 from engine.optimizers import Penalty, make_optimizer
 from engine.schedules import make_schedule
 
@@ -87,7 +96,10 @@ class TrainResult:
 class _Split:
     X_aug: Array  # (n, n_features + 1): features and a ones column, in the training dtype
     y: Array  # (n,) class indices
-    targets: Array | None  # engine.network.targets_for(y): training split only
+    targets: Array | None = None  # engine.network.targets_for(y): training split only
+    # Training split: [X, 1, targets] in one array, so one gather fetches a minibatch;
+    # X_aug and targets are column views of it.
+    rows: Array | None = None
 
     @property
     def n(self) -> int:
@@ -133,6 +145,16 @@ def _check_labels(name: str, y: object, n: int, n_classes: int) -> Array:
     return labels.astype(np.intp, copy=False)
 
 
+def _training_split(X: Array, y: Array, n_classes: int, dtype: np.dtype) -> _Split:
+    targets = targets_for(y, n_classes, dtype)
+    n_inputs = X.shape[1] + 1
+    rows = np.empty((X.shape[0], n_inputs + targets.shape[1]), dtype=dtype)
+    rows[:, : n_inputs - 1] = X
+    rows[:, n_inputs - 1] = 1
+    rows[:, n_inputs:] = targets
+    return _Split(rows[:, :n_inputs], y, rows[:, n_inputs:], rows)
+
+
 def _validated_splits(
     hp: Hyperparameters,
     X_train: object,
@@ -148,7 +170,7 @@ def _validated_splits(
     dtype = np.dtype(hp.dtype)
     X = _check_features("X_train", X_train, dtype)
     y = _check_labels("y_train", y_train, X.shape[0], int(n_classes))
-    train_split = _Split(with_ones_column(X, dtype), y, targets_for(y, int(n_classes), dtype))
+    train_split = _training_split(X, y, int(n_classes), dtype)
     if (X_test is None) != (y_test is None):
         raise InvalidInput("pass both X_test and y_test, or neither")
     if X_test is None:
@@ -164,7 +186,7 @@ def _validated_splits(
             f"X_test has {X_t.shape[1]} features but X_train has {X.shape[1]}; they must match"
         )
     y_t = _check_labels("y_test", y_test, X_t.shape[0], int(n_classes))
-    return train_split, _Split(with_ones_column(X_t, dtype), y_t, None)
+    return train_split, _Split(with_ones_column(X_t, dtype), y_t)
 
 
 class _Trainer:
@@ -191,7 +213,12 @@ class _Trainer:
         self.started = started
         n = train_split.n
         self.batch_size = hp.batch_size if hp.batch_size is not None and hp.batch_size < n else None
-        self.passes = Passes(network, max(n, test_split.n if test_split else 0))
+        largest_rows = max(n, test_split.n if test_split else 0)
+        pass_rows = min(self.batch_size or largest_rows, network.block_rows())
+        # Small products: BLAS on one thread, our passes may split over two threads;
+        # big products: BLAS threads, passes unsplit (never both: 2 cores).
+        self.blas_threads = largest_product(network.layer_sizes, pass_rows) >= BLAS_THREADS_MIN_MACS
+        self.passes = Passes(network, largest_rows, threads=not self.blas_threads)
         self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
         self.penalty = Penalty(network.weight_mask, hp.l1, hp.l2)
         self.schedule = make_schedule(hp)
@@ -260,6 +287,18 @@ class _Trainer:
         if self.on_record is not None:
             self.on_record(point)
 
+    def _set_explosion_limit(self, initial_stats: tuple[float, int]) -> None:
+        """The loss rule's threshold, from the initial parameters' (summed CE, hits)."""
+        try:
+            initial_loss, _ = self._store("train", 0, *initial_stats)
+        except TrainingDiverged as error:
+            raise InvalidInput(
+                "the initial network's loss on X_train is not finite (features too large?); "
+                "standardize the features"
+            ) from error
+        n_classes = self.network.n_classes
+        self.explosion_limit = EXPLOSION_FACTOR * max(initial_loss, math.log(n_classes))
+
     # -- the loop ----------------------------------------------------------------------------
 
     def _poll(self, epochs_completed: int) -> None:
@@ -273,11 +312,13 @@ class _Trainer:
         """One update on all rows; returns the learning rate used."""
         split = self.train_split
         assert split.targets is not None
-        want_stats = self.pending is not None or self.plateau_on_train_loss
+        want_stats = epoch == 1 or self.pending is not None or self.plateau_on_train_loss
         grad_sum, stats = self.passes.summed_gradient(
             split.X_aug, split.targets, split.y if want_stats else None
         )
         if stats is not None:  # metrics of the parameters after epoch - 1
+            if epoch == 1:
+                self._set_explosion_limit(stats)
             train_loss, _ = self._store("train", epoch - 1, *stats)
             if self.plateau_on_train_loss and epoch > 1:
                 self.schedule.observe(train_loss)
@@ -295,18 +336,20 @@ class _Trainer:
         assert split.targets is not None
         network = self.network
         learning_rate = self.schedule.rate(epoch - 1)
+        assert split.rows is not None
         size = self.batch_size
-        X_batch, targets_batch = self.batch_buffers
+        n_inputs = split.X_aug.shape[1]
         order = self.rng.permutation(split.n)
         for index, start in enumerate(range(0, split.n, size)):
             if index and index % POLL_EVERY_BATCHES == 0:
                 self._poll(epoch - 1)
-            rows = order[start : start + size]
-            m = rows.shape[0]
-            X_rows, targets_rows = X_batch[:m], targets_batch[:m]
-            np.take(split.X_aug, rows, axis=0, out=X_rows)
-            np.take(split.targets, rows, axis=0, out=targets_rows)
-            grad_sum, _ = self.passes.summed_gradient(X_rows, targets_rows)
+            chosen = order[start : start + size]
+            m = chosen.shape[0]
+            batch = self.batch_views.get(m)
+            if batch is None:
+                batch = self.batch_views[m] = self.batch_rows[:m]
+            np.take(split.rows, chosen, axis=0, out=batch)  # (m, n_inputs + targets)
+            grad_sum, _ = self.passes.summed_gradient(batch[:, :n_inputs], batch[:, n_inputs:])
             self.optimizer.step(network.params, grad_sum, m, learning_rate, self.penalty)
         return learning_rate
 
@@ -317,26 +360,19 @@ class _Trainer:
         split = self.train_split
         assert split.targets is not None
         if self.batch_size is not None:
-            self.batch_buffers = (
-                np.empty((self.batch_size, split.X_aug.shape[1]), dtype=network.dtype),
-                np.empty((self.batch_size, split.targets.shape[1]), dtype=network.dtype),
-            )
+            assert split.rows is not None
+            self.batch_rows = np.empty((self.batch_size, split.rows.shape[1]), network.dtype)
+            self.batch_views: dict[int, Array] = {}
         ones = np.ones_like(params)
-        try:
-            initial_loss, _ = self._metrics("train", 0)
-        except TrainingDiverged as error:
-            raise InvalidInput(
-                "the initial network's loss on X_train is not finite (features too large?); "
-                "standardize the features"
-            ) from error
-        self.explosion_limit = EXPLOSION_FACTOR * max(initial_loss, math.log(network.n_classes))
+        full_batch = self.batch_size is None
+        if not full_batch:  # full batch takes the initial loss from epoch 1's forward pass
+            self._set_explosion_limit(self.passes.cross_entropy_and_correct(split.X_aug, split.y))
         best_loss = math.inf
         best_epoch: int | None = None
         best_params = params.copy() if hp.early_stopping else None
         wait = 0
         stop_reason: StopReason = "completed"
         epoch = 0
-        full_batch = self.batch_size is None
         for epoch in range(1, hp.epochs + 1):
             self._poll(epoch - 1)
             if full_batch:
@@ -428,5 +464,9 @@ def train(
         hp, network, train_split, test_split, rng, on_record, should_stop, clock, started
     )
     # Overflow and NaN are detected by the divergence checks, not reported as warnings.
-    with trainer.passes, np.errstate(all="ignore"):
+    with (
+        trainer.passes,
+        blas_single_thread(not trainer.blas_threads),
+        np.errstate(all="ignore"),
+    ):
         return trainer.run()

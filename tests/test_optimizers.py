@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.hyperparameters import Hyperparameters
-from engine.optimizers import SGD, Adam, Momentum, Nesterov, Optimizer, make_optimizer
+from engine.optimizers import SGD, Adam, Momentum, Nesterov, Optimizer, Penalty, make_optimizer
 from engine.schedules import make_schedule
 
 START = [1.0, -2.0]
@@ -115,3 +115,23 @@ def test_plateau_schedule_decays_after_decay_epochs_without_improvement() -> Non
         schedule.observe(monitored)
         rates.append(schedule.rate(0))
     assert rates == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize(("l1", "l2"), [(0.0, 0.0), (0.0, 0.3), (0.2, 0.3)])
+def test_step_from_summed_gradient_equals_update_with_the_mean_gradient(
+    name: str, l1: float, l2: float
+) -> None:
+    """step() folds 1/n and the penalties in; update() takes the finished mean gradient."""
+    mask = np.array([1.0, 1.0, 0.0])  # the last entry is a bias: no penalty
+    penalty = Penalty(mask, l1=l1, l2=l2)
+    n = 4
+    folded = make_optimizer(Hyperparameters(optimizer=name), 3, np.float64)
+    plain = make_optimizer(Hyperparameters(optimizer=name), 3, np.float64)
+    w_folded = np.array([0.5, -1.5, 0.25])
+    w_plain = w_folded.copy()
+    for summed in ([2.0, -1.0, 0.5], [0.4, 0.8, -1.2], [-0.2, 0.6, 0.1]):
+        mean = np.array(summed) / n + l2 / n * mask * w_plain + l1 / n * mask * np.sign(w_plain)
+        plain.update(w_plain, mean, 0.1)
+        folded.step(w_folded, np.array(summed), n, 0.1, penalty)
+        np.testing.assert_allclose(w_folded, w_plain, rtol=1e-13, atol=1e-15)

@@ -370,3 +370,14 @@ def test_invalid_input_says_what_and_how(arguments: dict[str, Any], message: str
     hp = Hyperparameters(hidden_layers=[2], epochs=1, **settings)
     with pytest.raises(InvalidInput, match=message.replace("(", r"\(").replace(")", r"\)")):
         train(hp, **call)
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_features_that_overflow_the_initial_network_are_invalid_input(
+    batch_size: int | None,
+) -> None:
+    X = np.full((6, 2), 1.5e308)
+    X[::2] *= -1
+    hp = Hyperparameters(hidden_layers=[4], activation="identity", epochs=2, batch_size=batch_size)
+    with pytest.raises(InvalidInput, match="standardize the features"):
+        train(hp, X, np.array([0, 1] * 3), 2)
