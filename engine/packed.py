@@ -1,0 +1,1388 @@
+"""Many configurations of one sweep trained together: several networks packed into one.
+
+Packing. K networks of the same depth train as ONE network whose layers hold theirs side by
+side. Every network sees the same input, so the first layer is one dense (n_features + 1, Σh₁)
+matrix of their blocks side by side; deeper layers are block-diagonal (Σhₗ + 1, Σhₗ₊₁) with one
+shared bias row; the output layer gives (n, K·C) logits, softmaxed per network. One flat
+parameter vector holds every block (with the padding between blocks, exactly zero for ever: its
+gradient is masked to 0), so an optimizer step is a few NumPy calls for all K networks, with
+per-parameter vectors for the learning rate, l1, l2 and momentum.
+
+Minibatch networks shuffle with their own generators. Networks whose generators are in the same
+state after initialisation share one input stream (an "input group"); with several groups each
+gets its own rows of a block-diagonal first layer, fed its own batch side by side.
+
+Exactness. Each network trains as `engine.training.train` trains it alone, up to rounding (a
+packed matmul sums in its own order): the same initialisation (`init_params` on its own
+`default_rng(seed)`), loss, floating-point update steps, schedule, early stopping, history and
+divergence rules. Rounding differences are amplified where training itself is unstable (large
+learning rates), so two runs agree to ~1e-15 in calm stretches and may drift apart for a while.
+
+Isolation. A network whose values become non-finite must not reach the others, yet 0·NaN = NaN
+in a block-diagonal matmul. So every array is checked (one sum) before it meets a block-diagonal
+matrix; a network whose columns are not finite has them zeroed and fails alone, diverged in that
+epoch. After every update the parameters are checked too. A network that finished or failed has
+its block zeroed and frozen (rate 0) while the others go on.
+
+    pack_key(hp, n_train)   configurations with equal keys may share a pack
+    partition(hps, shape)   configurations split between workers, balanced, and their packs
+    train_pack(hps, ...)    one pack trained as one network
+    train_many(hps, ...)    packs and single configurations one after another, with callbacks
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Literal
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from engine.activations import ACTIVATIONS, LEAKY_SLOPE
+from engine.errors import EngineError, InvalidInput, TrainingCancelled, TrainingDiverged
+from engine.hyperparameters import Activation, Hyperparameters
+from engine.network import BLOCK_BYTES, MIN_BLOCK_ROWS, init_params
+from engine.schedules import LearningRateSchedule, make_schedule
+from engine.training import (
+    EXPLOSION_FACTOR,
+    POLL_EVERY_BATCHES,
+    HistoryPoint,
+    StopReason,
+    TrainResult,
+    _validated_splits,
+    train,
+)
+
+Array = np.ndarray
+Which = Literal["train", "test"]
+OutcomeStatus = Literal["succeeded", "failed", "cancelled"]
+Stats = tuple[Array, Array]  # per network: summed cross-entropy (K,) float64, hits (K,)
+
+
+@dataclass
+class ConfigurationOutcome:
+    """How one configuration ended. `result` is set when it succeeded, `error` when it failed;
+    `history` holds the points recorded before it ended, whatever the ending."""
+
+    index: int
+    status: OutcomeStatus
+    result: TrainResult | None = None
+    error: EngineError | None = None
+    history: list[HistoryPoint] = field(default_factory=list)
+    seconds: float = 0.0  # from the start of its pack (or single run) to its end
+
+
+# -- activation derivatives in place on D through A = f(Z), with a scratch buffer S -------------
+# The same operations, in the same order, as engine.activations.DERIVATIVES (no allocation).
+
+
+def _tanh_backward(A: Array, D: Array, S: Array) -> None:
+    np.multiply(A, A, out=S)
+    np.subtract(1.0, S, out=S)
+    np.multiply(D, S, out=D)
+
+
+def _sigmoid_backward(A: Array, D: Array, S: Array) -> None:
+    np.subtract(1.0, A, out=S)
+    np.multiply(A, S, out=S)
+    np.multiply(D, S, out=D)
+
+
+def _relu_backward(A: Array, D: Array, S: Array) -> None:
+    np.greater(A, 0, out=S, casting="unsafe")  # 1.0 where A > 0, else 0.0
+    np.multiply(D, S, out=D)
+
+
+def _leaky_relu_backward(A: Array, D: Array, S: Array) -> None:
+    np.greater(A, 0, out=S, casting="unsafe")
+    np.multiply(S, 1.0 - LEAKY_SLOPE, out=S)
+    np.add(S, LEAKY_SLOPE, out=S)  # 1 where A > 0, else the slope
+    np.multiply(D, S, out=D)
+
+
+def _identity_backward(A: Array, D: Array, S: Array) -> None:
+    return None
+
+
+BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
+    "tanh": _tanh_backward,
+    "relu": _relu_backward,
+    "leaky_relu": _leaky_relu_backward,
+    "sigmoid": _sigmoid_backward,
+    "identity": _identity_backward,
+}
+
+
+# -- the packed network ------------------------------------------------------------------------
+
+
+def packed_shapes(layer_sizes: Sequence[Sequence[int]], n_groups: int = 1) -> list[tuple[int, int]]:
+    """(rows, columns) of every block: the packed first layer, then each later layer's blocks
+    network by network; bias rows included."""
+    d = layer_sizes[0][0]
+    shapes = [(n_groups * (d + 1), sum(sizes[1] for sizes in layer_sizes))]
+    for layer in range(1, len(layer_sizes[0]) - 1):
+        shapes += [(sizes[layer] + 1, sizes[layer + 1]) for sizes in layer_sizes]
+    return shapes
+
+
+def _column_slices(widths: Sequence[int]) -> list[slice]:
+    starts = np.cumsum([0, *widths]).tolist()
+    return [slice(a, b) for a, b in pairwise(starts)]
+
+
+class PackedNetwork:
+    """K multilayer perceptrons of one depth and activation as one; see the module docstring.
+
+    Parameters, in one flat vector: the first layer packed as a (G·(d+1), Σh₁) matrix (network
+    k's block: the rows of its input group, its columns), then every later layer as one
+    (fan_in + 1, fan_out) block per network, bias row last. `input_groups[k]` is network k's
+    input group (0..G-1; default: all share group 0).
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[Sequence[int]],
+        activation: Activation,
+        dtype: DTypeLike,
+        input_groups: Sequence[int] | None = None,
+    ) -> None:
+        sizes = [[int(width) for width in network] for network in layer_sizes]
+        if not sizes or any(len(s) < 2 or min(s) < 1 for s in sizes):
+            raise InvalidInput(f"a pack needs networks of >= 2 positive widths, got {sizes}")
+        first = sizes[0]
+        if any(len(s) != len(first) or s[0] != first[0] or s[-1] != first[-1] for s in sizes):
+            raise InvalidInput(
+                f"networks in a pack need the same depth, inputs and outputs, got {sizes}"
+            )
+        K = len(sizes)
+        groups = [int(g) for g in input_groups] if input_groups is not None else [0] * K
+        if len(groups) != K or min(groups) < 0:
+            raise InvalidInput(f"input_groups needs one group index >= 0 per network: {groups}")
+        G = max(groups) + 1
+        d, C = first[0], first[-1]
+        self.layer_sizes = sizes
+        self.n_networks, self.n_groups, self.n_features, self.n_classes = K, G, d, C
+        self.depth = len(first) - 1
+        self.input_groups = groups
+        self.activation: Activation = activation
+        self.dtype = np.dtype(dtype)
+        # columns of each network in each packed hidden layer (and, for depth 1, the output)
+        self.columns = [_column_slices([s[b] for s in sizes]) for b in range(1, self.depth + 1)]
+        self.widths = [sum(s[b] for s in sizes) for b in range(1, self.depth)]  # hidden layers
+        shapes = packed_shapes(sizes, G)
+        size = sum(rows * columns for rows, columns in shapes)
+        self.params = np.zeros(size, self.dtype)
+        self.first = self.first_layer(self.params)  # (G*(d+1), Σh₁)
+        self.blocks = self.block_views(self.params)  # blocks[layer - 1][k]: (fan_in + 1, fan_out)
+        self.weights = [[B[:-1] for B in layer] for layer in self.blocks]
+        self.weights_t = [[W.T for W in layer] for layer in self.weights]
+        self.biases = [[B[-1] for B in layer] for layer in self.blocks]
+        # owner[i]: the network parameter i belongs to; K marks padding (first layer, G > 1)
+        self.owner = np.full(size, K, dtype=np.intp)
+        self.weight_mask = np.zeros(size, self.dtype)  # 1 on weights, 0 on biases and padding
+        first_owner, first_mask = self.first_layer(self.owner), self.first_layer(self.weight_mask)
+        for k, (g, columns) in enumerate(zip(groups, self.columns[0], strict=True)):
+            first_owner[g * (d + 1) : (g + 1) * (d + 1), columns] = k
+            first_mask[g * (d + 1) : g * (d + 1) + d, columns] = 1
+        for owner_layer, mask_layer in zip(
+            self.block_views(self.owner), self.block_views(self.weight_mask), strict=True
+        ):
+            for k, (owner_block, mask_block) in enumerate(
+                zip(owner_layer, mask_layer, strict=True)
+            ):
+                owner_block[...] = k
+                mask_block[:-1] = 1
+        pad = first_owner == K
+        self.first_padding: Array | None = pad if pad.any() else None  # bool, like `first`
+        self.entries = [np.flatnonzero(self.owner == k) for k in range(K)]
+
+    def first_layer(self, flat: Array) -> Array:
+        """The packed first layer's (G*(d+1), Σh₁) view of a vector laid out like params."""
+        rows = self.n_groups * (self.n_features + 1)
+        columns = self.columns[0][-1].stop
+        return flat[: rows * columns].reshape(rows, columns)
+
+    def block_views(self, flat: Array) -> list[list[Array]]:
+        """[layer - 1][k]: network k's (fan_in + 1, fan_out) block of each later layer."""
+        offset = self.first.size if hasattr(self, "first") else self.first_layer(flat).size
+        views = []
+        for layer in range(1, self.depth):
+            blocks = []
+            for sizes in self.layer_sizes:
+                rows, columns = sizes[layer] + 1, sizes[layer + 1]
+                blocks.append(flat[offset : offset + rows * columns].reshape(rows, columns))
+                offset += rows * columns
+            views.append(blocks)
+        return views
+
+    def _first_rows(self, k: int) -> slice:
+        g = self.input_groups[k]
+        return slice(g * (self.n_features + 1), (g + 1) * (self.n_features + 1))
+
+    def set_network(self, k: int, weights: Sequence[Array], biases: Sequence[Array]) -> None:
+        if len(weights) != self.depth or len(biases) != self.depth:
+            raise InvalidInput(f"network {k} needs {self.depth} weight matrices and bias vectors")
+        rows = self._first_rows(k)
+        block = self.first[rows, self.columns[0][k]]
+        block[:-1] = weights[0]
+        block[-1] = biases[0]
+        for layer_blocks, W, b in zip(self.blocks, weights[1:], biases[1:], strict=True):
+            layer_blocks[k][:-1] = W
+            layer_blocks[k][-1] = b
+
+    def network_weights(self, k: int, flat: Array | None = None) -> tuple[list[Array], list[Array]]:
+        """Copies of network k's weights (fan_in, fan_out) and biases (fan_out,)."""
+        source = self.params if flat is None else flat
+        first = self.first_layer(source)[self._first_rows(k), self.columns[0][k]]
+        weights, biases = [first[:-1].copy()], [first[-1].copy()]
+        for layer_blocks in self.block_views(source):
+            weights.append(layer_blocks[k][:-1].copy())
+            biases.append(layer_blocks[k][-1].copy())
+        return weights, biases
+
+    def block_rows(self) -> int:
+        widest = max([*self.widths, self.n_networks * self.n_classes, 1])
+        return max(MIN_BLOCK_ROWS, BLOCK_BYTES // (widest * self.dtype.itemsize))
+
+    def tiled_input(self, X_aug: Array) -> Array:
+        """[X, 1] (n, d + 1) as every group's input side by side: (n, G * (d + 1))."""
+        return X_aug if self.n_groups == 1 else np.tile(X_aug, (1, self.n_groups))
+
+    def penalties(self, n: int, l1: Array, l2: Array) -> Array:
+        """Per network l2/(2n)·ΣW² + l1/n·Σ|W| (K,) float64, given l1, l2 per network (K,)."""
+        K = self.n_networks
+        weights = self.params.astype(np.float64) * self.weight_mask
+        totals = np.zeros(K)
+        if l2.any():
+            squares = np.bincount(self.owner, weights=weights * weights, minlength=K + 1)[:K]
+            totals += l2 / (2 * n) * squares
+        if l1.any():
+            absolutes = np.bincount(self.owner, weights=np.abs(weights), minlength=K + 1)[:K]
+            totals += l1 / n * absolutes
+        return totals
+
+
+class PackedWorkspace:
+    """Buffers for passes over at most `rows` examples, and a gradient accumulator."""
+
+    def __init__(self, network: PackedNetwork, rows: int) -> None:
+        dtype = network.dtype
+        K, C = network.n_networks, network.n_classes
+        self.network = network
+        self.rows = rows
+        self.activations = [np.empty((rows, width), dtype=dtype) for width in network.widths]
+        self.deltas = [np.empty((rows, width), dtype=dtype) for width in network.widths]
+        self.scratch = [np.empty((rows, width), dtype=dtype) for width in network.widths]
+        # logits network by network (K, rows, C); for depth 1 the first layer's (rows, K*C)
+        self.logits = np.empty((K, rows, C) if network.depth > 1 else (rows, K * C), dtype)
+        self.logits_scratch = np.empty((K, rows, C), dtype=dtype)
+        self.row_stat = np.empty((K, rows, 1), dtype=dtype)
+        self.ones = np.ones(rows, dtype=dtype)
+        self.grad = np.empty_like(network.params)  # flat, laid out like params
+        self.grad_first = network.first_layer(self.grad)
+        self.grad_blocks = network.block_views(self.grad)
+        self.block_grad = np.empty_like(network.params)
+        self.block_grad_first = network.first_layer(self.block_grad)
+        self.block_grad_blocks = network.block_views(self.block_grad)
+        self._plans: dict[int, _PackedPlan] = {}
+
+    def plan(self, m: int) -> _PackedPlan:
+        plan = self._plans.get(m)
+        if plan is None:
+            plan = self._plans[m] = _PackedPlan(self, m)
+        return plan
+
+    # -- whole arrays, block by block ----------------------------------------------------------
+
+    def summed_gradient(
+        self, X_in: Array, targets: Array, y: Array | None
+    ) -> tuple[Array, Stats | None]:
+        """Sum over the rows of every network's CE gradient (flat, padding zeroed); with labels
+        y, also the per-network stats of the same forward pass (the parameters before the
+        step). `targets`: see `_PackedPlan.output_delta`."""
+        n = X_in.shape[0]
+        network = self.network
+        stats: Stats | None = None
+        if y is not None:
+            stats = (np.zeros(network.n_networks), np.zeros(network.n_networks, dtype=np.int64))
+        for start in range(0, n, self.rows):
+            stop = min(start + self.rows, n)
+            plan = self.plan(stop - start)
+            X_block = X_in[start:stop]
+            plan.forward(X_block)
+            if stats is not None and y is not None:
+                plan.add_logit_stats(y[start:stop], stats)
+            plan.output_delta(targets[..., start:stop, :])
+            if start == 0:
+                plan.backward(X_block, self.grad_first, self.grad_blocks)
+            else:
+                plan.backward(X_block, self.block_grad_first, self.block_grad_blocks)
+                np.add(self.grad, self.block_grad, out=self.grad)
+        if network.first_padding is not None:
+            np.copyto(self.grad_first, 0, where=network.first_padding)
+        return self.grad, stats
+
+    def cross_entropy_and_correct(self, X_in: Array, y: Array) -> Stats:
+        """Per network (summed CE (K,), hits (K,)), NaN CE where a network is not finite."""
+        network = self.network
+        stats = (np.zeros(network.n_networks), np.zeros(network.n_networks, dtype=np.int64))
+        n = X_in.shape[0]
+        for start in range(0, n, self.rows):
+            stop = min(start + self.rows, n)
+            plan = self.plan(stop - start)
+            plan.forward(X_in[start:stop])
+            plan.add_logit_stats(y[start:stop], stats)
+        return stats
+
+
+class _PackedPlan:
+    """Forward and backward over one block of m rows, every view prepared once."""
+
+    def __init__(self, workspace: PackedWorkspace, m: int) -> None:
+        network = workspace.network
+        K, C = network.n_networks, network.n_classes
+        self.network = network
+        self.activate = ACTIVATIONS[network.activation]
+        self.backward_activation = BACKWARD[network.activation]
+        self.activations = [A[:m] for A in workspace.activations]  # (m, Σh) each
+        self.deltas = [D[:m] for D in workspace.deltas]
+        self.scratch = [S[:m] for S in workspace.scratch]
+        if network.depth > 1:
+            self.logits_flat = None
+            self.logits3 = workspace.logits[:, :m]  # (K, m, C)
+        else:
+            self.logits_flat = workspace.logits[:m]  # (m, K*C)
+            self.logits3 = self.logits_flat.reshape(m, K, C).transpose(1, 0, 2)
+        self.scratch3 = workspace.logits_scratch[:, :m]
+        self.row_stat = workspace.row_stat[:, :m]  # (K, m, 1)
+        self.row_flat = self.row_stat[:, :, 0]  # (K, m)
+        self.ones = workspace.ones[:m]
+        self.pick = (np.arange(K)[:, None], np.arange(m)[None, :])
+        self.binary = C == 2
+        self.column_0 = self.logits3[:, :, 0]  # (K, m)
+        self.column_1 = self.logits3[:, :, 1]
+        # Later layers, network by network. Forward: (its inputs, weights, outputs, bias, into
+        # a strided slice?). Backward: (inputs.T, output delta, weights.T, input delta slice).
+        self.forward_steps: list[list[tuple[Array, Array, Array, Array, bool]]] = []
+        self.backward_steps: list[list[tuple[Array, Array, Array, Array]]] = []
+        for layer in range(1, network.depth):
+            last = layer == network.depth - 1
+            A, D = self.activations[layer - 1], self.deltas[layer - 1]
+            forward, backward = [], []
+            for k in range(K):
+                inputs = network.columns[layer - 1][k]
+                if last:
+                    out, delta = self.logits3[k], self.logits3[k]  # (m, C)
+                else:
+                    outputs = network.columns[layer][k]
+                    out = self.activations[layer][:, outputs]
+                    delta = self.deltas[layer][:, outputs]
+                W, b = network.weights[layer - 1][k], network.biases[layer - 1][k]
+                forward.append((A[:, inputs], W, out, b, not last))
+                backward.append(
+                    (A[:, inputs].T, delta, network.weights_t[layer - 1][k], D[:, inputs])
+                )
+            self.forward_steps.append(forward)
+            self.backward_steps.append(backward)
+
+    def forward(self, X_in: Array) -> None:
+        """Logits of a block of inputs (m, G*(d+1)) into logits3; hidden outputs kept."""
+        network = self.network
+        if self.logits_flat is not None:
+            np.dot(X_in, network.first, out=self.logits_flat)
+            return
+        np.dot(X_in, network.first, out=self.activations[0])
+        for layer, steps in enumerate(self.forward_steps):
+            self.activate(self.activations[layer])
+            for inputs, W, out, b, strided in steps:
+                if strided:
+                    np.matmul(inputs, W, out=out)
+                else:
+                    np.dot(inputs, W, out=out)
+                np.add(out, b, out=out)
+
+    def output_delta(self, targets: Array) -> None:
+        """logits <- softmax per network - Y, in place (the summed CE's gradient wrt the logits).
+        `targets`: for C = 2 the indicator of class 1, (1 or K, m); else one-hot (1 or K, m, C).
+        For C = 2 the softmax is P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1, as in engine.network."""
+        if self.binary:
+            p1 = self.row_flat
+            np.subtract(self.column_0, self.column_1, out=p1)
+            np.exp(p1, out=p1)  # overflow to inf gives P1 = 0, as it should
+            np.add(p1, 1.0, out=p1)
+            np.divide(1.0, p1, out=p1)
+            np.subtract(p1, targets[..., 0], out=self.column_1)
+            np.negative(self.column_1, out=self.column_0)
+            return
+        logits3 = self.logits3
+        np.maximum.reduce(logits3, axis=2, out=self.row_flat)
+        np.subtract(logits3, self.row_stat, out=logits3)
+        np.exp(logits3, out=logits3)
+        np.add.reduce(logits3, axis=2, out=self.row_flat)
+        np.divide(logits3, self.row_stat, out=logits3)
+        np.subtract(logits3, targets, out=logits3)
+
+    def backward(self, X_in: Array, grad_first: Array, grad_blocks: list[list[Array]]) -> None:
+        """The block's SUMMED CE gradient into the gradient views, given P - Y in logits3."""
+        if self.logits_flat is not None:
+            np.dot(X_in.T, self.logits_flat, out=grad_first)
+            return
+        ones = self.ones
+        for layer in range(len(self.backward_steps), 0, -1):
+            for (inputs_t, delta, weights_t, previous), out in zip(
+                self.backward_steps[layer - 1], grad_blocks[layer - 1], strict=True
+            ):
+                np.dot(inputs_t, delta, out=out[:-1])  # (fan_in, fan_out)
+                np.dot(ones, delta, out=out[-1])
+                np.matmul(delta, weights_t, out=previous)  # (m, fan_in)
+            A = self.activations[layer - 1]
+            self.backward_activation(A, self.deltas[layer - 1], self.scratch[layer - 1])
+        np.dot(X_in.T, self.deltas[0], out=grad_first)
+
+    def add_logit_stats(self, y: Array, stats: Stats) -> None:
+        """Add the block's per-network summed CE and argmax hits (from the last forward's
+        logits) to `stats`; leaves the logits shifted by their maximum (softmax unchanged)."""
+        logits3 = self.logits3
+        stats[1][:] += np.count_nonzero(logits3.argmax(axis=2) == y, axis=1)
+        # CE_km = log sum_c exp(z_kmc - max_km) - (z_kmy - max_km)
+        np.maximum.reduce(logits3, axis=2, out=self.row_flat)
+        np.subtract(logits3, self.row_stat, out=logits3)
+        picked = logits3[self.pick[0], self.pick[1], y]  # (K, m)
+        exps = np.exp(logits3, out=self.scratch3)
+        sums = np.add.reduce(exps, axis=2)  # (K, m)
+        np.log(sums, out=sums)
+        stats[0][:] += sums.sum(axis=1, dtype=np.float64) - picked.sum(axis=1, dtype=np.float64)
+
+
+# -- the packed optimizer ----------------------------------------------------------------------
+
+
+class _PackedOptimizer:
+    """engine.optimizers' steps for every network at once: per-parameter learning rates (and
+    momentum), the same floating-point operations in the same order."""
+
+    def __init__(self, hp: Hyperparameters, network: PackedNetwork, momentum: float | Array):
+        size, dtype = network.params.size, network.dtype
+        self.kind = hp.optimizer
+        self.owner = network.owner
+        self.momentum = momentum
+        self.beta_1, self.beta_2, self.epsilon = hp.beta_1, hp.beta_2, hp.epsilon
+        self.steps_taken = 0
+        self._step = np.zeros(size, dtype=dtype)
+        self.state: list[Array] = []
+        if self.kind in ("momentum", "nesterov"):
+            self.velocity = np.zeros(size, dtype=dtype)
+            self.state.append(self.velocity)
+        if self.kind == "nesterov":
+            self._lookahead = np.zeros(size, dtype=dtype)
+        if self.kind == "adam":
+            self.first_moment = np.zeros(size, dtype=dtype)
+            self.second_moment = np.zeros(size, dtype=dtype)
+            self.state += [self.first_moment, self.second_moment]
+            self._factor = np.zeros(size, dtype=dtype)
+
+    def zero(self, entries: Array) -> None:
+        for array in self.state:
+            array[entries] = 0
+
+    def update(self, params: Array, grads: Array, rate_vector: Array, rates: Array) -> None:
+        """One step along grads (the mean loss's gradient); `rate_vector` (P,) holds each
+        parameter's rate, `rates` (K + 1,) each network's (padding last, 0)."""
+        self.steps_taken += 1
+        step = self._step
+        if self.kind == "sgd":
+            np.multiply(grads, rate_vector, out=step)
+            params -= step
+        elif self.kind == "momentum":
+            self.velocity *= self.momentum
+            np.multiply(grads, rate_vector, out=step)
+            self.velocity -= step
+            params += self.velocity
+        elif self.kind == "nesterov":
+            self.velocity *= self.momentum
+            np.multiply(grads, rate_vector, out=step)  # lr * g
+            self.velocity -= step
+            np.multiply(self.velocity, self.momentum, out=self._lookahead)
+            self._lookahead -= step  # mu * v - lr * g
+            params += self._lookahead
+        else:
+            t = self.steps_taken
+            self.first_moment *= self.beta_1
+            np.multiply(grads, 1.0 - self.beta_1, out=step)
+            self.first_moment += step
+            self.second_moment *= self.beta_2
+            np.multiply(grads, grads, out=step)
+            step *= 1.0 - self.beta_2
+            self.second_moment += step
+            np.sqrt(self.second_moment, out=step)
+            step *= 1.0 / math.sqrt(1.0 - self.beta_2**t)
+            step += self.epsilon
+            np.divide(self.first_moment, step, out=step)
+            # each network's lr / (1 - beta_1^t), as Adam.update computes it
+            np.take(np.divide(rates, 1.0 - self.beta_1**t), self.owner, out=self._factor)
+            step *= self._factor
+            params -= step
+
+
+# -- training one pack ---------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Member:
+    """One configuration inside a pack."""
+
+    def __init__(self, index: int, hp: Hyperparameters, rng: np.random.Generator) -> None:
+        self.index = index
+        self.hp = hp
+        self.rng = rng
+        self.schedule: LearningRateSchedule = make_schedule(hp)
+        self.history: list[HistoryPoint] = []
+        self.explosion_limit = math.inf
+        self.best_loss = math.inf
+        self.best_epoch: int | None = None
+        self.best_params: Array | None = None  # its entries of params at best_epoch
+        self.wait = 0
+        self.rate = hp.learning_rate  # this epoch's
+        self.pending: tuple[int, float] | None = None  # full batch: (epoch, rate) to record
+        self.outcome: ConfigurationOutcome | None = None
+        self.active = True  # until it has an outcome
+
+
+RecordCallback = Callable[[int, HistoryPoint], None]
+FinishCallback = Callable[[ConfigurationOutcome], None]
+
+
+class _PackTrainer:
+    def __init__(
+        self,
+        members: list[_Member],
+        network: PackedNetwork,
+        data: _PackData,
+        on_record: RecordCallback | None,
+        on_finish: FinishCallback | None,
+        should_stop: Callable[[], bool] | None,
+        clock: Callable[[], float],
+        started: float,
+        group_rngs: Sequence[np.random.Generator] = (),
+    ) -> None:
+        self.members = members
+        self.group_rngs = list(group_rngs)  # minibatch: one shuffling generator per input group
+        self.network = network
+        self.data = data
+        self.on_record = on_record
+        self.on_finish = on_finish
+        self.should_stop = should_stop
+        self.clock = clock
+        self.started = started
+        K = network.n_networks
+        first = members[0].hp
+        self.batch_size = _effective_batch(first, data.n_train)
+        self.full_batch = self.batch_size is None
+        largest = max(data.n_train, data.n_test)
+        self.workspace = PackedWorkspace(network, max(1, min(largest, network.block_rows())))
+        self.train_input = network.tiled_input(data.X_train)  # (n, G*(d+1))
+        self.test_input = network.tiled_input(data.X_test) if data.X_test is not None else None
+        # per-row targets: the class-1 indicator (n, 1) for C = 2, else one-hot (n, C)
+        self.row_targets = _row_targets(data.y_train, network.n_classes, network.dtype)
+        self.targets = self._shared(self.row_targets)
+        momenta = [m.hp.momentum for m in members]
+        momentum = self._per_parameter(momenta) if len(set(momenta)) > 1 else momenta[0]
+        self.optimizer = _PackedOptimizer(first, network, momentum)
+        self.rates = np.zeros(K + 1)  # per network, padding last (0)
+        self.rate_vector = np.zeros_like(network.params)
+        self.l1 = np.array([m.hp.l1 for m in members])
+        self.l2 = np.array([m.hp.l2 for m in members])
+        self._buffer = np.empty_like(network.params)
+        self._penalty_vectors: dict[int, tuple[Array | None, Array | None]] = {}
+        self._sgd_cache: dict[int, tuple[Array, Array | None]] = {}
+        self.plain_sgd = first.optimizer == "sgd" and not self.l1.any()
+        self.n_active = len(members)
+        self.ones = np.ones_like(network.params)
+        # metrics of the parameters after an epoch: (which, epoch) -> (losses (K,), accuracies)
+        self.cache: dict[tuple[Which, int], tuple[Array, Array]] = {}
+        self.scheduled = [k for k, m in enumerate(members) if m.hp.lr_schedule != "constant"]
+        # full batch without a test split: plateau watches the training loss, which the next
+        # epoch's forward pass gives for free (as train does)
+        self.waiting: list[int] = []  # members with a pending record
+        self.plateau_on_train = [
+            k
+            for k, m in enumerate(members)
+            if m.schedule.needs_monitor and data.X_test is None and self.full_batch
+        ]
+
+    # -- per-parameter vectors ----------------------------------------------------------------
+
+    def _per_parameter(self, values: Sequence[float]) -> Array:
+        """(P,) with each network's value on its parameters and 0 on the padding."""
+        per_network = np.array([*values, 0.0])
+        return per_network[self.network.owner].astype(self.network.dtype)
+
+    def _penalty_vectors_for(self, n: int) -> tuple[Array | None, Array | None]:
+        """(l1/n, l2/n) on each network's weights, 0 elsewhere; None when all zero."""
+        cached = self._penalty_vectors.get(n)
+        if cached is None:
+            mask = self.network.weight_mask
+            l1 = self._per_parameter([v / n for v in self.l1]) * mask if self.l1.any() else None
+            l2 = self._per_parameter([v / n for v in self.l2]) * mask if self.l2.any() else None
+            cached = self._penalty_vectors[n] = (l1, l2)
+        return cached
+
+    def _sgd_vectors(self, n: int) -> tuple[Array, Array | None]:
+        """Plain SGD's (lr/n per parameter, decay 1 - lr*l2/n on weights or None), as
+        engine.optimizers.SGD.step computes them; cached until a rate changes."""
+        cached = self._sgd_cache.get(n)
+        if cached is None:
+            rates = self.rates[:-1].tolist()
+            scaled = self._per_parameter([rate / n for rate in rates])
+            decay = None
+            if self.l2.any():
+                shrink = [rate * l2 / n for rate, l2 in zip(rates, self.l2.tolist(), strict=True)]
+                decay = 1.0 - self.network.weight_mask * self._per_parameter(shrink)
+            cached = self._sgd_cache[n] = (scaled, decay)
+        return cached
+
+    def _set_rates(self, epochs_completed: int, members: Sequence[int]) -> None:
+        changed = False
+        for k in members:
+            member = self.members[k]
+            if not member.active:
+                continue
+            member.rate = member.schedule.rate(epochs_completed)
+            if self.rates[k] != member.rate:
+                self.rates[k] = member.rate
+                changed = True
+        if changed:
+            np.take(self.rates.astype(self.network.dtype), self.network.owner, out=self.rate_vector)
+            self._sgd_cache = {}
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def _store(self, which: Which, epoch: int, stats: Stats) -> tuple[Array, Array]:
+        n = self.data.n_train if which == "train" else self.data.n_test
+        losses = stats[0] / n + self.network.penalties(self.data.n_train, self.l1, self.l2)
+        result = self.cache[(which, epoch)] = (losses, stats[1] / n)
+        return result
+
+    def _metrics(self, which: Which, epoch: int) -> tuple[Array, Array]:
+        """Every network's (loss (K,), accuracy (K,)) on a split, for the current parameters
+        (those after `epoch`); computed once."""
+        cached = self.cache.get((which, epoch))
+        if cached is not None:
+            return cached
+        X_in = self.train_input if which == "train" else self.test_input
+        y = self.data.y_train if which == "train" else self.data.y_test
+        assert X_in is not None and y is not None
+        return self._store(which, epoch, self.workspace.cross_entropy_and_correct(X_in, y))
+
+    def _checked(self, k: int, which: Which, epoch: int) -> tuple[float, float] | None:
+        """Member k's (loss, accuracy) on a split after `epoch`, or None after failing it as
+        train would."""
+        member = self.members[k]
+        losses, accuracies = self._metrics(which, epoch)
+        value = float(losses[k])
+        learning_rate = member.hp.learning_rate
+        if not math.isfinite(value):
+            detail = (
+                f"the {'training' if which == 'train' else 'test'} loss is not finite; lower "
+                f"the learning rate (now {learning_rate:g}) or standardize the features"
+            )
+            self._fail(k, TrainingDiverged(epoch, detail))
+            return None
+        if which == "train" and value > member.explosion_limit:
+            detail = (
+                f"the training loss {value:.4g} exceeded {EXPLOSION_FACTOR:g} x max(initial "
+                f"loss, log(n_classes)) = {member.explosion_limit:.4g}; lower the learning "
+                f"rate (now {learning_rate:g})"
+            )
+            self._fail(k, TrainingDiverged(epoch, detail))
+            return None
+        return value, float(accuracies[k])
+
+    def _point(self, k: int, epoch: int, learning_rate: float) -> HistoryPoint | None:
+        train = self._checked(k, "train", epoch)
+        if train is None:
+            return None
+        test: tuple[float | None, float | None] = (None, None)
+        if self.data.X_test is not None:
+            checked = self._checked(k, "test", epoch)
+            if checked is None:
+                return None
+            test = checked
+        return HistoryPoint(epoch, train[0], train[1], test[0], test[1], learning_rate)
+
+    def _record(self, k: int, epoch: int, learning_rate: float) -> bool:
+        """Append member k's point for `epoch`; False if a check failed it instead."""
+        point = self._point(k, epoch, learning_rate)
+        if point is None:
+            return False
+        member = self.members[k]
+        member.history.append(point)
+        if self.on_record is not None:
+            self.on_record(member.index, point)
+        return True
+
+    # -- members ending -----------------------------------------------------------------------
+
+    def _retire(self, k: int, outcome: ConfigurationOutcome) -> None:
+        """Record k's outcome; zero and freeze its block."""
+        self.members[k].outcome = outcome
+        self.members[k].active = False
+        self.n_active -= 1
+        entries = self.network.entries[k]
+        self.network.params[entries] = 0
+        self.optimizer.zero(entries)
+        self.rates[k] = 0.0
+        self.rate_vector[entries] = 0
+        self._sgd_cache = {}
+        if self.on_finish is not None:
+            self.on_finish(outcome)
+
+    def _fail(self, k: int, error: EngineError) -> None:
+        member = self.members[k]
+        seconds = self.clock() - self.started
+        outcome = ConfigurationOutcome(
+            member.index, "failed", error=error, history=member.history, seconds=seconds
+        )
+        self._retire(k, outcome)
+
+    def _restored_metrics(self, k: int, restored: Array) -> dict[str, float | None]:
+        """Final metrics of network k with the parameters `restored` (laid out like params),
+        evaluated alone."""
+        member = self.members[k]
+        hp = member.hp
+        weights, biases = self.network.network_weights(k, restored)
+        alone = PackedNetwork([self.network.layer_sizes[k]], hp.activation, self.network.dtype)
+        alone.set_network(0, weights, biases)
+        data = self.data
+        workspace = PackedWorkspace(
+            alone, max(1, min(max(data.n_train, data.n_test), alone.block_rows()))
+        )
+        penalty = float(alone.penalties(data.n_train, np.array([hp.l1]), np.array([hp.l2]))[0])
+        metrics: dict[str, float | None] = {"test_loss": None, "test_accuracy": None}
+        splits: list[tuple[str, Array | None, Array | None, int]] = [
+            ("train", data.X_train, data.y_train, data.n_train),
+            ("test", data.X_test, data.y_test, data.n_test),
+        ]
+        for which, X, y, n in splits:
+            if X is None or y is None:
+                continue
+            ce_sums, correct = workspace.cross_entropy_and_correct(X, y)
+            metrics[f"{which}_loss"] = float(ce_sums[0]) / n + penalty
+            metrics[f"{which}_accuracy"] = int(correct[0]) / n
+        return metrics
+
+    def _succeed(self, k: int, epoch: int, reason: StopReason) -> None:
+        member = self.members[k]
+        final = self._point(k, epoch, 0.0)
+        if final is None:
+            return
+        metrics: dict[str, float | None] = {
+            "train_loss": final.train_loss,
+            "train_accuracy": final.train_accuracy,
+            "test_loss": final.test_loss,
+            "test_accuracy": final.test_accuracy,
+        }
+        params = self.network.params
+        if member.best_params is not None and member.best_epoch not in (None, epoch):
+            params = params.copy()
+            params[self.network.entries[k]] = member.best_params
+            metrics = self._restored_metrics(k, params)
+        weights, biases = self.network.network_weights(k, params)
+        result = TrainResult(
+            weights=weights,
+            biases=biases,
+            history=member.history,
+            epochs_run=epoch,
+            stop_reason=reason,
+            best_epoch=member.best_epoch,
+            metrics=metrics,
+        )
+        seconds = self.clock() - self.started
+        outcome = ConfigurationOutcome(
+            member.index, "succeeded", result=result, history=member.history, seconds=seconds
+        )
+        self._retire(k, outcome)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _poll(self, epochs_completed: int) -> None:
+        if self.should_stop is not None and self.should_stop():
+            for k, member in enumerate(self.members):
+                if member.active and member.pending is not None:  # still its parameters
+                    self._record(k, *member.pending)
+                    member.pending = None
+            raise _Cancelled
+
+    def _update(self, grad_sum: Array, n: int, epoch: int) -> None:
+        """One optimizer step from the summed CE gradient over n rows, penalties included (the
+        floating-point steps of engine.optimizers), then fail every network not finite."""
+        params = self.network.params
+        if self.plain_sgd:
+            # w * (1 - lr*l2/n on weights) - (lr/n) * G
+            scaled, decay = self._sgd_vectors(n)
+            if decay is not None:
+                params *= decay
+            np.multiply(grad_sum, scaled, out=self._buffer)
+            params -= self._buffer
+        else:
+            grad = grad_sum
+            grad *= 1.0 / n
+            l1, l2 = self._penalty_vectors_for(n)
+            if l2 is not None:
+                np.multiply(params, l2, out=self._buffer)
+                grad += self._buffer
+            if l1 is not None:
+                np.sign(params, out=self._buffer)
+                self._buffer *= l1
+                grad += self._buffer
+            self.optimizer.update(params, grad, self.rate_vector, self.rates)
+        if not math.isfinite(np.dot(params, self.ones)):  # the sum: NaN/inf-propagating
+            bad = ~np.isfinite(params)
+            for k in np.unique(self.network.owner[bad]).tolist():
+                params[self.network.entries[k]] = 0
+                if self.members[k].active:
+                    detail = (
+                        "a weight became NaN or infinite; lower the learning rate (this epoch "
+                        f"used {self.members[k].rate:g})"
+                    )
+                    self._fail(k, TrainingDiverged(epoch, detail))
+
+    @staticmethod
+    def _shared(row_targets: Array) -> Array:
+        """Targets every network shares, (1, m, 1 or C), from per-row targets (m, 1 or C)."""
+        return row_targets[None]
+
+    def _full_batch_epoch(self, epoch: int) -> None:
+        waiting = self.waiting
+        want_stats = bool(waiting) or bool(self.plateau_on_train)
+        grad_sum, stats = self.workspace.summed_gradient(
+            self.train_input, self.targets, self.data.y_train if want_stats else None
+        )
+        if stats is not None:  # the metrics of the parameters after epoch - 1
+            self._store("train", epoch - 1, stats)
+            if epoch > 1:
+                for k in self.plateau_on_train:
+                    if self.members[k].active:
+                        checked = self._checked(k, "train", epoch - 1)
+                        if checked is not None:
+                            self.members[k].schedule.observe(checked[0])
+            for k in list(waiting):
+                member = self.members[k]
+                if member.active and member.pending is not None:
+                    self._record(k, *member.pending)
+                member.pending = None
+            waiting.clear()
+        self._set_rates(epoch - 1, self.scheduled)
+        self._update(grad_sum, self.data.n_train, epoch)
+
+    def _minibatch_epoch(self, epoch: int) -> None:
+        assert self.batch_size is not None
+        network = self.network
+        data = self.data
+        size = self.batch_size
+        self._set_rates(epoch - 1, self.scheduled)
+        X_batch, targets_batch = self.batch_buffers
+        d1 = network.n_features + 1
+        orders = [rng.permutation(data.n_train) for rng in self.group_rngs]
+        for index, start in enumerate(range(0, data.n_train, size)):
+            if index and index % POLL_EVERY_BATCHES == 0:
+                self._poll(epoch - 1)
+            if network.n_groups == 1:
+                rows = orders[0][start : start + size]
+                m = rows.shape[0]
+                np.take(data.X_train, rows, axis=0, out=X_batch[:m])
+                np.take(self.row_targets, rows, axis=0, out=targets_batch[0, :m])
+            else:
+                group_rows = [order[start : start + size] for order in orders]
+                m = group_rows[0].shape[0]
+                for g, rows in enumerate(group_rows):
+                    X_batch[:m, g * d1 : (g + 1) * d1] = data.X_train[rows]
+                labels = data.y_train[np.stack(group_rows)][self.group_of]  # (K, m)
+                self._group_targets(targets_batch[:, :m], labels)
+            grad_sum, _ = self.workspace.summed_gradient(X_batch[:m], targets_batch[:, :m], None)
+            self._update(grad_sum, m, epoch)
+
+    def _group_targets(self, targets: Array, labels: Array) -> None:
+        """Each network's targets for its own rows into (K, m, 1 or C), from labels (K, m)."""
+        if self.network.n_classes == 2:
+            np.equal(labels, 1, out=targets[:, :, 0], casting="unsafe")
+            return
+        K, m = labels.shape
+        targets.fill(0)
+        targets[np.arange(K)[:, None], np.arange(m)[None, :], labels] = 1
+
+    def _after_epoch(self, k: int, epoch: int) -> None:
+        """What train does after an epoch, for member k."""
+        member = self.members[k]
+        hp = member.hp
+        stopping = False
+        reason: StopReason = "completed"
+        if hp.early_stopping:
+            checked = self._checked(k, "test", epoch)
+            if checked is None:
+                return
+            if checked[0] < member.best_loss:
+                member.best_loss, member.best_epoch, member.wait = checked[0], epoch, 0
+                member.best_params = self.network.params[self.network.entries[k]]
+            else:
+                member.wait += 1
+                if member.wait >= hp.patience:
+                    stopping, reason = True, "early_stopping"
+        if member.schedule.needs_monitor and k not in self.plateau_on_train:
+            which: Which = "test" if self.data.X_test is not None else "train"
+            monitored = self._checked(k, which, epoch)
+            if monitored is None:
+                return
+            member.schedule.observe(monitored[0])
+        if stopping or epoch == hp.epochs:
+            if self._record(k, epoch, member.rate):
+                self._succeed(k, epoch, reason)
+            return
+        if epoch % hp.record_every == 0:
+            if self.full_batch:
+                member.pending = (epoch, member.rate)
+                self.waiting.append(k)
+            else:
+                self._record(k, epoch, member.rate)
+
+    def run(self) -> None:
+        network = self.network
+        if self.batch_size is not None:
+            rows = self.batch_size
+            width = network.n_groups * (network.n_features + 1)
+            networks = network.n_networks if network.n_groups > 1 else 1
+            self.batch_buffers = (
+                np.empty((rows, width), dtype=network.dtype),
+                np.empty((networks, rows, self.row_targets.shape[1]), dtype=network.dtype),
+            )
+            self.group_of = np.array(network.input_groups)
+        losses, _ = self._metrics("train", 0)
+        for k, member in enumerate(self.members):
+            if not math.isfinite(float(losses[k])):
+                detail = (
+                    "the initial network's loss on X_train is not finite (features too "
+                    "large?); standardize the features"
+                )
+                self._fail(k, InvalidInput(detail))
+                continue
+            member.explosion_limit = EXPLOSION_FACTOR * max(
+                float(losses[k]), math.log(network.n_classes)
+            )
+        self._set_rates(0, range(len(self.members)))
+        # members that need attention after every epoch, and the others' next epoch to look
+        every_epoch = [
+            k
+            for k, m in enumerate(self.members)
+            if m.hp.early_stopping or (m.schedule.needs_monitor and k not in self.plateau_on_train)
+        ]
+        last_epoch = max(member.hp.epochs for member in self.members)
+        try:
+            for epoch in range(1, last_epoch + 1):
+                if not self.n_active:
+                    break
+                self._poll(epoch - 1)
+                for key in [key for key in self.cache if key[1] < epoch - 1]:
+                    del self.cache[key]
+                if self.full_batch:
+                    self._full_batch_epoch(epoch)
+                else:
+                    self._minibatch_epoch(epoch)
+                for k, member in enumerate(self.members):
+                    if member.active and (
+                        k in every_epoch
+                        or epoch % member.hp.record_every == 0
+                        or epoch == member.hp.epochs
+                    ):
+                        self._after_epoch(k, epoch)
+        except _Cancelled:
+            seconds = self.clock() - self.started
+            for member in self.members:
+                if member.active:
+                    member.outcome = ConfigurationOutcome(
+                        member.index, "cancelled", history=member.history, seconds=seconds
+                    )
+
+
+@dataclass(frozen=True)
+class _PackData:
+    """Validated data in the training dtype: X arrays carry the ones column."""
+
+    X_train: Array  # (n_train, d + 1)
+    y_train: Array  # (n_train,)
+    X_test: Array | None  # (n_test, d + 1)
+    y_test: Array | None
+    n_classes: int
+
+    @property
+    def n_train(self) -> int:
+        return int(self.X_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return 0 if self.X_test is None else int(self.X_test.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1]) - 1
+
+
+def _prepared(
+    hp: Hyperparameters,
+    X_train: object,
+    y_train: object,
+    n_classes: int,
+    X_test: object | None,
+    y_test: object | None,
+) -> _PackData:
+    """The data checked and converted exactly as train checks it (InvalidInput otherwise)."""
+    checked = hp.model_copy(update={"early_stopping": False})
+    train_split, test_split = _validated_splits(
+        checked, X_train, y_train, n_classes, X_test, y_test
+    )
+    return _PackData(
+        train_split.X_aug,
+        train_split.y,
+        test_split.X_aug if test_split else None,
+        test_split.y if test_split else None,
+        int(n_classes),
+    )
+
+
+def _row_targets(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
+    """(n, 1) indicator of class 1 when n_classes = 2, else one-hot (n, n_classes)."""
+    if n_classes == 2:
+        return (y == 1).astype(dtype).reshape(-1, 1)
+    Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
+    Y[np.arange(y.shape[0]), y] = 1
+    return Y
+
+
+def _input_groups(members: list[_Member], minibatch: bool) -> list[int]:
+    """Group index per member: equal generator states share a group (full batch: one)."""
+    if not minibatch:
+        return [0] * len(members)
+    states: list[str] = []
+    groups = []
+    for member in members:
+        state = repr(member.rng.bit_generator.state)
+        if state not in states:
+            states.append(state)
+        groups.append(states.index(state))
+    return groups
+
+
+def train_pack(
+    hps: Sequence[Hyperparameters],
+    X_train: Array,
+    y_train: Array,
+    n_classes: int,
+    X_test: Array | None = None,
+    y_test: Array | None = None,
+    *,
+    indices: Sequence[int] | None = None,
+    on_record: RecordCallback | None = None,
+    on_finish: FinishCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[ConfigurationOutcome]:
+    """Train configurations that `pack_key` lets share a pack, as one network.
+
+    Returns one outcome per configuration in the order given (`indices` names them, default
+    0..K-1). `on_record(index, point)` follows each history point and `on_finish(outcome)`
+    each configuration that succeeded or failed, as it happens. `should_stop` is polled like
+    train polls it; a cancelled pack returns its unfinished configurations as "cancelled".
+    """
+    if not hps:
+        return []
+    started = clock()
+    data = _prepared(hps[0], X_train, y_train, n_classes, X_test, y_test)
+    keys = {pack_key(hp, data.n_train) for hp in hps}
+    if len(keys) != 1 or None in keys:
+        raise InvalidInput(
+            "these configurations cannot share a pack: depth, activation, optimizer, batch "
+            "size, dtype and Adam's constants must match, and max_seconds be unset"
+        )
+    names = list(indices) if indices is not None else list(range(len(hps)))
+    dtype = np.dtype(hps[0].dtype)
+    members: list[_Member] = []
+    outcomes: dict[int, ConfigurationOutcome] = {}
+    sizes: list[list[int]] = []
+    initial: list[tuple[list[Array], list[Array]]] = []
+    for index, hp in zip(names, hps, strict=True):
+        if hp.early_stopping and data.X_test is None:
+            error = InvalidInput(
+                "early_stopping monitors the test loss: pass X_test and y_test, or set "
+                "early_stopping to false"
+            )
+            outcomes[index] = ConfigurationOutcome(index, "failed", error=error)
+            if on_finish is not None:
+                on_finish(outcomes[index])
+            continue
+        rng = np.random.default_rng(hp.seed)
+        layer_sizes = [data.n_features, *hp.hidden_layers, data.n_classes]
+        initial.append(init_params(layer_sizes, hp.init, dtype, rng))
+        sizes.append(layer_sizes)
+        members.append(_Member(index, hp, rng))
+    if members:
+        minibatch = _effective_batch(members[0].hp, data.n_train) is not None
+        groups = _input_groups(members, minibatch)
+        network = PackedNetwork(sizes, members[0].hp.activation, dtype, groups)
+        for k, (weights, biases) in enumerate(initial):
+            network.set_network(k, weights, biases)
+        group_rngs: list[np.random.Generator] = []
+        if minibatch:
+            first_of_group: dict[int, np.random.Generator] = {}
+            for member, group in zip(members, groups, strict=True):
+                first_of_group.setdefault(group, member.rng)
+            group_rngs = [first_of_group[g] for g in range(network.n_groups)]
+        trainer = _PackTrainer(
+            members,
+            network,
+            data,
+            on_record,
+            on_finish,
+            should_stop,
+            clock,
+            started,
+            group_rngs,
+        )
+        # overflow and NaN are caught by the divergence checks, not reported as warnings
+        with np.errstate(all="ignore"):
+            trainer.run()
+        for member in members:
+            assert member.outcome is not None
+            outcomes[member.index] = member.outcome
+    return [outcomes[index] for index in names]
+
+
+# -- planning: which configurations share a pack, and which worker trains what -----------------
+
+PackKey = tuple[Hashable, ...]
+
+# A rough model of one core's time, to decide packing and to balance workers (seconds).
+STEP_SECONDS = 60e-6  # fixed cost of one forward + backward + update, whatever the sizes
+EPOCH_SECONDS = 10e-6  # fixed cost of an epoch's bookkeeping
+MAC_SECONDS = 0.4e-9  # one multiply-add of a matmul
+ACTIVATION_SECONDS: dict[str, float] = {  # one unit on one row: activation and derivative
+    "tanh": 30e-9,
+    "sigmoid": 35e-9,
+    "relu": 3e-9,
+    "leaky_relu": 6e-9,
+    "identity": 1e-9,
+}
+EXP_SECONDS = 20e-9  # one exponential of the softmax
+
+
+def _effective_batch(hp: Hyperparameters, n_train: int) -> int | None:
+    return hp.batch_size if hp.batch_size is not None and hp.batch_size < n_train else None
+
+
+def pack_key(hp: Hyperparameters, n_train: int) -> PackKey | None:
+    """Configurations with equal keys can train in one pack; None: this one trains alone.
+
+    Depth, activation, optimizer, effective batch size, dtype and Adam's constants must match;
+    learning rate, schedule, l1, l2, momentum, init, seed, epochs, record_every, early stopping
+    and the widths may differ. A time budget (max_seconds) is measured per run: alone.
+    """
+    if hp.max_seconds is not None:
+        return None
+    adam = (hp.beta_1, hp.beta_2, hp.epsilon) if hp.optimizer == "adam" else None
+    return (
+        len(hp.hidden_layers),
+        hp.activation,
+        hp.optimizer,
+        _effective_batch(hp, n_train),
+        hp.dtype,
+        adam,
+    )
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the cost model needs to know about the data."""
+
+    n_train: int
+    n_test: int
+    n_features: int
+    n_classes: int
+
+
+def estimate_seconds(hps: Sequence[Hyperparameters], shape: DataShape) -> float:
+    """Rough single-core seconds to train `hps` as one pack (or alone, for one)."""
+    first = hps[0]
+    sizes = [[shape.n_features, *hp.hidden_layers, shape.n_classes] for hp in hps]
+    batch = _effective_batch(first, shape.n_train)
+    rows = batch or shape.n_train
+    steps = math.ceil(shape.n_train / rows)
+    groups = len({hp.seed for hp in hps}) if batch is not None and len(hps) > 1 else 1
+    macs = sum(r * c for r, c in packed_shapes(sizes, groups))
+    units = sum(sum(hp.hidden_layers) for hp in hps)
+    row_forward = (
+        MAC_SECONDS * macs
+        + ACTIVATION_SECONDS[first.activation] * units
+        + EXP_SECONDS * shape.n_classes * len(hps)
+    )
+    row_step = row_forward + 2 * MAC_SECONDS * macs  # the backward pass: two matmuls a layer
+    every = min(hp.record_every for hp in hps)
+    monitored = any(hp.early_stopping or hp.lr_schedule == "plateau" for hp in hps)
+    evaluated = shape.n_test / every + (shape.n_test if monitored else 0)
+    if batch is not None:
+        evaluated += shape.n_train / every
+    per_epoch = steps * (STEP_SECONDS + rows * row_step) + EPOCH_SECONDS * len(hps)
+    return max(hp.epochs for hp in hps) * (per_epoch + evaluated * row_forward)
+
+
+def partition(
+    hps: Sequence[Hyperparameters], shape: DataShape, parts: int = 1
+) -> list[list[list[int]]]:
+    """Split configurations into at most `parts` shares, each a list of packs (lists of indices
+    into hps), balancing the estimated time. A configuration joins a pack only when the model
+    says that beats training it alone. Empty shares are dropped."""
+    if parts < 1:
+        raise InvalidInput(f"parts must be >= 1, got {parts}")
+    alone = [estimate_seconds([hp], shape) for hp in hps]
+    keys = [pack_key(hp, shape.n_train) for hp in hps]
+    shares: list[list[list[int]]] = [[] for _ in range(parts)]
+    totals = [0.0] * parts
+    for index in sorted(range(len(hps)), key=lambda i: (-alone[i], i)):
+        best: tuple[float, int, int | None, float] | None = None  # total, share, pack, cost
+        for share_index, share in enumerate(shares):
+            cost, target = alone[index], None
+            for pack_index, pack in enumerate(share):
+                if keys[index] is None or keys[pack[0]] != keys[index]:
+                    continue
+                before = estimate_seconds([hps[i] for i in pack], shape)
+                added = estimate_seconds([hps[i] for i in [*pack, index]], shape) - before
+                if added < cost:
+                    cost, target = added, pack_index
+            total = totals[share_index] + cost
+            if best is None or total < best[0]:
+                best = (total, share_index, target, cost)
+        assert best is not None
+        _total, share_index, target, cost = best
+        if target is None:
+            shares[share_index].append([index])
+        else:
+            shares[share_index][target].append(index)
+        totals[share_index] += cost
+    return [[sorted(pack) for pack in share] for share in shares if share]
+
+
+def plan_packs(hps: Sequence[Hyperparameters], shape: DataShape) -> list[list[int]]:
+    """The packs one worker trains `hps` in (lists of indices; single ones train alone)."""
+    shares = partition(hps, shape, 1)
+    return shares[0] if shares else []
+
+
+# -- training many -------------------------------------------------------------------------------
+
+
+def _train_alone(
+    index: int,
+    hp: Hyperparameters,
+    data: tuple[Array, Array, int, Array | None, Array | None],
+    on_record: RecordCallback | None,
+    should_stop: Callable[[], bool] | None,
+    clock: Callable[[], float],
+) -> ConfigurationOutcome:
+    history: list[HistoryPoint] = []
+
+    def record(point: HistoryPoint) -> None:
+        history.append(point)
+        if on_record is not None:
+            on_record(index, point)
+
+    started = clock()
+    X_train, y_train, n_classes, X_test, y_test = data
+    try:
+        result = train(
+            hp,
+            X_train,
+            y_train,
+            n_classes,
+            X_test,
+            y_test,
+            on_record=record,
+            should_stop=should_stop,
+            clock=clock,
+        )
+    except TrainingCancelled:
+        return ConfigurationOutcome(index, "cancelled", history=history, seconds=clock() - started)
+    except (TrainingDiverged, InvalidInput) as error:
+        seconds = clock() - started
+        return ConfigurationOutcome(index, "failed", error=error, history=history, seconds=seconds)
+    seconds = clock() - started
+    return ConfigurationOutcome(
+        index, "succeeded", result=result, history=result.history, seconds=seconds
+    )
+
+
+def train_many(
+    hps: Sequence[Hyperparameters],
+    X_train: Array,
+    y_train: Array,
+    n_classes: int,
+    X_test: Array | None = None,
+    y_test: Array | None = None,
+    *,
+    packs: Sequence[Sequence[int]] | None = None,
+    on_record: RecordCallback | None = None,
+    on_finish: FinishCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[ConfigurationOutcome]:
+    """Train every configuration, packed as `packs` says (default: `plan_packs`), one pack after
+    another. A configuration that fails (diverged, invalid) fails alone; after a cancellation
+    (should_stop) finished configurations keep their outcomes and the rest are "cancelled".
+    Returns one outcome per configuration, in the order of `hps`. Data that train would refuse
+    raises InvalidInput before anything trains."""
+    if not hps:
+        return []
+    prepared = _prepared(hps[0], X_train, y_train, n_classes, X_test, y_test)
+    if packs is None:
+        shape = DataShape(
+            prepared.n_train, prepared.n_test, prepared.n_features, prepared.n_classes
+        )
+        packs = plan_packs(hps, shape)
+    if sorted(i for pack in packs for i in pack) != list(range(len(hps))):
+        raise InvalidInput(f"packs must name every configuration 0..{len(hps) - 1} once")
+    data = (X_train, y_train, n_classes, X_test, y_test)
+    outcomes: dict[int, ConfigurationOutcome] = {}
+    cancelled = False
+    for pack in packs:
+        cancelled = cancelled or (should_stop is not None and should_stop())
+        if cancelled:
+            for index in pack:
+                outcomes[index] = ConfigurationOutcome(index, "cancelled")
+            continue
+        if len(pack) == 1:
+            outcome = _train_alone(pack[0], hps[pack[0]], data, on_record, should_stop, clock)
+            if on_finish is not None and outcome.status != "cancelled":
+                on_finish(outcome)
+            results = [outcome]
+        else:
+            results = train_pack(
+                [hps[i] for i in pack],
+                X_train,
+                y_train,
+                n_classes,
+                X_test,
+                y_test,
+                indices=list(pack),
+                on_record=on_record,
+                on_finish=on_finish,
+                should_stop=should_stop,
+                clock=clock,
+            )
+        for outcome in results:
+            outcomes[outcome.index] = outcome
+            cancelled = cancelled or outcome.status == "cancelled"
+    return [outcomes[i] for i in range(len(hps))]
