@@ -1,0 +1,440 @@
+"""/v1/sweeps: train a grid of configurations together, follow them, compare them in pictures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from engine import plotting
+from service.deps import PageDep, StateDep
+from service.errors import LOCATION_HEADER, Conflict, InvalidRequest, problem_responses
+from service.pictures import PNGResponse, picture_response
+from service.registry import utc_now
+from service.routers.jobs import SHUTDOWN_GRACE_SECONDS
+from service.routers.models import PNG_200, Height, Width
+from service.schemas import JobErrorPublic
+from service.sweep_schemas import (
+    ConfigurationPublic,
+    SweepCreate,
+    SweepPointEvent,
+    SweepProgress,
+    SweepPublic,
+    SweepResultEvent,
+    SweepsPublic,
+    SweepStatusName,
+)
+from service.sweeps import ConfigurationRecord, SweepManager, SweepRecord, SweepSnapshot
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+
+EVENTS_DESCRIPTION = """\
+Server-sent events, numbered from 1. First every event already recorded after `since` (or
+`Last-Event-ID`), then, as training goes, one `progress` event per history point a
+configuration records and one `result` event per configuration that ends; then one final
+`status` event, and the stream ends. Comment lines keep an idle connection alive.
+
+    event: progress
+    id: 12
+    data: {"sweep_id": "swp_…", "index": 3, "epoch": 1000, "train_loss": 0.31, ...}
+
+    event: result
+    id: 13
+    data: {"sweep_id": "swp_…", "index": 3, "status": "succeeded", "model_id": "mdl_…", ...}
+
+    event: status
+    data: {"id": "swp_…", "status": "succeeded", ...}
+"""
+
+
+async def get_sweeps(request: Request) -> SweepManager:
+    manager: SweepManager = request.app.state.sweeps
+    return manager
+
+
+SweepsDep = Annotated[SweepManager, Depends(get_sweeps)]
+
+
+def _elapsed(started: datetime | None, finished: datetime | None) -> float | None:
+    if started is None:
+        return None
+    return round(((finished or utc_now()) - started).total_seconds(), 3)
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+
+def configuration_public(row: ConfigurationRecord, best: bool) -> ConfigurationPublic:
+    metrics = row.metrics or {}
+    error = row.error
+    return ConfigurationPublic(
+        index=row.index,
+        hyperparameters=row.hyperparameters,
+        varied=row.varied,
+        status=row.status,
+        model_id=row.model_id,
+        train_loss=metrics.get("train_loss"),
+        train_accuracy=metrics.get("train_accuracy"),
+        test_loss=metrics.get("test_loss"),
+        test_accuracy=metrics.get("test_accuracy"),
+        epochs_run=row.epochs_run,
+        seconds=None if row.seconds is None else round(row.seconds, 3),
+        stop_reason=row.stop_reason,
+        error=JobErrorPublic(type=error.type, detail=error.detail) if error else None,
+        best=best,
+    )
+
+
+def sweep_public(sweep: SweepRecord) -> SweepPublic:
+    """Call under the registry lock (or on a snapshot copy)."""
+    rows = sweep.configurations
+    best_index = sweep.best_index()
+    counts = {
+        status: sum(row.status == status for row in rows)
+        for status in ("succeeded", "failed", "cancelled", "running")
+    }
+    epochs_total = sum(row.hyperparameters.epochs for row in rows)
+    epochs_completed = sum(
+        row.hyperparameters.epochs if row.status == "succeeded" else row.epochs_run for row in rows
+    )
+    progress = SweepProgress(
+        completed=sum(row.finished for row in rows),
+        total=len(rows),
+        succeeded=counts["succeeded"],
+        failed=counts["failed"],
+        cancelled=counts["cancelled"],
+        running=counts["running"],
+        epochs_completed=epochs_completed,
+        epochs_total=epochs_total,
+        fraction=round(epochs_completed / epochs_total, 4) if epochs_total else 0.0,
+    )
+    return SweepPublic(
+        id=sweep.id,
+        name=sweep.name,
+        status=sweep.status,
+        dataset_id=sweep.dataset_id,
+        base=sweep.base,
+        grid=sweep.grid,
+        created_at=sweep.created_at,
+        started_at=sweep.started_at,
+        finished_at=sweep.finished_at,
+        elapsed_seconds=_elapsed(sweep.started_at, sweep.finished_at),
+        progress=progress,
+        results=[configuration_public(row, row.index == best_index) for row in rows],
+        best_index=best_index,
+        baseline=configuration_public(sweep.baseline, False) if sweep.baseline else None,
+        cancel_requested=sweep.cancel_requested,
+    )
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SweepPublic,
+    summary="Queue a sweep",
+    responses={
+        202: {
+            "description": "Queued; Location names the sweep. A retry with the same "
+            "Idempotency-Key and body answers the same sweep.",
+            "headers": LOCATION_HEADER,
+        },
+        **problem_responses(400, 409, 413, 422, 429, 503),
+    },
+)
+async def create_sweep(
+    body: SweepCreate,
+    response: Response,
+    state: StateDep,
+    sweeps: SweepsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="Makes retries safe: the same key with the same body returns the sweep "
+            "created first; with a different body it is refused (422).",
+        ),
+    ] = None,
+) -> SweepPublic:
+    """Expand the grid (its keys in order, the last varying fastest), check every configuration
+    as a full set of options against this deployment's limits (the work summed), then queue
+    it: the configurations are split between the workers and trained packed together where
+    they can be. Each refusal names the grid key and value."""
+    sweep, _created = sweeps.submit(body, idempotency_key)
+    response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
+    with state.registry.lock:
+        return sweep_public(sweep)
+
+
+@router.get(
+    "", response_model=SweepsPublic, summary="List sweeps", responses=problem_responses(422)
+)
+async def list_sweeps(
+    state: StateDep,
+    sweeps: SweepsDep,
+    page: PageDep,
+    status: Annotated[
+        SweepStatusName | None, Query(description="Only sweeps in this state.")
+    ] = None,
+) -> SweepsPublic:
+    with state.registry.lock:
+        selected = sweeps.select(status)
+        items = [sweep_public(s) for s in selected[page.offset : page.offset + page.limit]]
+    return SweepsPublic(items=items, total=len(selected), limit=page.limit, offset=page.offset)
+
+
+@router.get(
+    "/{sweep_id}",
+    response_model=SweepPublic,
+    summary="Read a sweep",
+    responses=problem_responses(404),
+)
+async def read_sweep(state: StateDep, sweeps: SweepsDep, sweep_id: str) -> SweepPublic:
+    with state.registry.lock:
+        return sweep_public(sweeps.require(sweep_id))
+
+
+@router.post(
+    "/{sweep_id}/cancel",
+    status_code=202,
+    response_model=SweepPublic,
+    summary="Cancel a sweep",
+    responses={
+        202: {
+            "description": "Cancel requested: configurations still training stop within an "
+            "epoch and end `cancelled`; those that ended keep their results and models."
+        },
+        **problem_responses(404, 409),
+    },
+)
+async def cancel_sweep(state: StateDep, sweeps: SweepsDep, sweep_id: str) -> SweepPublic:
+    """Ask a queued or running sweep to stop. A finished sweep answers 409 with its status."""
+    sweep = sweeps.cancel(sweep_id)
+    with state.registry.lock:
+        return sweep_public(sweep)
+
+
+def _render(snapshot: SweepSnapshot) -> list[ServerSentEvent]:
+    sweep = snapshot.sweep
+    best_index = sweep.best_index()
+    events = []
+    for number, (kind, index, _position), shown in snapshot.entries:
+        if kind == "point":
+            assert isinstance(shown, dict)
+            data = SweepPointEvent.model_validate({**shown, "sweep_id": sweep.id, "index": index})
+            events.append(
+                ServerSentEvent(data=data.model_dump_json(), event="progress", id=str(number))
+            )
+        else:
+            assert isinstance(shown, ConfigurationRecord)
+            row = configuration_public(shown, index is not None and index == best_index)
+            result = SweepResultEvent.model_validate({**row.model_dump(), "sweep_id": sweep.id})
+            events.append(
+                ServerSentEvent(data=result.model_dump_json(), event="result", id=str(number))
+            )
+    if sweep.finished:
+        events.append(ServerSentEvent(data=sweep_public(sweep).model_dump_json(), event="status"))
+    return events
+
+
+@router.get(
+    "/{sweep_id}/events",
+    summary="Follow a sweep live (server-sent events)",
+    description=EVENTS_DESCRIPTION,
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "An event stream (see above); `progress` data is a SweepPointEvent, "
+            "`result` data a SweepResultEvent, `status` data a SweepPublic.",
+        },
+        **problem_responses(404, 422),
+    },
+)
+async def sweep_events(
+    state: StateDep,
+    sweeps: SweepsDep,
+    sweep_id: str,
+    since: Annotated[
+        int | None, Query(ge=0, description="Replay only events numbered > since.")
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            description="Resume after this event number (sent by browsers on reconnect); "
+            "ignored when `since` is given.",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    sweeps.require(sweep_id)
+    after = since if since is not None else (last_event_id or 0)
+    stopping = anyio.Event()  # set by EventSourceResponse when the server shuts down
+    return EventSourceResponse(
+        sweeps.follow(sweep_id, after, _render, stopping),
+        ping=state.settings.sse_ping_seconds,
+        shutdown_event=stopping,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+# -- pictures ------------------------------------------------------------------------------------
+
+
+def _accuracy_text(row: ConfigurationRecord, has_test: bool) -> str:
+    metrics = row.metrics or {}
+    which = "test" if has_test else "train"
+    value = metrics.get(f"{which}_accuracy")
+    return f"{which} {100 * value:.0f}%" if value is not None else which + " -"
+
+
+@router.get(
+    "/{sweep_id}/grid.png",
+    response_class=PNGResponse,
+    summary="Draw every configuration's decision boundary",
+    responses={**PNG_200, **problem_responses(404, 409, 422)},
+)
+async def grid_picture(
+    request: Request,
+    state: StateDep,
+    sweeps: SweepsDep,
+    sweep_id: str,
+    panel_width: Annotated[
+        int, Query(ge=plotting.MIN_PIXELS, le=1000, description="Pixels per panel.")
+    ] = 320,
+    panel_height: Annotated[
+        int, Query(ge=plotting.MIN_PIXELS, le=1000, description="Pixels per panel.")
+    ] = 280,
+    columns: Annotated[
+        int | None, Query(ge=1, le=plotting.MAX_PANELS, description="Panels per row.")
+    ] = None,
+    resolution: Annotated[
+        int,
+        Query(
+            ge=plotting.MIN_RESOLUTION,
+            le=plotting.MAX_RESOLUTION,
+            description="Grid points per axis in each panel.",
+        ),
+    ] = 120,
+) -> Response:
+    """One decision-boundary panel per succeeded configuration (the baseline first when it
+    succeeded), titled with what the configuration varies and its test accuracy (training
+    accuracy without a test split); the dataset's points drawn while it exists. 2-feature data
+    only (else 422); 409 until a configuration has succeeded."""
+    with state.registry.lock:
+        sweep = sweeps.require(sweep_id)
+        if sweep.n_features != 2:
+            raise InvalidRequest.at(
+                ["path", "sweep_id"],
+                f"sweep {sweep_id} trains on {sweep.n_features} features; decision boundaries "
+                "are drawn for 2-feature data only (use curves.png to compare its "
+                "configurations)",
+                "not_two_dimensional",
+            )
+        first = [sweep.baseline] if sweep.baseline is not None else []
+        drawn = [row for row in first + sweep.configurations if row.model_id is not None]
+        has_test = sweep.test_size > 0
+        titled = [
+            (row.model_id, f"{row.label} · {_accuracy_text(row, has_test)}")
+            for row in drawn
+            if row.model_id is not None
+        ]
+        status = sweep.status
+    if not titled:
+        raise Conflict(
+            f"sweep {sweep_id} is {status} and no configuration has succeeded yet: there is no "
+            "decision boundary to draw"
+        )
+    models = [(state.registry.models.get(model_id), title) for model_id, title in titled]
+    present = [(record.model, title) for record, title in models if record is not None]
+    if not present:
+        raise Conflict(f"the models of sweep {sweep_id} have all been deleted")
+    dataset = state.registry.datasets.get(sweep.dataset_id)
+    empty: tuple[np.ndarray, np.ndarray] = (np.empty((0, 2)), np.empty(0, dtype=np.int64))
+    train = test = empty
+    if dataset is not None:
+        data, split = dataset.dataset, dataset.split
+        train = (data.X[split.train_index], data.y[split.train_index])
+        test = (data.X[split.test_index], data.y[split.test_index])
+    panels = [
+        plotting.PanelSpec(model, train[0], train[1], test[0], test[1], title=title)
+        for model, title in present
+    ]
+    if columns is not None and columns > len(panels):
+        columns = len(panels)
+    key = (
+        sweep_id,
+        "grid",
+        tuple(model_id for model_id, _title in titled),
+        tuple(title for _model, title in present),
+        panel_width,
+        panel_height,
+        columns,
+        resolution,
+        dataset is not None,
+    )
+    return await picture_response(
+        request,
+        state.pictures,
+        key,
+        lambda: plotting.panels_png(
+            panels,
+            columns=columns,
+            panel_size=(panel_width, panel_height),
+            resolution=resolution,
+        ),
+    )
+
+
+@router.get(
+    "/{sweep_id}/curves.png",
+    response_class=PNGResponse,
+    summary="Draw every configuration's loss curves",
+    responses={**PNG_200, **problem_responses(404, 409, 422)},
+)
+async def curves_picture(
+    request: Request,
+    state: StateDep,
+    sweeps: SweepsDep,
+    sweep_id: str,
+    width: Width = 800,
+    height: Height = 500,
+    log_scale: Annotated[bool, Query(description="Logarithmic loss axis.")] = False,
+) -> Response:
+    """Every configuration's loss by recorded epoch on one chart, one colour each: training
+    loss solid, test loss dashed (the baseline too, when asked for). 409 until a point has
+    been recorded; 422 past plotting.MAX_SERIES configurations."""
+    histories = sweeps.histories(sweep_id)
+    series: list[tuple[str, list[dict[str, Any]]]] = [
+        (row.label, history) for row, history in histories if history
+    ]
+    if not series:
+        raise Conflict(f"sweep {sweep_id} has not recorded a loss yet; retry shortly")
+    if len(series) > plotting.MAX_SERIES:
+        raise InvalidRequest.at(
+            ["path", "sweep_id"],
+            f"sweep {sweep_id} has {len(series)} loss curves and one chart holds at most "
+            f"{plotting.MAX_SERIES}; read the histories from the models instead",
+            "too_many_series",
+        )
+    version = tuple(len(history) for _label, history in series)
+    key = (sweep_id, "curves", version, width, height, log_scale)
+    title = f"Loss by epoch, {len(series)} configurations"
+    return await picture_response(
+        request,
+        state.pictures,
+        key,
+        lambda: plotting.curves_png(
+            series, log_scale=log_scale, width=width, height=height, title=title
+        ),
+    )

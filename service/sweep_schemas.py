@@ -1,0 +1,168 @@
+"""Request and response bodies of /v1/sweeps: `SweepCreate`, `SweepPublic`, `SweepsPublic` and the
+rows and events they hold. Training options are the engine's own `Hyperparameters`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from engine.hyperparameters import Hyperparameters
+from service.schemas import JobErrorPublic, JobStatusName, Request
+
+SweepStatusName = JobStatusName
+ConfigurationStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class SweepCreate(Request):
+    """Train every combination of the grid's values on one dataset, together."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "ds_5f0c2a9e81d34b7a",
+                    "name": "hidden layer size",
+                    "base": {
+                        "activation": "tanh",
+                        "optimizer": "sgd",
+                        "learning_rate": 2.0,
+                        "l2": 0.01,
+                        "epochs": 20000,
+                    },
+                    "grid": {"hidden_layers": [[1], [2], [3], [4], [5], [20], [50]]},
+                    "baseline": True,
+                }
+            ]
+        }
+    )
+
+    dataset_id: str = Field(
+        description="The dataset every configuration trains on (422 if it does not exist).",
+        examples=["ds_5f0c2a9e81d34b7a"],
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A label for people; defaults to the dataset's name.",
+    )
+    base: Hyperparameters = Field(
+        default_factory=Hyperparameters,
+        description="Options shared by every configuration (all optional); a grid key "
+        "overrides its field.",
+    )
+    grid: dict[str, list[JsonValue]] = Field(
+        min_length=1,
+        description="Hyperparameter name -> the values to try (a non-empty list, no repeats). "
+        "The configurations are the cartesian product, keys in the order given, the last key "
+        "varying fastest; at most max_sweep_configurations of them.",
+        examples=[{"hidden_layers": [[1], [2], [3]], "learning_rate": [0.5, 2.0]}],
+    )
+    baseline: bool = Field(
+        default=False,
+        description="Also train softmax (logistic) regression: the base options with "
+        "hidden_layers [], on the same split, reported as `baseline`.",
+    )
+
+
+class ConfigurationPublic(BaseModel):
+    """One configuration of a sweep (or its logistic-regression baseline) and how it did."""
+
+    index: int | None = Field(
+        description="Position in the grid's product (null for the baseline).", examples=[2]
+    )
+    hyperparameters: Hyperparameters = Field(description="Every option, defaults included.")
+    varied: dict[str, JsonValue] = Field(
+        description="The grid keys and this configuration's values ({} for the baseline).",
+        examples=[{"hidden_layers": [3]}],
+    )
+    status: ConfigurationStatusName
+    model_id: str | None = Field(description="The model it registered, once succeeded.")
+    train_loss: float | None = Field(
+        description="Final (latest while running) training loss.", examples=[0.071]
+    )
+    train_accuracy: float | None = Field(examples=[0.97])
+    test_loss: float | None = Field(description="null without a test split.", examples=[0.09])
+    test_accuracy: float | None = Field(description="null without a test split.")
+    epochs_run: int = Field(description="Epochs trained (the latest recorded while running).")
+    seconds: float | None = Field(
+        description="Seconds from the start of its worker's share to its end (configurations "
+        "trained together share a clock)."
+    )
+    stop_reason: Literal["completed", "early_stopping", "time_budget"] | None = Field(
+        description="Why training stopped, once succeeded."
+    )
+    error: JobErrorPublic | None = Field(description="Set when it failed.")
+    best: bool = Field(
+        description="The succeeded configuration with the lowest test loss (training loss "
+        "without a test split)."
+    )
+
+
+class SweepProgress(BaseModel):
+    """How far the grid's configurations are (the baseline not counted)."""
+
+    completed: int = Field(description="Configurations that ended, however they ended.")
+    total: int = Field(description="Configurations in the grid.")
+    succeeded: int
+    failed: int
+    cancelled: int
+    running: int
+    epochs_completed: int = Field(description="Epochs trained, summed over configurations.")
+    epochs_total: int = Field(description="Epochs asked for, summed over configurations.")
+    fraction: float = Field(description="epochs_completed / epochs_total.", examples=[0.42])
+
+
+class SweepPublic(BaseModel):
+    """A sweep. `succeeded`, `failed` and `cancelled` are final: it succeeds when it ends with
+    at least one configuration succeeded, fails when none did, and is cancelled on request."""
+
+    id: str = Field(examples=["swp_0c8e1f5a9b2d4e67"])
+    name: str
+    status: SweepStatusName
+    dataset_id: str
+    base: Hyperparameters = Field(description="The shared options, defaults included.")
+    grid: dict[str, list[JsonValue]] = Field(description="The grid, values as validated.")
+    created_at: datetime
+    started_at: datetime | None = Field(description="When a worker picked it up.")
+    finished_at: datetime | None
+    elapsed_seconds: float | None = Field(
+        description="Seconds since started (until finished); null while queued."
+    )
+    progress: SweepProgress
+    results: list[ConfigurationPublic] = Field(description="One row per configuration, in order.")
+    best_index: int | None = Field(description="Index of the best row (see `best`).")
+    baseline: ConfigurationPublic | None = Field(
+        description="The logistic-regression baseline, when asked for."
+    )
+    cancel_requested: bool
+
+
+class SweepsPublic(BaseModel):
+    """A page of sweeps, oldest first."""
+
+    items: list[SweepPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class SweepPointEvent(BaseModel):
+    """`data` of an SSE `progress` event: one configuration recorded a history point."""
+
+    sweep_id: str
+    index: int | None = Field(description="The configuration (null: the baseline).")
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float | None
+    test_accuracy: float | None
+    learning_rate: float
+
+
+class SweepResultEvent(ConfigurationPublic):
+    """`data` of an SSE `result` event: one configuration ended."""
+
+    sweep_id: str
