@@ -28,9 +28,11 @@ from service.jobs import JobManager
 from service.metrics import MetricsMiddleware, ServiceMetrics, StateReading
 from service.pictures import PictureCache
 from service.registry import Registry
-from service.routers import datasets, jobs, models, operations
+from service.routers import datasets, jobs, models, operations, sweeps
 from service.schemas import DatasetCreate, PredictRequest, ProgressEvent
 from service.settings import Settings
+from service.sweeps import TASK_PREFIX as SWEEP_TASK_PREFIX
+from service.sweeps import SweepManager
 
 logger = logging.getLogger("service")
 
@@ -175,11 +177,20 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         executor = LocalProcessExecutor(
             settings.workers,
             settings.max_queued_jobs,
-            preload=("numpy", "engine", "engine.training", "service.tasks"),
+            preload=(
+                "numpy",
+                "engine",
+                "engine.training",
+                "engine.packed",
+                "service.tasks",
+                "service.sweep_tasks",
+            ),
         )
     registry = Registry()
     metrics = ServiceMetrics()
     manager = JobManager(registry, executor, settings, metrics)
+    sweep_manager = SweepManager(registry, executor, settings, manager)
+    manager.route_events(SWEEP_TASK_PREFIX, sweep_manager.on_event)
 
     def read_state() -> StateReading:
         counts = executor.counts() if manager.started else {}
@@ -188,7 +199,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             queued=counts.get("queued", 0),
             running=counts.get("running", 0),
             workers=len(executor.worker_pids()) if manager.started else 0,
-            event_streams=manager.open_streams(),
+            event_streams=manager.open_streams() + sweep_manager.open_streams(),
         )
 
     metrics.watch_state(read_state)
@@ -216,6 +227,7 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
         finally:
             await anyio.to_thread.run_sync(starter.join)
             await anyio.to_thread.run_sync(manager.close)
+            sweep_manager.wake_all()
 
     app = FastAPI(
         title="scratchnet",
@@ -228,17 +240,22 @@ def create_app(settings: Settings | None = None, executor: Executor | None = Non
             {"name": "datasets", "description": "Points to learn from, split for testing."},
             {"name": "jobs", "description": "Training runs in worker processes."},
             {"name": "models", "description": "Trained networks."},
+            {
+                "name": "sweeps",
+                "description": "Grids of configurations trained together, side by side.",
+            },
             {"name": "operations", "description": "Health, readiness, metrics, info."},
         ],
     )
     app.state.scratchnet = state
+    app.state.sweeps = sweep_manager
     errors.install(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Routes are matched in order: the busiest (predict, job polling) first. The routes
     # themselves, not app.include_router(): FastAPI wraps an included router in a node it
     # matches twice per request, which made a one-point predict ~40% slower.
-    for module in (models, jobs, datasets, operations):
+    for module in (models, jobs, datasets, sweeps, operations):
         app.router.routes.extend(module.router.routes)
     _install_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
