@@ -1,5 +1,7 @@
 """scratchnet's HTTP service: a FastAPI app over the engine; training runs in worker processes.
 
+Routes stay thin; engine errors become HTTP problems in one module. Modules:
+
     main        create_app(): routes, error handlers, middleware, offline docs, lifespan
     __main__    python -m service [--host H] [--port P]
     settings    Settings, from SCRATCHNET_* environment variables
