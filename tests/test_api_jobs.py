@@ -9,6 +9,7 @@ import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message
 
 from engine.hyperparameters import Hyperparameters
 from tests.api_support import (
@@ -132,13 +133,13 @@ async def test_an_event_stream_ends_when_its_client_disconnects(
     manager = state_of(app).jobs
     streams_before = manager.open_streams()
     gone = anyio.Event()
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
         if message["type"] == "http.response.body" and b"event: progress" in message["body"]:
             gone.set()  # the client leaves after its first event
