@@ -58,7 +58,7 @@ def finished_item(index: ConfigurationIndex, outcome: ConfigurationOutcome) -> d
     if outcome.error is not None:
         error = outcome.error
         item["error_type"] = type(error).__name__
-        item["error_detail"] = str(getattr(error, "detail", None) or error)
+        item["error_detail"] = str(error)  # as a job reports it: "training diverged at epoch ..."
         item["epochs_run"] = int(getattr(error, "epoch", item["epochs_run"]))
     return item
 
