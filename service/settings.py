@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_units_per_layer: int = Field(default=4096, ge=1)
     """Most units in any one hidden layer."""
 
-    max_samples: int = Field(default=100_000, ge=1)
+    max_samples: int = Field(default=1_000_000, ge=1)
     """Most points in one dataset (generated, custom or CSV)."""
 
     max_epochs: int = Field(default=1_000_000, ge=1)
