@@ -1,7 +1,7 @@
 """Errors the engine raises. The service maps each to one HTTP problem type.
 
     EngineError
-    ├── InvalidInput        data or arguments the engine cannot work with (bad shape, NaN, one class)
+    ├── InvalidInput        data or arguments the engine cannot use (bad shape, NaN, one class)
     ├── ModelFormatError    a serialized model that is malformed, foreign or of another version
     ├── TrainingDiverged    the loss or a weight became non-finite, or the loss exploded
     └── TrainingCancelled   the caller asked training to stop
