@@ -154,6 +154,8 @@ BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
 }
 
 
+Stats = tuple[float, int]  # (summed cross-entropy, number of argmax hits)
+
 _blas_controller: Any = None
 
 
@@ -305,18 +307,31 @@ class _BlockPlan:
         for column in columns[2:]:
             np.add(self.row_stat, column, out=self.row_stat)
 
-    def backward(self, X_aug: Array, delta: Array, accumulator: int) -> None:
-        """Write the block's SUMMED CE gradient, given delta = P - Y (m, K), into the
-        workspace's grad (accumulator 0) or block_grad (1)."""
+    def gradient(
+        self, X_aug: Array, targets: Array, y: Array | None, accumulator: int
+    ) -> Stats | None:
+        """The block's SUMMED CE gradient into the workspace's grad (accumulator 0) or
+        block_grad (1): forward, output delta and backward in one frame (small networks pay
+        per Python call). With labels y, also the block's stats from the same forward pass."""
+        dot = _dot
+        activate = self.activate
+        dot(X_aug, self.first_layer, self.first_out)
+        for A, W, b, out in self.later:
+            activate(A)
+            dot(A, W, out)
+            np.add(out, b, out=out)
+        stats = None if y is None else self.logit_stats(y)
+        delta = self.output_delta(targets)  # (m, K)
         backward_activation = self.backward_activation
         ones = self.ones
         for A_t, dW, db, W_t, previous, scratch, A in self.backward_steps[accumulator]:
-            _dot(A_t, delta, dW)  # (fan_in, fan_out)
-            _dot(ones, delta, db)  # (fan_out,)
-            _dot(delta, W_t, previous)  # (m, fan_in)
+            dot(A_t, delta, dW)  # (fan_in, fan_out)
+            dot(ones, delta, db)  # (fan_out,)
+            dot(delta, W_t, previous)  # (m, fan_in)
             backward_activation(A, previous, scratch)
             delta = previous
-        _dot(X_aug.T, delta, self.first_grad[accumulator])
+        dot(X_aug.T, delta, self.first_grad[accumulator])
+        return stats
 
     def logit_stats(self, y: Array) -> tuple[float, int]:
         """(summed CE, number of argmax hits) of the block from the logits of the last forward.
@@ -404,9 +419,6 @@ class Network:
             grad += np.sign(self.params) * self.weight_mask * (l1 / n)
 
 
-Stats = tuple[float, int]  # (summed cross-entropy, number of argmax hits)
-
-
 def _summed_gradient_range(
     workspace: Workspace, X_aug: Array, targets: Array, y: Array | None, start: int, stop: int
 ) -> tuple[Array, Stats | None]:
@@ -418,18 +430,18 @@ def _summed_gradient_range(
     for block_start in range(start, stop, step):
         block_stop = min(block_start + step, stop)
         plan = workspace.plan(block_stop - block_start)
-        X_block = X_aug[block_start:block_stop]
-        plan.forward(X_block)
-        if y is not None:
-            block_ce, block_correct = plan.logit_stats(y[block_start:block_stop])
-            ce_sum += block_ce
-            correct += block_correct
-        delta = plan.output_delta(targets[block_start:block_stop])
-        if block_start == start:
-            plan.backward(X_block, delta, 0)
-        else:
-            plan.backward(X_block, delta, 1)
+        first = block_start == start
+        stats = plan.gradient(
+            X_aug[block_start:block_stop],
+            targets[block_start:block_stop],
+            None if y is None else y[block_start:block_stop],
+            0 if first else 1,
+        )
+        if not first:
             np.add(workspace.grad, workspace.block_grad, out=workspace.grad)
+        if stats is not None:
+            ce_sum += stats[0]
+            correct += stats[1]
     return workspace.grad, None if y is None else (ce_sum, correct)
 
 
@@ -500,11 +512,7 @@ class Passes:
         n = X_aug.shape[0]
         workspace = self.workspace
         if n <= workspace.rows:  # one block: the small-data case, kept lean
-            plan = workspace.plan(n)
-            plan.forward(X_aug)
-            stats = None if y is None else plan.logit_stats(y)
-            plan.backward(X_aug, plan.output_delta(targets), 0)
-            return workspace.grad, stats
+            return workspace.grad, workspace.plan(n).gradient(X_aug, targets, y, 0)
         middle = self._split(n)
         if middle is None:
             return _summed_gradient_range(workspace, X_aug, targets, y, 0, n)

@@ -97,9 +97,6 @@ class _Split:
     X_aug: Array  # (n, n_features + 1): features and a ones column, in the training dtype
     y: Array  # (n,) class indices
     targets: Array | None = None  # engine.network.targets_for(y): training split only
-    # Training split: [X, 1, targets] in one array, so one gather fetches a minibatch;
-    # X_aug and targets are column views of it.
-    rows: Array | None = None
 
     @property
     def n(self) -> int:
@@ -145,16 +142,6 @@ def _check_labels(name: str, y: object, n: int, n_classes: int) -> Array:
     return labels.astype(np.intp, copy=False)
 
 
-def _training_split(X: Array, y: Array, n_classes: int, dtype: np.dtype) -> _Split:
-    targets = targets_for(y, n_classes, dtype)
-    n_inputs = X.shape[1] + 1
-    rows = np.empty((X.shape[0], n_inputs + targets.shape[1]), dtype=dtype)
-    rows[:, : n_inputs - 1] = X
-    rows[:, n_inputs - 1] = 1
-    rows[:, n_inputs:] = targets
-    return _Split(rows[:, :n_inputs], y, rows[:, n_inputs:], rows)
-
-
 def _validated_splits(
     hp: Hyperparameters,
     X_train: object,
@@ -170,7 +157,8 @@ def _validated_splits(
     dtype = np.dtype(hp.dtype)
     X = _check_features("X_train", X_train, dtype)
     y = _check_labels("y_train", y_train, X.shape[0], int(n_classes))
-    train_split = _training_split(X, y, int(n_classes), dtype)
+    # Contiguous arrays: np.dot copies any operand that is not C- or F-contiguous.
+    train_split = _Split(with_ones_column(X, dtype), y, targets_for(y, int(n_classes), dtype))
     if (X_test is None) != (y_test is None):
         raise InvalidInput("pass both X_test and y_test, or neither")
     if X_test is None:
@@ -336,20 +324,18 @@ class _Trainer:
         assert split.targets is not None
         network = self.network
         learning_rate = self.schedule.rate(epoch - 1)
-        assert split.rows is not None
         size = self.batch_size
-        n_inputs = split.X_aug.shape[1]
+        X_batch, targets_batch = self.batch_buffers
         order = self.rng.permutation(split.n)
         for index, start in enumerate(range(0, split.n, size)):
             if index and index % POLL_EVERY_BATCHES == 0:
                 self._poll(epoch - 1)
             chosen = order[start : start + size]
             m = chosen.shape[0]
-            batch = self.batch_views.get(m)
-            if batch is None:
-                batch = self.batch_views[m] = self.batch_rows[:m]
-            np.take(split.rows, chosen, axis=0, out=batch)  # (m, n_inputs + targets)
-            grad_sum, _ = self.passes.summed_gradient(batch[:, :n_inputs], batch[:, n_inputs:])
+            X_rows, targets_rows = X_batch[:m], targets_batch[:m]  # contiguous
+            np.take(split.X_aug, chosen, axis=0, out=X_rows)
+            np.take(split.targets, chosen, axis=0, out=targets_rows)
+            grad_sum, _ = self.passes.summed_gradient(X_rows, targets_rows)
             self.optimizer.step(network.params, grad_sum, m, learning_rate, self.penalty)
         return learning_rate
 
@@ -360,9 +346,10 @@ class _Trainer:
         split = self.train_split
         assert split.targets is not None
         if self.batch_size is not None:
-            assert split.rows is not None
-            self.batch_rows = np.empty((self.batch_size, split.rows.shape[1]), network.dtype)
-            self.batch_views: dict[int, Array] = {}
+            self.batch_buffers = (
+                np.empty((self.batch_size, split.X_aug.shape[1]), dtype=network.dtype),
+                np.empty((self.batch_size, split.targets.shape[1]), dtype=network.dtype),
+            )
         ones = np.ones_like(params)
         full_batch = self.batch_size is None
         if not full_batch:  # full batch takes the initial loss from epoch 1's forward pass
