@@ -45,7 +45,14 @@ from numpy.typing import DTypeLike
 from engine.activations import ACTIVATIONS, LEAKY_SLOPE
 from engine.errors import EngineError, InvalidInput, TrainingCancelled, TrainingDiverged
 from engine.hyperparameters import Activation, Hyperparameters
-from engine.network import BLOCK_BYTES, MIN_BLOCK_ROWS, init_params
+from engine.network import (
+    BLAS_THREADS_MIN_MACS,
+    BLOCK_BYTES,
+    MAX_CLASSES_BY_COLUMNS,
+    MIN_BLOCK_ROWS,
+    blas_single_thread,
+    init_params,
+)
 from engine.schedules import LearningRateSchedule, make_schedule
 from engine.training import (
     EXPLOSION_FACTOR,
@@ -61,6 +68,9 @@ Array = np.ndarray
 Which = Literal["train", "test"]
 OutcomeStatus = Literal["succeeded", "failed", "cancelled"]
 Stats = tuple[Array, Array]  # per network: summed cross-entropy (K,) float64, hits (K,)
+
+# np.dot's C function without the __array_function__ dispatch layer (many calls an epoch)
+_dot = getattr(np.dot, "_implementation", np.dot)
 
 
 @dataclass
@@ -366,6 +376,11 @@ class _PackedPlan:
         self.binary = C == 2
         self.column_0 = self.logits3[:, :, 0]  # (K, m)
         self.column_1 = self.logits3[:, :, 1]
+        # NumPy reduces along a short last axis slowly: for few classes, maxima and sums over
+        # the classes are elementwise ops over (K, m) class views, as engine.network does
+        self.by_columns = C <= MAX_CLASSES_BY_COLUMNS
+        self.logit_columns = [self.logits3[:, :, c] for c in range(C)]
+        self.scratch_columns = [self.scratch3[:, :, c] for c in range(C)]
         # Later layers, network by network. Forward: (its inputs, weights, outputs, bias, into
         # a strided slice?). Backward: (inputs.T, output delta, weights.T, input delta slice).
         self.forward_steps: list[list[tuple[Array, Array, Array, Array, bool]]] = []
@@ -394,16 +409,16 @@ class _PackedPlan:
         """Logits of a block of inputs (m, G*(d+1)) into logits3; hidden outputs kept."""
         network = self.network
         if self.logits_flat is not None:
-            np.dot(X_in, network.first, out=self.logits_flat)
+            _dot(X_in, network.first, out=self.logits_flat)
             return
-        np.dot(X_in, network.first, out=self.activations[0])
+        _dot(X_in, network.first, out=self.activations[0])
         for layer, steps in enumerate(self.forward_steps):
             self.activate(self.activations[layer])
             for inputs, W, out, b, strided in steps:
                 if strided:
                     np.matmul(inputs, W, out=out)
                 else:
-                    np.dot(inputs, W, out=out)
+                    _dot(inputs, W, out=out)
                 np.add(out, b, out=out)
 
     def output_delta(self, targets: Array) -> None:
@@ -420,29 +435,48 @@ class _PackedPlan:
             np.negative(self.column_1, out=self.column_0)
             return
         logits3 = self.logits3
-        np.maximum.reduce(logits3, axis=2, out=self.row_flat)
+        self._class_max()
         np.subtract(logits3, self.row_stat, out=logits3)
         np.exp(logits3, out=logits3)
-        np.add.reduce(logits3, axis=2, out=self.row_flat)
+        self._class_sum(logits3, self.logit_columns, self.row_flat)
         np.divide(logits3, self.row_stat, out=logits3)
         np.subtract(logits3, targets, out=logits3)
+
+    def _class_max(self) -> None:
+        """row_flat <- each network's and row's largest logit (K, m)."""
+        if not self.by_columns:
+            np.maximum.reduce(self.logits3, axis=2, out=self.row_flat)
+            return
+        columns = self.logit_columns
+        np.maximum(columns[0], columns[1], out=self.row_flat)
+        for column in columns[2:]:
+            np.maximum(self.row_flat, column, out=self.row_flat)
+
+    def _class_sum(self, values: Array, columns: list[Array], out: Array) -> None:
+        """out <- the sums over the classes of values (K, m, C), whose class views are columns."""
+        if not self.by_columns:
+            np.add.reduce(values, axis=2, out=out)
+            return
+        np.add(columns[0], columns[1], out=out)
+        for column in columns[2:]:
+            np.add(out, column, out=out)
 
     def backward(self, X_in: Array, grad_first: Array, grad_blocks: list[list[Array]]) -> None:
         """The block's SUMMED CE gradient into the gradient views, given P - Y in logits3."""
         if self.logits_flat is not None:
-            np.dot(X_in.T, self.logits_flat, out=grad_first)
+            _dot(X_in.T, self.logits_flat, out=grad_first)
             return
         ones = self.ones
         for layer in range(len(self.backward_steps), 0, -1):
             for (inputs_t, delta, weights_t, previous), out in zip(
                 self.backward_steps[layer - 1], grad_blocks[layer - 1], strict=True
             ):
-                np.dot(inputs_t, delta, out=out[:-1])  # (fan_in, fan_out)
-                np.dot(ones, delta, out=out[-1])
+                _dot(inputs_t, delta, out=out[:-1])  # (fan_in, fan_out)
+                _dot(ones, delta, out=out[-1])
                 np.matmul(delta, weights_t, out=previous)  # (m, fan_in)
             A = self.activations[layer - 1]
             self.backward_activation(A, self.deltas[layer - 1], self.scratch[layer - 1])
-        np.dot(X_in.T, self.deltas[0], out=grad_first)
+        _dot(X_in.T, self.deltas[0], out=grad_first)
 
     def add_logit_stats(self, y: Array, stats: Stats) -> None:
         """Add the block's per-network summed CE and argmax hits (from the last forward's
@@ -450,11 +484,12 @@ class _PackedPlan:
         logits3 = self.logits3
         stats[1][:] += np.count_nonzero(logits3.argmax(axis=2) == y, axis=1)
         # CE_km = log sum_c exp(z_kmc - max_km) - (z_kmy - max_km)
-        np.maximum.reduce(logits3, axis=2, out=self.row_flat)
+        self._class_max()
         np.subtract(logits3, self.row_stat, out=logits3)
         picked = logits3[self.pick[0], self.pick[1], y]  # (K, m)
         exps = np.exp(logits3, out=self.scratch3)
-        sums = np.add.reduce(exps, axis=2)  # (K, m)
+        sums = np.empty_like(self.row_flat)  # (K, m)
+        self._class_sum(exps, self.scratch_columns, sums)
         np.log(sums, out=sums)
         stats[0][:] += sums.sum(axis=1, dtype=np.float64) - picked.sum(axis=1, dtype=np.float64)
 
@@ -1154,8 +1189,12 @@ def train_pack(
             started,
             group_rngs,
         )
+        # BLAS threads cost more than they give on small products (and oversubscribe the
+        # machine's other workers): one thread unless a product is big, as train decides.
+        rows = trainer.workspace.rows
+        largest = rows * max(r * c for r, c in packed_shapes(sizes, network.n_groups))
         # overflow and NaN are caught by the divergence checks, not reported as warnings
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), blas_single_thread(largest < BLAS_THREADS_MIN_MACS):
             trainer.run()
         for member in members:
             assert member.outcome is not None
@@ -1167,18 +1206,21 @@ def train_pack(
 
 PackKey = tuple[Hashable, ...]
 
-# A rough model of one core's time, to decide packing and to balance workers (seconds).
-STEP_SECONDS = 60e-6  # fixed cost of one forward + backward + update, whatever the sizes
-EPOCH_SECONDS = 10e-6  # fixed cost of an epoch's bookkeeping
-MAC_SECONDS = 0.4e-9  # one multiply-add of a matmul
+# A rough model of one core's time, to decide packing and to balance workers (seconds),
+# measured on the tutorial's networks (2 vCPUs, busy): ~35 us a step for 1 hidden unit, ~210 us
+# for 50; np.tanh costs ~15 ns an element (glibc), np.exp ~6.
+STEP_SECONDS = 30e-6  # fixed cost of one forward + backward + update, whatever the sizes
+NETWORK_STEP_SECONDS = 6e-6  # per network and later layer in a pack (its own small products)
+EPOCH_SECONDS = 3e-6  # per configuration and epoch: bookkeeping
+MAC_SECONDS = 0.4e-9  # one multiply-add of a matrix product
 ACTIVATION_SECONDS: dict[str, float] = {  # one unit on one row: activation and derivative
-    "tanh": 30e-9,
-    "sigmoid": 35e-9,
-    "relu": 3e-9,
-    "leaky_relu": 6e-9,
-    "identity": 1e-9,
+    "tanh": 17e-9,
+    "sigmoid": 20e-9,
+    "relu": 2e-9,
+    "leaky_relu": 4e-9,
+    "identity": 0.5e-9,
 }
-EXP_SECONDS = 20e-9  # one exponential of the softmax
+EXP_SECONDS = 6e-9  # one exponential of the softmax
 
 
 def _effective_batch(hp: Hyperparameters, n_train: int) -> int | None:
@@ -1236,7 +1278,10 @@ def estimate_seconds(hps: Sequence[Hyperparameters], shape: DataShape) -> float:
     evaluated = shape.n_test / every + (shape.n_test if monitored else 0)
     if batch is not None:
         evaluated += shape.n_train / every
-    per_epoch = steps * (STEP_SECONDS + rows * row_step) + EPOCH_SECONDS * len(hps)
+    step = STEP_SECONDS
+    if len(hps) > 1:
+        step += NETWORK_STEP_SECONDS * len(hps) * (len(first.hidden_layers) or 1)
+    per_epoch = steps * (step + rows * row_step) + EPOCH_SECONDS * len(hps)
     return max(hp.epochs for hp in hps) * (per_epoch + evaluated * row_forward)
 
 

@@ -448,9 +448,14 @@ class SweepManager:
                 f"{self.settings.max_queued_jobs}); retry after {exc.retry_after_seconds} s",
                 headers={"Retry-After": str(max(1, exc.retry_after_seconds))},
             ) from None
-        except BaseException:
+        except BaseException as exc:
             for task_id in queued:
                 self.executor.cancel(task_id)
+            if isinstance(exc, RuntimeError):  # the executor is stopping (or failed to start)
+                raise NotReady(
+                    "the training workers are not taking work (the service is shutting down)",
+                    headers={"Retry-After": "5"},
+                ) from None
             raise
 
     def require(self, sweep_id: str) -> SweepRecord:

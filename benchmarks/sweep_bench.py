@@ -1,0 +1,199 @@
+"""Sweep speed: the tutorial's sweep trained together against one configuration at a time.
+
+    python -m benchmarks.sweep_bench                  the tutorial: 20000 epochs each
+    python -m benchmarks.sweep_bench --epochs 2000    shorter
+    python -m benchmarks.sweep_bench --skip-service   the engine only
+
+The sweep: moons (200 points, noise 0.2, seed 0, the service's default 80/20 split,
+standardized), hidden layers [1], [2], [3], [4], [5], [20], [50], tanh, full-batch SGD,
+learning_rate 2.0, l2 0.01, float64. Measured in one run, side by side (wall seconds):
+
+    singles   engine.training.train per configuration, one after another
+    pack      engine.packed.train_many in this process: the planner's packs, one core
+    shares    the configurations split by engine.packed.partition into 2 shares, each trained
+              by train_many in its own process, both at once (timed from a common start)
+    service   POST /v1/sweeps to an app with 2 workers, until the sweep has succeeded
+
+Each is printed with its ratio to the singles' sum. The machine is shared: numbers are noisy, so
+compare ratios within one run. Also printed: the largest relative difference between a packed
+configuration's final training loss and train's alone (rounding differences grow where training
+is unstable, so they depend on the epoch count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+from typing import Any
+
+import numpy as np
+
+from engine import datasets
+from engine.hyperparameters import Hyperparameters
+from engine.packed import DataShape, partition, train_many
+from engine.training import train
+
+HIDDEN_SIZES = [[1], [2], [3], [4], [5], [20], [50]]
+BASE: dict[str, Any] = {
+    "activation": "tanh",
+    "optimizer": "sgd",
+    "learning_rate": 2.0,
+    "l2": 0.01,
+    "dtype": "float64",
+}
+
+Split = datasets.Split
+
+
+def tutorial_split() -> Split:
+    data = datasets.generate("moons", n_samples=200, noise=0.2, seed=0)
+    return datasets.split(data, test_fraction=0.2, standardize=True, seed=0)
+
+
+def configurations(epochs: int) -> list[Hyperparameters]:
+    return [Hyperparameters(hidden_layers=h, epochs=epochs, **BASE) for h in HIDDEN_SIZES]
+
+
+def run_singles(hps: list[Hyperparameters], split: Split) -> tuple[list[float], list[float]]:
+    """(seconds, final training loss) per configuration, trained alone one after another."""
+    seconds, losses = [], []
+    for hp in hps:
+        started = time.perf_counter()
+        result = train(hp, split.X_train, split.y_train, 2, split.X_test, split.y_test)
+        seconds.append(time.perf_counter() - started)
+        losses.append(float(result.metrics["train_loss"] or 0.0))
+    return seconds, losses
+
+
+def run_pack(hps: list[Hyperparameters], split: Split) -> tuple[float, list[float]]:
+    """(seconds, final training losses) of train_many in this process."""
+    started = time.perf_counter()
+    outcomes = train_many(hps, split.X_train, split.y_train, 2, split.X_test, split.y_test)
+    seconds = time.perf_counter() - started
+    losses = []
+    for outcome in outcomes:
+        assert outcome.result is not None, outcome.error
+        losses.append(float(outcome.result.metrics["train_loss"] or 0.0))
+    return seconds, losses
+
+
+def _share_process(epochs: int, share: list[list[int]], start: Event, results: Connection) -> None:
+    hps = configurations(epochs)
+    split = tutorial_split()
+    members = sorted(i for pack in share for i in pack)
+    position = {index: p for p, index in enumerate(members)}
+    packs = [[position[i] for i in pack] for pack in share]
+    start.wait()
+    train_many(
+        [hps[i] for i in members],
+        split.X_train,
+        split.y_train,
+        2,
+        split.X_test,
+        split.y_test,
+        packs=packs,
+    )
+    results.send(time.perf_counter())
+
+
+def run_shares(hps: list[Hyperparameters], split: Split, parts: int) -> tuple[float, str]:
+    """Wall seconds for `parts` processes training their shares at once, and the shares."""
+    shape = DataShape(len(split.y_train), len(split.y_test), 2, 2)
+    shares = partition(hps, shape, parts)
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    pipes = [context.Pipe(duplex=False) for _ in shares]
+    processes = [
+        context.Process(target=_share_process, args=(hps[0].epochs, share, start, sender))
+        for share, (_receiver, sender) in zip(shares, pipes, strict=True)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(3.0)  # let them import and build their data before the common start
+    began = time.perf_counter()
+    start.set()
+    ended = max(receiver.recv() for receiver, _sender in pipes)
+    for process in processes:
+        process.join()
+    described = " | ".join(
+        " ".join(str([HIDDEN_SIZES[i][0] for i in pack]) for pack in share) for share in shares
+    )
+    return ended - began, described
+
+
+def run_service(epochs: int) -> float:
+    """Wall seconds from POST /v1/sweeps until the sweep succeeded, on an app with 2 workers."""
+    import anyio
+    import httpx
+
+    from service.main import create_app
+    from service.settings import Settings
+
+    async def measure() -> float:
+        app = create_app(Settings(workers=2, log_level="warning"))
+        async with app.router.lifespan_context(app):
+            state = app.state.scratchnet
+            while not (state.jobs.started and state.executor.ready):
+                await anyio.sleep(0.05)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+                created = await client.post(
+                    "/v1/datasets",
+                    json={"kind": "moons", "n_samples": 200, "noise": 0.2, "seed": 0},
+                )
+                body = {
+                    "dataset_id": created.json()["id"],
+                    "base": {**BASE, "epochs": epochs},
+                    "grid": {"hidden_layers": HIDDEN_SIZES},
+                }
+                started = time.perf_counter()
+                sweep_id = (await client.post("/v1/sweeps", json=body)).json()["id"]
+                while True:
+                    sweep = (await client.get(f"/v1/sweeps/{sweep_id}")).json()
+                    if sweep["status"] != "queued" and sweep["status"] != "running":
+                        break
+                    await anyio.sleep(0.05)
+                seconds = time.perf_counter() - started
+                assert sweep["status"] == "succeeded", sweep
+                return seconds
+
+    return anyio.run(measure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=20000)
+    parser.add_argument("--skip-service", action="store_true")
+    args = parser.parse_args()
+    hps = configurations(args.epochs)
+    split = tutorial_split()
+    print(f"tutorial sweep: hidden sizes {[h[0] for h in HIDDEN_SIZES]}, {args.epochs} epochs")
+
+    seconds, single_losses = run_singles(hps, split)
+    total = sum(seconds)
+    each = ", ".join(f"[{h[0]}] {s:.2f}" for h, s in zip(HIDDEN_SIZES, seconds, strict=True))
+    print(f"singles   {total:7.2f} s   ({each})")
+
+    pack_seconds, pack_losses = run_pack(hps, split)
+    print(f"pack      {pack_seconds:7.2f} s   ratio {pack_seconds / total:.3f}   (one process)")
+    shares_seconds, described = run_shares(hps, split, 2)
+    print(f"shares    {shares_seconds:7.2f} s   ratio {shares_seconds / total:.3f}   ({described})")
+    if not args.skip_service:
+        service_seconds = run_service(args.epochs)
+        print(
+            f"service   {service_seconds:7.2f} s   ratio {service_seconds / total:.3f}   "
+            "(POST /v1/sweeps until succeeded, 2 workers)"
+        )
+    differences = [abs(p - s) / abs(s) for p, s in zip(pack_losses, single_losses, strict=True)]
+    worst = int(np.argmax(differences))
+    print(
+        f"largest relative difference of a final training loss, packed vs alone: "
+        f"{differences[worst]:.2e} ([{HIDDEN_SIZES[worst][0]}])"
+    )
+
+
+if __name__ == "__main__":
+    main()
