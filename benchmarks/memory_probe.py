@@ -2,16 +2,17 @@
 
     python -m benchmarks.memory_probe --n 1000000 --hidden 100 --epochs 3 --dtype float32
 
-Prints one JSON line: peak RSS (ru_maxrss) before and after training, in MiB. The data are two
-Gaussian blobs generated with NumPy here (scikit-learn is deliberately not imported: it would
-inflate the resident set this probe exists to measure).
+Prints one JSON line: the process's peak resident set (VmHWM) before and after training, in MiB.
+VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across fork and
+exec, so a probe started from a big benchmark process would report the parent's size. The data
+are two Gaussian blobs generated with NumPy here (scikit-learn is deliberately not imported: it
+would inflate the resident set this probe exists to measure).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
@@ -21,7 +22,12 @@ from engine.training import train
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """Peak resident set size of this process image (Linux /proc), in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # reported in kB
+    raise RuntimeError("no VmHWM in /proc/self/status (needs Linux)")
 
 
 def main() -> None:
