@@ -381,3 +381,33 @@ def test_features_that_overflow_the_initial_network_are_invalid_input(
     hp = Hyperparameters(hidden_layers=[4], activation="identity", epochs=2, batch_size=batch_size)
     with pytest.raises(InvalidInput, match="standardize the features"):
         train(hp, X, np.array([0, 1] * 3), 2)
+
+
+def test_blocked_two_thread_training_is_reproducible_and_matches_one_block(
+    moons: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    X, y = moons
+    hp = _tutorial_hp(epochs=30, record_every=7)
+    whole = train(hp, X, y, 2)
+    # 200 rows in blocks of 16, split over two threads (both halves also blocked).
+    monkeypatch.setattr(network, "BLOCK_BYTES", 16 * 3 * 8)
+    monkeypatch.setattr(network, "MIN_BLOCK_ROWS", 16)
+    monkeypatch.setattr(network, "PARALLEL_MIN_ELEMENTS", 100)
+    splits: list[int | None] = []
+    original_split = network.Passes._split
+
+    def recording_split(self: network.Passes, n: int) -> int | None:
+        splits.append(original_split(self, n))
+        return splits[-1]
+
+    monkeypatch.setattr(network.Passes, "_split", recording_split)
+    first, second = train(hp, X, y, 2), train(hp, X, y, 2)
+    assert splits and set(splits) == {112}  # 7 blocks on this thread, 6 on the other
+    assert first.history == second.history
+    for a, b, c in zip(first.weights, second.weights, whole.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-12)
+    assert [p.epoch for p in first.history] == [p.epoch for p in whole.history]
+    for blocked, single in zip(first.history, whole.history, strict=True):
+        assert blocked.train_loss == pytest.approx(single.train_loss, rel=1e-10)
+        assert blocked.train_accuracy == single.train_accuracy
