@@ -130,13 +130,36 @@ BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
 # -- the packed network ------------------------------------------------------------------------
 
 
-def packed_shapes(layer_sizes: Sequence[Sequence[int]], n_groups: int = 1) -> list[tuple[int, int]]:
-    """(rows, columns) of every block: the packed first layer, then each later layer's blocks
-    network by network; bias rows included."""
+# A later layer is one block-diagonal matrix (one product per pass, padding multiplied by zero)
+# while that costs less than a small product per network: measured on the tutorial's pack,
+# a product's fixed cost is ~2 us and a multiply-add ~0.1 ns.
+CALL_SECONDS = 2e-6
+DIAGONAL_MAC_SECONDS = 0.1e-9
+PASS_ROWS = 1024  # rows a full-batch pass is taken to have when choosing layouts
+
+
+def _is_diagonal(fan_ins: Sequence[int], fan_outs: Sequence[int], rows: int) -> bool:
+    """Whether a later layer with these per-network widths is packed block-diagonally."""
+    K = len(fan_ins)
+    padded = (sum(fan_ins) + 1) * sum(fan_outs)
+    real = sum((a + 1) * b for a, b in zip(fan_ins, fan_outs, strict=True))
+    return K == 1 or rows * (padded - real) * DIAGONAL_MAC_SECONDS < (K - 1) * 2 * CALL_SECONDS
+
+
+def packed_shapes(
+    layer_sizes: Sequence[Sequence[int]], n_groups: int = 1, rows: int = 256
+) -> list[tuple[int, int]]:
+    """(rows, columns) of every block of the flat parameter vector: the packed first layer,
+    then each later layer as one block-diagonal matrix or one block per network."""
     d = layer_sizes[0][0]
     shapes = [(n_groups * (d + 1), sum(sizes[1] for sizes in layer_sizes))]
     for layer in range(1, len(layer_sizes[0]) - 1):
-        shapes += [(sizes[layer] + 1, sizes[layer + 1]) for sizes in layer_sizes]
+        fan_ins = [sizes[layer] for sizes in layer_sizes]
+        fan_outs = [sizes[layer + 1] for sizes in layer_sizes]
+        if _is_diagonal(fan_ins, fan_outs, rows):
+            shapes.append((sum(fan_ins) + 1, sum(fan_outs)))
+        else:
+            shapes += [(a + 1, b) for a, b in zip(fan_ins, fan_outs, strict=True)]
     return shapes
 
 
@@ -145,13 +168,50 @@ def _column_slices(widths: Sequence[int]) -> list[slice]:
     return [slice(a, b) for a, b in pairwise(starts)]
 
 
+@dataclass(frozen=True)
+class _LaterLayer:
+    """Layer `index` >= 1 of every network: its place in the flat vector and in the packed
+    activations. `blocks[k]` is network k's (fan_in + 1, fan_out) block, bias row last (a view
+    into `matrix` when the layer is diagonal)."""
+
+    index: int
+    diagonal: bool
+    offset: int
+    shapes: list[tuple[int, int]]  # the one matrix's, or each network's block's
+    inputs: list[slice]  # network k's columns of the layer's input (m, Σ fan_in)
+    outputs: list[slice]  # network k's columns of the layer's output (m, Σ fan_out)
+
+    @property
+    def size(self) -> int:
+        return sum(rows * columns for rows, columns in self.shapes)
+
+    def matrix(self, flat: Array) -> Array:
+        """The diagonal layer's (Σ fan_in + 1, Σ fan_out) matrix in a vector like params."""
+        rows, columns = self.shapes[0]
+        return flat[self.offset : self.offset + rows * columns].reshape(rows, columns)
+
+    def blocks(self, flat: Array) -> list[Array]:
+        if self.diagonal:
+            matrix = self.matrix(flat)
+            return [
+                matrix[np.r_[rows, matrix.shape[0] - 1]][:, columns]
+                for rows, columns in zip(self.inputs, self.outputs, strict=True)
+            ]
+        views, offset = [], self.offset
+        for rows, columns in self.shapes:
+            views.append(flat[offset : offset + rows * columns].reshape(rows, columns))
+            offset += rows * columns
+        return views
+
+
 class PackedNetwork:
     """K multilayer perceptrons of one depth and activation as one; see the module docstring.
 
     Parameters, in one flat vector: the first layer packed as a (G·(d+1), Σh₁) matrix (network
-    k's block: the rows of its input group, its columns), then every later layer as one
-    (fan_in + 1, fan_out) block per network, bias row last. `input_groups[k]` is network k's
-    input group (0..G-1; default: all share group 0).
+    k's block: the rows of its input group, its columns), then every later layer either as one
+    block-diagonal (Σ fan_in + 1, Σ fan_out) matrix with one bias row, or as one (fan_in + 1,
+    fan_out) block per network (see `_is_diagonal`; `rows` is the rows a pass will take).
+    `input_groups[k]` is network k's input group (0..G-1; default: all share group 0).
     """
 
     def __init__(
@@ -160,6 +220,7 @@ class PackedNetwork:
         activation: Activation,
         dtype: DTypeLike,
         input_groups: Sequence[int] | None = None,
+        rows: int = 256,
     ) -> None:
         sizes = [[int(width) for width in network] for network in layer_sizes]
         if not sizes or any(len(s) < 2 or min(s) < 1 for s in sizes):
@@ -181,54 +242,65 @@ class PackedNetwork:
         self.input_groups = groups
         self.activation: Activation = activation
         self.dtype = np.dtype(dtype)
-        # columns of each network in each packed hidden layer (and, for depth 1, the output)
+        # each network's columns of each packed hidden layer and, last, of the (m, K*C) output
         self.columns = [_column_slices([s[b] for s in sizes]) for b in range(1, self.depth + 1)]
         self.widths = [sum(s[b] for s in sizes) for b in range(1, self.depth)]  # hidden layers
-        shapes = packed_shapes(sizes, G)
-        size = sum(rows * columns for rows, columns in shapes)
-        self.params = np.zeros(size, self.dtype)
+        first_shape = (G * (d + 1), self.columns[0][-1].stop)
+        offset = first_shape[0] * first_shape[1]
+        self.later: list[_LaterLayer] = []
+        for layer in range(1, self.depth):
+            fan_ins = [s[layer] for s in sizes]
+            fan_outs = [s[layer + 1] for s in sizes]
+            diagonal = _is_diagonal(fan_ins, fan_outs, rows)
+            shapes = (
+                [(sum(fan_ins) + 1, sum(fan_outs))]
+                if diagonal
+                else [(a + 1, b) for a, b in zip(fan_ins, fan_outs, strict=True)]
+            )
+            later = _LaterLayer(
+                layer, diagonal, offset, shapes, self.columns[layer - 1], self.columns[layer]
+            )
+            self.later.append(later)
+            offset += later.size
+        self.params = np.zeros(offset, self.dtype)
         self.first = self.first_layer(self.params)  # (G*(d+1), Σh₁)
-        self.blocks = self.block_views(self.params)  # blocks[layer - 1][k]: (fan_in + 1, fan_out)
-        self.weights = [[B[:-1] for B in layer] for layer in self.blocks]
-        self.weights_t = [[W.T for W in layer] for layer in self.weights]
-        self.biases = [[B[-1] for B in layer] for layer in self.blocks]
-        # owner[i]: the network parameter i belongs to; K marks padding (first layer, G > 1)
-        self.owner = np.full(size, K, dtype=np.intp)
-        self.weight_mask = np.zeros(size, self.dtype)  # 1 on weights, 0 on biases and padding
+        # owner[i]: the network parameter i belongs to; K marks padding (zero for ever)
+        self.owner = np.full(offset, K, dtype=np.intp)
+        self.weight_mask = np.zeros(offset, self.dtype)  # 1 on weights, 0 on biases and padding
         first_owner, first_mask = self.first_layer(self.owner), self.first_layer(self.weight_mask)
         for k, (g, columns) in enumerate(zip(groups, self.columns[0], strict=True)):
             first_owner[g * (d + 1) : (g + 1) * (d + 1), columns] = k
             first_mask[g * (d + 1) : g * (d + 1) + d, columns] = 1
-        for owner_layer, mask_layer in zip(
-            self.block_views(self.owner), self.block_views(self.weight_mask), strict=True
-        ):
-            for k, (owner_block, mask_block) in enumerate(
-                zip(owner_layer, mask_layer, strict=True)
-            ):
-                owner_block[...] = k
-                mask_block[:-1] = 1
-        pad = first_owner == K
-        self.first_padding: Array | None = pad if pad.any() else None  # bool, like `first`
+        for later in self.later:
+            if later.diagonal:
+                owner, mask = later.matrix(self.owner), later.matrix(self.weight_mask)
+                for k, (rows_k, columns) in enumerate(
+                    zip(later.inputs, later.outputs, strict=True)
+                ):
+                    owner[rows_k, columns] = k
+                    owner[-1, columns] = k
+                    mask[rows_k, columns] = 1
+            else:
+                for k, (owner_block, mask_block) in enumerate(
+                    zip(later.blocks(self.owner), later.blocks(self.weight_mask), strict=True)
+                ):
+                    owner_block[...] = k
+                    mask_block[:-1] = 1
         self.entries = [np.flatnonzero(self.owner == k) for k in range(K)]
+        self.padding_entries = np.flatnonzero(self.owner == K)
+        # the network of each column of each hidden layer, and of the (m, K*C) output
+        self.unit_owner = [
+            np.repeat(np.arange(K), [s[b] for s in sizes]) for b in range(1, self.depth)
+        ]
+        self.output_owner = np.repeat(np.arange(K), C)
+        # with K > 1 an array that meets a diagonal matrix is checked for non-finite values
+        self.guarded = K > 1
 
     def first_layer(self, flat: Array) -> Array:
         """The packed first layer's (G*(d+1), Σh₁) view of a vector laid out like params."""
         rows = self.n_groups * (self.n_features + 1)
         columns = self.columns[0][-1].stop
         return flat[: rows * columns].reshape(rows, columns)
-
-    def block_views(self, flat: Array) -> list[list[Array]]:
-        """[layer - 1][k]: network k's (fan_in + 1, fan_out) block of each later layer."""
-        offset = self.first.size if hasattr(self, "first") else self.first_layer(flat).size
-        views = []
-        for layer in range(1, self.depth):
-            blocks = []
-            for sizes in self.layer_sizes:
-                rows, columns = sizes[layer] + 1, sizes[layer + 1]
-                blocks.append(flat[offset : offset + rows * columns].reshape(rows, columns))
-                offset += rows * columns
-            views.append(blocks)
-        return views
 
     def _first_rows(self, k: int) -> slice:
         g = self.input_groups[k]
@@ -237,22 +309,28 @@ class PackedNetwork:
     def set_network(self, k: int, weights: Sequence[Array], biases: Sequence[Array]) -> None:
         if len(weights) != self.depth or len(biases) != self.depth:
             raise InvalidInput(f"network {k} needs {self.depth} weight matrices and bias vectors")
-        rows = self._first_rows(k)
-        block = self.first[rows, self.columns[0][k]]
+        block = self.first[self._first_rows(k), self.columns[0][k]]
         block[:-1] = weights[0]
         block[-1] = biases[0]
-        for layer_blocks, W, b in zip(self.blocks, weights[1:], biases[1:], strict=True):
-            layer_blocks[k][:-1] = W
-            layer_blocks[k][-1] = b
+        for later, W, b in zip(self.later, weights[1:], biases[1:], strict=True):
+            if later.diagonal:
+                matrix = later.matrix(self.params)
+                matrix[later.inputs[k], later.outputs[k]] = W
+                matrix[-1, later.outputs[k]] = b
+            else:
+                target = later.blocks(self.params)[k]
+                target[:-1] = W
+                target[-1] = b
 
     def network_weights(self, k: int, flat: Array | None = None) -> tuple[list[Array], list[Array]]:
         """Copies of network k's weights (fan_in, fan_out) and biases (fan_out,)."""
         source = self.params if flat is None else flat
         first = self.first_layer(source)[self._first_rows(k), self.columns[0][k]]
         weights, biases = [first[:-1].copy()], [first[-1].copy()]
-        for layer_blocks in self.block_views(source):
-            weights.append(layer_blocks[k][:-1].copy())
-            biases.append(layer_blocks[k][-1].copy())
+        for later in self.later:
+            block = later.blocks(source)[k]  # a copy when diagonal
+            weights.append(block[:-1].copy())
+            biases.append(block[-1].copy())
         return weights, biases
 
     def block_rows(self) -> int:
@@ -277,28 +355,32 @@ class PackedNetwork:
         return totals
 
 
+def _isolate(values: Array, column_owner: Array, failed: set[int]) -> None:
+    """Zero the columns of every network with a non-finite value in `values` (m, width) and add
+    those networks to `failed`; one sum when everything is finite."""
+    if math.isfinite(float(np.add.reduce(values, axis=None))):
+        return
+    bad_columns = ~np.isfinite(values).all(axis=0)
+    if not bad_columns.any():
+        return  # the sum overflowed, the values did not
+    networks = np.unique(column_owner[bad_columns])
+    values[:, np.isin(column_owner, networks)] = 0
+    failed.update(int(k) for k in networks)
+
+
 class PackedWorkspace:
     """Buffers for passes over at most `rows` examples, and a gradient accumulator."""
 
     def __init__(self, network: PackedNetwork, rows: int) -> None:
         dtype = network.dtype
-        K, C = network.n_networks, network.n_classes
         self.network = network
         self.rows = rows
         self.activations = [np.empty((rows, width), dtype=dtype) for width in network.widths]
         self.deltas = [np.empty((rows, width), dtype=dtype) for width in network.widths]
         self.scratch = [np.empty((rows, width), dtype=dtype) for width in network.widths]
-        # logits network by network (K, rows, C); for depth 1 the first layer's (rows, K*C)
-        self.logits = np.empty((K, rows, C) if network.depth > 1 else (rows, K * C), dtype)
-        self.logits_scratch = np.empty((K, rows, C), dtype=dtype)
-        self.row_stat = np.empty((K, rows, 1), dtype=dtype)
         self.ones = np.ones(rows, dtype=dtype)
         self.grad = np.empty_like(network.params)  # flat, laid out like params
-        self.grad_first = network.first_layer(self.grad)
-        self.grad_blocks = network.block_views(self.grad)
         self.block_grad = np.empty_like(network.params)
-        self.block_grad_first = network.first_layer(self.block_grad)
-        self.block_grad_blocks = network.block_views(self.block_grad)
         self._plans: dict[int, _PackedPlan] = {}
 
     def plan(self, m: int) -> _PackedPlan:
@@ -310,11 +392,13 @@ class PackedWorkspace:
     # -- whole arrays, block by block ----------------------------------------------------------
 
     def summed_gradient(
-        self, X_in: Array, targets: Array, y: Array | None
+        self, X_in: Array, targets: Array, y: Array | None, failed: set[int]
     ) -> tuple[Array, Stats | None]:
-        """Sum over the rows of every network's CE gradient (flat, padding zeroed); with labels
-        y, also the per-network stats of the same forward pass (the parameters before the
-        step). `targets`: see `_PackedPlan.output_delta`."""
+        """Sum over the rows of every network's CE gradient (flat, like params; what lands on
+        the padding is left there: every step gives the padding a rate of 0); with labels y,
+        also the per-network stats of the same forward pass (the parameters before the step).
+        `targets`: see `_PackedPlan.output_delta`. Networks whose values are not finite are
+        added to `failed` (their columns zeroed so that they reach no other network)."""
         n = X_in.shape[0]
         network = self.network
         stats: Stats | None = None
@@ -324,172 +408,219 @@ class PackedWorkspace:
             stop = min(start + self.rows, n)
             plan = self.plan(stop - start)
             X_block = X_in[start:stop]
-            plan.forward(X_block)
+            plan.forward(X_block, failed)
             if stats is not None and y is not None:
                 plan.add_logit_stats(y[start:stop], stats)
-            plan.output_delta(targets[..., start:stop, :])
-            if start == 0:
-                plan.backward(X_block, self.grad_first, self.grad_blocks)
-            else:
-                plan.backward(X_block, self.block_grad_first, self.block_grad_blocks)
+            plan.output_delta(targets[..., start:stop])
+            plan.backward(X_block, self.grad if start == 0 else self.block_grad, failed)
+            if start:
                 np.add(self.grad, self.block_grad, out=self.grad)
-        if network.first_padding is not None:
-            np.copyto(self.grad_first, 0, where=network.first_padding)
         return self.grad, stats
 
     def cross_entropy_and_correct(self, X_in: Array, y: Array) -> Stats:
-        """Per network (summed CE (K,), hits (K,)), NaN CE where a network is not finite."""
+        """Per network (summed CE (K,), hits (K,)); CE is NaN for a network whose values were
+        not finite."""
         network = self.network
         stats = (np.zeros(network.n_networks), np.zeros(network.n_networks, dtype=np.int64))
+        failed: set[int] = set()
         n = X_in.shape[0]
         for start in range(0, n, self.rows):
             stop = min(start + self.rows, n)
             plan = self.plan(stop - start)
-            plan.forward(X_in[start:stop])
+            plan.forward(X_in[start:stop], failed)
             plan.add_logit_stats(y[start:stop], stats)
+        if failed:
+            stats[0][sorted(failed)] = math.nan
         return stats
 
 
+# Forward of a later layer: (diagonal?, its input (m, Σ fan_in), per product (input, W, out, b))
+_Forward = tuple[bool, Array, list[tuple[Array, Array, Array, Array]]]
+
+
 class _PackedPlan:
-    """Forward and backward over one block of m rows, every view prepared once."""
+    """Forward and backward over one block of m rows, every view prepared once.
+
+    The logits are network-major, (K, C, m): network k's are `logits[k]` (C, m), so work per
+    class runs over contiguous rows; `logits_flat` is the same memory as (K*C, m).
+    """
 
     def __init__(self, workspace: PackedWorkspace, m: int) -> None:
         network = workspace.network
-        K, C = network.n_networks, network.n_classes
+        K, C, dtype = network.n_networks, network.n_classes, network.dtype
         self.network = network
         self.activate = ACTIVATIONS[network.activation]
         self.backward_activation = BACKWARD[network.activation]
         self.activations = [A[:m] for A in workspace.activations]  # (m, Σh) each
         self.deltas = [D[:m] for D in workspace.deltas]
         self.scratch = [S[:m] for S in workspace.scratch]
-        if network.depth > 1:
-            self.logits_flat = None
-            self.logits3 = workspace.logits[:, :m]  # (K, m, C)
-        else:
-            self.logits_flat = workspace.logits[:m]  # (m, K*C)
-            self.logits3 = self.logits_flat.reshape(m, K, C).transpose(1, 0, 2)
-        self.scratch3 = workspace.logits_scratch[:, :m]
-        self.row_stat = workspace.row_stat[:, :m]  # (K, m, 1)
-        self.row_flat = self.row_stat[:, :, 0]  # (K, m)
         self.ones = workspace.ones[:m]
-        self.pick = (np.arange(K)[:, None], np.arange(m)[None, :])
-        self.binary = C == 2
-        self.column_0 = self.logits3[:, :, 0]  # (K, m)
-        self.column_1 = self.logits3[:, :, 1]
-        # NumPy reduces along a short last axis slowly: for few classes, maxima and sums over
-        # the classes are elementwise ops over (K, m) class views, as engine.network does
+        self.logits = np.empty((K, C, m), dtype=dtype)
+        self.logits_flat = self.logits.reshape(K * C, m)
+        self.scratch_logits = np.empty((K, C, m), dtype=dtype)
+        self.row_stat = np.empty((K, 1, m), dtype=dtype)
+        self.row_flat = self.row_stat[:, 0, :]  # (K, m)
+        self.classes = [self.logits[:, c, :] for c in range(C)]  # (K, m) each
+        self.scratch_classes = [self.scratch_logits[:, c, :] for c in range(C)]
         self.by_columns = C <= MAX_CLASSES_BY_COLUMNS
-        self.logit_columns = [self.logits3[:, :, c] for c in range(C)]
-        self.scratch_columns = [self.scratch3[:, :, c] for c in range(C)]
-        # Later layers, network by network. Forward: (its inputs, weights, outputs, bias, into
-        # a strided slice?). Backward: (inputs.T, output delta, weights.T, input delta slice).
-        self.forward_steps: list[list[tuple[Array, Array, Array, Array, bool]]] = []
-        self.backward_steps: list[list[tuple[Array, Array, Array, Array]]] = []
-        for layer in range(1, network.depth):
-            last = layer == network.depth - 1
-            A, D = self.activations[layer - 1], self.deltas[layer - 1]
-            forward, backward = [], []
-            for k in range(K):
-                inputs = network.columns[layer - 1][k]
-                if last:
-                    out, delta = self.logits3[k], self.logits3[k]  # (m, C)
-                else:
-                    outputs = network.columns[layer][k]
-                    out = self.activations[layer][:, outputs]
-                    delta = self.deltas[layer][:, outputs]
-                W, b = network.weights[layer - 1][k], network.biases[layer - 1][k]
-                forward.append((A[:, inputs], W, out, b, not last))
-                backward.append(
-                    (A[:, inputs].T, delta, network.weights_t[layer - 1][k], D[:, inputs])
-                )
-            self.forward_steps.append(forward)
-            self.backward_steps.append(backward)
+        self.pick = (np.arange(K)[:, None], np.arange(m)[None, :])
+        self.forward_steps: list[_Forward] = []
+        for later in network.later:
+            last = later.index == network.depth - 1
+            A = self.activations[later.index - 1]
+            if later.diagonal:
+                matrix = later.matrix(network.params)
+                out = self.logits_flat if last else self.activations[later.index]
+                products = [(A, matrix[:-1], out, matrix[-1])]
+            else:
+                products = []
+                for k, block in enumerate(later.blocks(network.params)):
+                    block_out = (
+                        self.logits[k]
+                        if last
+                        else self.activations[later.index][:, later.outputs[k]]
+                    )
+                    products.append((A[:, later.inputs[k]], block[:-1], block_out, block[-1]))
+            self.forward_steps.append((later.diagonal, A, products))
+        self._grad_cache: dict[int, tuple[Array, list[list[Array]]]] = {}
 
-    def forward(self, X_in: Array) -> None:
-        """Logits of a block of inputs (m, G*(d+1)) into logits3; hidden outputs kept."""
+    def forward(self, X_in: Array, failed: set[int]) -> None:
+        """Logits of a block of inputs (m, G*(d+1)); hidden outputs kept."""
         network = self.network
-        if self.logits_flat is not None:
-            _dot(X_in, network.first, out=self.logits_flat)
+        if network.depth == 1:
+            _dot(network.first.T, X_in.T, out=self.logits_flat)  # (K*C, m)
             return
         _dot(X_in, network.first, out=self.activations[0])
-        for layer, steps in enumerate(self.forward_steps):
+        last = len(self.forward_steps) - 1
+        for layer, (diagonal, A, products) in enumerate(self.forward_steps):
             self.activate(self.activations[layer])
-            for inputs, W, out, b, strided in steps:
-                if strided:
-                    np.matmul(inputs, W, out=out)
-                else:
+            if diagonal and network.guarded:
+                _isolate(A, network.unit_owner[layer], failed)
+            for inputs, W, out, b in products:
+                if layer == last:  # (C', m) = W.T @ inputs.T: the logits network-major
+                    _dot(W.T, inputs.T, out=out)
+                    np.add(out, b[:, None], out=out)
+                elif out.flags.c_contiguous:
                     _dot(inputs, W, out=out)
-                np.add(out, b, out=out)
+                    np.add(out, b, out=out)
+                else:
+                    np.matmul(inputs, W, out=out)
+                    np.add(out, b, out=out)
 
     def output_delta(self, targets: Array) -> None:
         """logits <- softmax per network - Y, in place (the summed CE's gradient wrt the logits).
-        `targets`: for C = 2 the indicator of class 1, (1 or K, m); else one-hot (1 or K, m, C).
-        For C = 2 the softmax is P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1, as in engine.network."""
-        if self.binary:
+        `targets`: for C = 2 the indicator of class 1, (1 or K, 1, m); else one-hot (1 or K, C,
+        m). For C = 2 the softmax is P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1, as in
+        engine.network."""
+        if len(self.classes) == 2:
             p1 = self.row_flat
-            np.subtract(self.column_0, self.column_1, out=p1)
+            column_0, column_1 = self.classes
+            np.subtract(column_0, column_1, out=p1)
             np.exp(p1, out=p1)  # overflow to inf gives P1 = 0, as it should
             np.add(p1, 1.0, out=p1)
             np.divide(1.0, p1, out=p1)
-            np.subtract(p1, targets[..., 0], out=self.column_1)
-            np.negative(self.column_1, out=self.column_0)
+            np.subtract(p1, targets[:, 0, :], out=column_1)
+            np.negative(column_1, out=column_0)
             return
-        logits3 = self.logits3
+        logits = self.logits
         self._class_max()
-        np.subtract(logits3, self.row_stat, out=logits3)
-        np.exp(logits3, out=logits3)
-        self._class_sum(logits3, self.logit_columns, self.row_flat)
-        np.divide(logits3, self.row_stat, out=logits3)
-        np.subtract(logits3, targets, out=logits3)
+        np.subtract(logits, self.row_stat, out=logits)
+        np.exp(logits, out=logits)
+        self._class_sum(logits, self.classes, self.row_flat)
+        np.divide(logits, self.row_stat, out=logits)
+        np.subtract(logits, targets, out=logits)
 
     def _class_max(self) -> None:
-        """row_flat <- each network's and row's largest logit (K, m)."""
+        """row_flat <- each network's largest logit for each row (K, m)."""
         if not self.by_columns:
-            np.maximum.reduce(self.logits3, axis=2, out=self.row_flat)
+            np.maximum.reduce(self.logits, axis=1, out=self.row_flat)
             return
-        columns = self.logit_columns
-        np.maximum(columns[0], columns[1], out=self.row_flat)
-        for column in columns[2:]:
-            np.maximum(self.row_flat, column, out=self.row_flat)
+        classes = self.classes
+        np.maximum(classes[0], classes[1], out=self.row_flat)
+        for values in classes[2:]:
+            np.maximum(self.row_flat, values, out=self.row_flat)
 
-    def _class_sum(self, values: Array, columns: list[Array], out: Array) -> None:
-        """out <- the sums over the classes of values (K, m, C), whose class views are columns."""
+    def _class_sum(self, values: Array, classes: list[Array], out: Array) -> None:
+        """out <- the sums over the classes of values (K, C, m), whose class rows are classes."""
         if not self.by_columns:
-            np.add.reduce(values, axis=2, out=out)
+            np.add.reduce(values, axis=1, out=out)
             return
-        np.add(columns[0], columns[1], out=out)
-        for column in columns[2:]:
-            np.add(out, column, out=out)
+        np.add(classes[0], classes[1], out=out)
+        for row in classes[2:]:
+            np.add(out, row, out=out)
 
-    def backward(self, X_in: Array, grad_first: Array, grad_blocks: list[list[Array]]) -> None:
-        """The block's SUMMED CE gradient into the gradient views, given P - Y in logits3."""
-        if self.logits_flat is not None:
-            _dot(X_in.T, self.logits_flat, out=grad_first)
+    def _grad_views(self, grad: Array) -> tuple[Array, list[list[Array]]]:
+        """The first layer's and each later product's (rows, columns) views of a gradient."""
+        cached = self._grad_cache.get(id(grad))
+        if cached is None:
+            network = self.network
+            later_views = [
+                [later.matrix(grad)] if later.diagonal else later.blocks(grad)
+                for later in network.later
+            ]
+            cached = self._grad_cache[id(grad)] = (network.first_layer(grad), later_views)
+        return cached
+
+    def backward(self, X_in: Array, grad: Array, failed: set[int]) -> None:
+        """The block's SUMMED CE gradient into `grad` (flat, like params), given P - Y in the
+        logits; networks with non-finite deltas are isolated and added to `failed`."""
+        network = self.network
+        grad_first, grad_later = self._grad_views(grad)
+        if network.depth == 1:
+            _dot(X_in.T, self.logits_flat.T, out=grad_first)
             return
         ones = self.ones
-        for layer in range(len(self.backward_steps), 0, -1):
-            for (inputs_t, delta, weights_t, previous), out in zip(
-                self.backward_steps[layer - 1], grad_blocks[layer - 1], strict=True
-            ):
-                _dot(inputs_t, delta, out=out[:-1])  # (fan_in, fan_out)
+        for layer in range(len(network.later), 0, -1):
+            later = network.later[layer - 1]
+            diagonal, A, products = self.forward_steps[layer - 1]
+            previous = self.deltas[layer - 1]  # (m, Σ fan_in)
+            last = layer == len(network.later)
+            if diagonal:
+                if last:  # the logits' delta, network-major (K*C, m)
+                    delta_t = self.logits_flat
+                    if network.guarded:
+                        _isolate(delta_t.T, network.output_owner, failed)
+                    delta = delta_t.T
+                else:
+                    delta = self.deltas[layer]
+                    if network.guarded:
+                        _isolate(delta, network.unit_owner[layer], failed)
+                out = grad_later[layer - 1][0]
+                _dot(A.T, delta, out=out[:-1])
                 _dot(ones, delta, out=out[-1])
-                np.matmul(delta, weights_t, out=previous)  # (m, fan_in)
-            A = self.activations[layer - 1]
-            self.backward_activation(A, self.deltas[layer - 1], self.scratch[layer - 1])
+                _dot(delta, products[0][1].T, out=previous)
+            else:
+                for k, (_inputs, W, _out, _b) in enumerate(products):
+                    delta = self.logits[k].T if last else self.deltas[layer][:, later.outputs[k]]
+                    out = grad_later[layer - 1][k]
+                    _dot(A[:, later.inputs[k]].T, delta, out=out[:-1])
+                    _dot(ones, delta, out=out[-1])
+                    np.matmul(delta, W.T, out=previous[:, later.inputs[k]])
+            self.backward_activation(A, previous, self.scratch[layer - 1])
         _dot(X_in.T, self.deltas[0], out=grad_first)
 
     def add_logit_stats(self, y: Array, stats: Stats) -> None:
         """Add the block's per-network summed CE and argmax hits (from the last forward's
         logits) to `stats`; leaves the logits shifted by their maximum (softmax unchanged)."""
-        logits3 = self.logits3
-        stats[1][:] += np.count_nonzero(logits3.argmax(axis=2) == y, axis=1)
-        # CE_km = log sum_c exp(z_kmc - max_km) - (z_kmy - max_km)
+        if len(self.classes) == 2:
+            # CE = log(1 + exp(z_other - z_y)) = logaddexp(0, ±(z1 - z0)); class 1 wins ties
+            # to class 0, as argmax does
+            margin = self.scratch_classes[0]
+            np.subtract(self.classes[1], self.classes[0], out=margin)  # (K, m)
+            stats[1][:] += np.count_nonzero((margin > 0) == y, axis=1)
+            np.multiply(margin, 1 - 2 * y, out=margin)
+            np.logaddexp(0.0, margin, out=margin)
+            stats[0][:] += margin.sum(axis=1, dtype=np.float64)
+            return
+        logits = self.logits
+        stats[1][:] += np.count_nonzero(logits.argmax(axis=1) == y, axis=1)
+        # CE_km = log sum_c exp(z_kcm - max_km) - (z_kym - max_km)
         self._class_max()
-        np.subtract(logits3, self.row_stat, out=logits3)
-        picked = logits3[self.pick[0], self.pick[1], y]  # (K, m)
-        exps = np.exp(logits3, out=self.scratch3)
+        np.subtract(logits, self.row_stat, out=logits)
+        picked = logits[self.pick[0], y, self.pick[1]]  # (K, m)
+        exps = np.exp(logits, out=self.scratch_logits)
         sums = np.empty_like(self.row_flat)  # (K, m)
-        self._class_sum(exps, self.scratch_columns, sums)
+        self._class_sum(exps, self.scratch_classes, sums)
         np.log(sums, out=sums)
         stats[0][:] += sums.sum(axis=1, dtype=np.float64) - picked.sum(axis=1, dtype=np.float64)
 
@@ -625,9 +756,9 @@ class _PackTrainer:
         self.workspace = PackedWorkspace(network, max(1, min(largest, network.block_rows())))
         self.train_input = network.tiled_input(data.X_train)  # (n, G*(d+1))
         self.test_input = network.tiled_input(data.X_test) if data.X_test is not None else None
-        # per-row targets: the class-1 indicator (n, 1) for C = 2, else one-hot (n, C)
+        # targets by row: the class-1 indicator (1, n) for C = 2, else one-hot (C, n)
         self.row_targets = _row_targets(data.y_train, network.n_classes, network.dtype)
-        self.targets = self._shared(self.row_targets)
+        self.targets = self.row_targets[None]  # shared by every network
         momenta = [m.hp.momentum for m in members]
         momentum = self._per_parameter(momenta) if len(set(momenta)) > 1 else momenta[0]
         self.optimizer = _PackedOptimizer(first, network, momentum)
@@ -638,6 +769,7 @@ class _PackTrainer:
         self._buffer = np.empty_like(network.params)
         self._penalty_vectors: dict[int, tuple[Array | None, Array | None]] = {}
         self._sgd_cache: dict[int, tuple[Array, Array | None]] = {}
+        self._failed: set[int] = set()  # networks isolated in this step's passes
         self.plain_sgd = first.optimizer == "sgd" and not self.l1.any()
         self.n_active = len(members)
         self.ones = np.ones_like(network.params)
@@ -879,9 +1011,14 @@ class _PackTrainer:
                 self._buffer *= l1
                 grad += self._buffer
             self.optimizer.update(params, grad, self.rate_vector, self.rates)
+        failed = self._failed
         if not math.isfinite(np.dot(params, self.ones)):  # the sum: NaN/inf-propagating
-            bad = ~np.isfinite(params)
-            for k in np.unique(self.network.owner[bad]).tolist():
+            failed.update(np.unique(self.network.owner[~np.isfinite(params)]).tolist())
+        if failed:
+            if len(self.members) in failed:  # an overflowing cross term on the padding: 0·inf
+                params[self.network.padding_entries] = 0
+                failed.discard(len(self.members))
+            for k in sorted(failed):
                 params[self.network.entries[k]] = 0
                 if self.members[k].active:
                     detail = (
@@ -889,17 +1026,16 @@ class _PackTrainer:
                         f"used {self.members[k].rate:g})"
                     )
                     self._fail(k, TrainingDiverged(epoch, detail))
-
-    @staticmethod
-    def _shared(row_targets: Array) -> Array:
-        """Targets every network shares, (1, m, 1 or C), from per-row targets (m, 1 or C)."""
-        return row_targets[None]
+            failed.clear()
 
     def _full_batch_epoch(self, epoch: int) -> None:
         waiting = self.waiting
         want_stats = bool(waiting) or bool(self.plateau_on_train)
         grad_sum, stats = self.workspace.summed_gradient(
-            self.train_input, self.targets, self.data.y_train if want_stats else None
+            self.train_input,
+            self.targets,
+            self.data.y_train if want_stats else None,
+            self._failed,
         )
         if stats is not None:  # the metrics of the parameters after epoch - 1
             self._store("train", epoch - 1, stats)
@@ -934,25 +1070,27 @@ class _PackTrainer:
                 rows = orders[0][start : start + size]
                 m = rows.shape[0]
                 np.take(data.X_train, rows, axis=0, out=X_batch[:m])
-                np.take(self.row_targets, rows, axis=0, out=targets_batch[0, :m])
+                targets_batch[0, :, :m] = self.row_targets[:, rows]
             else:
                 group_rows = [order[start : start + size] for order in orders]
                 m = group_rows[0].shape[0]
                 for g, rows in enumerate(group_rows):
                     X_batch[:m, g * d1 : (g + 1) * d1] = data.X_train[rows]
                 labels = data.y_train[np.stack(group_rows)][self.group_of]  # (K, m)
-                self._group_targets(targets_batch[:, :m], labels)
-            grad_sum, _ = self.workspace.summed_gradient(X_batch[:m], targets_batch[:, :m], None)
+                self._group_targets(targets_batch[..., :m], labels)
+            grad_sum, _ = self.workspace.summed_gradient(
+                X_batch[:m], targets_batch[..., :m], None, self._failed
+            )
             self._update(grad_sum, m, epoch)
 
     def _group_targets(self, targets: Array, labels: Array) -> None:
-        """Each network's targets for its own rows into (K, m, 1 or C), from labels (K, m)."""
+        """Each network's targets for its own rows into (K, 1 or C, m), from labels (K, m)."""
         if self.network.n_classes == 2:
-            np.equal(labels, 1, out=targets[:, :, 0], casting="unsafe")
+            np.equal(labels, 1, out=targets[:, 0, :], casting="unsafe")
             return
         K, m = labels.shape
         targets.fill(0)
-        targets[np.arange(K)[:, None], np.arange(m)[None, :], labels] = 1
+        targets[np.arange(K)[:, None], labels, np.arange(m)[None, :]] = 1
 
     def _after_epoch(self, k: int, epoch: int) -> None:
         """What train does after an epoch, for member k."""
@@ -996,7 +1134,7 @@ class _PackTrainer:
             networks = network.n_networks if network.n_groups > 1 else 1
             self.batch_buffers = (
                 np.empty((rows, width), dtype=network.dtype),
-                np.empty((networks, rows, self.row_targets.shape[1]), dtype=network.dtype),
+                np.empty((networks, self.row_targets.shape[0], rows), dtype=network.dtype),
             )
             self.group_of = np.array(network.input_groups)
         losses, _ = self._metrics("train", 0)
@@ -1024,8 +1162,9 @@ class _PackTrainer:
                 if not self.n_active:
                     break
                 self._poll(epoch - 1)
-                for key in [key for key in self.cache if key[1] < epoch - 1]:
-                    del self.cache[key]
+                if len(self.cache) > 4:
+                    for key in [key for key in self.cache if key[1] < epoch - 1]:
+                        del self.cache[key]
                 if self.full_batch:
                     self._full_batch_epoch(epoch)
                 else:
@@ -1092,11 +1231,11 @@ def _prepared(
 
 
 def _row_targets(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
-    """(n, 1) indicator of class 1 when n_classes = 2, else one-hot (n, n_classes)."""
+    """(1, n) indicator of class 1 when n_classes = 2, else one-hot (n_classes, n)."""
     if n_classes == 2:
-        return (y == 1).astype(dtype).reshape(-1, 1)
-    Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
-    Y[np.arange(y.shape[0]), y] = 1
+        return (y == 1).astype(dtype).reshape(1, -1)
+    Y = np.zeros((n_classes, y.shape[0]), dtype=dtype)
+    Y[y, np.arange(y.shape[0])] = 1
     return Y
 
 
@@ -1167,9 +1306,11 @@ def train_pack(
         sizes.append(layer_sizes)
         members.append(_Member(index, hp, rng))
     if members:
-        minibatch = _effective_batch(members[0].hp, data.n_train) is not None
+        batch = _effective_batch(members[0].hp, data.n_train)
+        minibatch = batch is not None
         groups = _input_groups(members, minibatch)
-        network = PackedNetwork(sizes, members[0].hp.activation, dtype, groups)
+        rows = batch or min(data.n_train, PASS_ROWS)
+        network = PackedNetwork(sizes, members[0].hp.activation, dtype, groups, rows)
         for k, (weights, biases) in enumerate(initial):
             network.set_network(k, weights, biases)
         group_rngs: list[np.random.Generator] = []
@@ -1191,8 +1332,10 @@ def train_pack(
         )
         # BLAS threads cost more than they give on small products (and oversubscribe the
         # machine's other workers): one thread unless a product is big, as train decides.
-        rows = trainer.workspace.rows
-        largest = rows * max(r * c for r, c in packed_shapes(sizes, network.n_groups))
+        shapes = [network.first.shape] + [
+            shape for later in network.later for shape in later.shapes
+        ]
+        largest = trainer.workspace.rows * max(r * c for r, c in shapes)
         # overflow and NaN are caught by the divergence checks, not reported as warnings
         with np.errstate(all="ignore"), blas_single_thread(largest < BLAS_THREADS_MIN_MACS):
             trainer.run()

@@ -311,12 +311,15 @@ def test_cancellation_inside_a_minibatch_epoch(moons: Data) -> None:
 # -- the packed network itself ---------------------------------------------------------------------
 
 
-def test_packed_gradient_is_each_networks_gradient(moons: Data) -> None:
-    """The pack's summed gradient, read back network by network, is engine.network's."""
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_packed_gradient_is_each_networks_gradient(moons: Data, diagonal: bool) -> None:
+    """The pack's summed gradient, read back network by network, is engine.network's, with
+    later layers block-diagonal (few rows a pass) or one block per network (many rows)."""
     X_train, y_train, _X_test, _y_test = moons
     sizes = [[2, 3, 4, 2], [2, 1, 2, 2], [2, 5, 3, 2]]
     rng = np.random.default_rng(0)
-    packed = PackedNetwork(sizes, "tanh", np.float64)
+    packed = PackedNetwork(sizes, "tanh", np.float64, rows=64 if diagonal else 10**7)
+    assert [later.diagonal for later in packed.later] == [diagonal, diagonal]
     initial = [network.init_params(s, "lecun", np.float64, rng) for s in sizes]
     for k, (weights, biases) in enumerate(initial):
         packed.set_network(k, weights, biases)
@@ -324,10 +327,11 @@ def test_packed_gradient_is_each_networks_gradient(moons: Data) -> None:
         assert all(np.array_equal(a, b) for a, b in zip(got_W, weights, strict=True))
         assert all(np.array_equal(a, b) for a, b in zip(got_b, biases, strict=True))
     X_aug = network.with_ones_column(X_train, np.float64)
-    targets = (y_train == 1).astype(np.float64).reshape(1, -1, 1)
+    targets = (y_train == 1).astype(np.float64).reshape(1, 1, -1)
     workspace = PackedWorkspace(packed, 64)  # three blocks of rows
-    grad, stats = workspace.summed_gradient(X_aug, targets, y_train)
-    assert stats is not None
+    failed: set[int] = set()
+    grad, stats = workspace.summed_gradient(X_aug, targets, y_train, failed)
+    assert stats is not None and not failed
     n = X_train.shape[0]
     for k, (weights, biases) in enumerate(initial):
         loss, dW, db = network.loss_and_gradients(weights, biases, "tanh", X_train, y_train)
