@@ -73,7 +73,7 @@ async def test_the_tutorial_sweep_trains_every_size_and_the_baseline(
         baseline=True,
     )
     assert created["id"].startswith("swp_")
-    assert created["status"] == "queued"
+    assert created["status"] in ("queued", "running")  # a worker may have started it
     assert created["progress"]["total"] == 7
     assert created["base"] == Hyperparameters(**TUTORIAL_BASE).model_dump(mode="json")
 
