@@ -43,6 +43,7 @@ from service.metrics import ServiceMetrics
 from service.registry import (
     DatasetRecord,
     HistoryPoint,
+    JobBaseline,
     JobError,
     JobRecord,
     JobStatus,
@@ -219,6 +220,7 @@ class JobManager:
                 classes=dataset.dataset.classes,
                 feature_names=dataset.dataset.feature_names,
                 scaler=dataset.split.scaler,
+                baseline_requested=body.baseline,
             )
             registry.jobs.add(job.id, job)
             if idempotency_key is not None:
@@ -231,6 +233,7 @@ class JobManager:
             X_test=split.X_test if dataset.test_size else None,
             y_test=split.y_test if dataset.test_size else None,
             n_classes=dataset.dataset.n_classes,
+            baseline=hp.model_copy(update={"hidden_layers": []}) if body.baseline else None,
         )
         try:
             # outside the lock: the executor may call on_event from its thread meanwhile
@@ -379,7 +382,40 @@ class JobManager:
         )
         self.registry.models.add(record.id, record)
         job.model_id = record.id
+        if job.baseline_requested:
+            job.baseline = self._baseline(job, outcome)
         self._finish(job, "succeeded")
+
+    def _baseline(self, job: JobRecord, outcome: TrainingOutcome) -> JobBaseline:
+        """Register the baseline's model (or keep why it failed)."""
+        if outcome.baseline is None:
+            kind, detail = outcome.baseline_error or ("internal", "it was not trained")
+            error = JobError("diverged" if kind == "TrainingDiverged" else "invalid_input", detail)
+            return JobBaseline(model_id=None, metrics=None, epochs_run=0, error=error)
+        baseline = outcome.baseline
+        hp = job.hyperparameters.model_copy(update={"hidden_layers": []})
+        model = Model(
+            weights=list(baseline.weights),
+            biases=list(baseline.biases),
+            activation=hp.activation,
+            classes=job.classes,
+            hyperparameters=hp,
+            scaler=job.scaler,
+            feature_names=job.feature_names,
+        )
+        metrics = _metrics_of(baseline.metrics)
+        record = ModelRecord(
+            id=new_id("mdl"),
+            name=f"{job.name}: logistic regression",
+            model=model,
+            job_id=job.id,
+            dataset_id=job.dataset_id,
+            metrics=metrics,
+            history=tuple(baseline.history),
+            created_at=utc_now(),
+        )
+        self.registry.models.add(record.id, record)
+        return JobBaseline(record.id, metrics, baseline.epochs_run, None)
 
     def _error(self, job: JobRecord, event: TaskFailed) -> JobError:
         kind = event.error_type

@@ -64,6 +64,17 @@ class JobError:
     detail: str
 
 
+@dataclass(frozen=True)
+class JobBaseline:
+    """The softmax (logistic) regression a job trained beside its network when asked: the same
+    options with hidden_layers [], on the same split."""
+
+    model_id: str | None  # None when it failed
+    metrics: dict[str, float | None] | None
+    epochs_run: int
+    error: JobError | None
+
+
 @dataclass
 class JobRecord:
     """A training job. Mutable fields change only under the registry lock."""
@@ -91,6 +102,8 @@ class JobRecord:
     stop_reason: StopReason | None = None
     cancel_requested: bool = False
     worker_pid: int | None = None
+    baseline_requested: bool = False
+    baseline: JobBaseline | None = None  # set when the job succeeded and a baseline was asked for
 
     @property
     def finished(self) -> bool:

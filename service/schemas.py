@@ -207,6 +207,11 @@ class JobCreate(Request):
         max_length=200,
         description="A label for people; defaults to the dataset's name.",
     )
+    baseline: bool = Field(
+        default=False,
+        description="Also train softmax (logistic) regression: the same options with "
+        "hidden_layers [], on the same split, after the network; reported as `baseline`.",
+    )
 
 
 class Metrics(BaseModel):
@@ -256,6 +261,18 @@ class JobErrorPublic(BaseModel):
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+class JobBaselinePublic(BaseModel):
+    """The logistic-regression baseline a job trained beside its network."""
+
+    model_id: str | None = Field(description="Its model (an ordinary one); null if it failed.")
+    train_loss: float | None = Field(description="Final loss on the training split.")
+    train_accuracy: float | None = Field(description="Share of training points classified right.")
+    test_loss: float | None = Field(description="Final test loss; null without a test split.")
+    test_accuracy: float | None = Field(description="null without a test split.")
+    epochs_run: int = Field(description="Epochs it trained.")
+    error: JobErrorPublic | None = Field(description="Why it failed (the job is unaffected).")
+
+
 class JobPublic(BaseModel):
     """A training job. `succeeded`, `failed` and `cancelled` are final."""
 
@@ -288,6 +305,10 @@ class JobPublic(BaseModel):
         description="Why training stopped, once succeeded."
     )
     cancel_requested: bool = Field(description="A cancel was asked for.")
+    baseline: JobBaselinePublic | None = Field(
+        default=None,
+        description="With baseline: true, the logistic-regression baseline once the job succeeded.",
+    )
 
 
 class JobsPublic(BaseModel):

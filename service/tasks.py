@@ -7,7 +7,7 @@ the engine and NumPy.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,8 @@ class TrainingOutcome:
     stop_reason: str
     best_epoch: int | None
     metrics: dict[str, float | None]
+    baseline: TrainingOutcome | None = None  # the baseline's run, when asked for and trained
+    baseline_error: tuple[str, str] | None = None  # (error type, detail) when it failed
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,10 @@ class TrainingTask:
     X_test: np.ndarray | None  # (n_test, n_features) or None without a test split
     y_test: np.ndarray | None  # (n_test,)
     n_classes: int
+    baseline: Hyperparameters | None = None  # also trained, after the network, without progress
 
     def run(self, report: Callable[[Any], None], should_stop: Callable[[], bool]) -> Any:
+        from engine.errors import InvalidInput, TrainingDiverged
         from engine.training import train
 
         result = train(
@@ -52,12 +56,32 @@ class TrainingTask:
             on_record=lambda point: report(point.as_dict()),
             should_stop=should_stop,
         )
-        return TrainingOutcome(
-            weights=list(result.weights),
-            biases=list(result.biases),
-            history=[point.as_dict() for point in result.history],
-            epochs_run=int(result.epochs_run),
-            stop_reason=str(result.stop_reason),
-            best_epoch=None if result.best_epoch is None else int(result.best_epoch),
-            metrics=dict(result.final_metrics()),
-        )
+        outcome = _outcome(result)
+        if self.baseline is None:
+            return outcome
+        try:
+            baseline = train(
+                self.baseline,
+                self.X_train,
+                self.y_train,
+                self.n_classes,
+                self.X_test,
+                self.y_test,
+                should_stop=should_stop,
+            )
+        except (TrainingDiverged, InvalidInput) as exc:  # the baseline fails alone
+            return replace(outcome, baseline_error=(type(exc).__name__, str(exc)))
+        return replace(outcome, baseline=_outcome(baseline))
+
+
+def _outcome(result: Any) -> TrainingOutcome:
+    """A TrainResult as a TrainingOutcome."""
+    return TrainingOutcome(
+        weights=list(result.weights),
+        biases=list(result.biases),
+        history=[point.as_dict() for point in result.history],
+        epochs_run=int(result.epochs_run),
+        stop_reason=str(result.stop_reason),
+        best_epoch=None if result.best_epoch is None else int(result.best_epoch),
+        metrics=dict(result.final_metrics()),
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from service.registry import DatasetRecord, JobRecord, ModelRecord, utc_now
+from service.registry import DatasetRecord, JobBaseline, JobRecord, ModelRecord, utc_now
 from service.schemas import (
     DatasetPublic,
     HistoryPointPublic,
+    JobBaselinePublic,
     JobErrorPublic,
     JobPublic,
     Metrics,
@@ -82,6 +83,21 @@ def job_public(job: JobRecord) -> JobPublic:
         error=JobErrorPublic(type=job.error.type, detail=job.error.detail) if job.error else None,
         stop_reason=job.stop_reason,
         cancel_requested=job.cancel_requested,
+        baseline=_baseline_public(job.baseline) if job.baseline else None,
+    )
+
+
+def _baseline_public(baseline: JobBaseline) -> JobBaselinePublic:
+    metrics = baseline.metrics or {}
+    error = baseline.error
+    return JobBaselinePublic(
+        model_id=baseline.model_id,
+        train_loss=metrics.get("train_loss"),
+        train_accuracy=metrics.get("train_accuracy"),
+        test_loss=metrics.get("test_loss"),
+        test_accuracy=metrics.get("test_accuracy"),
+        epochs_run=baseline.epochs_run,
+        error=JobErrorPublic(type=error.type, detail=error.detail) if error else None,
     )
 
 
