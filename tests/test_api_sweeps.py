@@ -327,3 +327,34 @@ async def test_list_sweeps_by_status_in_pages(
     assert len(ids) <= 5
     bad = await client.get("/v1/sweeps", params={"status": "sleeping"})
     assert_problem(bad, 422, "validation-error")
+
+
+async def test_a_job_can_train_a_logistic_regression_baseline(
+    client: httpx.AsyncClient, moons: dict[str, Any]
+) -> None:
+    hyperparameters = {"hidden_layers": [5], "epochs": 60, "record_every": 20}
+    response = await client.post(
+        "/v1/jobs",
+        json={"dataset_id": moons["id"], "hyperparameters": hyperparameters, "baseline": True},
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["baseline"] is None  # until the job has succeeded
+    job_id = response.json()["id"]
+    with anyio.fail_after(JOB_SECONDS):
+        while (job := (await client.get(f"/v1/jobs/{job_id}")).json())["status"] not in FINISHED:
+            await anyio.sleep(0.02)
+    assert job["status"] == "succeeded"
+    baseline = job["baseline"]
+    assert baseline["error"] is None and baseline["epochs_run"] == 60
+    model = (await client.get(f"/v1/models/{baseline['model_id']}")).json()
+    assert model["architecture"] == [2, 2]
+    assert model["job_id"] == job_id
+    assert model["hyperparameters"] == {**job["hyperparameters"], "hidden_layers": []}
+    assert model["metrics"]["test_loss"] == baseline["test_loss"]
+    # the job's own history holds the network's points only
+    history = (await client.get(f"/v1/jobs/{job_id}/history")).json()["history"]
+    assert [point["epoch"] for point in history] == [20, 40, 60]
+    plain = await client.post(
+        "/v1/jobs", json={"dataset_id": moons["id"], "hyperparameters": hyperparameters}
+    )
+    assert plain.json()["baseline"] is None
