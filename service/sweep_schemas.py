@@ -78,12 +78,16 @@ class ConfigurationPublic(BaseModel):
         description="The grid keys and this configuration's values ({} for the baseline).",
         examples=[{"hidden_layers": [3]}],
     )
-    status: ConfigurationStatusName
+    status: ConfigurationStatusName = Field(
+        description="queued -> running -> succeeded | failed | cancelled."
+    )
     model_id: str | None = Field(description="The model it registered, once succeeded.")
     train_loss: float | None = Field(
         description="Final (latest while running) training loss.", examples=[0.071]
     )
-    train_accuracy: float | None = Field(examples=[0.97])
+    train_accuracy: float | None = Field(
+        description="Share of training points classified right.", examples=[0.97]
+    )
     test_loss: float | None = Field(description="null without a test split.", examples=[0.09])
     test_accuracy: float | None = Field(description="null without a test split.")
     epochs_run: int = Field(description="Epochs trained (the latest recorded while running).")
@@ -106,10 +110,10 @@ class SweepProgress(BaseModel):
 
     completed: int = Field(description="Configurations that ended, however they ended.")
     total: int = Field(description="Configurations in the grid.")
-    succeeded: int
-    failed: int
-    cancelled: int
-    running: int
+    succeeded: int = Field(description="Configurations that succeeded.")
+    failed: int = Field(description="Configurations that failed.")
+    cancelled: int = Field(description="Configurations cancelled before they ended.")
+    running: int = Field(description="Configurations training now.")
     epochs_completed: int = Field(description="Epochs trained, summed over configurations.")
     epochs_total: int = Field(description="Epochs asked for, summed over configurations.")
     fraction: float = Field(description="epochs_completed / epochs_total.", examples=[0.42])
@@ -119,15 +123,17 @@ class SweepPublic(BaseModel):
     """A sweep. `succeeded`, `failed` and `cancelled` are final: it succeeds when it ends with
     at least one configuration succeeded, fails when none did, and is cancelled on request."""
 
-    id: str = Field(examples=["swp_0c8e1f5a9b2d4e67"])
-    name: str
-    status: SweepStatusName
-    dataset_id: str
+    id: str = Field(description="Opaque id.", examples=["swp_0c8e1f5a9b2d4e67"])
+    name: str = Field(description="A label for people.", examples=["hidden layer size"])
+    status: SweepStatusName = Field(
+        description="queued -> running -> succeeded | failed | cancelled."
+    )
+    dataset_id: str = Field(description="The dataset every configuration trains on.")
     base: Hyperparameters = Field(description="The shared options, defaults included.")
     grid: dict[str, list[JsonValue]] = Field(description="The grid, values as validated.")
-    created_at: datetime
+    created_at: datetime = Field(description="When it was queued, UTC.")
     started_at: datetime | None = Field(description="When a worker picked it up.")
-    finished_at: datetime | None
+    finished_at: datetime | None = Field(description="When it reached a final state.")
     elapsed_seconds: float | None = Field(
         description="Seconds since started (until finished); null while queued."
     )
@@ -137,32 +143,32 @@ class SweepPublic(BaseModel):
     baseline: ConfigurationPublic | None = Field(
         description="The logistic-regression baseline, when asked for."
     )
-    cancel_requested: bool
+    cancel_requested: bool = Field(description="A cancel was asked for.")
 
 
 class SweepsPublic(BaseModel):
     """A page of sweeps, oldest first."""
 
-    items: list[SweepPublic]
-    total: int
-    limit: int
-    offset: int
+    items: list[SweepPublic] = Field(description="This page's sweeps.")
+    total: int = Field(description="Sweeps in all pages (after the status filter).")
+    limit: int = Field(description="Page size used.")
+    offset: int = Field(description="Items skipped before this page.")
 
 
 class SweepPointEvent(BaseModel):
     """`data` of an SSE `progress` event: one configuration recorded a history point."""
 
-    sweep_id: str
+    sweep_id: str = Field(description="The sweep.")
     index: int | None = Field(description="The configuration (null: the baseline).")
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    test_loss: float | None
-    test_accuracy: float | None
-    learning_rate: float
+    epoch: int = Field(description="Epochs completed.")
+    train_loss: float = Field(description="Loss on the training split.")
+    train_accuracy: float = Field(description="Share of training points classified right.")
+    test_loss: float | None = Field(description="null without a test split.")
+    test_accuracy: float | None = Field(description="null without a test split.")
+    learning_rate: float = Field(description="Learning rate in that epoch.")
 
 
 class SweepResultEvent(ConfigurationPublic):
     """`data` of an SSE `result` event: one configuration ended."""
 
-    sweep_id: str
+    sweep_id: str = Field(description="The sweep.")
