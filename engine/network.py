@@ -402,7 +402,7 @@ class Network:
         return block_rows(self.layer_sizes, self.dtype.itemsize)
 
     def penalty(self, n: int, l1: float, l2: float) -> float:
-        """l2/(2n) * sum W^2 + l1/n * sum |W| over weights, in float64."""
+        """l2/(2n) * sum W^2 + l1/n * sum |W| over weights, as a Python float."""
         total = 0.0
         for W in self.weights:
             if l2:
