@@ -1,28 +1,31 @@
 """Many configurations of one sweep trained together: several networks packed into one.
 
-Packing. K networks of the same depth train as ONE network whose layers hold theirs side by
-side. Every network sees the same input, so the first layer is one dense (n_features + 1, Σh₁)
-matrix of their blocks side by side; deeper layers are block-diagonal (Σhₗ + 1, Σhₗ₊₁) with one
-shared bias row; the output layer gives (n, K·C) logits, softmaxed per network. One flat
-parameter vector holds every block (with the padding between blocks, exactly zero for ever: its
-gradient is masked to 0), so an optimizer step is a few NumPy calls for all K networks, with
-per-parameter vectors for the learning rate, l1, l2 and momentum.
+Packing. K networks of the same depth train as ONE network. Every network sees the same input,
+so the first layer is one dense (n_features + 1, Σh₁) matrix of their blocks side by side and
+one product computes every network's first layer. A later layer is either one block-diagonal
+(Σ fan_in + 1, Σ fan_out) matrix with one bias row (one product for all networks, the padding
+between blocks multiplied by zero) or one block per network, whichever costs less (a product
+has a fixed cost of a few microseconds; padding costs multiply-adds). The logits are
+network-major, (K, C, m), softmaxed per network. One flat parameter vector holds everything, so
+an optimizer step is a few NumPy calls for all K networks, with per-parameter vectors for the
+learning rate, l1, l2 and momentum; the padding gets rate 0 and so stays exactly zero.
 
 Minibatch networks shuffle with their own generators. Networks whose generators are in the same
 state after initialisation share one input stream (an "input group"); with several groups each
 gets its own rows of a block-diagonal first layer, fed its own batch side by side.
 
 Exactness. Each network trains as `engine.training.train` trains it alone, up to rounding (a
-packed matmul sums in its own order): the same initialisation (`init_params` on its own
-`default_rng(seed)`), loss, floating-point update steps, schedule, early stopping, history and
-divergence rules. Rounding differences are amplified where training itself is unstable (large
-learning rates), so two runs agree to ~1e-15 in calm stretches and may drift apart for a while.
+packed product sums in its own order): the same initialisation (`init_params` on its own
+`default_rng(seed)`), activation functions, loss, floating-point update steps, schedule, early
+stopping, history and divergence rules. Rounding differences are amplified where training
+itself is unstable (large learning rates), so two runs agree to ~1e-15 in calm stretches and
+may drift apart for a while (the tutorial's sweep: ~1e-5 relative after 4000 epochs).
 
 Isolation. A network whose values become non-finite must not reach the others, yet 0·NaN = NaN
-in a block-diagonal matmul. So every array is checked (one sum) before it meets a block-diagonal
-matrix; a network whose columns are not finite has them zeroed and fails alone, diverged in that
-epoch. After every update the parameters are checked too. A network that finished or failed has
-its block zeroed and frozen (rate 0) while the others go on.
+in a block-diagonal product. So every array is checked (one sum) before it meets a
+block-diagonal matrix; a network whose columns are not finite has them zeroed and fails alone,
+diverged in that epoch. After every update the parameters are checked too. A network that
+finished or failed has its block zeroed and frozen (rate 0) while the others go on.
 
     pack_key(hp, n_train)   configurations with equal keys may share a pack
     partition(hps, shape)   configurations split between workers, balanced, and their packs
@@ -42,10 +45,11 @@ from typing import Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from engine.activations import ACTIVATIONS, LEAKY_SLOPE
+from engine.activations import ACTIVATIONS
 from engine.errors import EngineError, InvalidInput, TrainingCancelled, TrainingDiverged
 from engine.hyperparameters import Activation, Hyperparameters
 from engine.network import (
+    BACKWARD,
     BLAS_THREADS_MIN_MACS,
     BLOCK_BYTES,
     MAX_CLASSES_BY_COLUMNS,
@@ -84,47 +88,6 @@ class ConfigurationOutcome:
     error: EngineError | None = None
     history: list[HistoryPoint] = field(default_factory=list)
     seconds: float = 0.0  # from the start of its pack (or single run) to its end
-
-
-# -- activation derivatives in place on D through A = f(Z), with a scratch buffer S -------------
-# The same operations, in the same order, as engine.activations.DERIVATIVES (no allocation).
-
-
-def _tanh_backward(A: Array, D: Array, S: Array) -> None:
-    np.multiply(A, A, out=S)
-    np.subtract(1.0, S, out=S)
-    np.multiply(D, S, out=D)
-
-
-def _sigmoid_backward(A: Array, D: Array, S: Array) -> None:
-    np.subtract(1.0, A, out=S)
-    np.multiply(A, S, out=S)
-    np.multiply(D, S, out=D)
-
-
-def _relu_backward(A: Array, D: Array, S: Array) -> None:
-    np.greater(A, 0, out=S, casting="unsafe")  # 1.0 where A > 0, else 0.0
-    np.multiply(D, S, out=D)
-
-
-def _leaky_relu_backward(A: Array, D: Array, S: Array) -> None:
-    np.greater(A, 0, out=S, casting="unsafe")
-    np.multiply(S, 1.0 - LEAKY_SLOPE, out=S)
-    np.add(S, LEAKY_SLOPE, out=S)  # 1 where A > 0, else the slope
-    np.multiply(D, S, out=D)
-
-
-def _identity_backward(A: Array, D: Array, S: Array) -> None:
-    return None
-
-
-BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
-    "tanh": _tanh_backward,
-    "relu": _relu_backward,
-    "leaky_relu": _leaky_relu_backward,
-    "sigmoid": _sigmoid_backward,
-    "identity": _identity_backward,
-}
 
 
 # -- the packed network ------------------------------------------------------------------------
