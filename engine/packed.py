@@ -619,9 +619,11 @@ class _PackedOptimizer:
         for array in self.state:
             array[entries] = 0
 
-    def update(self, params: Array, grads: Array, rate_vector: Array, rates: Array) -> None:
-        """One step along grads (the mean loss's gradient); `rate_vector` (P,) holds each
-        parameter's rate, `rates` (K + 1,) each network's (padding last, 0)."""
+    def update(
+        self, params: Array, grads: Array, rate_vector: Array, rates: Array, scale: float = 1.0
+    ) -> None:
+        """One step along g = scale * grads (scale other than 1: Adam only); `rate_vector` (P,)
+        holds each parameter's rate, `rates` (K + 1,) each network's (padding last, 0)."""
         self.steps_taken += 1
         step = self._step
         if self.kind == "sgd":
@@ -642,18 +644,18 @@ class _PackedOptimizer:
         else:
             t = self.steps_taken
             self.first_moment *= self.beta_1
-            np.multiply(grads, 1.0 - self.beta_1, out=step)
+            np.multiply(grads, (1.0 - self.beta_1) * scale, out=step)
             self.first_moment += step
             self.second_moment *= self.beta_2
             np.multiply(grads, grads, out=step)
-            step *= 1.0 - self.beta_2
+            step *= (1.0 - self.beta_2) * scale * scale
             self.second_moment += step
+            # lr / ((1 - b1^t) c) * m / (sqrt(v) + eps / c), c = 1/sqrt(1 - b2^t), as Adam does
+            c = 1.0 / math.sqrt(1.0 - self.beta_2**t)
             np.sqrt(self.second_moment, out=step)
-            step *= 1.0 / math.sqrt(1.0 - self.beta_2**t)
-            step += self.epsilon
+            step += self.epsilon / c
             np.divide(self.first_moment, step, out=step)
-            # each network's lr / (1 - beta_1^t), as Adam.update computes it
-            np.take(np.divide(rates, 1.0 - self.beta_1**t), self.owner, out=self._factor)
+            np.take(np.divide(rates, (1.0 - self.beta_1**t) * c), self.owner, out=self._factor)
             step *= self._factor
             params -= step
 
@@ -734,6 +736,7 @@ class _PackTrainer:
         self._sgd_cache: dict[int, tuple[Array, Array | None]] = {}
         self._failed: set[int] = set()  # networks isolated in this step's passes
         self.plain_sgd = first.optimizer == "sgd" and not self.l1.any()
+        self.penalized = bool(self.l1.any() or self.l2.any())
         self.n_active = len(members)
         self.ones = np.ones_like(network.params)
         # metrics of the parameters after an epoch: (which, epoch) -> (losses (K,), accuracies)
@@ -962,6 +965,9 @@ class _PackTrainer:
                 params *= decay
             np.multiply(grad_sum, scaled, out=self._buffer)
             params -= self._buffer
+        elif self.optimizer.kind == "adam" and not self.penalized:
+            # g = grad_sum / n, folded into Adam's moment updates
+            self.optimizer.update(params, grad_sum, self.rate_vector, self.rates, 1.0 / n)
         else:
             grad = grad_sum
             grad *= 1.0 / n
