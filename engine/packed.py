@@ -141,8 +141,8 @@ class _LaterLayer:
     diagonal: bool
     offset: int
     shapes: list[tuple[int, int]]  # the one matrix's, or each network's block's
-    inputs: list[slice]  # network k's columns of the layer's input (m, Σ fan_in)
-    outputs: list[slice]  # network k's columns of the layer's output (m, Σ fan_out)
+    inputs: Sequence[slice | Array]  # network k's columns of the layer's input (m, Σ fan_in)
+    outputs: Sequence[slice | Array]  # its columns of the output (the logits: class-major)
 
     @property
     def size(self) -> int:
@@ -205,10 +205,14 @@ class PackedNetwork:
         self.input_groups = groups
         self.activation: Activation = activation
         self.dtype = np.dtype(dtype)
-        # each network's columns of each packed hidden layer and, last, of the (m, K*C) output
-        self.columns = [_column_slices([s[b] for s in sizes]) for b in range(1, self.depth + 1)]
+        # Each network's columns of each packed hidden layer and, last, of the output: the
+        # logits are class-major, row c*K + k of (C*K, m) is network k's class c.
+        self.columns: list[Sequence[slice | Array]] = [
+            _column_slices([s[b] for s in sizes]) for b in range(1, self.depth)
+        ]
+        self.columns.append([np.arange(C) * K + k for k in range(K)])
         self.widths = [sum(s[b] for s in sizes) for b in range(1, self.depth)]  # hidden layers
-        first_shape = (G * (d + 1), self.columns[0][-1].stop)
+        first_shape = (G * (d + 1), self.widths[0] if self.widths else K * C)
         offset = first_shape[0] * first_shape[1]
         self.later: list[_LaterLayer] = []
         for layer in range(1, self.depth):
@@ -255,14 +259,14 @@ class PackedNetwork:
         self.unit_owner = [
             np.repeat(np.arange(K), [s[b] for s in sizes]) for b in range(1, self.depth)
         ]
-        self.output_owner = np.repeat(np.arange(K), C)
+        self.output_owner = np.tile(np.arange(K), C)
         # with K > 1 an array that meets a diagonal matrix is checked for non-finite values
         self.guarded = K > 1
 
     def first_layer(self, flat: Array) -> Array:
         """The packed first layer's (G*(d+1), Σh₁) view of a vector laid out like params."""
         rows = self.n_groups * (self.n_features + 1)
-        columns = self.columns[0][-1].stop
+        columns = self.widths[0] if self.widths else self.n_networks * self.n_classes
         return flat[: rows * columns].reshape(rows, columns)
 
     def _first_rows(self, k: int) -> slice:
@@ -272,9 +276,9 @@ class PackedNetwork:
     def set_network(self, k: int, weights: Sequence[Array], biases: Sequence[Array]) -> None:
         if len(weights) != self.depth or len(biases) != self.depth:
             raise InvalidInput(f"network {k} needs {self.depth} weight matrices and bias vectors")
-        block = self.first[self._first_rows(k), self.columns[0][k]]
-        block[:-1] = weights[0]
-        block[-1] = biases[0]
+        rows, columns = self._first_rows(k), self.columns[0][k]
+        self.first[rows.start : rows.stop - 1, columns] = weights[0]
+        self.first[rows.stop - 1, columns] = biases[0]
         for later, W, b in zip(self.later, weights[1:], biases[1:], strict=True):
             if later.diagonal:
                 matrix = later.matrix(self.params)
@@ -404,8 +408,9 @@ _Forward = tuple[bool, Array, list[tuple[Array, Array, Array, Array]]]
 class _PackedPlan:
     """Forward and backward over one block of m rows, every view prepared once.
 
-    The logits are network-major, (K, C, m): network k's are `logits[k]` (C, m), so work per
-    class runs over contiguous rows; `logits_flat` is the same memory as (K*C, m).
+    The logits are class-major, (C, K, m): `logits[c]` holds every network's class c, so work
+    per class runs over contiguous rows; `logits_flat` is the same memory as (C*K, m), the
+    output columns' order (row c*K + k: network k, class c).
     """
 
     def __init__(self, workspace: PackedWorkspace, m: int) -> None:
@@ -418,13 +423,13 @@ class _PackedPlan:
         self.deltas = [D[:m] for D in workspace.deltas]
         self.scratch = [S[:m] for S in workspace.scratch]
         self.ones = workspace.ones[:m]
-        self.logits = np.empty((K, C, m), dtype=dtype)
-        self.logits_flat = self.logits.reshape(K * C, m)
-        self.scratch_logits = np.empty((K, C, m), dtype=dtype)
-        self.row_stat = np.empty((K, 1, m), dtype=dtype)
-        self.row_flat = self.row_stat[:, 0, :]  # (K, m)
-        self.classes = [self.logits[:, c, :] for c in range(C)]  # (K, m) each
-        self.scratch_classes = [self.scratch_logits[:, c, :] for c in range(C)]
+        self.logits = np.empty((C, K, m), dtype=dtype)
+        self.logits_flat = self.logits.reshape(C * K, m)
+        self.scratch_logits = np.empty((C, K, m), dtype=dtype)
+        self.row_stat = np.empty((1, K, m), dtype=dtype)
+        self.row_flat = self.row_stat[0]  # (K, m)
+        self.classes = list(self.logits)  # (K, m) each
+        self.scratch_classes = list(self.scratch_logits)
         self.by_columns = C <= MAX_CLASSES_BY_COLUMNS
         self.pick = (np.arange(K)[:, None], np.arange(m)[None, :])
         self.forward_steps: list[_Forward] = []
@@ -439,7 +444,7 @@ class _PackedPlan:
                 products = []
                 for k, block in enumerate(later.blocks(network.params)):
                     block_out = (
-                        self.logits[k]
+                        self.logits[:, k, :]  # (C, m)
                         if last
                         else self.activations[later.index][:, later.outputs[k]]
                     )
@@ -460,8 +465,11 @@ class _PackedPlan:
             if diagonal and network.guarded:
                 _isolate(A, network.unit_owner[layer], failed)
             for inputs, W, out, b in products:
-                if layer == last:  # (C', m) = W.T @ inputs.T: the logits network-major
-                    _dot(W.T, inputs.T, out=out)
+                if layer == last:  # (outputs, m) = W.T @ inputs.T: the logits class-major
+                    if out.flags.c_contiguous:
+                        _dot(W.T, inputs.T, out=out)
+                    else:
+                        np.matmul(W.T, inputs.T, out=out)
                     np.add(out, b[:, None], out=out)
                 elif out.flags.c_contiguous:
                     _dot(inputs, W, out=out)
@@ -472,7 +480,7 @@ class _PackedPlan:
 
     def output_delta(self, targets: Array) -> None:
         """logits <- softmax per network - Y, in place (the summed CE's gradient wrt the logits).
-        `targets`: for C = 2 the indicator of class 1, (1 or K, 1, m); else one-hot (1 or K, C,
+        `targets`: for C = 2 the indicator of class 1, (1, 1 or K, m); else one-hot (C, 1 or K,
         m). For C = 2 the softmax is P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1, as in
         engine.network."""
         if len(self.classes) == 2:
@@ -482,7 +490,7 @@ class _PackedPlan:
             np.exp(p1, out=p1)  # overflow to inf gives P1 = 0, as it should
             np.add(p1, 1.0, out=p1)
             np.divide(1.0, p1, out=p1)
-            np.subtract(p1, targets[:, 0, :], out=column_1)
+            np.subtract(p1, targets[0], out=column_1)
             np.negative(column_1, out=column_0)
             return
         logits = self.logits
@@ -496,7 +504,7 @@ class _PackedPlan:
     def _class_max(self) -> None:
         """row_flat <- each network's largest logit for each row (K, m)."""
         if not self.by_columns:
-            np.maximum.reduce(self.logits, axis=1, out=self.row_flat)
+            np.maximum.reduce(self.logits, axis=0, out=self.row_flat)
             return
         classes = self.classes
         np.maximum(classes[0], classes[1], out=self.row_flat)
@@ -504,9 +512,9 @@ class _PackedPlan:
             np.maximum(self.row_flat, values, out=self.row_flat)
 
     def _class_sum(self, values: Array, classes: list[Array], out: Array) -> None:
-        """out <- the sums over the classes of values (K, C, m), whose class rows are classes."""
+        """out <- the sums over the classes of values (C, K, m), whose class rows are classes."""
         if not self.by_columns:
-            np.add.reduce(values, axis=1, out=out)
+            np.add.reduce(values, axis=0, out=out)
             return
         np.add(classes[0], classes[1], out=out)
         for row in classes[2:]:
@@ -554,7 +562,9 @@ class _PackedPlan:
                 _dot(delta, products[0][1].T, out=previous)
             else:
                 for k, (_inputs, W, _out, _b) in enumerate(products):
-                    delta = self.logits[k].T if last else self.deltas[layer][:, later.outputs[k]]
+                    delta = (
+                        self.logits[:, k, :].T if last else self.deltas[layer][:, later.outputs[k]]
+                    )
                     out = grad_later[layer - 1][k]
                     _dot(A[:, later.inputs[k]].T, delta, out=out[:-1])
                     _dot(ones, delta, out=out[-1])
@@ -576,11 +586,11 @@ class _PackedPlan:
             stats[0][:] += margin.sum(axis=1, dtype=np.float64)
             return
         logits = self.logits
-        stats[1][:] += np.count_nonzero(logits.argmax(axis=1) == y, axis=1)
-        # CE_km = log sum_c exp(z_kcm - max_km) - (z_kym - max_km)
+        stats[1][:] += np.count_nonzero(logits.argmax(axis=0) == y, axis=1)
+        # CE_km = log sum_c exp(z_ckm - max_km) - (z_ykm - max_km)
         self._class_max()
         np.subtract(logits, self.row_stat, out=logits)
-        picked = logits[self.pick[0], y, self.pick[1]]  # (K, m)
+        picked = logits[y, self.pick[0], self.pick[1]]  # (K, m)
         exps = np.exp(logits, out=self.scratch_logits)
         sums = np.empty_like(self.row_flat)  # (K, m)
         self._class_sum(exps, self.scratch_classes, sums)
@@ -723,7 +733,7 @@ class _PackTrainer:
         self.test_input = network.tiled_input(data.X_test) if data.X_test is not None else None
         # targets by row: the class-1 indicator (1, n) for C = 2, else one-hot (C, n)
         self.row_targets = _row_targets(data.y_train, network.n_classes, network.dtype)
-        self.targets = self.row_targets[None]  # shared by every network
+        self.targets = self.row_targets[:, None, :]  # (1 or C, 1, n): shared by every network
         momenta = [m.hp.momentum for m in members]
         momentum = self._per_parameter(momenta) if len(set(momenta)) > 1 else momenta[0]
         self.optimizer = _PackedOptimizer(first, network, momentum)
@@ -1039,7 +1049,7 @@ class _PackTrainer:
                 rows = orders[0][start : start + size]
                 m = rows.shape[0]
                 np.take(data.X_train, rows, axis=0, out=X_batch[:m])
-                targets_batch[0, :, :m] = self.row_targets[:, rows]
+                targets_batch[:, 0, :m] = self.row_targets[:, rows]
             else:
                 group_rows = [order[start : start + size] for order in orders]
                 m = group_rows[0].shape[0]
@@ -1053,13 +1063,13 @@ class _PackTrainer:
             self._update(grad_sum, m, epoch)
 
     def _group_targets(self, targets: Array, labels: Array) -> None:
-        """Each network's targets for its own rows into (K, 1 or C, m), from labels (K, m)."""
+        """Each network's targets for its own rows into (1 or C, K, m), from labels (K, m)."""
         if self.network.n_classes == 2:
-            np.equal(labels, 1, out=targets[:, 0, :], casting="unsafe")
+            np.equal(labels, 1, out=targets[0], casting="unsafe")
             return
         K, m = labels.shape
         targets.fill(0)
-        targets[np.arange(K)[:, None], labels, np.arange(m)[None, :]] = 1
+        targets[labels, np.arange(K)[:, None], np.arange(m)[None, :]] = 1
 
     def _after_epoch(self, k: int, epoch: int) -> None:
         """What train does after an epoch, for member k."""
@@ -1103,7 +1113,7 @@ class _PackTrainer:
             networks = network.n_networks if network.n_groups > 1 else 1
             self.batch_buffers = (
                 np.empty((rows, width), dtype=network.dtype),
-                np.empty((networks, self.row_targets.shape[0], rows), dtype=network.dtype),
+                np.empty((self.row_targets.shape[0], networks, rows), dtype=network.dtype),
             )
             self.group_of = np.array(network.input_groups)
         losses, _ = self._metrics("train", 0)
