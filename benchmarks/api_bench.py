@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -598,6 +599,17 @@ def measure_latency(server: Server, client: Client, quick: bool) -> Row:
 # -- 3. two jobs in parallel -------------------------------------------------------------------
 
 
+def overlap(jobs: list[dict[str, Any]]) -> float:
+    """How much of the longer job's run (started_at -> finished_at) the jobs shared."""
+    spans = [
+        (datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["finished_at"]))
+        for job in jobs
+    ]
+    shared = (min(end for _, end in spans) - max(start for start, _ in spans)).total_seconds()
+    longest = max((end - start).total_seconds() for start, end in spans)
+    return max(0.0, shared) / longest if longest > 0 else 1.0
+
+
 def measure_parallel(server: Server, client: Client, quick: bool, follow: str) -> Row:
     repeats = 1 if quick else 3
     dataset_id = create_dataset(
@@ -609,19 +621,23 @@ def measure_parallel(server: Server, client: Client, quick: bool, follow: str) -
     pairs: list[float] = []
     single_usage: list[Usage] = []
     pair_usage: list[Usage] = []
+    overlaps: list[float] = []
     for _ in range(repeats):  # alternate, so drift in machine load hits both alike
         for count, times, usages in ((1, singles, single_usage), (2, pairs, pair_usage)):
             start = server.usage()
-            seconds, _ = timed_jobs(client, dataset_id, job, count, follow)
+            seconds, jobs = timed_jobs(client, dataset_id, job, count, follow)
             usages.append(server.usage() - start)
             times.append(seconds)
+            if count == 2:
+                overlaps.append(overlap(jobs))
     single, pair = statistics.median(singles), statistics.median(pairs)
     single_cpu = statistics.median(u.workers for u in single_usage)
     pair_cpu = statistics.median(u.workers for u in pair_usage) / 2
     print(f"  moons n=2000, [32], {job['epochs']} epochs full batch; median of {repeats}")
     print(
         f"  one alone {single:.3f} s ({single_cpu:.2f} s worker CPU); two together {pair:.3f} s "
-        f"({pair_cpu:.2f} s worker CPU each)"
+        f"({pair_cpu:.2f} s worker CPU each); the pair's jobs ran at the same time for "
+        f"{statistics.median(overlaps):.0%} of the longer one's run"
     )
     print(f"  one alone: {single_usage[-1].describe()}")
     print(f"  two together: {pair_usage[-1].describe()}")
@@ -817,8 +833,28 @@ def print_table(rows: list[Row]) -> None:
     )
 
 
+def wait_quiet(server: Server, seconds: float, limit_cores: float = 0.25) -> None:
+    """Wait up to `seconds` for a second in which other processes use under `limit_cores`."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = server.usage()
+        time.sleep(1.0)
+        spent = server.usage() - start
+        busy = spent.others / spent.wall
+        if busy < limit_cores:
+            return
+        if time.perf_counter() > deadline:
+            print(f"  (the machine stayed busy: other processes use {busy:.2f} cores)")
+            return
+
+
 def run(
-    chosen: list[str], quick: bool, server_env: dict[str, str], generator: str, follow: str
+    chosen: list[str],
+    quick: bool,
+    server_env: dict[str, str],
+    generator: str,
+    follow: str,
+    quiet_seconds: float,
 ) -> list[Row]:
     rows: list[Row] = []
     env = {"SCRATCHNET_PICTURE_CACHE_SIZE": "0", **server_env}
@@ -842,6 +878,8 @@ def run(
             }
             for name in chosen:
                 print(f"[{name}]", flush=True)
+                if quiet_seconds > 0:
+                    wait_quiet(server, quiet_seconds)
                 start = server.usage()
                 row = steps[name]()
                 spent = server.usage() - start
@@ -880,10 +918,18 @@ def main() -> None:
         help="how parallel and tutorial wait for a job to end: its event stream (default), "
         f"or polling every {POLL_SECONDS * 1e3:.0f} ms",
     )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each measurement, wait up to this long for other processes to leave the "
+        "machine nearly idle (a shared machine)",
+    )
     args = parser.parse_args()
     chosen = [name for name in MEASUREMENTS if name in (args.only or MEASUREMENTS)]
     server_env = dict(item.split("=", 1) for item in args.server_env)
-    rows = run(chosen, args.quick, server_env, args.load_generator, args.follow)
+    rows = run(chosen, args.quick, server_env, args.load_generator, args.follow, args.wait_quiet)
     print()
     print_table(rows)
 
