@@ -5,6 +5,8 @@
     python -m benchmarks.api_bench --quick           shorter runs, one repeat
     python -m benchmarks.api_bench --server-env SCRATCHNET_LOG_LEVEL=warning   try a setting
     python -m benchmarks.api_bench --load-generator python   the fallback client, even with wrk
+    python -m benchmarks.api_bench --wait-quiet 120   on a shared machine, start each
+                                                      measurement in a quiet moment
 
 The benchmark starts the service itself (two training workers, on a free port; the picture
 cache is turned off with SCRATCHNET_PICTURE_CACHE_SIZE=0 so every picture request renders) and
