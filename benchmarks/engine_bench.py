@@ -1,6 +1,6 @@
 """Engine speed and memory, side by side with a plain NumPy reference and scikit-learn.
 
-    python -m benchmarks.engine_bench            all workloads, 3 repeats each (median)
+    python -m benchmarks.engine_bench            all workloads, 5 repeats each (median)
     python -m benchmarks.engine_bench --only W1  one workload (W1, W2, W3, MEM)
     python -m benchmarks.engine_bench --quick    1 repeat, shorter runs
 
@@ -9,7 +9,8 @@ W2  large data: moons n=100,000, [100] tanh, 50 full-batch epochs, float32
 W3  minibatch: spiral 3 classes n=3,000, [64, 64] relu, Adam, batch 128, 100 epochs
 MEM n=1,000,000, [100], float32, 3 epochs: peak RSS of a fresh training process
 
-W2 runs one repeat fewer than the others (its reference and scikit-learn need ~1 s an epoch).
+W2 runs two repeats fewer (its reference and scikit-learn need ~0.5 s an epoch). Each row also
+notes the ratios of the fastest runs: on a shared machine they move less than the medians.
 The engine pins BLAS to one thread for small products (see engine.network); scikit-learn runs
 with BLAS's default threads, and W3 is also shown with scikit-learn on one BLAS thread, because
 threaded BLAS on these 128x64x64 products is fast on an idle machine and very slow on a busy one.
@@ -143,24 +144,28 @@ class Row:
     note: str = ""
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def run_interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median time of each run, alternating them so drift in machine load hits all alike."""
+def run_interleaved(
+    runs: dict[str, Callable[[], object]], repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(median, minimum) time of each run, alternating them so drift in machine load hits all
+    alike. The median is the headline; the minimum is the least disturbed run."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return medians, {name: min(values) for name, values in times.items()}
+
+
+def _minimum_note(minimum: dict[str, float], repeats: int) -> str:
+    parts = [
+        f"eng/{label} {minimum['engine'] / minimum[other]:.3f}"
+        for other, label in (("reference", "ref"), ("sklearn", "skl"), ("sklearn_1", "skl-1"))
+        if other in minimum
+    ]
+    return f"min of {repeats}: engine {minimum['engine']:.3f} s, " + ", ".join(parts)
 
 
 def w1(repeats: int, quick: bool) -> Row:
@@ -170,7 +175,7 @@ def w1(repeats: int, quick: bool) -> Row:
         hidden_layers=[3], activation="tanh", optimizer="sgd", learning_rate=2.0, l2=0.01,
         epochs=epochs, init="lecun", seed=0,
     )  # fmt: skip
-    times = run_interleaved(
+    times, minimum = run_interleaved(
         {
             "engine": lambda: train(hp, X, y, 2),
             "reference": lambda: reference_full_batch(X, y, 3, 2.0, 0.01, epochs, 0),
@@ -183,7 +188,7 @@ def w1(repeats: int, quick: bool) -> Row:
     ratio = times["engine"] / times["reference"]
     return Row(
         f"W1 tutorial x{epochs}", times["engine"], times["reference"], times["sklearn"],
-        "<= 0.75x reference", ratio <= 0.75,
+        "<= 0.75x reference", ratio <= 0.75, _minimum_note(minimum, repeats),
     )  # fmt: skip
 
 
@@ -196,7 +201,7 @@ def w2(repeats: int, quick: bool) -> Row:
         hidden_layers=[100], activation="tanh", optimizer="sgd", learning_rate=2.0, l2=0.01,
         epochs=epochs, init="lecun", seed=0, dtype="float32",
     )  # fmt: skip
-    times = run_interleaved(
+    times, minimum = run_interleaved(
         {
             "engine": lambda: train(hp, X, y, 2),
             "reference": lambda: reference_full_batch(X, y, 100, 2.0, 0.01, epochs, 0),
@@ -211,6 +216,7 @@ def w2(repeats: int, quick: bool) -> Row:
     return Row(
         f"W2 n=100k [100] f32 x{epochs}", times["engine"], times["reference"], times["sklearn"],
         "<= 0.2x ref, <= 0.3x sklearn", to_reference <= 0.2 and to_sklearn <= 0.3,
+        _minimum_note(minimum, repeats),
     )  # fmt: skip
 
 
@@ -229,7 +235,7 @@ def w3(repeats: int, quick: bool) -> list[Row]:
         with threadpool_limits(limits=1, user_api="blas"):
             return fit()
 
-    times = run_interleaved(
+    times, minimum = run_interleaved(
         {"engine": lambda: train(hp, X, y, 3), "sklearn": fit, "sklearn_1": fit_one_blas_thread},
         repeats,
     )
@@ -237,7 +243,7 @@ def w3(repeats: int, quick: bool) -> list[Row]:
     return [
         Row(
             f"W3 spiral adam b128 x{epochs}", times["engine"], None, times["sklearn"],
-            "<= 0.15x sklearn", ratio <= 0.15,
+            "<= 0.15x sklearn", ratio <= 0.15, _minimum_note(minimum, repeats),
         ),
         Row(
             "  same, sklearn on 1 BLAS thread", times["engine"], None, times["sklearn_1"],
@@ -291,7 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="scratchnet engine benchmark")
     parser.add_argument("--only", action="append", choices=["W1", "W2", "W3", "MEM"])
     parser.add_argument("--quick", action="store_true", help="1 repeat, shorter runs")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     chosen = args.only or ["W1", "W2", "W3", "MEM"]
     repeats = 1 if args.quick else args.repeats
@@ -300,8 +306,8 @@ def main() -> None:
         started = time.perf_counter()
         if name == "W1":
             rows.append(w1(repeats, args.quick))
-        elif name == "W2":  # its reference and sklearn take ~1 s an epoch: one repeat fewer
-            rows.append(w2(max(1, repeats - 1), args.quick))
+        elif name == "W2":  # its reference and sklearn take ~0.5 s an epoch: fewer repeats
+            rows.append(w2(max(1, repeats - 2), args.quick))
         elif name == "W3":
             rows.extend(w3(repeats, args.quick))
         else:

@@ -57,7 +57,8 @@ BLAS_THREADS_MIN_MACS = 1 << 24
 
 # np.dot's C function without the __array_function__ dispatch layer (~0.3 us a call; several
 # calls per layer and epoch). Falls back to np.dot where NumPy does not expose it.
-_dot = getattr(np.dot, "_implementation", np.dot)
+dot = getattr(np.dot, "_implementation", np.dot)
+_dot = dot
 
 
 def init_params(

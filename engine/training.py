@@ -63,6 +63,7 @@ from engine.network import (
     Network,
     Passes,
     blas_single_thread,
+    dot,
     init_params,
     largest_product,
     targets_for,
@@ -213,7 +214,8 @@ class _Trainer:
         self.should_stop = should_stop
         self.clock = clock
         self.started = started
-        n = train_split.n
+        n = self.n_train = train_split.n
+        self.params = network.params
         self.batch_size = hp.batch_size if hp.batch_size is not None and hp.batch_size < n else None
         largest_rows = max(n, test_split.n if test_split else 0)
         pass_rows = min(self.batch_size or largest_rows, network.block_rows())
@@ -328,7 +330,7 @@ class _Trainer:
                 self._record(*self.pending)
                 self.pending = None
         learning_rate = self.schedule.rate(epoch - 1)
-        self.optimizer.step(self.network.params, grad_sum, split.n, learning_rate, self.penalty)
+        self.optimizer.step(self.params, grad_sum, self.n_train, learning_rate, self.penalty)
         return learning_rate
 
     def _minibatch_epoch(self, epoch: int) -> float:
@@ -374,20 +376,24 @@ class _Trainer:
         wait = 0
         stop_reason: StopReason = "completed"
         epoch = 0
-        for epoch in range(1, hp.epochs + 1):
-            self._poll(epoch - 1)
-            if full_batch:
-                learning_rate = self._full_batch_epoch(epoch)
-            else:
-                learning_rate = self._minibatch_epoch(epoch)
-            if not math.isfinite(np.dot(params, ones)):  # the sum: NaN/inf-propagating
+        # Hot loop: settings in locals (an epoch of a small network is ~40 us).
+        epochs, record_every, patience = hp.epochs, hp.record_every, hp.patience
+        early_stopping, max_seconds = hp.early_stopping, hp.max_seconds
+        monitor_each_epoch = self.schedule.needs_monitor and not self.plateau_on_train_loss
+        should_stop = self.should_stop
+        one_epoch = self._full_batch_epoch if full_batch else self._minibatch_epoch
+        for epoch in range(1, epochs + 1):
+            if should_stop is not None:
+                self._poll(epoch - 1)
+            learning_rate = one_epoch(epoch)
+            if not math.isfinite(dot(params, ones)):  # the sum: NaN/inf-propagating
                 raise TrainingDiverged(
                     epoch,
                     f"a weight became NaN or infinite; lower the learning rate "
                     f"(this epoch used {learning_rate:g})",
                 )
             stopping = False
-            if hp.early_stopping:
+            if early_stopping:
                 test_loss, _ = self._metrics("test", epoch)
                 if test_loss < best_loss:
                     best_loss, best_epoch, wait = test_loss, epoch, 0
@@ -395,21 +401,21 @@ class _Trainer:
                     np.copyto(best_params, params)
                 else:
                     wait += 1
-                    if wait >= hp.patience:
+                    if wait >= patience:
                         stopping, stop_reason = True, "early_stopping"
-            if self.schedule.needs_monitor and not self.plateau_on_train_loss:
+            if monitor_each_epoch:
                 which: Literal["train", "test"] = "test" if self.test_split else "train"
                 self.schedule.observe(self._metrics(which, epoch)[0])
             if (
                 not stopping
-                and hp.max_seconds is not None
-                and self.clock() - self.started >= hp.max_seconds
+                and max_seconds is not None
+                and self.clock() - self.started >= max_seconds
             ):
                 stopping, stop_reason = True, "time_budget"
-            if stopping or epoch == hp.epochs:
+            if stopping or epoch == epochs:
                 self._record(epoch, learning_rate)
                 break
-            if epoch % hp.record_every == 0:
+            if epoch % record_every == 0:
                 if full_batch:
                     self.pending = (epoch, learning_rate)
                 else:
