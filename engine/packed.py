@@ -255,6 +255,8 @@ class PackedNetwork:
                     mask_block[:-1] = 1
         self.entries = [np.flatnonzero(self.owner == k) for k in range(K)]
         self.padding_entries = np.flatnonzero(self.owner == K)
+        self.weight_entries = np.flatnonzero(self.weight_mask)  # every network's weights
+        self.weight_owner = self.owner[self.weight_entries]
         # the network of each column of each hidden layer, and of the (m, K*C) output
         self.unit_owner = [
             np.repeat(np.arange(K), [s[b] for s in sizes]) for b in range(1, self.depth)
@@ -311,13 +313,13 @@ class PackedNetwork:
     def penalties(self, n: int, l1: Array, l2: Array) -> Array:
         """Per network l2/(2n)·ΣW² + l1/n·Σ|W| (K,) float64, given l1, l2 per network (K,)."""
         K = self.n_networks
-        weights = self.params.astype(np.float64) * self.weight_mask
+        weights = self.params[self.weight_entries].astype(np.float64)
         totals = np.zeros(K)
         if l2.any():
-            squares = np.bincount(self.owner, weights=weights * weights, minlength=K + 1)[:K]
+            squares = np.bincount(self.weight_owner, weights=weights * weights, minlength=K)
             totals += l2 / (2 * n) * squares
         if l1.any():
-            absolutes = np.bincount(self.owner, weights=np.abs(weights), minlength=K + 1)[:K]
+            absolutes = np.bincount(self.weight_owner, weights=np.abs(weights), minlength=K)
             totals += l1 / n * absolutes
         return totals
 
@@ -371,6 +373,14 @@ class PackedWorkspace:
         stats: Stats | None = None
         if y is not None:
             stats = (np.zeros(network.n_networks), np.zeros(network.n_networks, dtype=np.int64))
+        if n <= self.rows:  # one block (the usual case for small data): no slicing
+            plan = self.plan(n)
+            plan.forward(X_in, failed)
+            if stats is not None and y is not None:
+                plan.add_logit_stats(y, stats)
+            plan.output_delta(targets)
+            plan.backward(X_in, self.grad, failed)
+            return self.grad, stats
         for start in range(0, n, self.rows):
             stop = min(start + self.rows, n)
             plan = self.plan(stop - start)
@@ -401,8 +411,31 @@ class PackedWorkspace:
         return stats
 
 
-# Forward of a later layer: (diagonal?, its input (m, Σ fan_in), per product (input, W, out, b))
-_Forward = tuple[bool, Array, list[tuple[Array, Array, Array, Array]]]
+# A product of a later layer's forward: (by np.dot?, left, right, out, bias), out = left @ right
+_Product = tuple[bool, Array, Array, Array, Array]
+# A later layer's backward: (check, products (inputs.T, delta, dW, db, W.T, input delta),
+# inputs' activation A, input delta, scratch) for the derivative
+_BackwardStep = tuple[
+    "_Check | None", list[tuple[Array, Array, Array, Array, Array, Array]], Array, Array, Array
+]
+
+
+class _Check:
+    """A finiteness check of an array before it meets a block-diagonal matrix: one dot with
+    ones when every value is finite; else the guilty networks' columns are zeroed."""
+
+    def __init__(self, values: Array, column_owner: Array) -> None:
+        self.values = values  # (m, width), its columns owned by networks
+        self.column_owner = column_owner
+        contiguous = values if values.flags.c_contiguous else values.T
+        if not contiguous.flags.c_contiguous:
+            raise ValueError("a checked array must be contiguous (either way)")
+        self.flat = contiguous.reshape(-1)  # a view of the same memory
+        self.ones = np.ones_like(self.flat)
+
+    def isolate(self, failed: set[int]) -> None:
+        if not math.isfinite(_dot(self.flat, self.ones)):
+            _isolate(self.values, self.column_owner, failed)
 
 
 class _PackedPlan:
@@ -432,58 +465,109 @@ class _PackedPlan:
         self.scratch_classes = list(self.scratch_logits)
         self.by_columns = C <= MAX_CLASSES_BY_COLUMNS
         self.pick = (np.arange(K)[:, None], np.arange(m)[None, :])
-        self.forward_steps: list[_Forward] = []
+        self.binary = C == 2
+        self.flat_first = network.depth == 1  # the first layer gives the logits
+        # Forward of each later layer: the activations to activate (and check, when they meet
+        # a diagonal matrix), then its products (dot?, left, right, out, bias).
+        self.forward_steps: list[tuple[Array, _Check | None, list[_Product]]] = []
         for later in network.later:
             last = later.index == network.depth - 1
-            A = self.activations[later.index - 1]
+            A = self.activations[later.index - 1]  # (m, Σ fan_in)
+            check = None
+            if later.diagonal and network.guarded:
+                check = _Check(A, network.unit_owner[later.index - 1])
+            products: list[_Product] = []
             if later.diagonal:
                 matrix = later.matrix(network.params)
-                out = self.logits_flat if last else self.activations[later.index]
-                products = [(A, matrix[:-1], out, matrix[-1])]
-            else:
-                products = []
-                for k, block in enumerate(later.blocks(network.params)):
-                    block_out = (
-                        self.logits[:, k, :]  # (C, m)
-                        if last
-                        else self.activations[later.index][:, later.outputs[k]]
+                if last:  # (C*K, m) = W.T @ A.T: the logits, class-major
+                    products.append(
+                        (True, matrix[:-1].T, A.T, self.logits_flat, matrix[-1][:, None])
                     )
-                    products.append((A[:, later.inputs[k]], block[:-1], block_out, block[-1]))
-            self.forward_steps.append((later.diagonal, A, products))
-        self._grad_cache: dict[int, tuple[Array, list[list[Array]]]] = {}
+                else:
+                    out = self.activations[later.index]
+                    products.append((True, A, matrix[:-1], out, matrix[-1]))
+            else:
+                for k, block in enumerate(later.blocks(network.params)):
+                    inputs = A[:, later.inputs[k]]
+                    if last:
+                        out = self.logits[:, k, :]  # (C, m), strided
+                        products.append((False, block[:-1].T, inputs.T, out, block[-1][:, None]))
+                    else:
+                        out = self.activations[later.index][:, later.outputs[k]]
+                        products.append((False, inputs, block[:-1], out, block[-1]))
+            self.forward_steps.append((A, check, products))
+        self.backward_into = {
+            id(workspace.grad): self._backward_steps(workspace.grad),
+            id(workspace.block_grad): self._backward_steps(workspace.block_grad),
+        }
+
+    def _backward_steps(self, grad: Array) -> tuple[Array, list[_BackwardStep]]:
+        """For a gradient vector: the first layer's view and, last layer first, each later
+        layer's check, products (A.T, delta, dW view, db view, W.T, input delta view) and its
+        inputs' activation and delta (for the derivative)."""
+        network = self.network
+        steps: list[_BackwardStep] = []
+        for later in reversed(network.later):
+            last = later.index == network.depth - 1
+            A = self.activations[later.index - 1]
+            previous = self.deltas[later.index - 1]  # (m, Σ fan_in)
+            check = None
+            products: list[tuple[Array, Array, Array, Array, Array, Array]] = []
+            if later.diagonal:
+                matrix, out = later.matrix(network.params), later.matrix(grad)
+                delta = self.logits_flat.T if last else self.deltas[later.index]
+                if network.guarded:
+                    owner = network.output_owner if last else network.unit_owner[later.index]
+                    check = _Check(delta, owner)
+                products.append((A.T, delta, out[:-1], out[-1], matrix[:-1].T, previous))
+            else:
+                for k, (block, out) in enumerate(
+                    zip(later.blocks(network.params), later.blocks(grad), strict=True)
+                ):
+                    delta = (
+                        self.logits[:, k, :].T
+                        if last
+                        else self.deltas[later.index][:, later.outputs[k]]
+                    )
+                    inputs = later.inputs[k]
+                    products.append(
+                        (
+                            A[:, inputs].T,
+                            delta,
+                            out[:-1],
+                            out[-1],
+                            block[:-1].T,
+                            previous[:, inputs],
+                        )
+                    )
+            steps.append((check, products, A, previous, self.scratch[later.index - 1]))
+        return network.first_layer(grad), steps
 
     def forward(self, X_in: Array, failed: set[int]) -> None:
         """Logits of a block of inputs (m, G*(d+1)); hidden outputs kept."""
-        network = self.network
-        if network.depth == 1:
-            _dot(network.first.T, X_in.T, out=self.logits_flat)  # (K*C, m)
+        first = self.network.first
+        if self.flat_first:
+            _dot(first.T, X_in.T, out=self.logits_flat)  # (C*K, m), class-major
             return
-        _dot(X_in, network.first, out=self.activations[0])
-        last = len(self.forward_steps) - 1
-        for layer, (diagonal, A, products) in enumerate(self.forward_steps):
-            self.activate(self.activations[layer])
-            if diagonal and network.guarded:
-                _isolate(A, network.unit_owner[layer], failed)
-            for inputs, W, out, b in products:
-                if layer == last:  # (outputs, m) = W.T @ inputs.T: the logits class-major
-                    if out.flags.c_contiguous:
-                        _dot(W.T, inputs.T, out=out)
-                    else:
-                        np.matmul(W.T, inputs.T, out=out)
-                    np.add(out, b[:, None], out=out)
-                elif out.flags.c_contiguous:
-                    _dot(inputs, W, out=out)
-                    np.add(out, b, out=out)
+        _dot(X_in, first, out=self.activations[0])
+        activate = self.activate
+        for A, check, products in self.forward_steps:
+            activate(A)
+            if check is not None:
+                check.isolate(failed)
+            for dot, left, right, out, bias in products:
+                if dot:
+                    _dot(left, right, out=out)
                 else:
-                    np.matmul(inputs, W, out=out)
-                    np.add(out, b, out=out)
+                    np.matmul(left, right, out=out)
+                np.add(out, bias, out=out)
 
     def output_delta(self, targets: Array) -> None:
         """logits <- softmax per network - Y, in place (the summed CE's gradient wrt the logits).
         `targets`: for C = 2 the indicator of class 1, (1, 1 or K, m); else one-hot (C, 1 or K,
         m). For C = 2 the softmax is P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1, as in
         engine.network."""
-        if len(self.classes) == 2:
+        if self.binary:
             p1 = self.row_flat
             column_0, column_1 = self.classes
             np.subtract(column_0, column_1, out=p1)
@@ -520,62 +604,32 @@ class _PackedPlan:
         for row in classes[2:]:
             np.add(out, row, out=out)
 
-    def _grad_views(self, grad: Array) -> tuple[Array, list[list[Array]]]:
-        """The first layer's and each later product's (rows, columns) views of a gradient."""
-        cached = self._grad_cache.get(id(grad))
-        if cached is None:
-            network = self.network
-            later_views = [
-                [later.matrix(grad)] if later.diagonal else later.blocks(grad)
-                for later in network.later
-            ]
-            cached = self._grad_cache[id(grad)] = (network.first_layer(grad), later_views)
-        return cached
-
     def backward(self, X_in: Array, grad: Array, failed: set[int]) -> None:
-        """The block's SUMMED CE gradient into `grad` (flat, like params), given P - Y in the
-        logits; networks with non-finite deltas are isolated and added to `failed`."""
-        network = self.network
-        grad_first, grad_later = self._grad_views(grad)
-        if network.depth == 1:
+        """The block's SUMMED CE gradient into `grad` (the workspace's grad or block_grad),
+        given P - Y in the logits; networks with non-finite deltas are isolated and added to
+        `failed`."""
+        grad_first, steps = self.backward_into[id(grad)]
+        if self.flat_first:
             _dot(X_in.T, self.logits_flat.T, out=grad_first)
             return
         ones = self.ones
-        for layer in range(len(network.later), 0, -1):
-            later = network.later[layer - 1]
-            diagonal, A, products = self.forward_steps[layer - 1]
-            previous = self.deltas[layer - 1]  # (m, Σ fan_in)
-            last = layer == len(network.later)
-            if diagonal:
-                if last:  # the logits' delta, network-major (K*C, m)
-                    delta_t = self.logits_flat
-                    if network.guarded:
-                        _isolate(delta_t.T, network.output_owner, failed)
-                    delta = delta_t.T
+        for check, products, A, previous, scratch in steps:
+            if check is not None:
+                check.isolate(failed)
+            for inputs_t, delta, out_weights, out_bias, weights_t, delta_in in products:
+                _dot(inputs_t, delta, out=out_weights)  # (fan_in, fan_out)
+                _dot(ones, delta, out=out_bias)
+                if delta_in.flags.c_contiguous:
+                    _dot(delta, weights_t, out=delta_in)  # (m, fan_in)
                 else:
-                    delta = self.deltas[layer]
-                    if network.guarded:
-                        _isolate(delta, network.unit_owner[layer], failed)
-                out = grad_later[layer - 1][0]
-                _dot(A.T, delta, out=out[:-1])
-                _dot(ones, delta, out=out[-1])
-                _dot(delta, products[0][1].T, out=previous)
-            else:
-                for k, (_inputs, W, _out, _b) in enumerate(products):
-                    delta = (
-                        self.logits[:, k, :].T if last else self.deltas[layer][:, later.outputs[k]]
-                    )
-                    out = grad_later[layer - 1][k]
-                    _dot(A[:, later.inputs[k]].T, delta, out=out[:-1])
-                    _dot(ones, delta, out=out[-1])
-                    np.matmul(delta, W.T, out=previous[:, later.inputs[k]])
-            self.backward_activation(A, previous, self.scratch[layer - 1])
+                    np.matmul(delta, weights_t, out=delta_in)
+            self.backward_activation(A, previous, scratch)
         _dot(X_in.T, self.deltas[0], out=grad_first)
 
     def add_logit_stats(self, y: Array, stats: Stats) -> None:
         """Add the block's per-network summed CE and argmax hits (from the last forward's
         logits) to `stats`; leaves the logits shifted by their maximum (softmax unchanged)."""
-        if len(self.classes) == 2:
+        if self.binary:
             # CE = log(1 + exp(z_other - z_y)) = logaddexp(0, ±(z1 - z0)); class 1 wins ties
             # to class 0, as argmax does
             margin = self.scratch_classes[0]
@@ -751,6 +805,8 @@ class _PackTrainer:
         self.ones = np.ones_like(network.params)
         # metrics of the parameters after an epoch: (which, epoch) -> (losses (K,), accuracies)
         self.cache: dict[tuple[Which, int], tuple[Array, Array]] = {}
+        self.penalty_cache: dict[int, Array] = {}  # epoch -> each network's penalty
+        self.n_train = data.n_train
         self.scheduled = [k for k, m in enumerate(members) if m.hp.lr_schedule != "constant"]
         # full batch without a test split: plateau watches the training loss, which the next
         # epoch's forward pass gives for free (as train does)
@@ -809,9 +865,12 @@ class _PackTrainer:
     # -- metrics ------------------------------------------------------------------------------
 
     def _store(self, which: Which, epoch: int, stats: Stats) -> tuple[Array, Array]:
-        n = self.data.n_train if which == "train" else self.data.n_test
-        losses = stats[0] / n + self.network.penalties(self.data.n_train, self.l1, self.l2)
-        result = self.cache[(which, epoch)] = (losses, stats[1] / n)
+        n = self.n_train if which == "train" else self.data.n_test
+        penalties = self.penalty_cache.get(epoch)
+        if penalties is None:  # the same parameters for both splits
+            penalties = self.network.penalties(self.n_train, self.l1, self.l2)
+            self.penalty_cache = {epoch: penalties}
+        result = self.cache[(which, epoch)] = (stats[0] / n + penalties, stats[1] / n)
         return result
 
     def _metrics(self, which: Which, epoch: int) -> tuple[Array, Array]:
@@ -1031,7 +1090,7 @@ class _PackTrainer:
                 member.pending = None
             waiting.clear()
         self._set_rates(epoch - 1, self.scheduled)
-        self._update(grad_sum, self.data.n_train, epoch)
+        self._update(grad_sum, self.n_train, epoch)
 
     def _minibatch_epoch(self, epoch: int) -> None:
         assert self.batch_size is not None
