@@ -1388,20 +1388,21 @@ def train_pack(
 PackKey = tuple[Hashable, ...]
 
 # A rough model of one core's time, to decide packing and to balance workers (seconds),
-# measured on the tutorial's networks (2 vCPUs, busy): ~35 us a step for 1 hidden unit, ~210 us
-# for 50; np.tanh costs ~15 ns an element (glibc), np.exp ~6.
+# measured on the tutorial's networks (2 vCPUs, busy): ~38 us an epoch for 1 hidden unit alone,
+# ~140 us for 50 (~13 ns a hidden unit and row, all told), a pack of 6 of them ~150 us.
 STEP_SECONDS = 30e-6  # fixed cost of one forward + backward + update, whatever the sizes
-NETWORK_STEP_SECONDS = 6e-6  # per network and later layer in a pack (its own small products)
+PACK_STEP_SECONDS = 12e-6  # more for a pack of several (finiteness checks, wider products)
+NETWORK_STEP_SECONDS = 1.5e-6  # per network and later layer in a pack
 EPOCH_SECONDS = 3e-6  # per configuration and epoch: bookkeeping
-MAC_SECONDS = 0.4e-9  # one multiply-add of a matrix product
+MAC_SECONDS = 0.05e-9  # one multiply-add of a matrix product
 ACTIVATION_SECONDS: dict[str, float] = {  # one unit on one row: activation and derivative
-    "tanh": 17e-9,
-    "sigmoid": 20e-9,
+    "tanh": 12e-9,
+    "sigmoid": 13e-9,
     "relu": 2e-9,
     "leaky_relu": 4e-9,
     "identity": 0.5e-9,
 }
-EXP_SECONDS = 6e-9  # one exponential of the softmax
+EXP_SECONDS = 4e-9  # one exponential of the softmax
 
 
 def _effective_batch(hp: Hyperparameters, n_train: int) -> int | None:
@@ -1461,6 +1462,7 @@ def estimate_seconds(hps: Sequence[Hyperparameters], shape: DataShape) -> float:
         evaluated += shape.n_train / every
     step = STEP_SECONDS
     if len(hps) > 1:
+        step += PACK_STEP_SECONDS
         step += NETWORK_STEP_SECONDS * len(hps) * (len(first.hidden_layers) or 1)
     per_epoch = steps * (step + rows * row_step) + EPOCH_SECONDS * len(hps)
     return max(hp.epochs for hp in hps) * (per_epoch + evaluated * row_forward)
