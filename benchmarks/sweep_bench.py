@@ -14,10 +14,12 @@ learning_rate 2.0, l2 0.01, float64. Measured in one run, side by side (wall sec
               by train_many in its own process, both at once (timed from a common start)
     service   POST /v1/sweeps to an app with 2 workers, until the sweep has succeeded
 
-Each is printed with its ratio to the singles' sum. The machine is shared: numbers are noisy, so
-compare ratios within one run. Also printed: the largest relative difference between a packed
-configuration's final training loss and train's alone (rounding differences grow where training
-is unstable, so they depend on the epoch count).
+Each is printed with its ratio to the singles' sum, in wall seconds and in CPU seconds: the
+singles' CPU time against the busiest process's (a share's, or a worker's for the service) --
+the wall ratio two otherwise idle cores would give. On a shared machine the wall ratios of the
+parallel runs depend on what else runs; compare within one run. Also printed: the largest
+relative difference between a packed configuration's final training loss and train's alone
+(rounding differences grow where training is unstable, so they depend on the epoch count).
 """
 
 from __future__ import annotations
@@ -57,27 +59,29 @@ def configurations(epochs: int) -> list[Hyperparameters]:
     return [Hyperparameters(hidden_layers=h, epochs=epochs, **BASE) for h in HIDDEN_SIZES]
 
 
-def run_singles(hps: list[Hyperparameters], split: Split) -> tuple[list[float], list[float]]:
-    """(seconds, final training loss) per configuration, trained alone one after another."""
+def run_singles(hps: list[Hyperparameters], split: Split) -> tuple[list[float], float, list[float]]:
+    """(wall seconds each, CPU seconds in all, final training losses), trained alone one after
+    another."""
     seconds, losses = [], []
+    cpu_started = time.process_time()
     for hp in hps:
         started = time.perf_counter()
         result = train(hp, split.X_train, split.y_train, 2, split.X_test, split.y_test)
         seconds.append(time.perf_counter() - started)
         losses.append(float(result.metrics["train_loss"] or 0.0))
-    return seconds, losses
+    return seconds, time.process_time() - cpu_started, losses
 
 
-def run_pack(hps: list[Hyperparameters], split: Split) -> tuple[float, list[float]]:
-    """(seconds, final training losses) of train_many in this process."""
-    started = time.perf_counter()
+def run_pack(hps: list[Hyperparameters], split: Split) -> tuple[float, float, list[float]]:
+    """(wall seconds, CPU seconds, final training losses) of train_many in this process."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     outcomes = train_many(hps, split.X_train, split.y_train, 2, split.X_test, split.y_test)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     losses = []
     for outcome in outcomes:
         assert outcome.result is not None, outcome.error
         losses.append(float(outcome.result.metrics["train_loss"] or 0.0))
-    return seconds, losses
+    return seconds, cpu, losses
 
 
 def _share_process(epochs: int, share: list[list[int]], start: Event, results: Connection) -> None:
@@ -87,6 +91,7 @@ def _share_process(epochs: int, share: list[list[int]], start: Event, results: C
     position = {index: p for p, index in enumerate(members)}
     packs = [[position[i] for i in pack] for pack in share]
     start.wait()
+    cpu_started = time.process_time()
     train_many(
         [hps[i] for i in members],
         split.X_train,
@@ -96,11 +101,12 @@ def _share_process(epochs: int, share: list[list[int]], start: Event, results: C
         split.y_test,
         packs=packs,
     )
-    results.send(time.perf_counter())
+    results.send((time.perf_counter(), time.process_time() - cpu_started))
 
 
-def run_shares(hps: list[Hyperparameters], split: Split, parts: int) -> tuple[float, str]:
-    """Wall seconds for `parts` processes training their shares at once, and the shares."""
+def run_shares(hps: list[Hyperparameters], split: Split, parts: int) -> tuple[float, float, str]:
+    """(wall seconds for `parts` processes training their shares at once, the busiest one's
+    CPU seconds, the shares)."""
     shape = DataShape(len(split.y_train), len(split.y_test), 2, 2)
     shares = partition(hps, shape, parts)
     context = multiprocessing.get_context("spawn")
@@ -115,24 +121,28 @@ def run_shares(hps: list[Hyperparameters], split: Split, parts: int) -> tuple[fl
     time.sleep(3.0)  # let them import and build their data before the common start
     began = time.perf_counter()
     start.set()
-    ended = max(receiver.recv() for receiver, _sender in pipes)
+    reports = [receiver.recv() for receiver, _sender in pipes]
     for process in processes:
         process.join()
+    ended = max(when for when, _cpu in reports)
+    busiest = max(cpu for _when, cpu in reports)
     described = " | ".join(
         " ".join(str([HIDDEN_SIZES[i][0] for i in pack]) for pack in share) for share in shares
     )
-    return ended - began, described
+    return ended - began, busiest, described
 
 
-def run_service(epochs: int) -> float:
-    """Wall seconds from POST /v1/sweeps until the sweep succeeded, on an app with 2 workers."""
+def run_service(epochs: int) -> tuple[float, float]:
+    """(wall seconds from POST /v1/sweeps until the sweep succeeded, on an app with 2 workers;
+    the busiest worker's CPU seconds meanwhile)."""
     import anyio
     import httpx
+    import psutil  # type: ignore[import-untyped]
 
     from service.main import create_app
     from service.settings import Settings
 
-    async def measure() -> float:
+    async def measure() -> tuple[float, float]:
         app = create_app(Settings(workers=2, log_level="warning"))
         async with app.router.lifespan_context(app):
             state = app.state.scratchnet
@@ -149,6 +159,8 @@ def run_service(epochs: int) -> float:
                     "base": {**BASE, "epochs": epochs},
                     "grid": {"hidden_layers": HIDDEN_SIZES},
                 }
+                workers = [psutil.Process(pid) for pid in state.executor.worker_pids()]
+                before = [sum(w.cpu_times()[:2]) for w in workers]
                 started = time.perf_counter()
                 sweep_id = (await client.post("/v1/sweeps", json=body)).json()["id"]
                 while True:
@@ -157,8 +169,11 @@ def run_service(epochs: int) -> float:
                         break
                     await anyio.sleep(0.05)
                 seconds = time.perf_counter() - started
+                busiest = max(
+                    sum(w.cpu_times()[:2]) - cpu for w, cpu in zip(workers, before, strict=True)
+                )
                 assert sweep["status"] == "succeeded", sweep
-                return seconds
+                return seconds, busiest
 
     return anyio.run(measure)
 
@@ -172,21 +187,22 @@ def main() -> None:
     split = tutorial_split()
     print(f"tutorial sweep: hidden sizes {[h[0] for h in HIDDEN_SIZES]}, {args.epochs} epochs")
 
-    seconds, single_losses = run_singles(hps, split)
+    seconds, cpu_total, single_losses = run_singles(hps, split)
     total = sum(seconds)
     each = ", ".join(f"[{h[0]}] {s:.2f}" for h, s in zip(HIDDEN_SIZES, seconds, strict=True))
-    print(f"singles   {total:7.2f} s   ({each})")
+    print(f"{'':10}{'wall s':>8}{'ratio':>8}{'cpu s':>9}{'ratio':>8}")
 
-    pack_seconds, pack_losses = run_pack(hps, split)
-    print(f"pack      {pack_seconds:7.2f} s   ratio {pack_seconds / total:.3f}   (one process)")
-    shares_seconds, described = run_shares(hps, split, 2)
-    print(f"shares    {shares_seconds:7.2f} s   ratio {shares_seconds / total:.3f}   ({described})")
+    def line(label: str, wall: float, cpu: float, note: str) -> None:
+        print(f"{label:10}{wall:8.2f}{wall / total:8.3f}{cpu:9.2f}{cpu / cpu_total:8.3f}   {note}")
+
+    line("singles", total, cpu_total, f"({each})")
+    pack_seconds, pack_cpu, pack_losses = run_pack(hps, split)
+    line("pack", pack_seconds, pack_cpu, "(one process)")
+    shares_seconds, shares_cpu, described = run_shares(hps, split, 2)
+    line("shares", shares_seconds, shares_cpu, f"(2 processes: {described})")
     if not args.skip_service:
-        service_seconds = run_service(args.epochs)
-        print(
-            f"service   {service_seconds:7.2f} s   ratio {service_seconds / total:.3f}   "
-            "(POST /v1/sweeps until succeeded, 2 workers)"
-        )
+        service_seconds, service_cpu = run_service(args.epochs)
+        line("service", service_seconds, service_cpu, "(POST /v1/sweeps until succeeded)")
     differences = [abs(p - s) / abs(s) for p, s in zip(pack_losses, single_losses, strict=True)]
     worst = int(np.argmax(differences))
     print(
