@@ -1,10 +1,10 @@
 """Errors the engine raises. The service maps each to one HTTP problem type.
 
-    EngineError
-    ├── InvalidInput        data or arguments the engine cannot use (bad shape, NaN, one class)
-    ├── ModelFormatError    a serialized model that is malformed, foreign or of another version
-    ├── TrainingDiverged    the loss or a weight became non-finite, or the loss exploded
-    └── TrainingCancelled   the caller asked training to stop
+EngineError
+├── InvalidInput        data or arguments the engine cannot use (bad shape, NaN, one class)
+├── ModelFormatError    a serialized model that is malformed, foreign or of another version
+├── TrainingDiverged    the loss or a weight became non-finite, or the loss exploded
+└── TrainingCancelled   the caller asked training to stop
 """
 
 from __future__ import annotations

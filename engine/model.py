@@ -71,9 +71,7 @@ class Model:
     def _check_points(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         points = np.asarray(X, dtype=np.float64)
         if points.ndim != 2 or points.shape[1] != self.n_features:
-            raise InvalidInput(
-                f"points must have shape (n, {self.n_features}), got {points.shape}"
-            )
+            raise InvalidInput(f"points must have shape (n, {self.n_features}), got {points.shape}")
         if not np.isfinite(points).all():
             raise InvalidInput("points must be finite numbers (no NaN or Infinity)")
         return points

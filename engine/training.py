@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -89,7 +89,8 @@ class HistoryPoint:
     learning_rate: float  # the rate this epoch trained with
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
+        # vars() rather than dataclasses.asdict: ~40x faster, and the fields are all scalars.
+        return dict(vars(self))
 
 
 @dataclass
