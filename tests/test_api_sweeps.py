@@ -13,10 +13,13 @@ from engine.hyperparameters import Hyperparameters
 from tests.api_support import (
     FINISHED,
     JOB_SECONDS,
+    api_settings,
     assert_problem,
     create_dataset,
     parse_sse,
     png_size,
+    state_of,
+    wait_ready,
 )
 
 pytestmark = pytest.mark.anyio
@@ -358,3 +361,31 @@ async def test_a_job_can_train_a_logistic_regression_baseline(
         "/v1/jobs", json={"dataset_id": moons["id"], "hyperparameters": hyperparameters}
     )
     assert plain.json()["baseline"] is None
+
+
+@pytest.mark.slow
+async def test_a_share_past_job_timeout_seconds_fails_its_configurations_only() -> None:
+    """Each worker's share has the job deadline: the long configuration's share times out,
+    the quick one's succeeds, and so does the sweep (one configuration succeeded)."""
+    from service.main import create_app
+
+    app = create_app(api_settings(workers=2, job_timeout_seconds=1.0))
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            moons = await create_dataset(client, kind="moons", n_samples=100)
+            created = await post_sweep(
+                client, dataset_id=moons["id"], base=LONG, grid={"epochs": [20, LONG["epochs"]]}
+            )
+            sweep = await wait_for_sweep(client, created["id"])
+            # once the workers stop, new sweeps are refused with 503, not a 500
+            await anyio.to_thread.run_sync(state_of(app).executor.shutdown)
+            body = {"dataset_id": moons["id"], "grid": {"seed": [0]}}
+            assert_problem(await client.post("/v1/sweeps", json=body), 503, "not-ready")
+    assert sweep["status"] == "succeeded"
+    quick, long = sweep["results"]
+    assert quick["status"] == "succeeded"
+    assert long["status"] == "failed" and long["model_id"] is None
+    assert long["error"]["type"] == "timeout"
+    assert "job_timeout_seconds = 1" in long["error"]["detail"]
