@@ -120,6 +120,7 @@ class ModelRecord:
     metrics: dict[str, float | None] | None
     history: tuple[HistoryPoint, ...]  # empty for an imported model
     created_at: datetime
+    sweep_id: str | None = None  # the sweep that trained it (then job_id is None)
 
 
 T = TypeVar("T")

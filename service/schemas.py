@@ -337,7 +337,12 @@ class ModelPublic(BaseModel):
 
     id: str = Field(description="Opaque id.", examples=["mdl_2b7e41f09ac35d86"])
     name: str = Field(description="A label for people (the job's name).")
-    job_id: str | None = Field(description="The job that trained it (null when imported).")
+    job_id: str | None = Field(
+        description="The job that trained it (null when imported or trained by a sweep)."
+    )
+    sweep_id: str | None = Field(
+        default=None, description="The sweep that trained it, if a sweep did."
+    )
     dataset_id: str | None = Field(
         description="Its dataset (null when imported); it may have been deleted since."
     )

@@ -111,6 +111,7 @@ def model_public(record: ModelRecord) -> ModelPublic:
         id=record.id,
         name=record.name,
         job_id=record.job_id,
+        sweep_id=record.sweep_id,
         dataset_id=record.dataset_id,
         hyperparameters=model.hyperparameters,
         metrics=_metrics(record.metrics),
