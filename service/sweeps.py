@@ -602,6 +602,7 @@ class SweepManager:
             metrics=row.metrics,
             history=tuple(row.history),
             created_at=utc_now(),
+            sweep_id=sweep.id,
         )
         self.registry.models.add(record.id, record)
         return record.id

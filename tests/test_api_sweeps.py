@@ -114,6 +114,7 @@ async def test_the_tutorial_sweep_trains_every_size_and_the_baseline(
     model = (await client.get(f"/v1/models/{rows[2]['model_id']}")).json()
     assert model["architecture"] == [2, 3, 2]
     assert model["job_id"] is None and model["dataset_id"] == moons["id"]
+    assert model["sweep_id"] == created["id"]
     assert model["metrics"]["test_loss"] == rows[2]["test_loss"]
     assert model["has_history"] is True
     predicted = await client.post(
