@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,20 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+# Benchmarks run on demand, never in `make test`; each prints its side-by-side ratios.
+bench: bench-engine bench-sweep bench-api
+
+bench-engine: $(STAMP)
 	$(BIN)/python -m benchmarks.engine_bench
+
+bench-sweep: $(STAMP)
+	$(BIN)/python -m benchmarks.sweep_bench
+
+bench-api: $(STAMP)
+	$(BIN)/python -m benchmarks.api_bench
+
+bench-executor: $(STAMP)
+	$(BIN)/python -m benchmarks.executor_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
