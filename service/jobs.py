@@ -8,8 +8,6 @@ the registry lock and then wakes the job's subscribers on their event loops. A f
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import itertools
 import logging
@@ -55,6 +53,7 @@ from service.registry import (
 )
 from service.schemas import JobCreate
 from service.settings import Settings
+from service.streams import Subscribers
 from service.tasks import TrainingOutcome, TrainingTask
 
 logger = logging.getLogger("service.jobs")
@@ -123,19 +122,6 @@ def _fingerprint(body: JobCreate) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
-class _Waiter:
-    """Wakes one subscriber's event loop when its job changes (callable from any thread)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.event = asyncio.Event()
-
-    def wake(self) -> None:
-        # a closed loop raises RuntimeError: nobody is listening any more
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.event.set)
-
-
 @dataclass(frozen=True)
 class JobSnapshot:
     """A consistent copy of a job's public state plus history points after a cursor."""
@@ -157,7 +143,7 @@ class JobManager:
         self.started = False
         self.closing = False
         self._idempotency: dict[str, tuple[str, str | None]] = {}  # key -> (fingerprint, job)
-        self._waiters: dict[str, set[_Waiter]] = {}
+        self._subscribers = Subscribers(registry.lock)
         self._routes: dict[str, Callable[[TaskEvent], None]] = {}  # task id prefix -> listener
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -170,7 +156,7 @@ class JobManager:
     def close(self) -> None:
         """End every event stream; then stop the workers (blocking: call from a thread)."""
         self.closing = True
-        self._wake_all()
+        self._subscribers.wake_all()
         self.executor.shutdown()
 
     # --- requests ----------------------------------------------------------------------------
@@ -288,8 +274,7 @@ class JobManager:
 
     def open_streams(self) -> int:
         """Event streams following a job now."""
-        with self.registry.lock:
-            return sum(len(group) for group in self._waiters.values())
+        return self._subscribers.count()
 
     def uses_dataset(self, dataset_id: str) -> list[str]:
         """Ids of queued or running jobs that train on `dataset_id`."""
@@ -316,7 +301,7 @@ class JobManager:
             self._apply(event)
         except Exception:  # never let bookkeeping kill the executor's thread
             logger.exception("could not apply %r", event)
-        self._wake(event.task_id)
+        self._subscribers.wake(event.task_id)
 
     def _apply(self, event: TaskEvent) -> None:
         with self.registry.lock:
@@ -448,18 +433,6 @@ class JobManager:
 
     # --- subscriptions -----------------------------------------------------------------------
 
-    def _wake(self, job_id: str) -> None:
-        with self.registry.lock:
-            waiters = list(self._waiters.get(job_id, ()))
-        for waiter in waiters:
-            waiter.wake()
-
-    def _wake_all(self) -> None:
-        with self.registry.lock:
-            waiters = [w for group in self._waiters.values() for w in group]
-        for waiter in waiters:
-            waiter.wake()
-
     def snapshot(self, job_id: str, after_epoch: int) -> JobSnapshot:
         """The job (a copy) and its history points with epoch > after_epoch."""
         with self.registry.lock:
@@ -468,50 +441,26 @@ class JobManager:
             copy = JobRecord(**{**job.__dict__, "history": []})
         return JobSnapshot(job=copy, new_points=points)
 
-    async def follow(
+    def follow(
         self,
         job_id: str,
         after_epoch: int,
         render: Callable[[JobSnapshot], list[Any]],
         stopping: anyio.Event,
     ) -> AsyncIterator[Any]:
-        """Yield rendered events for points after `after_epoch` as they are recorded, ending
+        """Rendered events for points after `after_epoch`, as they are recorded; the stream ends
         after the job finishes, or when `stopping` is set (the server is shutting down)."""
         self.require(job_id)
-        waiter = _Waiter()
-        with self.registry.lock:
-            self._waiters.setdefault(job_id, set()).add(waiter)
-        try:
-            cursor = after_epoch
-            while True:
-                waiter.event.clear()
-                snapshot = self.snapshot(job_id, cursor)
-                for item in render(snapshot):
-                    yield item
-                if snapshot.new_points:
-                    cursor = snapshot.new_points[-1]["epoch"]
-                if snapshot.job.finished or self.closing or stopping.is_set():
-                    return
-                await _first_of(waiter.event, stopping)
-        finally:
-            with self.registry.lock:
-                group = self._waiters.get(job_id)
-                if group is not None:
-                    group.discard(waiter)
-                    if not group:
-                        del self._waiters[job_id]
+        cursor = after_epoch
 
+        def step() -> tuple[list[Any], bool]:
+            nonlocal cursor
+            snapshot = self.snapshot(job_id, cursor)
+            if snapshot.new_points:
+                cursor = snapshot.new_points[-1]["epoch"]
+            return render(snapshot), snapshot.job.finished
 
-async def _first_of(*events: asyncio.Event | anyio.Event) -> None:
-    """Return as soon as any of `events` is set."""
-    async with anyio.create_task_group() as group:
-
-        async def wait(event: asyncio.Event | anyio.Event) -> None:
-            await event.wait()
-            group.cancel_scope.cancel()
-
-        for event in events:
-            group.start_soon(wait, event)
+        return self._subscribers.follow(job_id, step, stopping, lambda: self.closing)
 
 
 def _stop_reason(value: str) -> StopReason | None:

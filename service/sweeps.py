@@ -43,7 +43,7 @@ from service.executor import (
     TaskStarted,
     TaskSucceeded,
 )
-from service.jobs import JobManager, _first_of, _Waiter, check_limits, n_parameters
+from service.jobs import JobManager, check_limits, n_parameters
 from service.registry import (
     FINISHED,
     DatasetRecord,
@@ -58,6 +58,7 @@ from service.registry import (
     utc_now,
 )
 from service.settings import Settings
+from service.streams import Subscribers
 from service.sweep_schemas import SweepCreate
 from service.sweep_tasks import ConfigurationIndex, SweepTask
 
@@ -309,7 +310,7 @@ class SweepManager:
         self.jobs = jobs  # knows whether the workers started, and when the service closes
         self.sweeps: Store[SweepRecord] = Store(registry.lock)
         self._idempotency: dict[str, tuple[str, str | None]] = {}  # key -> (fingerprint, sweep)
-        self._waiters: dict[str, set[_Waiter]] = {}
+        self._subscribers = Subscribers(registry.lock)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -499,7 +500,7 @@ class SweepManager:
             self._apply(sweep_id, event)
         except Exception:  # never let bookkeeping kill the executor's thread
             logger.exception("could not apply %r", event)
-        self._wake(sweep_id)
+        self._subscribers.wake(sweep_id)
 
     def _apply(self, sweep_id: str, event: TaskEvent) -> None:
         with self.registry.lock:
@@ -631,22 +632,12 @@ class SweepManager:
 
     # --- subscriptions -----------------------------------------------------------------------
 
-    def _wake(self, sweep_id: str) -> None:
-        with self.registry.lock:
-            waiters = list(self._waiters.get(sweep_id, ()))
-        for waiter in waiters:
-            waiter.wake()
-
     def wake_all(self) -> None:
         """Wake every event stream (the service is closing)."""
-        with self.registry.lock:
-            waiters = [w for group in self._waiters.values() for w in group]
-        for waiter in waiters:
-            waiter.wake()
+        self._subscribers.wake_all()
 
     def open_streams(self) -> int:
-        with self.registry.lock:
-            return sum(len(group) for group in self._waiters.values())
+        return self._subscribers.count()
 
     def snapshot(self, sweep_id: str, after: int = 0) -> SweepSnapshot:
         """The sweep (a copy) and its stream entries numbered > after (numbers start at 1)."""
@@ -674,35 +665,23 @@ class SweepManager:
             sweep = self.require(sweep_id)
             return [(replace(row, history=[]), list(row.history)) for row in sweep.rows()]
 
-    async def follow(
+    def follow(
         self,
         sweep_id: str,
         after: int,
         render: Callable[[SweepSnapshot], list[Any]],
         stopping: anyio.Event,
     ) -> AsyncIterator[Any]:
-        """Yield rendered events for stream entries after `after` as they happen, ending after
-        the sweep finishes, or when `stopping` is set (the server is shutting down)."""
+        """Rendered events for stream entries after `after`, as they happen; the stream ends
+        after the sweep finishes, or when `stopping` is set (the server is shutting down)."""
         self.require(sweep_id)
-        waiter = _Waiter()
-        with self.registry.lock:
-            self._waiters.setdefault(sweep_id, set()).add(waiter)
-        try:
-            cursor = after
-            while True:
-                waiter.event.clear()
-                snapshot = self.snapshot(sweep_id, cursor)
-                for item in render(snapshot):
-                    yield item
-                if snapshot.entries:
-                    cursor = snapshot.entries[-1][0]
-                if snapshot.sweep.finished or self.jobs.closing or stopping.is_set():
-                    return
-                await _first_of(waiter.event, stopping)
-        finally:
-            with self.registry.lock:
-                group = self._waiters.get(sweep_id)
-                if group is not None:
-                    group.discard(waiter)
-                    if not group:
-                        del self._waiters[sweep_id]
+        cursor = after
+
+        def step() -> tuple[list[Any], bool]:
+            nonlocal cursor
+            snapshot = self.snapshot(sweep_id, cursor)
+            if snapshot.entries:
+                cursor = snapshot.entries[-1][0]
+            return render(snapshot), snapshot.sweep.finished
+
+        return self._subscribers.follow(sweep_id, step, stopping, lambda: self.jobs.closing)
