@@ -8,7 +8,6 @@ the registry lock and then wakes the job's subscribers on their event loops. A f
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +36,7 @@ from service.executor import (
     TaskStarted,
     TaskSucceeded,
 )
+from service.idempotency import IdempotencyKeys, fingerprint
 from service.metrics import ServiceMetrics
 from service.registry import (
     DatasetRecord,
@@ -118,10 +118,6 @@ def _metrics_of(point: dict[str, Any]) -> dict[str, float | None]:
     return {key: point.get(key) for key in METRIC_KEYS}
 
 
-def _fingerprint(body: JobCreate) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class JobSnapshot:
     """A consistent copy of a job's public state plus history points after a cursor."""
@@ -142,7 +138,7 @@ class JobManager:
         self.metrics = metrics
         self.started = False
         self.closing = False
-        self._idempotency: dict[str, tuple[str, str | None]] = {}  # key -> (fingerprint, job)
+        self._idempotency = IdempotencyKeys("job")
         self._subscribers = Subscribers(registry.lock)
         self._routes: dict[str, Callable[[TaskEvent], None]] = {}  # task id prefix -> listener
 
@@ -168,23 +164,13 @@ class JobManager:
                 "the training workers are still starting; retry shortly",
                 headers={"Retry-After": "1"},
             )
-        fingerprint = _fingerprint(body)
+        body_fingerprint = fingerprint(body)
         registry = self.registry
         with registry.lock:
-            if idempotency_key is not None and idempotency_key in self._idempotency:
-                used_fingerprint, job_id = self._idempotency[idempotency_key]
-                if used_fingerprint != fingerprint:
-                    raise InvalidRequest.at(
-                        ["header", "Idempotency-Key"],
-                        "this key was already used with a different request body; "
-                        "use a new key for a new job",
-                        "idempotency_key_reused",
-                    )
-                existing = registry.jobs.get(job_id) if job_id is not None else None
-                if existing is None:
-                    raise Conflict(
-                        "a request with this Idempotency-Key is still being processed; retry"
-                    )
+            existing = self._idempotency.replay(
+                idempotency_key, body_fingerprint, registry.jobs.get
+            )
+            if existing is not None:
                 return existing, False
             dataset = registry.datasets.get(body.dataset_id)
             if dataset is None:
@@ -209,8 +195,7 @@ class JobManager:
                 baseline_requested=body.baseline,
             )
             registry.jobs.add(job.id, job)
-            if idempotency_key is not None:
-                self._idempotency[idempotency_key] = (fingerprint, None)
+            self._idempotency.reserve(idempotency_key, body_fingerprint)
         split = dataset.split
         task = TrainingTask(
             hyperparameters=hp,
@@ -227,8 +212,7 @@ class JobManager:
         except BaseException as exc:
             with registry.lock:
                 registry.jobs.remove(job.id)
-                if idempotency_key is not None:
-                    self._idempotency.pop(idempotency_key, None)
+                self._idempotency.release(idempotency_key)
             if isinstance(exc, RuntimeError):  # the executor is stopping (or failed to start)
                 raise NotReady(
                     "the training workers are not taking jobs (the service is shutting down)",
@@ -243,8 +227,7 @@ class JobManager:
             raise
         with registry.lock:
             job.submitted = True
-            if idempotency_key is not None:
-                self._idempotency[idempotency_key] = (fingerprint, job.id)
+            self._idempotency.record(idempotency_key, body_fingerprint, job.id)
         return job, True
 
     def require(self, job_id: str) -> JobRecord:

@@ -16,7 +16,6 @@ unfinished configurations.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -43,6 +42,7 @@ from service.executor import (
     TaskStarted,
     TaskSucceeded,
 )
+from service.idempotency import IdempotencyKeys, fingerprint
 from service.jobs import JobManager, check_limits, n_parameters
 from service.registry import (
     FINISHED,
@@ -271,10 +271,6 @@ def _work(hp: Hyperparameters, dataset: DatasetRecord) -> int:
     return dataset.train_size * n_parameters(widths) * hp.epochs
 
 
-def _fingerprint(body: SweepCreate) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
 def _error_of(kind: str, detail: str, settings: Settings) -> JobError:
     """A failed configuration's (or share's) error, as jobs report them."""
     if kind == "TrainingDiverged":
@@ -309,7 +305,7 @@ class SweepManager:
         self.settings = settings
         self.jobs = jobs  # knows whether the workers started, and when the service closes
         self.sweeps: Store[SweepRecord] = Store(registry.lock)
-        self._idempotency: dict[str, tuple[str, str | None]] = {}  # key -> (fingerprint, sweep)
+        self._idempotency = IdempotencyKeys("sweep")
         self._subscribers = Subscribers(registry.lock)
 
     # --- requests ----------------------------------------------------------------------------
@@ -322,23 +318,11 @@ class SweepManager:
                 "the training workers are still starting; retry shortly",
                 headers={"Retry-After": "1"},
             )
-        fingerprint = _fingerprint(body)
+        body_fingerprint = fingerprint(body)
         registry = self.registry
         with registry.lock:
-            if idempotency_key is not None and idempotency_key in self._idempotency:
-                used_fingerprint, sweep_id = self._idempotency[idempotency_key]
-                if used_fingerprint != fingerprint:
-                    raise InvalidRequest.at(
-                        ["header", "Idempotency-Key"],
-                        "this key was already used with a different request body; use a new "
-                        "key for a new sweep",
-                        "idempotency_key_reused",
-                    )
-                existing = self.sweeps.get(sweep_id) if sweep_id is not None else None
-                if existing is None:
-                    raise Conflict(
-                        "a request with this Idempotency-Key is still being processed; retry"
-                    )
+            existing = self._idempotency.replay(idempotency_key, body_fingerprint, self.sweeps.get)
+            if existing is not None:
                 return existing, False
             dataset = registry.datasets.get(body.dataset_id)
             if dataset is None:
@@ -347,20 +331,17 @@ class SweepManager:
                 )
             sweep = self._new_sweep(body, dataset)
             self.sweeps.add(sweep.id, sweep)
-            if idempotency_key is not None:
-                self._idempotency[idempotency_key] = (fingerprint, None)
+            self._idempotency.reserve(idempotency_key, body_fingerprint)
         try:
             self._queue(sweep, dataset)
         except BaseException:
             with registry.lock:
                 self.sweeps.remove(sweep.id)
-                if idempotency_key is not None:
-                    self._idempotency.pop(idempotency_key, None)
+                self._idempotency.release(idempotency_key)
             raise
         with registry.lock:
             sweep.submitted = True
-            if idempotency_key is not None:
-                self._idempotency[idempotency_key] = (fingerprint, sweep.id)
+            self._idempotency.record(idempotency_key, body_fingerprint, sweep.id)
         return sweep, True
 
     def _new_sweep(self, body: SweepCreate, dataset: DatasetRecord) -> SweepRecord:

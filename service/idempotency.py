@@ -1,0 +1,65 @@
+"""Idempotency-Key bookkeeping shared by jobs and sweeps: key -> (fingerprint of the request
+body, id of the resource it created; None while the request is still being processed).
+
+Every method is called under the registry lock, so a check and the reservation that follows it
+are one step."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from service.errors import Conflict, InvalidRequest
+
+Resource = TypeVar("Resource")
+
+
+def fingerprint(body: BaseModel) -> str:
+    """What a retry must repeat: the request body as validated."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+class IdempotencyKeys:
+    """The keys used to create one kind of resource (`noun`: "job", "sweep")."""
+
+    def __init__(self, noun: str) -> None:
+        self.noun = noun
+        self._keys: dict[str, tuple[str, str | None]] = {}
+
+    def replay(
+        self, key: str | None, body_fingerprint: str, lookup: Callable[[str], Resource | None]
+    ) -> Resource | None:
+        """The resource a request with this key already created, or None for a new key. 422 for
+        the same key with a different body; 409 while the first request is still in flight."""
+        if key is None or key not in self._keys:
+            return None
+        used_fingerprint, resource_id = self._keys[key]
+        if used_fingerprint != body_fingerprint:
+            raise InvalidRequest.at(
+                ["header", "Idempotency-Key"],
+                "this key was already used with a different request body; "
+                f"use a new key for a new {self.noun}",
+                "idempotency_key_reused",
+            )
+        existing = lookup(resource_id) if resource_id is not None else None
+        if existing is None:
+            raise Conflict("a request with this Idempotency-Key is still being processed; retry")
+        return existing
+
+    def reserve(self, key: str | None, body_fingerprint: str) -> None:
+        """Mark the key in flight (its resource is being created)."""
+        if key is not None:
+            self._keys[key] = (body_fingerprint, None)
+
+    def release(self, key: str | None) -> None:
+        """Forget the key: creating its resource failed, a retry may use it again."""
+        if key is not None:
+            self._keys.pop(key, None)
+
+    def record(self, key: str | None, body_fingerprint: str, resource_id: str) -> None:
+        """The key's resource exists: retries answer it."""
+        if key is not None:
+            self._keys[key] = (body_fingerprint, resource_id)
