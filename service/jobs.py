@@ -114,6 +114,15 @@ def check_limits(hp: Hyperparameters, dataset: DatasetRecord, settings: Settings
         )
 
 
+def queue_full(exc: QueueFull, settings: Settings) -> TooManyJobs:
+    """The 429 for work the executor's queue has no room for."""
+    return TooManyJobs(
+        f"{exc.queued} jobs are already waiting for a worker (max_queued_jobs = "
+        f"{settings.max_queued_jobs}); retry after {exc.retry_after_seconds} s",
+        headers={"Retry-After": str(max(1, exc.retry_after_seconds))},
+    )
+
+
 def _metrics_of(point: dict[str, Any]) -> dict[str, float | None]:
     return {key: point.get(key) for key in METRIC_KEYS}
 
@@ -157,13 +166,17 @@ class JobManager:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def submit(self, body: JobCreate, idempotency_key: str | None) -> tuple[JobRecord, bool]:
-        """Queue a job; returns (job, created). A repeated Idempotency-Key returns its job."""
+    def require_started(self) -> None:
+        """503 while the training workers are still starting."""
         if not self.started:
             raise NotReady(
                 "the training workers are still starting; retry shortly",
                 headers={"Retry-After": "1"},
             )
+
+    def submit(self, body: JobCreate, idempotency_key: str | None) -> tuple[JobRecord, bool]:
+        """Queue a job; returns (job, created). A repeated Idempotency-Key returns its job."""
+        self.require_started()
         body_fingerprint = fingerprint(body)
         registry = self.registry
         with registry.lock:
@@ -219,11 +232,7 @@ class JobManager:
                     headers={"Retry-After": "5"},
                 ) from None
             if isinstance(exc, QueueFull):
-                raise TooManyJobs(
-                    f"{exc.queued} jobs are already waiting for a worker (max_queued_jobs = "
-                    f"{self.settings.max_queued_jobs}); retry after {exc.retry_after_seconds} s",
-                    headers={"Retry-After": str(max(1, exc.retry_after_seconds))},
-                ) from None
+                raise queue_full(exc, self.settings) from None
             raise
         with registry.lock:
             job.submitted = True

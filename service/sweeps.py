@@ -31,7 +31,7 @@ from pydantic import JsonValue, ValidationError
 from engine.hyperparameters import Hyperparameters
 from engine.model import Label, Model, Scaler
 from engine.packed import DataShape, partition
-from service.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, NotReady, TooManyJobs
+from service.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, NotReady
 from service.executor import (
     Executor,
     QueueFull,
@@ -43,7 +43,7 @@ from service.executor import (
     TaskSucceeded,
 )
 from service.idempotency import IdempotencyKeys, fingerprint
-from service.jobs import JobManager, check_limits, n_parameters
+from service.jobs import JobManager, check_limits, n_parameters, queue_full
 from service.registry import (
     FINISHED,
     DatasetRecord,
@@ -313,11 +313,7 @@ class SweepManager:
     def submit(self, body: SweepCreate, idempotency_key: str | None) -> tuple[SweepRecord, bool]:
         """Check the grid and limits, then queue the sweep's shares; returns (sweep, created).
         A repeated Idempotency-Key with the same body returns its sweep."""
-        if not self.jobs.started:
-            raise NotReady(
-                "the training workers are still starting; retry shortly",
-                headers={"Retry-After": "1"},
-            )
+        self.jobs.require_started()
         body_fingerprint = fingerprint(body)
         registry = self.registry
         with registry.lock:
@@ -425,11 +421,7 @@ class SweepManager:
         except QueueFull as exc:
             for task_id in queued:
                 self.executor.cancel(task_id)
-            raise TooManyJobs(
-                f"{exc.queued} jobs are already waiting for a worker (max_queued_jobs = "
-                f"{self.settings.max_queued_jobs}); retry after {exc.retry_after_seconds} s",
-                headers={"Retry-After": str(max(1, exc.retry_after_seconds))},
-            ) from None
+            raise queue_full(exc, self.settings) from None
         except BaseException as exc:
             for task_id in queued:
                 self.executor.cancel(task_id)
