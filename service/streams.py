@@ -7,11 +7,15 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 Item = TypeVar("Item")
+
+# Time an event stream gets to end by itself (cleanly) once the server is shutting down.
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 class Waiter:
@@ -93,3 +97,28 @@ class Subscribers:
                     group.discard(waiter)
                     if not group:
                         del self._waiters[resource_id]
+
+
+def event_stream_200(description: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI 200 entry of an event-stream route."""
+    return {
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": description,
+        }
+    }
+
+
+def event_stream_response(
+    events: Callable[[anyio.Event], AsyncIterator[ServerSentEvent]], ping_seconds: float
+) -> EventSourceResponse:
+    """Server-sent `events(stopping)`: what is recorded already, then live events; `stopping`
+    is set by EventSourceResponse when the server shuts down."""
+    stopping = anyio.Event()
+    return EventSourceResponse(
+        events(stopping),
+        ping=ping_seconds,
+        shutdown_event=stopping,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -20,12 +19,10 @@ from service.schemas import (
     JobStatusName,
     ProgressEvent,
 )
+from service.streams import event_stream_200, event_stream_response
 from service.views import history_public, job_public
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-# Time an event stream gets to end by itself (cleanly) once the server is shutting down.
-SHUTDOWN_GRACE_SECONDS = 2.0
 
 EVENTS_DESCRIPTION = """\
 Server-sent events. First every point already recorded after `since` (or `Last-Event-ID`), then
@@ -156,11 +153,10 @@ def _render(snapshot: JobSnapshot) -> list[ServerSentEvent]:
     description=EVENTS_DESCRIPTION,
     response_class=EventSourceResponse,
     responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "An event stream (see above); `progress` data is a ProgressEvent, "
-            "`status` data a JobPublic.",
-        },
+        **event_stream_200(
+            "An event stream (see above); `progress` data is a ProgressEvent, "
+            "`status` data a JobPublic."
+        ),
         **problem_responses(404, 422),
     },
 )
@@ -183,13 +179,9 @@ async def job_events(
 ) -> EventSourceResponse:
     state.jobs.require(job_id)
     after = since if since is not None else (last_event_id or 0)
-    stopping = anyio.Event()  # set by EventSourceResponse when the server shuts down
-    return EventSourceResponse(
-        state.jobs.follow(job_id, after, _render, stopping),
-        ping=state.settings.sse_ping_seconds,
-        shutdown_event=stopping,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    return event_stream_response(
+        lambda stopping: state.jobs.follow(job_id, after, _render, stopping),
+        state.settings.sse_ping_seconds,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -15,9 +14,9 @@ from service.deps import PageDep, StateDep
 from service.errors import LOCATION_HEADER, Conflict, InvalidRequest, problem_responses
 from service.pictures import PNGResponse, picture_response
 from service.registry import utc_now
-from service.routers.jobs import SHUTDOWN_GRACE_SECONDS
 from service.routers.models import PNG_200, Height, Width
 from service.schemas import JobErrorPublic
+from service.streams import event_stream_200, event_stream_response
 from service.sweep_schemas import (
     ConfigurationPublic,
     SweepCreate,
@@ -251,11 +250,10 @@ def _render(snapshot: SweepSnapshot) -> list[ServerSentEvent]:
     description=EVENTS_DESCRIPTION,
     response_class=EventSourceResponse,
     responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "An event stream (see above); `progress` data is a SweepPointEvent, "
-            "`result` data a SweepResultEvent, `status` data a SweepPublic.",
-        },
+        **event_stream_200(
+            "An event stream (see above); `progress` data is a SweepPointEvent, "
+            "`result` data a SweepResultEvent, `status` data a SweepPublic."
+        ),
         **problem_responses(404, 422),
     },
 )
@@ -278,13 +276,9 @@ async def sweep_events(
 ) -> EventSourceResponse:
     sweeps.require(sweep_id)
     after = since if since is not None else (last_event_id or 0)
-    stopping = anyio.Event()  # set by EventSourceResponse when the server shuts down
-    return EventSourceResponse(
-        sweeps.follow(sweep_id, after, _render, stopping),
-        ping=state.settings.sse_ping_seconds,
-        shutdown_event=stopping,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    return event_stream_response(
+        lambda stopping: sweeps.follow(sweep_id, after, _render, stopping),
+        state.settings.sse_ping_seconds,
     )
 
 
