@@ -45,13 +45,13 @@ from typing import Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from engine.activations import ACTIVATIONS
 from engine.errors import EngineError, InvalidInput, TrainingCancelled, TrainingDiverged
 from engine.hyperparameters import Activation, Hyperparameters
 from engine.network import (
     BACKWARD,
     BLAS_THREADS_MIN_MACS,
     BLOCK_BYTES,
+    FORWARD,
     MAX_CLASSES_BY_COLUMNS,
     MIN_BLOCK_ROWS,
     blas_single_thread,
@@ -450,7 +450,7 @@ class _PackedPlan:
         network = workspace.network
         K, C, dtype = network.n_networks, network.n_classes, network.dtype
         self.network = network
-        self.activate = ACTIVATIONS[network.activation]
+        self.activate = FORWARD[network.activation]
         self.backward_activation = BACKWARD[network.activation]
         self.activations = [A[:m] for A in workspace.activations]  # (m, Σh) each
         self.deltas = [D[:m] for D in workspace.deltas]

@@ -184,3 +184,24 @@ def test_loss_is_finite_for_huge_logits() -> None:
     value, dW, db = network.loss_and_gradients(weights, biases, "tanh", X, y)
     assert value == pytest.approx(1e4)  # (0 + 2e4) / 2
     assert all(np.isfinite(g).all() for g in [*dW, *db])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_pass_activations_give_the_guarded_activations_bits(
+    activation: Activation, dtype: type[np.floating]
+) -> None:
+    # Values beyond exp's range on both sides, where only the guarded form caps the argument.
+    big = float(np.finfo(dtype).max)
+    values = np.array(
+        [[-big, -1e4, -400.0, -60.0, -1.0, -1e-30, 0.0], [1e-30, 0.5, 30.0, 45.0, 400.0, 1e4, big]]
+    )
+    # ... and around the clip bounds of the pass tanh (-2z = +-20 in float32, +-40 in float64).
+    near = np.linspace(-22.0, 22.0, 7 * 25).reshape(25, 7)
+    values = np.concatenate([values, near, near / 2.0])
+    values = np.concatenate([values, np.random.default_rng(3).normal(0, 8, (5, 7))]).astype(dtype)
+    with np.errstate(all="ignore"):  # -2 * (-max) overflows before either form's exp
+        expected = ACTIVATIONS[activation](values.copy())
+        got = network.FORWARD[activation](values.copy())
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
