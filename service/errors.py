@@ -12,21 +12,22 @@
     └── NotReady              503  the training workers are not up yet (Retry-After)
 
 Engine errors map as: InvalidInput -> 422 invalid-input, ModelFormatError -> 422
-invalid-model-file. FastAPI's request validation -> 422 validation-error (400 for unparseable
-JSON); Starlette's 404/405 keep their status (405 with Allow). Anything else -> 500 with a
-generic detail, logged with its traceback.
+invalid-model-file; they name no field, so their one `errors` entry points at the body (the
+path for requests without one). FastAPI's request validation -> 422 validation-error (400 for
+unparseable JSON); Starlette's 404/405 keep their status (405 with Allow). Anything else -> 500
+with a generic detail, logged with its traceback. Every 422 carries `errors`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -35,6 +36,7 @@ from engine.errors import InvalidInput, ModelFormatError
 logger = logging.getLogger("service.errors")
 
 PROBLEM_BASE = "https://scratchnet.dev/problems/"
+BODY_METHODS = ("POST", "PUT", "PATCH")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -88,7 +90,9 @@ class Problem(BaseModel):
     status: int = Field(description="The HTTP status code.")
     detail: str = Field(description="What went wrong in this case and what to do about it.")
     errors: list[ValidationIssue] | None = Field(
-        default=None, description="On 422: each invalid field with its location."
+        default=None,
+        description="On every 422: each invalid value with its location (one entry locating "
+        "the body, or the path, when the problem is not in one field).",
     )
 
 
@@ -182,6 +186,26 @@ def _issues(raw_errors: Sequence[Any]) -> list[ValidationIssue]:
     return issues
 
 
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def parse_json_body(model: type[Body], raw: bytes) -> Body:
+    """A body a route reads by hand, validated as `model` by pydantic's own JSON parser (it
+    bounds nesting and number size, where `json.loads` recurses or raises on either). Errors
+    raise RequestValidationError located under 'body': 400 for bytes that are not JSON, 422
+    otherwise, as for the bodies FastAPI parses."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [
+            {**error, "loc": ("body",)}
+            if error["type"] == "json_invalid"
+            else {**error, "loc": ("body", *error["loc"])}
+            for error in exc.errors()
+        ]
+        raise RequestValidationError(errors) from None
+
+
 def validation_problem(raw_errors: Sequence[Any]) -> JSONResponse:
     """A 422 for pydantic errors (400 when the body was not valid JSON at all)."""
     for error in raw_errors:
@@ -209,8 +233,11 @@ def validation_problem(raw_errors: Sequence[Any]) -> JSONResponse:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    errors = exc.errors
+    if errors is None and exc.status == 422:
+        errors = _whole_request(request, exc.detail, exc.slug.replace("-", "_"))
     return problem_response(
-        exc.status, exc.slug, exc.title, exc.detail, errors=exc.errors, headers=exc.headers
+        exc.status, exc.slug, exc.title, exc.detail, errors=errors, headers=exc.headers
     )
 
 
@@ -219,13 +246,31 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     return validation_problem(exc.errors())
 
 
+def _whole_request(request: Request, msg: str, kind: str) -> list[ValidationIssue]:
+    """The one issue of an error that names no field: the body, or the path without one."""
+    where = "body" if request.method in BODY_METHODS else "path"
+    return [ValidationIssue(loc=[where], msg=msg, type=kind)]
+
+
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
-    return problem_response(422, "invalid-input", "Invalid input", str(exc))
+    detail = str(exc)
+    return problem_response(
+        422,
+        "invalid-input",
+        "Invalid input",
+        detail,
+        errors=_whole_request(request, detail, "invalid_input"),
+    )
 
 
 async def _model_format(request: Request, exc: Exception) -> JSONResponse:
+    detail = f"not a scratchnet model file: {exc}"
     return problem_response(
-        422, "invalid-model-file", "Invalid model file", f"not a scratchnet model file: {exc}"
+        422,
+        "invalid-model-file",
+        "Invalid model file",
+        detail,
+        errors=_whole_request(request, detail, "invalid_model_file"),
     )
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from engine import plotting
 from service import datasets as builders
-from service.deps import PageDep, StateDep
+from service.deps import PageDep, StateDep, SweepsDep
 from service.errors import (
     LOCATION_HEADER,
     Conflict,
@@ -20,6 +17,7 @@ from service.errors import (
     MalformedRequest,
     NotFound,
     UnsupportedMediaType,
+    parse_json_body,
     problem_responses,
 )
 from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
@@ -51,22 +49,6 @@ def require_dataset(state: StateDep, dataset_id: str) -> DatasetRecord:
     if record is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
     return record
-
-
-def _parse_json(raw: bytes) -> DatasetCreate:
-    try:
-        document = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise MalformedRequest(
-            f"the body is not valid JSON: {exc.msg} at character {exc.pos}"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise MalformedRequest(f"the body is not valid UTF-8 JSON: {exc}") from None
-    try:
-        return DatasetCreate.model_validate(document)
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        raise RequestValidationError(errors) from None
 
 
 @router.post(
@@ -136,7 +118,9 @@ async def create_dataset(
                 "put it in the JSON body instead",
                 "not_applicable",
             )
-        record = await anyio.to_thread.run_sync(lambda: builders.build(_parse_json(raw), settings))
+        record = await anyio.to_thread.run_sync(
+            lambda: builders.build(parse_json_body(DatasetCreate, raw), settings)
+        )
     else:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send application/json or text/csv"
@@ -193,15 +177,15 @@ async def read_dataset(
         **problem_responses(404, 409),
     },
 )
-async def delete_dataset(state: StateDep, dataset_id: str) -> Response:
-    """Forget a dataset. Refused (409) while a queued or running job trains on it."""
+async def delete_dataset(state: StateDep, sweeps: SweepsDep, dataset_id: str) -> Response:
+    """Forget a dataset. Refused (409) while a queued or running job or sweep trains on it."""
     with state.registry.lock:
         require_dataset(state, dataset_id)
-        busy = state.jobs.uses_dataset(dataset_id)
+        busy = state.jobs.uses_dataset(dataset_id) + sweeps.uses_dataset(dataset_id)
         if busy:
             raise Conflict(
-                f"dataset {dataset_id} is used by {len(busy)} queued or running job(s) "
-                f"({', '.join(busy[:5])}); cancel them or wait until they finish"
+                f"dataset {dataset_id} is used by {len(busy)} queued or running job(s) or "
+                f"sweep(s) ({', '.join(busy[:5])}); cancel them or wait until they finish"
             )
         state.registry.datasets.remove(dataset_id)
     state.pictures.forget(dataset_id)

@@ -8,8 +8,6 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from engine import plotting, serialize
 from engine.model import Label
@@ -21,6 +19,7 @@ from service.errors import (
     LimitExceeded,
     NotFound,
     UnsupportedMediaType,
+    parse_json_body,
     problem_responses,
 )
 from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
@@ -147,20 +146,21 @@ async def delete_model(state: StateDep, model_id: str) -> Response:
 
 
 def _parse_points(raw: bytes) -> list[list[float]]:
-    """The body as a PredictRequest (pydantic's own JSON parser: NaN, Infinity and 1e309 are
-    refused); errors become the usual 400 / 422 problems."""
-    try:
-        return PredictRequest.model_validate_json(raw).points
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        for error in errors:
-            if error["type"] == "json_invalid":
-                error["loc"] = ("body",)
-        raise RequestValidationError(errors) from None
+    """The body as a PredictRequest (NaN, Infinity and 1e309 are refused)."""
+    return parse_json_body(PredictRequest, raw).points
 
 
 def _predict(record: ModelRecord, points: list[list[float]]) -> bytes:
-    probabilities = record.model.predict_proba(points)  # (n_points, n_classes)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
+        probabilities = record.model.predict_proba(points)  # (n_points, n_classes)
+    if not np.isfinite(probabilities).all():  # values so large the network's arithmetic overflows
+        index = int(np.argmin(np.isfinite(probabilities).all(axis=1)))
+        raise InvalidRequest.at(
+            ["body", "points", index],
+            f"point {index} is too large for this model: its class probabilities are not "
+            "finite numbers; send values on the scale of the training data",
+            "not_finite_output",
+        )
     classes = [_plain(c) for c in record.model.classes]
     labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
     body = {"classes": labels, "probabilities": probabilities.tolist()}
