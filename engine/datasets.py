@@ -72,6 +72,8 @@ DESCRIPTIONS: Mapping[Kind, str] = {
 # Hard sanity limits; the service enforces its own, smaller ones.
 MAX_SAMPLES = 1_000_000
 MAX_FEATURES = 10_000
+# Largest feature magnitude: beyond it, standardizing (squares) and drawing (ranges) overflow.
+MAX_ABS_VALUE = 1e100
 MAX_GENERATED_CLASSES = 10
 MAX_SEED = 2**32 - 1
 
@@ -92,8 +94,17 @@ class Dataset:
             raise InvalidInput(f"X must have shape (n_samples, n_features), got {X.shape}")
         if y.shape != (X.shape[0],):
             raise InvalidInput(f"y must have shape ({X.shape[0]},), got {y.shape}")
+        if X.shape[1] > MAX_FEATURES:
+            raise InvalidInput(f"at most {MAX_FEATURES} features are allowed, got {X.shape[1]}")
         if not np.isfinite(X).all():
             raise InvalidInput("X must be finite numbers (no NaN or Infinity)")
+        too_large = np.abs(X) > MAX_ABS_VALUE  # (n_samples, n_features)
+        if too_large.any():
+            row, column = (int(i) for i in np.argwhere(too_large)[0])
+            raise InvalidInput(
+                f"point {row} has {X[row, column]:g} in feature {column}; feature values must "
+                f"lie within +-{MAX_ABS_VALUE:g} (rescale the data)"
+            )
         if len(self.classes) < 2:
             raise InvalidInput(f"a dataset needs at least 2 classes, got {list(self.classes)}")
         if list(self.classes) != sorted(self.classes) or len(set(self.classes)) != len(
