@@ -17,7 +17,10 @@ Schedule = Literal["constant", "step", "exponential", "inverse_time", "plateau"]
 Init = Literal["lecun", "xavier", "he"]
 DType = Literal["float64", "float32"]
 
-PositiveInt = Annotated[int, Field(ge=1)]
+# Counts (units, epochs, batch size, patience, ...) fit a signed 32-bit integer: larger ones are
+# absurd, and the service's own limits are far smaller.
+MAX_COUNT = 2**31 - 1
+PositiveInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 
 class Hyperparameters(BaseModel):
@@ -27,6 +30,7 @@ class Hyperparameters(BaseModel):
         extra="forbid",
         frozen=True,
         allow_inf_nan=False,
+        strict=True,  # "5" or true for a number, 1 for a boolean: refused, not converted
         json_schema_extra={
             "examples": [
                 {

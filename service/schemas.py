@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from engine.datasets import DESCRIPTIONS, PARAMETERS
+from engine.datasets import DESCRIPTIONS, MAX_ABS_VALUE, MAX_FEATURES, PARAMETERS
 from engine.datasets import Kind as DatasetKind
 from engine.hyperparameters import Hyperparameters
 
@@ -27,9 +27,10 @@ def _kind_table() -> str:
 
 
 class Request(BaseModel):
-    """Base of request bodies: unknown fields and non-finite numbers are refused."""
+    """Base of request bodies: unknown fields, non-finite numbers and values of the wrong JSON
+    type (`"5"` or `true` for a number, `1` for a boolean) are refused."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 # --- datasets --------------------------------------------------------------------------------
@@ -105,7 +106,8 @@ class DatasetCreate(Request):
     )
     points: list[list[float]] | None = Field(
         default=None,
-        description="custom only: one row of feature values per point.",
+        description="custom only: one row of feature values per point, each a finite number "
+        f"within +-{MAX_ABS_VALUE:g}; at most {MAX_FEATURES} per row.",
         examples=[[[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]],
     )
     labels: list[Label] | None = Field(

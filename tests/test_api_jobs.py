@@ -231,7 +231,7 @@ async def test_unknown_dataset_is_422_naming_dataset_id(client: httpx.AsyncClien
         ('{"learning_rate": 0}', "learning_rate", "greater_than"),
         ('{"learning_rate": -0.1}', "learning_rate", "greater_than"),
         ('{"hidden_layers": [0]}', "hidden_layers", "greater_than_equal"),
-        ('{"epochs": "many"}', "epochs", "int_parsing"),
+        ('{"epochs": "many"}', "epochs", "int_type"),
         ('{"activation": "swish"}', "activation", "literal_error"),
         ('{"dropout": 0.5}', "dropout", "extra_forbidden"),
     ],
