@@ -14,6 +14,7 @@ from service.metrics import ServiceMetrics
 from service.pictures import PictureCache
 from service.registry import Registry
 from service.settings import Settings
+from service.sweeps import SweepManager
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,14 @@ async def get_state(request: Request) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+async def get_sweeps(request: Request) -> SweepManager:
+    manager: SweepManager = request.app.state.sweeps
+    return manager
+
+
+SweepsDep = Annotated[SweepManager, Depends(get_sweeps)]
 
 
 @dataclass(frozen=True)

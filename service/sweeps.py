@@ -458,6 +458,15 @@ class SweepManager:
             self.executor.cancel(task_id)
         return sweep
 
+    def uses_dataset(self, dataset_id: str) -> list[str]:
+        """Ids of queued or running sweeps that train on `dataset_id`."""
+        return [
+            sweep.id
+            for sweep in self.sweeps.select(
+                lambda sweep: sweep.dataset_id == dataset_id and not sweep.finished
+            )
+        ]
+
     def counts_by_status(self) -> dict[str, int]:
         counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "cancelled"), 0)
         with self.registry.lock:

@@ -174,6 +174,21 @@ async def test_cancel_keeps_the_configurations_that_finished(
     assert "already cancelled" in assert_problem(again, 409, "conflict")["detail"]
 
 
+async def test_a_dataset_cannot_be_deleted_while_a_sweep_trains_on_it(
+    client: httpx.AsyncClient, moons: dict[str, Any]
+) -> None:
+    slow = await post_sweep(client, dataset_id=moons["id"], base=LONG, grid={"seed": [0]})
+    refused = await client.delete(f"/v1/datasets/{moons['id']}")
+    detail = assert_problem(refused, 409, "conflict")["detail"]
+    assert slow["id"] in detail and "1 queued or running" in detail
+    assert (await client.get(f"/v1/datasets/{moons['id']}")).status_code == 200
+
+    assert (await client.post(f"/v1/sweeps/{slow['id']}/cancel")).status_code == 202
+    assert (await wait_for_sweep(client, slow["id"]))["status"] == "cancelled"
+    assert (await client.delete(f"/v1/datasets/{moons['id']}")).status_code == 204
+    assert_problem(await client.get(f"/v1/datasets/{moons['id']}"), 404, "not-found")
+
+
 async def test_events_replay_points_results_then_status(
     client: httpx.AsyncClient, moons: dict[str, Any]
 ) -> None:

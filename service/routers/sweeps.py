@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine import plotting
-from service.deps import PageDep, StateDep
+from service.deps import PageDep, StateDep, SweepsDep
 from service.errors import LOCATION_HEADER, Conflict, InvalidRequest, problem_responses
 from service.pictures import PNGResponse, picture_response
 from service.registry import utc_now
@@ -27,7 +27,7 @@ from service.sweep_schemas import (
     SweepsPublic,
     SweepStatusName,
 )
-from service.sweeps import ConfigurationRecord, SweepManager, SweepRecord, SweepSnapshot
+from service.sweeps import ConfigurationRecord, SweepRecord, SweepSnapshot
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -48,14 +48,6 @@ configuration records and one `result` event per configuration that ends; then o
     event: status
     data: {"id": "swp_…", "status": "succeeded", ...}
 """
-
-
-async def get_sweeps(request: Request) -> SweepManager:
-    manager: SweepManager = request.app.state.sweeps
-    return manager
-
-
-SweepsDep = Annotated[SweepManager, Depends(get_sweeps)]
 
 
 def _elapsed(started: datetime | None, finished: datetime | None) -> float | None:
