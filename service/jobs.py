@@ -331,34 +331,15 @@ class JobManager:
             job.metrics = _metrics_of(point)
 
     def _succeed(self, job: JobRecord, outcome: TrainingOutcome) -> None:
-        hp = job.hyperparameters
-        model = Model(
-            weights=list(outcome.weights),
-            biases=list(outcome.biases),
-            activation=hp.activation,
-            classes=job.classes,
-            hyperparameters=hp,
-            scaler=job.scaler,
-            feature_names=job.feature_names,
-        )
         self._record(job, outcome.history)
         job.history = list(outcome.history) or job.history
         self.metrics.epochs_trained.inc(max(0, outcome.epochs_run - job.epoch))
         job.epoch = outcome.epochs_run
         job.metrics = _metrics_of(outcome.metrics)
         job.stop_reason = _stop_reason(outcome.stop_reason)
-        record = ModelRecord(
-            id=new_id("mdl"),
-            name=job.name,
-            model=model,
-            job_id=job.id,
-            dataset_id=job.dataset_id,
-            metrics=job.metrics,
-            history=tuple(job.history),
-            created_at=utc_now(),
+        job.model_id = self._register_model(
+            job, job.name, job.hyperparameters, outcome, job.metrics, job.history
         )
-        self.registry.models.add(record.id, record)
-        job.model_id = record.id
         if job.baseline_requested:
             job.baseline = self._baseline(job, outcome)
         self._finish(job, "succeeded")
@@ -371,28 +352,43 @@ class JobManager:
             return JobBaseline(model_id=None, metrics=None, epochs_run=0, error=error)
         baseline = outcome.baseline
         hp = job.hyperparameters.model_copy(update={"hidden_layers": []})
+        metrics = _metrics_of(baseline.metrics)
+        name = f"{job.name}: logistic regression"
+        model_id = self._register_model(job, name, hp, baseline, metrics, baseline.history)
+        return JobBaseline(model_id, metrics, baseline.epochs_run, None)
+
+    def _register_model(
+        self,
+        job: JobRecord,
+        name: str,
+        hp: Hyperparameters,
+        trained: TrainingOutcome,
+        metrics: dict[str, float | None],
+        history: list[HistoryPoint],
+    ) -> str:
+        """Register the network `job` trained with `hp` (the job's, or its baseline's); returns
+        the model's id."""
         model = Model(
-            weights=list(baseline.weights),
-            biases=list(baseline.biases),
+            weights=list(trained.weights),
+            biases=list(trained.biases),
             activation=hp.activation,
             classes=job.classes,
             hyperparameters=hp,
             scaler=job.scaler,
             feature_names=job.feature_names,
         )
-        metrics = _metrics_of(baseline.metrics)
         record = ModelRecord(
             id=new_id("mdl"),
-            name=f"{job.name}: logistic regression",
+            name=name,
             model=model,
             job_id=job.id,
             dataset_id=job.dataset_id,
             metrics=metrics,
-            history=tuple(baseline.history),
+            history=tuple(history),
             created_at=utc_now(),
         )
         self.registry.models.add(record.id, record)
-        return JobBaseline(record.id, metrics, baseline.epochs_run, None)
+        return record.id
 
     def _error(self, job: JobRecord, event: TaskFailed) -> JobError:
         kind = event.error_type
