@@ -14,8 +14,9 @@
 Engine errors map as: InvalidInput -> 422 invalid-input, ModelFormatError -> 422
 invalid-model-file; they name no field, so their one `errors` entry points at the body (the
 path for requests without one). FastAPI's request validation -> 422 validation-error (400 for
-unparseable JSON); Starlette's 404/405 keep their status (405 with Allow). Anything else -> 500
-with a generic detail, logged with its traceback. Every 422 carries `errors`.
+unparseable JSON, 415 for a body whose Content-Type is not JSON); Starlette's 404/405 keep
+their status (405 with Allow). Anything else -> 500 with a generic detail, logged with its
+traceback. Every 422 carries `errors`.
 """
 
 from __future__ import annotations
@@ -243,7 +244,29 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return validation_problem(exc.errors())
+    raw_errors = exc.errors()
+    if any(_unparsed_body(error) for error in raw_errors):
+        given = request.headers.get("content-type")
+        return problem_response(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"Content-Type {given!r} is not accepted; send the body as application/json"
+            if given
+            else "the body has no Content-Type; send it as application/json",
+        )
+    return validation_problem(raw_errors)
+
+
+def _unparsed_body(error: Any) -> bool:
+    """FastAPI hands a JSON route its body as raw bytes only when the Content-Type is not
+    JSON (parsed JSON never holds bytes): that is a 415, not a malformed object. (A body that
+    is not JSON at all also carries its bytes, as json_invalid: a 400.)"""
+    return (
+        tuple(error.get("loc", ())) == ("body",)
+        and isinstance(error.get("input"), bytes)
+        and error.get("type") != "json_invalid"
+    )
 
 
 def _whole_request(request: Request, msg: str, kind: str) -> list[ValidationIssue]:

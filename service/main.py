@@ -135,7 +135,8 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, then: errors as application/problem+json; the bodies routes read
+    """FastAPI's document, then: errors as application/problem+json, a 415 wherever a JSON
+    body is taken (service.errors answers one for any other Content-Type); the bodies routes read
     by hand (DatasetCreate: two content types; PredictRequest: parsed off the event loop when
     large) and the event-stream payload (ProgressEvent) added to the components."""
     if app.openapi_schema is not None:
@@ -154,6 +155,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for path_item in document["paths"].values():
         for operation in path_item.values():
             responses = operation.get("responses", {})
+            takes_json = "application/json" in operation.get("requestBody", {}).get("content", {})
+            if takes_json and "415" not in responses:  # errors: any other Content-Type -> 415
+                responses["415"] = {"description": "The body is not sent as application/json."}
+                operation["responses"] = dict(sorted(responses.items()))
+                responses = operation["responses"]
             automatic = responses.get("422", {}).get("content", {}).get("application/json", {})
             if automatic.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
                 del responses["422"]  # FastAPI's guess; this route's parameters cannot fail

@@ -258,3 +258,48 @@ async def test_sweep_grid_counts_past_32_bits_are_422(
     response = await client.post("/v1/sweeps", content=raw.encode(), headers=JSON)
     problem = assert_problem(response, 422, "invalid-request")
     assert problem["errors"][0]["loc"] == ["body", "grid", "patience", 1]
+
+
+# --- bodies of another Content-Type ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/sweeps"])
+async def test_a_json_route_refuses_text_plain_with_415(
+    client: httpx.AsyncClient, moons: dict[str, Any], path: str
+) -> None:
+    body = f'{{"dataset_id": "{moons["id"]}", "grid": {{"epochs": [5]}}}}'
+    response = await client.post(path, content=body, headers={"content-type": "text/plain"})
+    problem = assert_problem(response, 415, "unsupported-media-type")
+    assert problem["detail"] == (
+        "Content-Type 'text/plain' is not accepted; send the body as application/json"
+    )
+
+
+async def test_a_json_body_without_content_type_is_415(
+    client: httpx.AsyncClient, moons: dict[str, Any]
+) -> None:
+    body = f'{{"dataset_id": "{moons["id"]}"}}'.encode()
+    response = await client.post("/v1/jobs", content=body, headers={"content-type": ""})
+    assert "no Content-Type" in assert_problem(response, 415, "unsupported-media-type")["detail"]
+
+
+async def test_predict_refuses_text_plain_with_415(client: httpx.AsyncClient) -> None:
+    model_id = await import_model(client, model_file([[1, -1], [1, -1]]))
+    response = await client.post(
+        f"/v1/models/{model_id}/predict",
+        content=b'{"points": [[0, 0]]}',
+        headers={"content-type": "text/plain"},
+    )
+    assert_problem(response, 415, "unsupported-media-type")
+
+
+async def test_every_json_body_declares_415(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    missing = [
+        f"{method.upper()} {path}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+        and "415" not in operation["responses"]
+    ]
+    assert missing == []

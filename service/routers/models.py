@@ -53,6 +53,11 @@ def require_model(state: StateDep, model_id: str) -> ModelRecord:
     return record
 
 
+def _media_type(request: Request) -> str:
+    """The Content-Type without parameters, lower case ('' when there is none)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def _plain(label: Any) -> Label:
     plain: Label = label.item() if isinstance(label, np.generic) else label
     return plain
@@ -100,7 +105,7 @@ async def import_model(
 ) -> ModelPublic:
     """A new model that predicts exactly like the exported one. It has no job, no dataset and
     no training history."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _media_type(request)
     if content_type != NPZ_MEDIA_TYPE:
         raise UnsupportedMediaType(
             f"send the exported .npz bytes as {NPZ_MEDIA_TYPE}, not {content_type or 'nothing'}"
@@ -171,7 +176,7 @@ def _predict(record: ModelRecord, points: list[list[float]]) -> bytes:
     "/{model_id}/predict",
     response_model=Prediction,
     summary="Predict classes",
-    responses=problem_responses(400, 404, 413, 422),
+    responses=problem_responses(400, 404, 413, 415, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -185,6 +190,11 @@ async def predict(request: Request, state: StateDep, model_id: str) -> Response:
     """Classify raw points (the model applies its own standardization). At most
     predict_max_points per call; each point needs exactly n_features values."""
     record = require_model(state, model_id)
+    content_type = _media_type(request)
+    if content_type not in ("application/json", ""):
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not accepted; send the points as application/json"
+        )
     raw = await request.body()
     if len(raw) <= INLINE_PARSE_BYTES:
         points = _parse_points(raw)
