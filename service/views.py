@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from service.registry import DatasetRecord, JobBaseline, JobRecord, ModelRecord, utc_now
+from service.registry import (
+    DatasetRecord,
+    JobBaseline,
+    JobError,
+    JobRecord,
+    ModelRecord,
+    utc_now,
+)
 from service.schemas import (
     DatasetPublic,
     HistoryPointPublic,
@@ -56,10 +63,15 @@ def _metrics(values: dict[str, float | None] | None) -> Metrics | None:
     return Metrics.model_validate(values)
 
 
-def _elapsed(started: datetime | None, finished: datetime | None) -> float | None:
+def elapsed_seconds(started: datetime | None, finished: datetime | None) -> float | None:
+    """Seconds from start to finish (to now while unfinished); None until started."""
     if started is None:
         return None
     return round(((finished or utc_now()) - started).total_seconds(), 3)
+
+
+def error_public(error: JobError | None) -> JobErrorPublic | None:
+    return JobErrorPublic(type=error.type, detail=error.detail) if error else None
 
 
 def job_public(job: JobRecord) -> JobPublic:
@@ -77,10 +89,10 @@ def job_public(job: JobRecord) -> JobPublic:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        elapsed_seconds=_elapsed(job.started_at, job.finished_at),
+        elapsed_seconds=elapsed_seconds(job.started_at, job.finished_at),
         metrics=_metrics(job.metrics),
         model_id=job.model_id,
-        error=JobErrorPublic(type=job.error.type, detail=job.error.detail) if job.error else None,
+        error=error_public(job.error),
         stop_reason=job.stop_reason,
         cancel_requested=job.cancel_requested,
         baseline=_baseline_public(job.baseline) if job.baseline else None,
@@ -89,7 +101,6 @@ def job_public(job: JobRecord) -> JobPublic:
 
 def _baseline_public(baseline: JobBaseline) -> JobBaselinePublic:
     metrics = baseline.metrics or {}
-    error = baseline.error
     return JobBaselinePublic(
         model_id=baseline.model_id,
         train_loss=metrics.get("train_loss"),
@@ -97,7 +108,7 @@ def _baseline_public(baseline: JobBaseline) -> JobBaselinePublic:
         test_loss=metrics.get("test_loss"),
         test_accuracy=metrics.get("test_accuracy"),
         epochs_run=baseline.epochs_run,
-        error=JobErrorPublic(type=error.type, detail=error.detail) if error else None,
+        error=error_public(baseline.error),
     )
 
 

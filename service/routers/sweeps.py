@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,9 +12,7 @@ from engine import plotting
 from service.deps import PageDep, StateDep, SweepsDep
 from service.errors import LOCATION_HEADER, Conflict, InvalidRequest, problem_responses
 from service.pictures import PNGResponse, picture_response
-from service.registry import utc_now
 from service.routers.models import PNG_200, Height, Width
-from service.schemas import JobErrorPublic
 from service.streams import event_stream_200, event_stream_response
 from service.sweep_schemas import (
     ConfigurationPublic,
@@ -28,6 +25,7 @@ from service.sweep_schemas import (
     SweepStatusName,
 )
 from service.sweeps import ConfigurationRecord, SweepRecord, SweepSnapshot
+from service.views import elapsed_seconds, error_public
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -50,18 +48,11 @@ configuration records and one `result` event per configuration that ends; then o
 """
 
 
-def _elapsed(started: datetime | None, finished: datetime | None) -> float | None:
-    if started is None:
-        return None
-    return round(((finished or utc_now()) - started).total_seconds(), 3)
-
-
 # -- views ---------------------------------------------------------------------------------------
 
 
 def configuration_public(row: ConfigurationRecord, best: bool) -> ConfigurationPublic:
     metrics = row.metrics or {}
-    error = row.error
     return ConfigurationPublic(
         index=row.index,
         hyperparameters=row.hyperparameters,
@@ -75,7 +66,7 @@ def configuration_public(row: ConfigurationRecord, best: bool) -> ConfigurationP
         epochs_run=row.epochs_run,
         seconds=None if row.seconds is None else round(row.seconds, 3),
         stop_reason=row.stop_reason,
-        error=JobErrorPublic(type=error.type, detail=error.detail) if error else None,
+        error=error_public(row.error),
         best=best,
     )
 
@@ -113,7 +104,7 @@ def sweep_public(sweep: SweepRecord) -> SweepPublic:
         created_at=sweep.created_at,
         started_at=sweep.started_at,
         finished_at=sweep.finished_at,
-        elapsed_seconds=_elapsed(sweep.started_at, sweep.finished_at),
+        elapsed_seconds=elapsed_seconds(sweep.started_at, sweep.finished_at),
         progress=progress,
         results=[configuration_public(row, row.index == best_index) for row in rows],
         best_index=best_index,
