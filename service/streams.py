@@ -99,11 +99,26 @@ class Subscribers:
                         del self._waiters[resource_id]
 
 
+# One event of a stream, as OpenAPI 3.2 describes server-sent events (`itemSchema`; FastAPI
+# writes its own event streams the same way): `data` is a JSON document, comments (pings) are
+# not events.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def event_stream_200(description: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI 200 entry of an event-stream route."""
+    """The OpenAPI 200 entry of an event-stream route: the schema of each event."""
     return {
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"itemSchema": SSE_EVENT_SCHEMA}},
             "description": description,
         }
     }

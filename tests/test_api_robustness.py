@@ -4,6 +4,7 @@ benchmarks/fuzz_api.sh, and by hand)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -16,7 +17,16 @@ from engine import serialize
 from engine.datasets import MAX_FEATURES
 from engine.hyperparameters import Hyperparameters
 from engine.model import Model, Scaler
-from tests.api_support import api_settings, assert_problem, create_dataset, state_of
+from tests.api_support import (
+    QUICK_JOB,
+    api_settings,
+    assert_problem,
+    create_dataset,
+    create_job,
+    parse_sse,
+    state_of,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -303,3 +313,21 @@ async def test_every_json_body_declares_415(client: httpx.AsyncClient) -> None:
         and "415" not in operation["responses"]
     ]
     assert missing == []
+
+
+# --- event streams match their declared schema -------------------------------------------------
+
+
+async def test_job_events_match_the_declared_event_schema(
+    client: httpx.AsyncClient, moons: dict[str, Any]
+) -> None:
+    job = await create_job(client, moons["id"], **QUICK_JOB)
+    await wait_for_job(client, job["id"])
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/v1/jobs/{job_id}/events"]["get"]
+    event_schema = operation["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]
+    events = parse_sse((await client.get(f"/v1/jobs/{job['id']}/events")).text)
+    assert [event["event"] for event in events][-1] == "status"
+    for event in events:
+        assert set(event_schema["required"]) <= set(event) <= set(event_schema["properties"])
+        assert isinstance(json.loads(event["data"]), dict)
