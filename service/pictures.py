@@ -12,11 +12,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 import anyio.to_thread
+import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
+from service.registry import DatasetRecord
+
 PNG_MEDIA_TYPE = "image/png"
 CACHE_CONTROL = "private, max-age=3600"
+
+
+Points = tuple[np.ndarray, np.ndarray]  # (n, n_features) values, (n,) class indices
 
 
 class PNGResponse(Response):
@@ -81,3 +87,15 @@ async def picture_response(
         png = await anyio.to_thread.run_sync(render)
         cache.put(key, png)
     return PNGResponse(png, headers=headers)
+
+
+def split_points(dataset: DatasetRecord | None) -> tuple[Points, Points]:
+    """The (train, test) points to draw over a model's class regions: none when its dataset is
+    gone (or it never had one)."""
+    if dataset is None:
+        no_points = np.empty((0, 2)), np.empty(0, dtype=np.int64)
+        return no_points, no_points
+    data, split = dataset.dataset, dataset.split
+    train = data.X[split.train_index], data.y[split.train_index]
+    test = data.X[split.test_index], data.y[split.test_index]
+    return train, test

@@ -22,7 +22,7 @@ from service.errors import (
     parse_json_body,
     problem_responses,
 )
-from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
+from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response, split_points
 from service.registry import ModelRecord, new_id, utc_now
 from service.schemas import ModelPublic, ModelsPublic, Prediction, PredictRequest
 from service.views import model_public
@@ -264,13 +264,7 @@ async def decision_boundary(
             "not_two_dimensional",
         )
     dataset = state.registry.datasets.get(record.dataset_id) if record.dataset_id else None
-    no_points = np.empty((0, 2)), np.empty(0, dtype=np.int64)
-    if dataset is not None:
-        data, split = dataset.dataset, dataset.split
-        train = data.X[split.train_index], data.y[split.train_index]
-        test = data.X[split.test_index], data.y[split.test_index]
-    else:
-        train = test = no_points
+    train, test = split_points(dataset)
     key = (model_id, "boundary", width, height, resolution, show, dataset is not None)
     return await picture_response(
         request,

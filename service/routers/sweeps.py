@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine import plotting
 from service.deps import PageDep, StateDep, SweepsDep
 from service.errors import LOCATION_HEADER, Conflict, InvalidRequest, problem_responses
-from service.pictures import PNGResponse, picture_response
+from service.pictures import PNGResponse, picture_response, split_points
 from service.routers.models import PNG_200, Height, Width
 from service.streams import event_stream_200, event_stream_response
 from service.sweep_schemas import (
@@ -337,12 +336,7 @@ async def grid_picture(
     if not present:
         raise Conflict(f"the models of sweep {sweep_id} have all been deleted")
     dataset = state.registry.datasets.get(sweep.dataset_id)
-    empty: tuple[np.ndarray, np.ndarray] = (np.empty((0, 2)), np.empty(0, dtype=np.int64))
-    train = test = empty
-    if dataset is not None:
-        data, split = dataset.dataset, dataset.split
-        train = (data.X[split.train_index], data.y[split.train_index])
-        test = (data.X[split.test_index], data.y[split.test_index])
+    train, test = split_points(dataset)
     panels = [
         plotting.PanelSpec(model, train[0], train[1], test[0], test[1], title=title)
         for model, title in present
