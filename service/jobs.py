@@ -123,8 +123,20 @@ def queue_full(exc: QueueFull, settings: Settings) -> TooManyJobs:
     )
 
 
-def _metrics_of(point: dict[str, Any]) -> dict[str, float | None]:
+def metrics_of(point: dict[str, Any]) -> dict[str, float | None]:
+    """The loss and accuracy values of a history point (or final metrics)."""
     return {key: point.get(key) for key in METRIC_KEYS}
+
+
+def refusal_error(kind: str, detail: str) -> JobError | None:
+    """The error of a run the engine refused (it diverged, or its input was invalid); None for
+    other kinds of failure."""
+    if kind == "TrainingDiverged":
+        advice = "" if "learning rate" in detail else "; lower the learning_rate"
+        return JobError("diverged", detail + advice)
+    if kind == "InvalidInput":
+        return JobError("invalid_input", detail)
+    return None
 
 
 @dataclass(frozen=True)
@@ -328,15 +340,15 @@ class JobManager:
             job.history.append(point)
             self.metrics.epochs_trained.inc(max(0, epoch - job.epoch))
             job.epoch = epoch
-            job.metrics = _metrics_of(point)
+            job.metrics = metrics_of(point)
 
     def _succeed(self, job: JobRecord, outcome: TrainingOutcome) -> None:
         self._record(job, outcome.history)
         job.history = list(outcome.history) or job.history
         self.metrics.epochs_trained.inc(max(0, outcome.epochs_run - job.epoch))
         job.epoch = outcome.epochs_run
-        job.metrics = _metrics_of(outcome.metrics)
-        job.stop_reason = _stop_reason(outcome.stop_reason)
+        job.metrics = metrics_of(outcome.metrics)
+        job.stop_reason = stop_reason(outcome.stop_reason)
         job.model_id = self._register_model(
             job, job.name, job.hyperparameters, outcome, job.metrics, job.history
         )
@@ -352,7 +364,7 @@ class JobManager:
             return JobBaseline(model_id=None, metrics=None, epochs_run=0, error=error)
         baseline = outcome.baseline
         hp = job.hyperparameters.model_copy(update={"hidden_layers": []})
-        metrics = _metrics_of(baseline.metrics)
+        metrics = metrics_of(baseline.metrics)
         name = f"{job.name}: logistic regression"
         model_id = self._register_model(job, name, hp, baseline, metrics, baseline.history)
         return JobBaseline(model_id, metrics, baseline.epochs_run, None)
@@ -392,11 +404,9 @@ class JobManager:
 
     def _error(self, job: JobRecord, event: TaskFailed) -> JobError:
         kind = event.error_type
-        if kind == "TrainingDiverged":
-            advice = "" if "learning rate" in event.detail else "; lower the learning_rate"
-            return JobError("diverged", event.detail + advice)
-        if kind == "InvalidInput":
-            return JobError("invalid_input", event.detail)
+        refused = refusal_error(kind, event.detail)
+        if refused is not None:
+            return refused
         if kind == "timeout":
             return JobError(
                 "timeout",
@@ -451,7 +461,7 @@ class JobManager:
         return self._subscribers.follow(job_id, step, stopping, lambda: self.closing)
 
 
-def _stop_reason(value: str) -> StopReason | None:
+def stop_reason(value: str | None) -> StopReason | None:
     if value in ("completed", "early_stopping", "time_budget"):
         return value  # type: ignore[return-value]
     return None

@@ -43,7 +43,15 @@ from service.executor import (
     TaskSucceeded,
 )
 from service.idempotency import IdempotencyKeys, fingerprint
-from service.jobs import JobManager, check_limits, n_parameters, queue_full
+from service.jobs import (
+    JobManager,
+    check_limits,
+    metrics_of,
+    n_parameters,
+    queue_full,
+    refusal_error,
+    stop_reason,
+)
 from service.registry import (
     FINISHED,
     DatasetRecord,
@@ -65,7 +73,6 @@ from service.sweep_tasks import ConfigurationIndex, SweepTask
 logger = logging.getLogger("service.sweeps")
 
 TASK_PREFIX = "swp_"
-METRIC_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 BASELINE_LABEL = "logistic regression"
 
 Grid = dict[str, list[JsonValue]]  # hyperparameter name -> the values to try
@@ -273,11 +280,9 @@ def _work(hp: Hyperparameters, dataset: DatasetRecord) -> int:
 
 def _error_of(kind: str, detail: str, settings: Settings) -> JobError:
     """A failed configuration's (or share's) error, as jobs report them."""
-    if kind == "TrainingDiverged":
-        advice = "" if "learning rate" in detail else "; lower the learning_rate"
-        return JobError("diverged", detail + advice)
-    if kind == "InvalidInput":
-        return JobError("invalid_input", detail)
+    refused = refusal_error(kind, detail)
+    if refused is not None:
+        return refused
     if kind == "timeout":
         return JobError(
             "timeout",
@@ -542,7 +547,7 @@ class SweepManager:
                 return
             row.history.append(point)
             row.epochs_run = int(point["epoch"])
-            row.metrics = {key: point.get(key) for key in METRIC_KEYS}
+            row.metrics = metrics_of(point)
             sweep.stream.append(("point", index, len(row.history) - 1))
             return
         if item.get("kind") != "finished":
@@ -551,10 +556,7 @@ class SweepManager:
         row.epochs_run = int(item.get("epochs_run") or row.epochs_run)
         if item.get("status") == "succeeded":
             row.metrics = dict(item["metrics"])
-            reason = item.get("stop_reason")
-            row.stop_reason = (
-                reason if reason in ("completed", "early_stopping", "time_budget") else None
-            )
+            row.stop_reason = stop_reason(item.get("stop_reason"))
             row.model_id = self._register_model(sweep, row, item)
             self._end_row(sweep, row, "succeeded", None)
         else:
