@@ -188,7 +188,7 @@ def expand_grid(
     base: Hyperparameters, grid: Grid, limit: int
 ) -> tuple[list[tuple[Hyperparameters, dict[str, JsonValue]]], Grid]:
     """Every configuration of the grid (keys in order, the last varying fastest) with the values
-    that set it apart, and the grid's values as validated (`"0.5"` -> 0.5). 422 naming the key
+    that set it apart, and the grid's values as validated (`1` -> 1.0 for a float). 422 naming the key
     and value for an unknown key, an empty list, a repeated or invalid value, or more than
     `limit` configurations."""
     fields = Hyperparameters.model_fields
