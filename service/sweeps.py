@@ -188,9 +188,9 @@ def expand_grid(
     base: Hyperparameters, grid: Grid, limit: int
 ) -> tuple[list[tuple[Hyperparameters, dict[str, JsonValue]]], Grid]:
     """Every configuration of the grid (keys in order, the last varying fastest) with the values
-    that set it apart, and the grid's values as validated (`1` -> 1.0 for a float). 422 naming the key
-    and value for an unknown key, an empty list, a repeated or invalid value, or more than
-    `limit` configurations."""
+    that set it apart, and the grid's values as validated (`1` -> 1.0 for a float). 422 naming
+    the key and value for an unknown key, an empty list, a repeated or invalid value, or more
+    than `limit` configurations."""
     fields = Hyperparameters.model_fields
     shared = base.model_dump()
     validated: dict[str, list[JsonValue]] = {}
