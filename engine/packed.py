@@ -64,8 +64,8 @@ from engine.training import (
     HistoryPoint,
     StopReason,
     TrainResult,
-    _validated_splits,
     train,
+    validated_splits,
 )
 
 Array = np.ndarray
@@ -1256,9 +1256,7 @@ def _prepared(
 ) -> _PackData:
     """The data checked and converted exactly as train checks it (InvalidInput otherwise)."""
     checked = hp.model_copy(update={"early_stopping": False})
-    train_split, test_split = _validated_splits(
-        checked, X_train, y_train, n_classes, X_test, y_test
-    )
+    train_split, test_split = validated_splits(checked, X_train, y_train, n_classes, X_test, y_test)
     return _PackData(
         train_split.X_aug,
         train_split.y,

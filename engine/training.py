@@ -109,7 +109,9 @@ class TrainResult:
 
 
 @dataclass
-class _Split:
+class CheckedSplit:
+    """A split checked and converted for training (see validated_splits)."""
+
     X_aug: Array  # (n, n_features + 1): features and a ones column, in the training dtype
     y: Array  # (n,) class indices
     targets: Array | None = None  # engine.network.targets_for(y): training split only
@@ -158,14 +160,16 @@ def _check_labels(name: str, y: object, n: int, n_classes: int) -> Array:
     return labels.astype(np.intp, copy=False)
 
 
-def _validated_splits(
+def validated_splits(
     hp: Hyperparameters,
     X_train: object,
     y_train: object,
     n_classes: int,
     X_test: object | None,
     y_test: object | None,
-) -> tuple[_Split, _Split | None]:
+) -> tuple[CheckedSplit, CheckedSplit | None]:
+    """The training split and the test split (None without one), checked and converted to
+    `hp.dtype`; InvalidInput naming the offending array and value otherwise."""
     if isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer):
         raise InvalidInput(f"n_classes must be an integer, got {n_classes!r}")
     if n_classes < 2:
@@ -174,7 +178,7 @@ def _validated_splits(
     X = _check_features("X_train", X_train, dtype)
     y = _check_labels("y_train", y_train, X.shape[0], int(n_classes))
     # Contiguous arrays: np.dot copies any operand that is not C- or F-contiguous.
-    train_split = _Split(with_ones_column(X, dtype), y, targets_for(y, int(n_classes), dtype))
+    train_split = CheckedSplit(with_ones_column(X, dtype), y, targets_for(y, int(n_classes), dtype))
     if (X_test is None) != (y_test is None):
         raise InvalidInput("pass both X_test and y_test, or neither")
     if X_test is None:
@@ -190,7 +194,7 @@ def _validated_splits(
             f"X_test has {X_t.shape[1]} features but X_train has {X.shape[1]}; they must match"
         )
     y_t = _check_labels("y_test", y_test, X_t.shape[0], int(n_classes))
-    return train_split, _Split(with_ones_column(X_t, dtype), y_t)
+    return train_split, CheckedSplit(with_ones_column(X_t, dtype), y_t)
 
 
 class _Trainer:
@@ -198,8 +202,8 @@ class _Trainer:
         self,
         hp: Hyperparameters,
         network: Network,
-        train_split: _Split,
-        test_split: _Split | None,
+        train_split: CheckedSplit,
+        test_split: CheckedSplit | None,
         rng: np.random.Generator,
         on_record: Callable[[HistoryPoint], None] | None,
         should_stop: Callable[[], bool] | None,
@@ -461,7 +465,7 @@ def train(
     wanted); y arrays are integer class indices 0..n_classes-1.
     """
     started = clock()
-    train_split, test_split = _validated_splits(hp, X_train, y_train, n_classes, X_test, y_test)
+    train_split, test_split = validated_splits(hp, X_train, y_train, n_classes, X_test, y_test)
     dtype = np.dtype(hp.dtype)
     rng = np.random.default_rng(hp.seed)
     layer_sizes = [train_split.X_aug.shape[1] - 1, *hp.hidden_layers, int(n_classes)]
