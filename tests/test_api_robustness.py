@@ -331,3 +331,18 @@ async def test_job_events_match_the_declared_event_schema(
     for event in events:
         assert set(event_schema["required"]) <= set(event) <= set(event_schema["properties"])
         assert isinstance(json.loads(event["data"]), dict)
+
+
+# --- the document's own examples are accepted --------------------------------------------------
+
+
+async def test_the_documented_dataset_examples_are_created(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    content = document["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]
+    csv = await client.post(
+        "/v1/datasets", content=content["text/csv"]["example"], headers={"content-type": "text/csv"}
+    )
+    statuses = [csv.status_code]
+    for example in document["components"]["schemas"]["DatasetCreate"]["examples"]:
+        statuses.append((await client.post("/v1/datasets", json=example)).status_code)
+    assert statuses == [201] * 4

@@ -27,7 +27,11 @@ from service.views import dataset_public
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-CSV_EXAMPLE = "x1,x2,label\n0.0,0.0,a\n0.0,1.0,b\n1.0,0.0,b\n1.0,1.0,a\n"
+# XOR, four points a class: enough for the default test_fraction to hold one of each out.
+CSV_EXAMPLE = (
+    "x1,x2,label\n0.0,0.0,a\n0.0,1.0,b\n1.0,0.0,b\n1.0,1.0,a\n"
+    "0.1,0.1,a\n0.1,0.9,b\n0.9,0.1,b\n0.9,0.9,a\n"
+)
 CSV_QUERY = ("label_column", "name", "test_fraction", "standardize", "seed")
 
 CREATE_BODY: dict[str, Any] = {
