@@ -41,7 +41,8 @@ Train small neural networks over HTTP.
 
 Create a **dataset**, queue a training **job** on it, follow the job (polling, history or
 server-sent events) and use the **model** it registers: predict, draw its decision boundary and
-loss curve, export and import it. Every error is an RFC 9457 `application/problem+json`.
+loss curve, export and import it. A **sweep** trains a grid of hyperparameters together and
+compares them side by side. Every error is an RFC 9457 `application/problem+json`.
 """
 DOCS_STATIC = "/static/docs"
 
