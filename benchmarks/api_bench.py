@@ -66,8 +66,8 @@ from matplotlib.figure import Figure
 from engine.hyperparameters import Hyperparameters
 from engine.model import Model
 from engine.training import train
-from service import datasets as dataset_builders
-from service.schemas import DatasetCreate
+from service.api import dataset_requests as dataset_builders
+from service.api.schemas import DatasetCreate
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

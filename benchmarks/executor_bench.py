@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from service.executor import TaskCancelled, TaskEvent, TaskFailed, TaskProgress, TaskSucceeded
-from service.process_pool import LocalProcessExecutor
+from service.execution.executor import (
+    TaskCancelled,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+    TaskSucceeded,
+)
+from service.execution.process_pool import LocalProcessExecutor
 
 Report = Callable[[Any], None]
 ShouldStop = Callable[[], bool]

@@ -148,7 +148,7 @@ def run_service(epochs: int) -> tuple[float, float]:
         app = create_app(Settings(workers=2, log_level="warning"))
         async with app.router.lifespan_context(app):
             state = app.state.scratchnet
-            while not (state.jobs.started and state.executor.ready):
+            while not state.dispatcher.ready:
                 await anyio.sleep(0.05)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
@@ -161,7 +161,7 @@ def run_service(epochs: int) -> tuple[float, float]:
                     "base": {**BASE, "epochs": epochs},
                     "grid": {"hidden_layers": HIDDEN_SIZES},
                 }
-                workers = [psutil.Process(pid) for pid in state.executor.worker_pids()]
+                workers = [psutil.Process(pid) for pid in state.dispatcher.worker_pids()]
                 before = [sum(w.cpu_times()[:2]) for w in workers]
                 started = time.perf_counter()
                 sweep_id = (await client.post("/v1/sweeps", json=body)).json()["id"]

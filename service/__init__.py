@@ -1,19 +1,18 @@
 """scratchnet's HTTP service: a FastAPI app over the engine; training runs in worker processes.
 
-Routes stay thin; engine errors become HTTP problems in one module. Modules:
+Each concern has one home, and imports point downward only (api -> state -> execution ->
+engine):
 
-    main        create_app(): routes, error handlers, middleware, offline docs, lifespan
-    __main__    python -m service [--host H] [--port P]
-    settings    Settings, from SCRATCHNET_* environment variables
-    routers/    one router per resource: datasets, jobs, models, operations
-    schemas     request and response bodies (XCreate / XPublic / XsPublic)
-    views       registry records -> response bodies
-    errors      the one mapping of exceptions to RFC 9457 problem+json
-    datasets    dataset creation: applicable fields per kind, limits, the engine
-    jobs        job state: limits, idempotency, executor events, event-stream wake-ups
-    tasks       TrainingTask, the picklable job a worker runs
-    registry    the in-memory store of datasets, jobs and models
-    pictures    PNGs rendered in threads, with an LRU cache
-    metrics     Prometheus metrics and the request-timing middleware
-    executor    the Executor interface; process_pool and worker implement it locally
+    main         create_app(): the store, dispatcher and lifecycles wired to the API; lifespan
+    __main__     python -m service [--host H] [--port P]
+    settings     Settings, from SCRATCHNET_* environment variables
+    errors       the typed error tree every layer raises (service.api.problems answers it)
+    metrics      Prometheus metrics of one app instance
+    api/         the HTTP edge: routers (one per resource), request/response schemas, views,
+                 problem+json errors, middleware, OpenAPI and offline docs, pictures, SSE
+    state/       what the service keeps and how work moves: records, the Store interface
+                 (in memory), the one lifecycle of training work (jobs and sweeps are its two
+                 kinds), limits, idempotency, event-stream subscribers
+    execution/   where training runs: the executor interface and its typed events, the
+                 dispatcher that owns it, the local process pool and its worker loop, tasks
 """

@@ -18,7 +18,7 @@ import anyio
 import httpx
 from fastapi import FastAPI
 
-from service.deps import ServiceState
+from service.api.deps import ServiceState
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def state_of(app: FastAPI) -> ServiceState:
 async def wait_ready(app: FastAPI, seconds: float = SERVER_START_SECONDS) -> None:
     state = state_of(app)
     with anyio.fail_after(seconds):
-        while not (state.jobs.started and state.executor.ready):
+        while not state.dispatcher.ready:
             await anyio.sleep(0.05)
 
 

@@ -1,6 +1,6 @@
 """Small picklable tasks for the process-pool tests; importable by spawned workers.
 
-Each follows the `service.executor.Task` protocol: `run(report, should_stop)`.
+Each follows the `service.execution.executor.Task` protocol: `run(report, should_stop)`.
 Timestamps are `time.monotonic()`, one clock for every process on the machine.
 """
 

@@ -333,7 +333,7 @@ async def test_delete_dataset_is_409_while_a_job_uses_it(
     await client.post(f"/v1/jobs/{job['id']}/cancel")
     assert (await wait_for_job(client, job["id"]))["status"] == "cancelled"
     assert (await client.delete(f"/v1/datasets/{body['id']}")).status_code == 204
-    assert state_of(app).registry.datasets.get(body["id"]) is None
+    assert state_of(app).store.datasets.get(body["id"]) is None
 
 
 async def test_image_is_a_png_of_the_asked_size_and_cached(

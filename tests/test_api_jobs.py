@@ -292,7 +292,7 @@ async def test_a_refused_request_does_not_consume_its_idempotency_key(
 async def test_cancel_a_running_job(
     client: httpx.AsyncClient, moons: dict[str, Any], app: FastAPI
 ) -> None:
-    models_before = len(state_of(app).registry.models)
+    models_before = len(state_of(app).store.models)
     job = await create_job(client, moons["id"], **LONG_JOB)
     await wait_for_epoch(client, job["id"], 100)
     response = await client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -301,7 +301,7 @@ async def test_cancel_a_running_job(
     done = await wait_for_job(client, job["id"])
     assert done["status"] == "cancelled"
     assert done["model_id"] is None
-    assert len(state_of(app).registry.models) == models_before
+    assert len(state_of(app).store.models) == models_before
     again = await client.post(f"/v1/jobs/{job['id']}/cancel")
     assert "already cancelled" in assert_problem(again, 409, "conflict")["detail"]
 
@@ -382,7 +382,7 @@ async def test_a_full_queue_answers_429_with_retry_after() -> None:
             )
             assert retry.status_code == 202
     # shutting down cancels what was left
-    assert state_of(app).registry.jobs.get(running["id"]).status == "cancelled"  # type: ignore[union-attr]
+    assert state_of(app).store.jobs.get(running["id"]).status == "cancelled"  # type: ignore[union-attr]
 
 
 async def test_before_the_workers_are_up_jobs_get_503() -> None:
@@ -411,7 +411,7 @@ async def test_a_job_past_job_timeout_seconds_fails_with_timeout() -> None:
             job = await create_job(client, moons["id"], **LONG_JOB)
             done = await wait_for_job(client, job["id"])
             # once the workers stop, new jobs are refused with 503, not a 500
-            await anyio.to_thread.run_sync(state_of(app).executor.shutdown)
+            await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
             refused = await client.post("/v1/jobs", json={"dataset_id": moons["id"]})
             assert_problem(refused, 503, "not-ready")
     assert done["status"] == "failed"

@@ -56,7 +56,7 @@ def own_schemas() -> set[str]:
     """Components defined by the modules these tests cover."""
     from pydantic import BaseModel
 
-    from service import schemas
+    from service.api import schemas
 
     defined = {
         name

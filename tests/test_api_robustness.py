@@ -75,7 +75,7 @@ async def import_model(client: httpx.AsyncClient, content: bytes) -> str:
 
 
 def dataset_count(app: FastAPI) -> int:
-    return len(state_of(app).registry.datasets.select())
+    return len(state_of(app).store.datasets.select())
 
 
 # --- bodies the JSON parser refuses -------------------------------------------------------------

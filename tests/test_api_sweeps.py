@@ -396,7 +396,7 @@ async def test_a_share_past_job_timeout_seconds_fails_its_configurations_only() 
             )
             sweep = await wait_for_sweep(client, created["id"])
             # once the workers stop, new sweeps are refused with 503, not a 500
-            await anyio.to_thread.run_sync(state_of(app).executor.shutdown)
+            await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
             body = {"dataset_id": moons["id"], "grid": {"seed": [0]}}
             assert_problem(await client.post("/v1/sweeps", json=body), 503, "not-ready")
     assert sweep["status"] == "succeeded"

@@ -21,7 +21,8 @@ import numpy as np
 import psutil
 import pytest
 
-from service.executor import (
+from service.execution.executor import (
+    Failure,
     QueueFull,
     Task,
     TaskCancelled,
@@ -31,7 +32,7 @@ from service.executor import (
     TaskStarted,
     TaskSucceeded,
 )
-from service.process_pool import LocalProcessExecutor
+from service.execution.process_pool import LocalProcessExecutor
 from tests import pool_tasks
 
 WAIT_SECONDS = 30.0
@@ -266,29 +267,29 @@ def test_waiting_tasks_start_in_submission_order(make_pool: PoolFactory, tmp_pat
     assert starts == ["blocker", "first", "second", "third"]
 
 
-def test_an_exception_fails_the_task_with_its_class_name(pool: PoolUnderTest) -> None:
+def test_an_exception_fails_the_task_with_its_kind(pool: PoolUnderTest) -> None:
     assert pool.run("diverges", pool_tasks.Diverge(3)) == TaskFailed(
-        "diverges", "TrainingDiverged", "training diverged at epoch 3: loss is nan"
+        "diverges", Failure.DIVERGED, "training diverged at epoch 3: loss is nan"
     )
-    assert pool.run("exits", pool_tasks.CallSysExit()) == TaskFailed("exits", "SystemExit", "4")
+    assert pool.run("exits", pool_tasks.CallSysExit()) == TaskFailed("exits", Failure.INTERNAL, "4")
     assert pool.run("after", pool_tasks.Echo("ok")) == TaskSucceeded("after", "ok")
 
 
 @pytest.mark.parametrize(
-    ("task", "error_type", "detail_part"),
+    ("task", "kind", "detail_part"),
     [
-        (pool_tasks.HoldsALambda(), "task_unpicklable", "cannot be pickled"),
-        (pool_tasks.BreaksInWorker(), "task_unpicklable", "only unpickles in the service"),
-        (pool_tasks.UnpicklableResult(), "result_unpicklable", "result cannot be pickled"),
-        (pool_tasks.UnpicklableProgress(), "progress_unpicklable", "progress item"),
+        (pool_tasks.HoldsALambda(), Failure.TASK_UNPICKLABLE, "cannot be pickled"),
+        (pool_tasks.BreaksInWorker(), Failure.TASK_UNPICKLABLE, "only unpickles in the service"),
+        (pool_tasks.UnpicklableResult(), Failure.RESULT_UNPICKLABLE, "result cannot be pickled"),
+        (pool_tasks.UnpicklableProgress(), Failure.PROGRESS_UNPICKLABLE, "progress item"),
     ],
 )
 def test_values_that_do_not_pickle_fail_only_their_task(
-    pool: PoolUnderTest, task: Task, error_type: str, detail_part: str
+    pool: PoolUnderTest, task: Task, kind: Failure, detail_part: str
 ) -> None:
     outcome = pool.run("bad", task)
     assert isinstance(outcome, TaskFailed)
-    assert outcome.error_type == error_type
+    assert outcome.kind is kind
     assert detail_part in outcome.detail
     assert pool.run("next", pool_tasks.Echo(2)) == TaskSucceeded("next", 2)
 
@@ -368,7 +369,7 @@ def test_cancel_a_running_task_that_polls_should_stop(
 def test_a_task_that_polls_should_stop_fails_at_its_deadline(pool: PoolUnderTest) -> None:
     pool.submit("slow", pool_tasks.SpinUntilStopped(), deadline_seconds=0.2)
     assert pool.recorder.terminal("slow") == TaskFailed(
-        "slow", "timeout", "the task exceeded the 0.2 s limit"
+        "slow", Failure.TIMEOUT, "the task exceeded the 0.2 s limit"
     )
     assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
 
@@ -391,7 +392,7 @@ def test_a_task_that_ignores_its_deadline_is_killed_and_fails(make_pool: PoolFac
     [old_pid] = pool.pool.worker_pids()
     pool.submit("stubborn", pool_tasks.IgnoreStop(600), deadline_seconds=0.2)
     assert pool.recorder.terminal("stubborn") == TaskFailed(
-        "stubborn", "timeout", "the task exceeded the 0.2 s limit"
+        "stubborn", Failure.TIMEOUT, "the task exceeded the 0.2 s limit"
     )
     assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
     assert old_pid not in pool.pool.worker_pids()
@@ -412,7 +413,7 @@ def test_a_worker_killed_mid_task_loses_only_that_task(
     os.kill(doomed_pid, signal.SIGKILL)
     assert pool.recorder.terminal("doomed") == TaskFailed(
         "doomed",
-        "worker_lost",
+        Failure.WORKER_LOST,
         "the worker process running this task exited unexpectedly (signal 9)",
     )
     (tmp_path / "go").touch()
@@ -429,7 +430,7 @@ def test_a_task_that_exits_its_worker_is_lost_and_the_worker_replaced(
     pool = make_pool()
     assert pool.run("exits", pool_tasks.ExitAbruptly(3)) == TaskFailed(
         "exits",
-        "worker_lost",
+        Failure.WORKER_LOST,
         "the worker process running this task exited unexpectedly (exit code 3)",
     )
     assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
@@ -447,8 +448,8 @@ def test_an_idle_worker_that_dies_is_replaced(make_pool: PoolFactory) -> None:
 def test_workers_exit_when_the_service_is_killed() -> None:
     script = (
         "import threading, time\n"
-        "from service.executor import TaskStarted\n"
-        "from service.process_pool import LocalProcessExecutor\n"
+        "from service.execution.executor import TaskStarted\n"
+        "from service.execution.process_pool import LocalProcessExecutor\n"
         "from tests.pool_tasks import IgnoreStop\n"
         "started = threading.Event()\n"
         "def listener(event):\n"

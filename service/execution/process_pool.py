@@ -34,9 +34,10 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from service.executor import (
+from service.execution.executor import (
     EventListener,
     Executor,
+    Failure,
     QueueFull,
     Task,
     TaskCancelled,
@@ -46,12 +47,10 @@ from service.executor import (
     TaskStarted,
     TaskSucceeded,
 )
-from service.worker import RESULT_UNPICKLABLE, TASK_UNPICKLABLE, describe, worker_main
+from service.execution.worker import describe, worker_main
 
 logger = logging.getLogger("scratchnet.executor")
 
-WORKER_LOST = "worker_lost"
-TIMEOUT = "timeout"
 KILL_AFTER_TERMINATE_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 MAX_MESSAGES_PER_WAKE = 64
@@ -305,7 +304,7 @@ class LocalProcessExecutor(Executor):
             event = TaskCancelled(task_id)
         elif worker.stop_reason is _StopReason.TIMEOUT:
             detail = f"the task exceeded the {worker.deadline_seconds:g} s limit"
-            event = TaskFailed(task_id, TIMEOUT, detail)
+            event = TaskFailed(task_id, Failure.TIMEOUT, detail)
         elapsed = time.monotonic() - worker.dispatched_at
         self._mean_task_seconds = 0.8 * self._mean_task_seconds + 0.2 * elapsed
         worker.task_id = None
@@ -403,7 +402,7 @@ class LocalProcessExecutor(Executor):
                 detail = f"the task cannot be pickled: {type(exc).__name__}: {describe(exc)}"
                 with self._lock:
                     if worker.task_id == task_id:
-                        self._finish(worker, TaskFailed(task_id, TASK_UNPICKLABLE, detail))
+                        self._finish(worker, TaskFailed(task_id, Failure.TASK_UNPICKLABLE, detail))
                 continue
             try:
                 worker.conn.send(("run", task_id))
@@ -464,7 +463,12 @@ class LocalProcessExecutor(Executor):
                 if kind == "progress":
                     logger.error("dropped progress of task %s: it %s", message[1], detail)
                     return
-                message = ("failed", message[1], RESULT_UNPICKLABLE, "the task's result " + detail)
+                message = (
+                    "failed",
+                    message[1],
+                    Failure.RESULT_UNPICKLABLE.value,
+                    "the task's result " + detail,
+                )
                 kind = "failed"
         with self._lock:
             if kind == "ready":
@@ -480,7 +484,7 @@ class LocalProcessExecutor(Executor):
             elif kind == "succeeded":
                 self._finish(worker, TaskSucceeded(task_id, decoded))
             elif kind == "failed":
-                self._finish(worker, TaskFailed(task_id, message[2], message[3]))
+                self._finish(worker, TaskFailed(task_id, Failure(message[2]), message[3]))
             elif kind == "stopped":
                 self._finish(worker, TaskCancelled(task_id))
 
@@ -505,7 +509,7 @@ class LocalProcessExecutor(Executor):
                     "the worker process running this task exited unexpectedly "
                     f"({_exit_description(exitcode)})"
                 )
-                self._finish(worker, TaskFailed(worker.task_id, WORKER_LOST, detail))
+                self._finish(worker, TaskFailed(worker.task_id, Failure.WORKER_LOST, detail))
             if self._phase is _Phase.STARTING and not worker.ready:
                 self._start_error = (
                     f"worker {worker.pid} exited while starting ({_exit_description(exitcode)})"
@@ -632,12 +636,12 @@ class LocalProcessExecutor(Executor):
                 self._start_error = "the executor's supervisor failed"
             detail = "the executor stopped unexpectedly"
             for task_id in self._waiting:
-                self._outbox.append(TaskFailed(task_id, WORKER_LOST, detail))
+                self._outbox.append(TaskFailed(task_id, Failure.WORKER_LOST, detail))
             self._waiting.clear()
             workers, self._workers = self._workers, []
             for worker in workers:
                 if worker.task_id is not None:
-                    self._outbox.append(TaskFailed(worker.task_id, WORKER_LOST, detail))
+                    self._outbox.append(TaskFailed(worker.task_id, Failure.WORKER_LOST, detail))
                     worker.task_id = None
         for worker in workers:
             worker.process.kill()

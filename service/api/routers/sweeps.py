@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine import plotting
-from service.deps import PageDep, StateDep, SweepsDep
-from service.errors import LOCATION_HEADER, Conflict, InvalidRequest, problem_responses
-from service.pictures import PNGResponse, picture_response, split_points
-from service.routers.models import PNG_200, Height, Width
-from service.streams import event_stream_200, event_stream_response
-from service.sweep_schemas import (
-    ConfigurationPublic,
+from engine.training import HistoryPoint
+from service.api.deps import PageDep, StateDep
+from service.api.pictures import PNG_200, Height, PNGResponse, Width, picture_response, split_points
+from service.api.problems import LOCATION_HEADER, problem_responses
+from service.api.streams import event_stream_200, event_stream_response
+from service.api.sweep_schemas import (
     SweepCreate,
     SweepPointEvent,
-    SweepProgress,
     SweepPublic,
     SweepResultEvent,
     SweepsPublic,
     SweepStatusName,
 )
-from service.sweeps import ConfigurationRecord, SweepRecord, SweepSnapshot
-from service.views import elapsed_seconds, error_public
+from service.api.views import configuration_public, sweep_public
+from service.errors import Conflict, InvalidRequest
+from service.state.idempotency import IdempotencyClaim
+from service.state.records import ConfigurationRecord
+from service.state.sweeps import SweepSnapshot
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -45,71 +46,6 @@ configuration records and one `result` event per configuration that ends; then o
     event: status
     data: {"id": "swp_…", "status": "succeeded", ...}
 """
-
-
-# -- views ---------------------------------------------------------------------------------------
-
-
-def configuration_public(row: ConfigurationRecord, best: bool) -> ConfigurationPublic:
-    metrics = row.metrics or {}
-    return ConfigurationPublic(
-        index=row.index,
-        hyperparameters=row.hyperparameters,
-        varied=row.varied,
-        status=row.status,
-        model_id=row.model_id,
-        train_loss=metrics.get("train_loss"),
-        train_accuracy=metrics.get("train_accuracy"),
-        test_loss=metrics.get("test_loss"),
-        test_accuracy=metrics.get("test_accuracy"),
-        epochs_run=row.epochs_run,
-        seconds=None if row.seconds is None else round(row.seconds, 3),
-        stop_reason=row.stop_reason,
-        error=error_public(row.error),
-        best=best,
-    )
-
-
-def sweep_public(sweep: SweepRecord) -> SweepPublic:
-    """Call under the registry lock (or on a snapshot copy)."""
-    rows = sweep.configurations
-    best_index = sweep.best_index()
-    counts = {
-        status: sum(row.status == status for row in rows)
-        for status in ("succeeded", "failed", "cancelled", "running")
-    }
-    epochs_total = sum(row.hyperparameters.epochs for row in rows)
-    epochs_completed = sum(
-        row.hyperparameters.epochs if row.status == "succeeded" else row.epochs_run for row in rows
-    )
-    progress = SweepProgress(
-        completed=sum(row.finished for row in rows),
-        total=len(rows),
-        succeeded=counts["succeeded"],
-        failed=counts["failed"],
-        cancelled=counts["cancelled"],
-        running=counts["running"],
-        epochs_completed=epochs_completed,
-        epochs_total=epochs_total,
-        fraction=round(epochs_completed / epochs_total, 4) if epochs_total else 0.0,
-    )
-    return SweepPublic(
-        id=sweep.id,
-        name=sweep.name,
-        status=sweep.status,
-        dataset_id=sweep.dataset_id,
-        base=sweep.base,
-        grid=sweep.grid,
-        created_at=sweep.created_at,
-        started_at=sweep.started_at,
-        finished_at=sweep.finished_at,
-        elapsed_seconds=elapsed_seconds(sweep.started_at, sweep.finished_at),
-        progress=progress,
-        results=[configuration_public(row, row.index == best_index) for row in rows],
-        best_index=best_index,
-        baseline=configuration_public(sweep.baseline, False) if sweep.baseline else None,
-        cancel_requested=sweep.cancel_requested,
-    )
 
 
 # -- routes --------------------------------------------------------------------------------------
@@ -133,7 +69,6 @@ async def create_sweep(
     body: SweepCreate,
     response: Response,
     state: StateDep,
-    sweeps: SweepsDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -149,10 +84,16 @@ async def create_sweep(
     as a full set of options against this deployment's limits (the work summed), then queue
     it: the configurations are split between the workers and trained packed together where
     they can be. Each refusal names the grid key and value."""
-    sweep, _created = sweeps.submit(body, idempotency_key)
+    sweep, _created = state.sweeps.submit(
+        body.dataset_id,
+        body.base,
+        body.grid,
+        name=body.name,
+        baseline=body.baseline,
+        claim=IdempotencyClaim.of(idempotency_key, body),
+    )
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
-    with state.registry.lock:
-        return sweep_public(sweep)
+    return sweep_public(sweep)
 
 
 @router.get(
@@ -160,15 +101,13 @@ async def create_sweep(
 )
 async def list_sweeps(
     state: StateDep,
-    sweeps: SweepsDep,
     page: PageDep,
     status: Annotated[
         SweepStatusName | None, Query(description="Only sweeps in this state.")
     ] = None,
 ) -> SweepsPublic:
-    with state.registry.lock:
-        selected = sweeps.select(status)
-        items = [sweep_public(s) for s in selected[page.offset : page.offset + page.limit]]
+    selected = state.sweeps.select(status)
+    items = [sweep_public(s) for s in selected[page.offset : page.offset + page.limit]]
     return SweepsPublic(items=items, total=len(selected), limit=page.limit, offset=page.offset)
 
 
@@ -178,9 +117,8 @@ async def list_sweeps(
     summary="Read a sweep",
     responses=problem_responses(404),
 )
-async def read_sweep(state: StateDep, sweeps: SweepsDep, sweep_id: str) -> SweepPublic:
-    with state.registry.lock:
-        return sweep_public(sweeps.require(sweep_id))
+async def read_sweep(state: StateDep, sweep_id: str) -> SweepPublic:
+    return sweep_public(state.sweeps.require(sweep_id))
 
 
 @router.post(
@@ -196,21 +134,21 @@ async def read_sweep(state: StateDep, sweeps: SweepsDep, sweep_id: str) -> Sweep
         **problem_responses(404, 409),
     },
 )
-async def cancel_sweep(state: StateDep, sweeps: SweepsDep, sweep_id: str) -> SweepPublic:
+async def cancel_sweep(state: StateDep, sweep_id: str) -> SweepPublic:
     """Ask a queued or running sweep to stop. A finished sweep answers 409 with its status."""
-    sweep = sweeps.cancel(sweep_id)
-    with state.registry.lock:
-        return sweep_public(sweep)
+    return sweep_public(state.sweeps.cancel(sweep_id))
 
 
 def _render(snapshot: SweepSnapshot) -> list[ServerSentEvent]:
-    sweep = snapshot.sweep
+    sweep = snapshot.record
     best_index = sweep.best_index()
     events = []
     for number, (kind, index, _position), shown in snapshot.entries:
         if kind == "point":
-            assert isinstance(shown, dict)
-            data = SweepPointEvent.model_validate({**shown, "sweep_id": sweep.id, "index": index})
+            assert isinstance(shown, HistoryPoint)
+            data = SweepPointEvent.model_validate(
+                {**shown.as_dict(), "sweep_id": sweep.id, "index": index}
+            )
             events.append(
                 ServerSentEvent(data=data.model_dump_json(), event="progress", id=str(number))
             )
@@ -241,7 +179,6 @@ def _render(snapshot: SweepSnapshot) -> list[ServerSentEvent]:
 )
 async def sweep_events(
     state: StateDep,
-    sweeps: SweepsDep,
     sweep_id: str,
     since: Annotated[
         int | None, Query(ge=0, description="Replay only events numbered > since.")
@@ -256,10 +193,10 @@ async def sweep_events(
         ),
     ] = None,
 ) -> EventSourceResponse:
-    sweeps.require(sweep_id)
+    state.sweeps.require(sweep_id)
     after = since if since is not None else (last_event_id or 0)
     return event_stream_response(
-        lambda stopping: sweeps.follow(sweep_id, after, _render, stopping),
+        lambda stopping: state.sweeps.follow(sweep_id, after, _render, stopping),
         state.settings.sse_ping_seconds,
     )
 
@@ -283,7 +220,6 @@ def _accuracy_text(row: ConfigurationRecord, has_test: bool) -> str:
 async def grid_picture(
     request: Request,
     state: StateDep,
-    sweeps: SweepsDep,
     sweep_id: str,
     panel_width: Annotated[
         int, Query(ge=plotting.MIN_PIXELS, le=1000, description="Pixels per panel.")
@@ -307,35 +243,34 @@ async def grid_picture(
     succeeded), titled with what the configuration varies and its test accuracy (training
     accuracy without a test split); the dataset's points drawn while it exists. 2-feature data
     only (else 422); 409 until a configuration has succeeded."""
-    with state.registry.lock:
-        sweep = sweeps.require(sweep_id)
-        if sweep.n_features != 2:
-            raise InvalidRequest.at(
-                ["path", "sweep_id"],
-                f"sweep {sweep_id} trains on {sweep.n_features} features; decision boundaries "
-                "are drawn for 2-feature data only (use curves.png to compare its "
-                "configurations)",
-                "not_two_dimensional",
-            )
-        first = [sweep.baseline] if sweep.baseline is not None else []
-        drawn = [row for row in first + sweep.configurations if row.model_id is not None]
-        has_test = sweep.test_size > 0
-        titled = [
-            (row.model_id, f"{row.label} · {_accuracy_text(row, has_test)}")
-            for row in drawn
-            if row.model_id is not None
-        ]
-        status = sweep.status
+    sweep = state.sweeps.require(sweep_id)
+    n_features = sweep.data.n_features
+    if n_features != 2:
+        raise InvalidRequest.at(
+            ["path", "sweep_id"],
+            f"sweep {sweep_id} trains on {n_features} features; decision boundaries "
+            "are drawn for 2-feature data only (use curves.png to compare its "
+            "configurations)",
+            "not_two_dimensional",
+        )
+    first = [sweep.baseline] if sweep.baseline is not None else []
+    has_test = sweep.data.test_size > 0
+    titled = [
+        (row.model_id, f"{row.label} · {_accuracy_text(row, has_test)}")
+        for row in first + sweep.configurations
+        if row.model_id is not None
+    ]
+    status = sweep.status
     if not titled:
         raise Conflict(
             f"sweep {sweep_id} is {status} and no configuration has succeeded yet: there is no "
             "decision boundary to draw"
         )
-    models = [(state.registry.models.get(model_id), title) for model_id, title in titled]
+    models = [(state.store.models.get(model_id), title) for model_id, title in titled]
     present = [(record.model, title) for record, title in models if record is not None]
     if not present:
         raise Conflict(f"the models of sweep {sweep_id} have all been deleted")
-    dataset = state.registry.datasets.get(sweep.dataset_id)
+    dataset = state.store.datasets.get(sweep.dataset_id)
     train, test = split_points(dataset)
     panels = [
         plotting.PanelSpec(model, train[0], train[1], test[0], test[1], title=title)
@@ -376,7 +311,6 @@ async def grid_picture(
 async def curves_picture(
     request: Request,
     state: StateDep,
-    sweeps: SweepsDep,
     sweep_id: str,
     width: Width = 800,
     height: Height = 500,
@@ -385,8 +319,8 @@ async def curves_picture(
     """Every configuration's loss by recorded epoch on one chart, one colour each: training
     loss solid, test loss dashed (the baseline too, when asked for). 409 until a point has
     been recorded; 422 past plotting.MAX_SERIES configurations."""
-    histories = sweeps.histories(sweep_id)
-    series: list[tuple[str, list[dict[str, Any]]]] = [
+    histories = state.sweeps.histories(sweep_id)
+    series: list[tuple[str, list[HistoryPoint]]] = [
         (row.label, history) for row, history in histories if history
     ]
     if not series:

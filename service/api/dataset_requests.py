@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from engine import datasets as engine_datasets
 from engine.datasets import FIXED_N_CLASSES, PARAMETERS, Dataset, Kind
+from service.api.schemas import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DatasetCreate
 from service.errors import InvalidRequest, LimitExceeded
-from service.registry import DatasetRecord, new_id, utc_now
-from service.schemas import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DatasetCreate
 from service.settings import Settings
+from service.state.records import DatasetRecord, new_id, utc_now
 
 GENERATOR_FIELDS = ("n_samples", "noise", "n_classes")
 CUSTOM_FIELDS = ("points", "labels", "feature_names")

@@ -10,19 +10,30 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Annotated, Any
 
 import anyio.to_thread
 import numpy as np
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
-from service.registry import DatasetRecord
+from engine import plotting
+from service.state.records import DatasetRecord
 
 PNG_MEDIA_TYPE = "image/png"
 CACHE_CONTROL = "private, max-age=3600"
 
 
 Points = tuple[np.ndarray, np.ndarray]  # (n, n_features) values, (n,) class indices
+
+PNG_200: dict[int | str, dict[str, Any]] = {
+    200: {"content": {PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
+}
+Width = Annotated[int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")]
+Height = Annotated[
+    int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
+]
 
 
 class PNGResponse(Response):

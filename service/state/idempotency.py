@@ -1,13 +1,14 @@
 """Idempotency-Key bookkeeping shared by jobs and sweeps: key -> (fingerprint of the request
 body, id of the resource it created; None while the request is still being processed).
 
-Every method is called under the registry lock, so a check and the reservation that follows it
-are one step."""
+Every method is called inside the store's `atomic()`, so a check and the reservation that
+follows it are one step."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -17,9 +18,18 @@ from service.errors import Conflict, InvalidRequest
 Resource = TypeVar("Resource")
 
 
-def fingerprint(body: BaseModel) -> str:
-    """What a retry must repeat: the request body as validated."""
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A request's Idempotency-Key and what a retry must repeat: its body as validated."""
+
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, key: str | None, body: BaseModel) -> IdempotencyClaim | None:
+        if key is None:
+            return None
+        return cls(key, hashlib.sha256(body.model_dump_json().encode()).hexdigest())
 
 
 class IdempotencyKeys:
@@ -30,14 +40,14 @@ class IdempotencyKeys:
         self._keys: dict[str, tuple[str, str | None]] = {}
 
     def replay(
-        self, key: str | None, body_fingerprint: str, lookup: Callable[[str], Resource | None]
+        self, claim: IdempotencyClaim | None, lookup: Callable[[str], Resource | None]
     ) -> Resource | None:
         """The resource a request with this key already created, or None for a new key. 422 for
         the same key with a different body; 409 while the first request is still in flight."""
-        if key is None or key not in self._keys:
+        if claim is None or claim.key not in self._keys:
             return None
-        used_fingerprint, resource_id = self._keys[key]
-        if used_fingerprint != body_fingerprint:
+        used_fingerprint, resource_id = self._keys[claim.key]
+        if used_fingerprint != claim.fingerprint:
             raise InvalidRequest.at(
                 ["header", "Idempotency-Key"],
                 "this key was already used with a different request body; "
@@ -49,17 +59,17 @@ class IdempotencyKeys:
             raise Conflict("a request with this Idempotency-Key is still being processed; retry")
         return existing
 
-    def reserve(self, key: str | None, body_fingerprint: str) -> None:
+    def reserve(self, claim: IdempotencyClaim | None) -> None:
         """Mark the key in flight (its resource is being created)."""
-        if key is not None:
-            self._keys[key] = (body_fingerprint, None)
+        if claim is not None:
+            self._keys[claim.key] = (claim.fingerprint, None)
 
-    def release(self, key: str | None) -> None:
+    def release(self, claim: IdempotencyClaim | None) -> None:
         """Forget the key: creating its resource failed, a retry may use it again."""
-        if key is not None:
-            self._keys.pop(key, None)
+        if claim is not None:
+            self._keys.pop(claim.key, None)
 
-    def record(self, key: str | None, body_fingerprint: str, resource_id: str) -> None:
+    def record(self, claim: IdempotencyClaim | None, resource_id: str) -> None:
         """The key's resource exists: retries answer it."""
-        if key is not None:
-            self._keys[key] = (body_fingerprint, resource_id)
+        if claim is not None:
+            self._keys[claim.key] = (claim.fingerprint, resource_id)

@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from service.api.pictures import PictureCache
 from service.errors import InvalidRequest
-from service.executor import Executor
-from service.jobs import JobManager
+from service.execution.dispatcher import Dispatcher
 from service.metrics import ServiceMetrics
-from service.pictures import PictureCache
-from service.registry import Registry
 from service.settings import Settings
-from service.sweeps import SweepManager
+from service.state.jobs import JobLifecycle
+from service.state.store import Store
+from service.state.sweeps import SweepLifecycle
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,10 @@ class ServiceState:
     """Everything one app instance holds; lives on `app.state.scratchnet`."""
 
     settings: Settings
-    registry: Registry
-    executor: Executor
-    jobs: JobManager
+    store: Store
+    dispatcher: Dispatcher
+    jobs: JobLifecycle
+    sweeps: SweepLifecycle
     pictures: PictureCache
     metrics: ServiceMetrics
 
@@ -35,14 +36,6 @@ async def get_state(request: Request) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
-
-
-async def get_sweeps(request: Request) -> SweepManager:
-    manager: SweepManager = request.app.state.sweeps
-    return manager
-
-
-SweepsDep = Annotated[SweepManager, Depends(get_sweeps)]
 
 
 @dataclass(frozen=True)

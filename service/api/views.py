@@ -1,19 +1,12 @@
-"""Registry records -> public response bodies."""
+"""Stored records -> public response bodies."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from service.registry import (
-    DatasetRecord,
-    JobBaseline,
-    JobError,
-    JobRecord,
-    ModelRecord,
-    utc_now,
-)
-from service.schemas import (
+from engine.training import HistoryPoint
+from service.api.schemas import (
     DatasetPublic,
     HistoryPointPublic,
     JobBaselinePublic,
@@ -21,6 +14,17 @@ from service.schemas import (
     JobPublic,
     Metrics,
     ModelPublic,
+)
+from service.api.sweep_schemas import ConfigurationPublic, SweepProgress, SweepPublic
+from service.state.records import (
+    ConfigurationRecord,
+    DatasetRecord,
+    JobBaseline,
+    JobRecord,
+    ModelRecord,
+    SweepRecord,
+    WorkError,
+    utc_now,
 )
 
 
@@ -70,12 +74,11 @@ def elapsed_seconds(started: datetime | None, finished: datetime | None) -> floa
     return round(((finished or utc_now()) - started).total_seconds(), 3)
 
 
-def error_public(error: JobError | None) -> JobErrorPublic | None:
+def error_public(error: WorkError | None) -> JobErrorPublic | None:
     return JobErrorPublic(type=error.type, detail=error.detail) if error else None
 
 
 def job_public(job: JobRecord) -> JobPublic:
-    """Call under the registry lock (or on a snapshot copy)."""
     return JobPublic(
         id=job.id,
         name=job.name,
@@ -84,8 +87,8 @@ def job_public(job: JobRecord) -> JobPublic:
         hyperparameters=job.hyperparameters,
         epoch=job.epoch,
         epochs=job.hyperparameters.epochs,
-        train_size=job.train_size,
-        test_size=job.test_size,
+        train_size=job.data.train_size,
+        test_size=job.data.test_size,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -112,8 +115,8 @@ def _baseline_public(baseline: JobBaseline) -> JobBaselinePublic:
     )
 
 
-def history_public(points: list[dict[str, Any]]) -> list[HistoryPointPublic]:
-    return [HistoryPointPublic.model_validate(point) for point in points]
+def history_public(points: list[HistoryPoint]) -> list[HistoryPointPublic]:
+    return [HistoryPointPublic.model_validate(point.as_dict()) for point in points]
 
 
 def model_public(record: ModelRecord) -> ModelPublic:
@@ -134,4 +137,65 @@ def model_public(record: ModelRecord) -> ModelPublic:
         activation=model.activation,
         has_history=bool(record.history),
         created_at=record.created_at,
+    )
+
+
+def configuration_public(row: ConfigurationRecord, best: bool) -> ConfigurationPublic:
+    metrics = row.metrics or {}
+    return ConfigurationPublic(
+        index=row.index,
+        hyperparameters=row.hyperparameters,
+        varied=row.varied,
+        status=row.status,
+        model_id=row.model_id,
+        train_loss=metrics.get("train_loss"),
+        train_accuracy=metrics.get("train_accuracy"),
+        test_loss=metrics.get("test_loss"),
+        test_accuracy=metrics.get("test_accuracy"),
+        epochs_run=row.epochs_run,
+        seconds=None if row.seconds is None else round(row.seconds, 3),
+        stop_reason=row.stop_reason,
+        error=error_public(row.error),
+        best=best,
+    )
+
+
+def sweep_public(sweep: SweepRecord) -> SweepPublic:
+    rows = sweep.configurations
+    best_index = sweep.best_index()
+    counts = {
+        status: sum(row.status == status for row in rows)
+        for status in ("succeeded", "failed", "cancelled", "running")
+    }
+    epochs_total = sum(row.hyperparameters.epochs for row in rows)
+    epochs_completed = sum(
+        row.hyperparameters.epochs if row.status == "succeeded" else row.epochs_run for row in rows
+    )
+    progress = SweepProgress(
+        completed=sum(row.finished for row in rows),
+        total=len(rows),
+        succeeded=counts["succeeded"],
+        failed=counts["failed"],
+        cancelled=counts["cancelled"],
+        running=counts["running"],
+        epochs_completed=epochs_completed,
+        epochs_total=epochs_total,
+        fraction=round(epochs_completed / epochs_total, 4) if epochs_total else 0.0,
+    )
+    return SweepPublic(
+        id=sweep.id,
+        name=sweep.name,
+        status=sweep.status,
+        dataset_id=sweep.dataset_id,
+        base=sweep.base,
+        grid=sweep.grid,
+        created_at=sweep.created_at,
+        started_at=sweep.started_at,
+        finished_at=sweep.finished_at,
+        elapsed_seconds=elapsed_seconds(sweep.started_at, sweep.finished_at),
+        progress=progress,
+        results=[configuration_public(row, row.index == best_index) for row in rows],
+        best_index=best_index,
+        baseline=configuration_public(sweep.baseline, False) if sweep.baseline else None,
+        cancel_requested=sweep.cancel_requested,
     )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service.deps import PageDep, StateDep
-from service.errors import LOCATION_HEADER, problem_responses
-from service.jobs import JobSnapshot
-from service.schemas import (
+from engine.training import HistoryPoint
+from service.api.deps import PageDep, StateDep
+from service.api.problems import LOCATION_HEADER, problem_responses
+from service.api.schemas import (
     JobCreate,
     JobHistory,
     JobPublic,
@@ -19,8 +19,10 @@ from service.schemas import (
     JobStatusName,
     ProgressEvent,
 )
-from service.streams import event_stream_200, event_stream_response
-from service.views import history_public, job_public
+from service.api.streams import event_stream_200, event_stream_response
+from service.api.views import history_public, job_public
+from service.state.idempotency import IdempotencyClaim
+from service.state.jobs import JobSnapshot
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -38,7 +40,7 @@ ends when the job ends. Comment lines keep an idle connection alive.
 """
 
 
-def thin(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
+def thin(points: list[HistoryPoint], max_points: int) -> list[HistoryPoint]:
     """At most `max_points` points spread evenly, keeping the first and the last."""
     if len(points) <= max_points:
         return points
@@ -77,10 +79,15 @@ async def create_job(
 ) -> JobPublic:
     """Check the options against this deployment's limits (each refusal names the limit and
     the value), then queue the job for a worker. An unknown `dataset_id` is a 422."""
-    job, _created = state.jobs.submit(body, idempotency_key)
+    job, _created = state.jobs.submit(
+        body.dataset_id,
+        body.hyperparameters,
+        name=body.name,
+        baseline=body.baseline,
+        claim=IdempotencyClaim.of(idempotency_key, body),
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    with state.registry.lock:
-        return job_public(job)
+    return job_public(job)
 
 
 @router.get("", response_model=JobsPublic, summary="List jobs", responses=problem_responses(422))
@@ -89,11 +96,8 @@ async def list_jobs(
     page: PageDep,
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobsPublic:
-    with state.registry.lock:
-        jobs = state.registry.jobs.select(
-            lambda job: job.submitted and (status is None or job.status == status)
-        )
-        items = [job_public(job) for job in jobs[page.offset : page.offset + page.limit]]
+    jobs = state.jobs.select(status)
+    items = [job_public(job) for job in jobs[page.offset : page.offset + page.limit]]
     return JobsPublic(items=items, total=len(jobs), limit=page.limit, offset=page.offset)
 
 
@@ -101,8 +105,7 @@ async def list_jobs(
     "/{job_id}", response_model=JobPublic, summary="Read a job", responses=problem_responses(404)
 )
 async def read_job(state: StateDep, job_id: str) -> JobPublic:
-    with state.registry.lock:
-        return job_public(state.jobs.require(job_id))
+    return job_public(state.jobs.require(job_id))
 
 
 @router.get(
@@ -124,26 +127,26 @@ def job_history(
         ),
     ] = None,
 ) -> JobHistory:
-    points = state.jobs.snapshot(job_id, since).new_points
+    points = state.jobs.snapshot(job_id, since).entries
     if max_points is not None:
         points = thin(points, max_points)
     return JobHistory(job_id=job_id, history=history_public(points))
 
 
 def _render(snapshot: JobSnapshot) -> list[ServerSentEvent]:
-    job_id = snapshot.job.id
+    job = snapshot.record
     events = [
         ServerSentEvent(
-            data=ProgressEvent.model_validate({**point, "job_id": job_id}).model_dump_json(),
+            data=ProgressEvent.model_validate(
+                {**point.as_dict(), "job_id": job.id}
+            ).model_dump_json(),
             event="progress",
-            id=str(point["epoch"]),
+            id=str(point.epoch),
         )
-        for point in snapshot.new_points
+        for point in snapshot.entries
     ]
-    if snapshot.job.finished:
-        events.append(
-            ServerSentEvent(data=job_public(snapshot.job).model_dump_json(), event="status")
-        )
+    if job.finished:
+        events.append(ServerSentEvent(data=job_public(job).model_dump_json(), event="status"))
     return events
 
 
@@ -200,6 +203,4 @@ async def job_events(
 )
 async def cancel_job(state: StateDep, job_id: str) -> JobPublic:
     """Ask a queued or running job to stop. A finished job answers 409 with its status."""
-    job = state.jobs.cancel(job_id)
-    with state.registry.lock:
-        return job_public(job)
+    return job_public(state.jobs.cancel(job_id))

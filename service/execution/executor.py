@@ -1,13 +1,14 @@
 """Where training runs: the executor interface the service talks to.
 
 The service hands an executor a `Task` (a picklable object with a `run` method) under an id; the
-executor runs it somewhere else — worker processes on this machine now (`service.process_pool`),
-a distributed backend later — and reports what happens as events to one listener:
+executor runs it somewhere else — worker processes on this machine now
+(`service.execution.process_pool`), a distributed backend later — and reports what happens as
+events to one listener (in the service, `service.execution.dispatcher.Dispatcher`):
 
     TaskStarted     a worker picked the task up
     TaskProgress    items the task reported while running (batched)
     TaskSucceeded   run() returned; `result` is its return value
-    TaskFailed      run() raised, the worker died, or the deadline passed (`error_type`)
+    TaskFailed      run() raised, the worker died, or the deadline passed (`kind`: a Failure)
     TaskCancelled   cancel() was honoured (queued: at once; running: within one epoch)
 
 Exactly one of the last three ends every submitted task, and nothing follows it.
@@ -16,9 +17,12 @@ Exactly one of the last three ends every submitted task, and nothing follows it.
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 
 
 class Task(Protocol):
@@ -47,15 +51,38 @@ class TaskSucceeded:
     result: Any
 
 
+class Failure(enum.Enum):
+    """Why a task (or one configuration of a sweep task) failed."""
+
+    DIVERGED = "diverged"  # the engine's TrainingDiverged
+    INVALID_INPUT = "invalid_input"  # the engine's InvalidInput
+    CANCELLED = "cancelled"  # the engine's TrainingCancelled: it honoured a stop request
+    TIMEOUT = "timeout"  # the executor stopped it at its deadline
+    WORKER_LOST = "worker_lost"  # the process running it died
+    TASK_UNPICKLABLE = "task_unpicklable"  # a value could not cross to or from the worker
+    RESULT_UNPICKLABLE = "result_unpicklable"
+    PROGRESS_UNPICKLABLE = "progress_unpicklable"
+    INTERNAL = "internal"  # any other exception: its detail is not for clients
+
+
+_RAISED: tuple[tuple[type[BaseException], Failure], ...] = (
+    (TrainingDiverged, Failure.DIVERGED),
+    (InvalidInput, Failure.INVALID_INPUT),
+    (TrainingCancelled, Failure.CANCELLED),
+)
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The Failure an exception raised by a task stands for."""
+    return next((kind for raised, kind in _RAISED if isinstance(exc, raised)), Failure.INTERNAL)
+
+
 @dataclass(frozen=True)
 class TaskFailed:
-    """`error_type`: the exception's class name (e.g. "TrainingDiverged"), or "worker_lost",
-    "timeout", or "task_unpicklable" / "result_unpicklable" / "progress_unpicklable" (a value
-    that could not cross to or from the worker); `detail` is its message. Unexpected
-    exceptions' details are not for clients."""
+    """`kind` says why; `detail` is the message (an INTERNAL failure's is for the log only)."""
 
     task_id: str
-    error_type: str
+    kind: Failure
     detail: str
 
 

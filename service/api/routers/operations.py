@@ -7,9 +7,10 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import StateDep
-from service.errors import NotReady, problem_responses
-from service.schemas import Health, Info, Limits
+from service.api.deps import StateDep
+from service.api.problems import problem_responses
+from service.api.schemas import Health, Info, Limits
+from service.errors import NotReady
 
 router = APIRouter(tags=["operations"])
 
@@ -35,7 +36,7 @@ async def healthz() -> Health:
 )
 async def readyz(state: StateDep) -> Health:
     """200 once every training worker is up; 503 while they start (or restart)."""
-    if not (state.jobs.started and state.executor.ready):
+    if not state.dispatcher.ready:
         raise NotReady("the training workers are not all up", headers={"Retry-After": "1"})
     return Health()
 
@@ -59,16 +60,16 @@ async def metrics(state: StateDep) -> Response:
 async def info(state: StateDep) -> Info:
     """Version, executor backend, workers and every deployment limit."""
     settings = state.settings
-    started = state.jobs.started
-    counts = state.executor.counts() if started else {"queued": 0, "running": 0}
+    dispatcher = state.dispatcher
+    counts = dispatcher.counts()
     return Info(
         version=package_version(),
-        executor_backend=type(state.executor).__name__,
-        workers=state.executor.worker_count,
-        worker_pids=state.executor.worker_pids() if started else [],
-        ready=started and state.executor.ready,
-        queued_jobs=counts.get("queued", 0),
-        running_jobs=counts.get("running", 0),
+        executor_backend=type(dispatcher.executor).__name__,
+        workers=dispatcher.executor.worker_count,
+        worker_pids=dispatcher.worker_pids(),
+        ready=dispatcher.ready,
+        queued_jobs=counts["queued"],
+        running_jobs=counts["running"],
         limits=Limits(
             max_hidden_layers=settings.max_hidden_layers,
             max_units_per_layer=settings.max_units_per_layer,

@@ -1,4 +1,4 @@
-"""The main loop of one worker process of `service.process_pool.LocalProcessExecutor`.
+"""The main loop of one worker process of `service.execution.process_pool.LocalProcessExecutor`.
 
 The parent and the worker share one duplex pipe and one shared integer, the stop flag.
 
@@ -7,7 +7,7 @@ The parent and the worker share one duplex pipe and one shared integer, the stop
                        ("started", task_id)
                        ("progress", task_id, pickled list of items)
                        ("succeeded", task_id, pickled result)
-                       ("failed", task_id, error_type, detail)      strings only
+                       ("failed", task_id, failure, detail)         a Failure's value, str
                        ("stopped", task_id)                         the stop flag was set
 
 The parent sets the flag (to cancel, on a deadline, on shutdown) and resets it before the next
@@ -29,10 +29,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-# Error types the executor itself reports (besides exception class names, "worker_lost", "timeout").
-TASK_UNPICKLABLE = "task_unpicklable"
-RESULT_UNPICKLABLE = "result_unpicklable"
-PROGRESS_UNPICKLABLE = "progress_unpicklable"
+from service.execution.executor import Failure, failure_of
 
 MAX_DETAIL_CHARS = 2000
 PARENT_CHECK_SECONDS = 0.5
@@ -88,7 +85,12 @@ class _Channel:
         with self._send_lock:
             self._flush_locked()
             if self._progress_error is not None and outcome[0] in ("succeeded", "failed"):
-                outcome = ("failed", outcome[1], PROGRESS_UNPICKLABLE, self._progress_error)
+                outcome = (
+                    "failed",
+                    outcome[1],
+                    Failure.PROGRESS_UNPICKLABLE.value,
+                    self._progress_error,
+                )
             self._conn.send(outcome)
             self._task_id = None
             self._items.clear()  # anything a thread the task left behind reported since
@@ -131,7 +133,7 @@ def _run_task(
         task = pickle.loads(blob)
     except Exception as exc:
         detail = f"the task could not be rebuilt in the worker: {type(exc).__name__}: "
-        return ("failed", task_id, TASK_UNPICKLABLE, detail + describe(exc))
+        return ("failed", task_id, Failure.TASK_UNPICKLABLE.value, detail + describe(exc))
     del blob  # the only other reference to the task's bytes: free them while it runs
     channel.begin(task_id)
     try:
@@ -139,14 +141,14 @@ def _run_task(
     except BaseException as exc:  # SystemExit too: the worker outlives any one task
         if should_stop():
             return ("stopped", task_id)
-        return ("failed", task_id, type(exc).__name__, describe(exc))
+        return ("failed", task_id, failure_of(exc).value, describe(exc))
     if should_stop():
         return ("stopped", task_id)  # the parent decides what a stopped task means; skip pickling
     try:
         return ("succeeded", task_id, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
         detail = f"the task's result cannot be pickled: {type(exc).__name__}: {describe(exc)}"
-        return ("failed", task_id, RESULT_UNPICKLABLE, detail)
+        return ("failed", task_id, Failure.RESULT_UNPICKLABLE.value, detail)
 
 
 def worker_main(

@@ -8,22 +8,20 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 
 from engine import plotting
-from service import datasets as builders
-from service.deps import PageDep, StateDep, SweepsDep
+from service.api import dataset_requests as builders
+from service.api.deps import PageDep, StateDep
+from service.api.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
+from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
+from service.api.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
+from service.api.views import dataset_public
 from service.errors import (
-    LOCATION_HEADER,
     Conflict,
     InvalidRequest,
     MalformedRequest,
     NotFound,
     UnsupportedMediaType,
-    parse_json_body,
-    problem_responses,
 )
-from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
-from service.registry import DatasetRecord
-from service.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
-from service.views import dataset_public
+from service.state.records import DatasetRecord
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -49,7 +47,7 @@ CREATE_BODY: dict[str, Any] = {
 
 
 def require_dataset(state: StateDep, dataset_id: str) -> DatasetRecord:
-    record = state.registry.datasets.get(dataset_id)
+    record = state.store.datasets.get(dataset_id)
     if record is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
     return record
@@ -129,7 +127,7 @@ async def create_dataset(
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send application/json or text/csv"
         )
-    state.registry.datasets.add(record.id, record)
+    state.store.datasets.add(record)
     response.headers["Location"] = f"/v1/datasets/{record.id}"
     return dataset_public(record)
 
@@ -138,7 +136,7 @@ async def create_dataset(
     "", response_model=DatasetsPublic, summary="List datasets", responses=problem_responses(422)
 )
 async def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
-    records = state.registry.datasets.select()
+    records = state.store.datasets.select()
     chosen = records[page.offset : page.offset + page.limit]
     return DatasetsPublic(
         items=[dataset_public(r) for r in chosen],
@@ -181,17 +179,17 @@ async def read_dataset(
         **problem_responses(404, 409),
     },
 )
-async def delete_dataset(state: StateDep, sweeps: SweepsDep, dataset_id: str) -> Response:
+async def delete_dataset(state: StateDep, dataset_id: str) -> Response:
     """Forget a dataset. Refused (409) while a queued or running job or sweep trains on it."""
-    with state.registry.lock:
+    with state.store.atomic():
         require_dataset(state, dataset_id)
-        busy = state.jobs.uses_dataset(dataset_id) + sweeps.uses_dataset(dataset_id)
+        busy = state.jobs.uses_dataset(dataset_id) + state.sweeps.uses_dataset(dataset_id)
         if busy:
             raise Conflict(
                 f"dataset {dataset_id} is used by {len(busy)} queued or running job(s) or "
                 f"sweep(s) ({', '.join(busy[:5])}); cancel them or wait until they finish"
             )
-        state.registry.datasets.remove(dataset_id)
+        state.store.datasets.remove(dataset_id)
     state.pictures.forget(dataset_id)
     return Response(status_code=204)
 

@@ -1,5 +1,5 @@
-"""Event-stream plumbing shared by jobs and sweeps: subscribers of a resource, woken from any
-thread (the executor's included) on their own event loops."""
+"""Subscribers of a resource (a job, a sweep): event streams woken from any thread (the
+executor's included) on their own event loops, when the resource changes."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 Item = TypeVar("Item")
-
-# Time an event stream gets to end by itself (cleanly) once the server is shutting down.
-SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 class Waiter:
@@ -44,10 +40,10 @@ async def first_of(*events: asyncio.Event | anyio.Event) -> None:
 
 
 class Subscribers:
-    """The waiters following each resource id, guarded by `lock` (the registry's)."""
+    """The waiters following each resource id."""
 
-    def __init__(self, lock: threading.RLock) -> None:
-        self._lock = lock
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._waiters: dict[str, set[Waiter]] = {}
 
     def wake(self, resource_id: str) -> None:
@@ -97,43 +93,3 @@ class Subscribers:
                     group.discard(waiter)
                     if not group:
                         del self._waiters[resource_id]
-
-
-# One event of a stream, as OpenAPI 3.2 describes server-sent events (`itemSchema`; FastAPI
-# writes its own event streams the same way): `data` is a JSON document, comments (pings) are
-# not events.
-SSE_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {
-        "event": {"type": "string"},
-        "data": {"type": "string", "contentMediaType": "application/json"},
-        "id": {"type": "string"},
-        "retry": {"type": "integer", "minimum": 0},
-    },
-}
-
-
-def event_stream_200(description: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI 200 entry of an event-stream route: the schema of each event."""
-    return {
-        200: {
-            "content": {"text/event-stream": {"itemSchema": SSE_EVENT_SCHEMA}},
-            "description": description,
-        }
-    }
-
-
-def event_stream_response(
-    events: Callable[[anyio.Event], AsyncIterator[ServerSentEvent]], ping_seconds: float
-) -> EventSourceResponse:
-    """Server-sent `events(stopping)`: what is recorded already, then live events; `stopping`
-    is set by EventSourceResponse when the server shuts down."""
-    stopping = anyio.Event()
-    return EventSourceResponse(
-        events(stopping),
-        ping=ping_seconds,
-        shutdown_event=stopping,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from engine.hyperparameters import Hyperparameters
-from service.schemas import JobErrorPublic, JobStatusName, Request
+from service.api.schemas import JobErrorPublic, JobStatusName, Request
 
 SweepStatusName = JobStatusName
 ConfigurationStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]

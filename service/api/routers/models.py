@@ -11,21 +11,13 @@ from fastapi import APIRouter, Query, Request, Response
 
 from engine import plotting, serialize
 from engine.model import Label
-from service.deps import PageDep, StateDep
-from service.errors import (
-    LOCATION_HEADER,
-    Conflict,
-    InvalidRequest,
-    LimitExceeded,
-    NotFound,
-    UnsupportedMediaType,
-    parse_json_body,
-    problem_responses,
-)
-from service.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response, split_points
-from service.registry import ModelRecord, new_id, utc_now
-from service.schemas import ModelPublic, ModelsPublic, Prediction, PredictRequest
-from service.views import model_public
+from service.api.deps import PageDep, StateDep
+from service.api.pictures import PNG_200, Height, PNGResponse, Width, picture_response, split_points
+from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
+from service.api.schemas import ModelPublic, ModelsPublic, Prediction, PredictRequest
+from service.api.views import model_public
+from service.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, UnsupportedMediaType
+from service.state.records import ModelRecord, new_id, utc_now
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -36,18 +28,9 @@ INLINE_PREDICT_WORK = 50_000
 # Request bodies up to this size are parsed on the event loop; larger ones in a thread.
 INLINE_PARSE_BYTES = 32 * 1024
 
-PNG_200: dict[int | str, dict[str, Any]] = {
-    200: {"content": {PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
-    304: {"description": "Not modified (If-None-Match matched the ETag)."},
-}
-Width = Annotated[int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")]
-Height = Annotated[
-    int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
-]
-
 
 def require_model(state: StateDep, model_id: str) -> ModelRecord:
-    record = state.registry.models.get(model_id)
+    record = state.store.models.get(model_id)
     if record is None:
         raise NotFound(f"model {model_id} does not exist")
     return record
@@ -67,7 +50,7 @@ def _plain(label: Any) -> Label:
     "", response_model=ModelsPublic, summary="List models", responses=problem_responses(422)
 )
 async def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
-    records = state.registry.models.select()
+    records = state.store.models.select()
     chosen = records[page.offset : page.offset + page.limit]
     return ModelsPublic(
         items=[model_public(r) for r in chosen],
@@ -122,7 +105,7 @@ async def import_model(
         history=(),
         created_at=utc_now(),
     )
-    state.registry.models.add(record.id, record)
+    state.store.models.add(record)
     response.headers["Location"] = f"/v1/models/{record.id}"
     return model_public(record)
 
@@ -144,7 +127,7 @@ async def read_model(state: StateDep, model_id: str) -> ModelPublic:
     responses={204: {"description": "Deleted."}, **problem_responses(404)},
 )
 async def delete_model(state: StateDep, model_id: str) -> Response:
-    if state.registry.models.remove(model_id) is None:
+    if state.store.models.remove(model_id) is None:
         raise NotFound(f"model {model_id} does not exist")
     state.pictures.forget(model_id)
     return Response(status_code=204)
@@ -263,7 +246,7 @@ async def decision_boundary(
             "for 2-feature models only",
             "not_two_dimensional",
         )
-    dataset = state.registry.datasets.get(record.dataset_id) if record.dataset_id else None
+    dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
     train, test = split_points(dataset)
     key = (model_id, "boundary", width, height, resolution, show, dataset is not None)
     return await picture_response(

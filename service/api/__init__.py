@@ -1,0 +1,1 @@
+"""The HTTP edge: routers, schemas, views, problem+json errors, middleware, OpenAPI, docs."""

@@ -1,0 +1,83 @@
+"""The OpenAPI document (problem+json errors, 415s, hand-read bodies) and offline docs pages."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from service.api import problems
+from service.api.schemas import DatasetCreate, PredictRequest, ProgressEvent
+
+DOCS_STATIC = "/static/docs"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc from assets bundled in a package: no CDN, works offline."""
+    static = files("fastapi_offline") / "static"
+    app.mount(DOCS_STATIC, StaticFiles(directory=str(static)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="scratchnet API",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="scratchnet API",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, then: errors as application/problem+json, a 415 wherever a JSON
+    body is taken (service.api.problems answers one for any other Content-Type); the bodies
+    routes read by hand (DatasetCreate: two content types; PredictRequest: parsed off the event
+    loop when large) and the event-stream payload (ProgressEvent) added to the components."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for body in (DatasetCreate, PredictRequest, ProgressEvent):
+        schemas[body.__name__] = body.model_json_schema(ref_template="#/components/schemas/{model}")
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            takes_json = "application/json" in operation.get("requestBody", {}).get("content", {})
+            if takes_json and "415" not in responses:  # errors: any other Content-Type -> 415
+                responses["415"] = {"description": "The body is not sent as application/json."}
+                operation["responses"] = dict(sorted(responses.items()))
+                responses = operation["responses"]
+            automatic = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if automatic.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]  # FastAPI's guess; this route's parameters cannot fail
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = {problems.PROBLEM_MEDIA_TYPE: {"schema": problem}}
+                elif code in ("204", "304"):
+                    response.pop("content", None)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    app.openapi_schema = document
+    return document

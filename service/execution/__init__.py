@@ -1,0 +1,1 @@
+"""Where training runs: executor interface, dispatcher, local process pool, worker, tasks."""

@@ -1,0 +1,149 @@
+"""Jobs: one network trained by one task (and its logistic-regression baseline, when asked).
+
+A job is the work kind of `service.state.lifecycle` whose task id is the job's id; its stream
+is its history, one entry per recorded epoch (the cursor is the last epoch sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from engine.hyperparameters import Hyperparameters
+from engine.training import HistoryPoint
+from service.execution.executor import Task, TaskStarted
+from service.execution.tasks import TrainingOutcome, TrainingTask
+from service.state.idempotency import IdempotencyClaim
+from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, prepared
+from service.state.limits import check_limits
+from service.state.records import (
+    BASELINE_LABEL,
+    DatasetRecord,
+    JobBaseline,
+    JobRecord,
+    TrainingData,
+    WorkError,
+    metrics_of,
+    new_id,
+    utc_now,
+)
+
+JobSnapshot = Snapshot[JobRecord, HistoryPoint]
+
+
+def baseline_of(hp: Hyperparameters) -> Hyperparameters:
+    """The baseline of a network's options: the same with no hidden layer."""
+    return hp.model_copy(update={"hidden_layers": []})
+
+
+class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
+    noun = "job"
+    wording = Wording(
+        timed_out="the job",
+        timeout_advice="use fewer epochs or a smaller network",
+        lost="the worker process running the job",
+        resubmit="submit the job again",
+        internal="the job",
+    )
+
+    def submit(
+        self,
+        dataset_id: str,
+        hyperparameters: Hyperparameters,
+        *,
+        name: str | None,
+        baseline: bool,
+        claim: IdempotencyClaim | None,
+    ) -> tuple[JobRecord, bool]:
+        """Check the options against the limits, then queue the job; returns (job, created)."""
+
+        def build(dataset: DatasetRecord) -> tuple[JobRecord, list[tuple[str, Task]]]:
+            data = TrainingData.of(dataset)
+            check_limits(hyperparameters, data, dataset.id, self.settings)
+            job = JobRecord(
+                id=new_id("job"),
+                name=name or dataset.name,
+                dataset_id=dataset.id,
+                created_at=utc_now(),
+                data=data,
+                hyperparameters=hyperparameters,
+                baseline_requested=baseline,
+            )
+            task = TrainingTask(
+                hyperparameters,
+                prepared(dataset),
+                baseline=baseline_of(hyperparameters) if baseline else None,
+            )
+            return job, [(job.id, task)]
+
+        return self._submit(dataset_id, claim, build)
+
+    # --- executor events ---------------------------------------------------------------------
+
+    def _accepts(self, record: JobRecord, task_id: str) -> bool:
+        return task_id == record.id
+
+    def _unfinished_tasks(self, record: JobRecord) -> list[str]:
+        return [record.id]
+
+    def _started(self, job: JobRecord, task_id: str, event: TaskStarted, now: datetime) -> None:
+        self.start(job, now)
+        job.worker_pid = event.worker_pid
+
+    def _progress(self, job: JobRecord, task_id: str, items: Sequence[Any], now: datetime) -> None:
+        self._record(job, [item for item in items if isinstance(item, HistoryPoint)])
+        self.start(job, now)  # progress implies the task started
+
+    def _record(self, job: JobRecord, points: Sequence[HistoryPoint]) -> None:
+        for point in points:
+            if append_point(job.history, point):
+                self.metrics.epochs_trained.inc(max(0, point.epoch - job.epoch))
+                job.epoch = point.epoch
+                job.metrics = metrics_of(point)
+
+    def _succeeded(self, job: JobRecord, task_id: str, result: Any, now: datetime) -> None:
+        outcome: TrainingOutcome = result
+        self._record(job, outcome.history)
+        job.history = list(outcome.history) or job.history  # the authoritative history
+        self.metrics.epochs_trained.inc(max(0, outcome.epochs_run - job.epoch))
+        job.epoch = outcome.epochs_run
+        job.metrics = metrics_of(outcome.metrics)
+        job.stop_reason = outcome.stop_reason
+        hp = job.hyperparameters
+        job.model_id = self.register_model(
+            job, job.name, hp, outcome, job.metrics, job.history, job_id=job.id
+        )
+        if job.baseline_requested:
+            job.baseline = self._baseline(job, outcome)
+        self.finish(job, "succeeded", now)
+
+    def _baseline(self, job: JobRecord, outcome: TrainingOutcome) -> JobBaseline:
+        """Register the baseline's model (or keep why it failed)."""
+        baseline = outcome.baseline
+        if baseline is None:
+            refused = outcome.baseline_error and self.failure(outcome.baseline_error)
+            error = refused or WorkError("internal", "the baseline was not trained")
+            return JobBaseline(model_id=None, metrics=None, epochs_run=0, error=error)
+        metrics = metrics_of(baseline.metrics)
+        hp = baseline_of(job.hyperparameters)
+        name = f"{job.name}: {BASELINE_LABEL}"
+        model_id = self.register_model(
+            job, name, hp, baseline, metrics, baseline.history, job_id=job.id
+        )
+        return JobBaseline(model_id, metrics, baseline.epochs_run, None)
+
+    def _stopped(
+        self, job: JobRecord, task_id: str, error: WorkError | None, now: datetime
+    ) -> None:
+        job.error = error
+        self.finish(job, "cancelled" if error is None else "failed", now)
+
+    # --- following ---------------------------------------------------------------------------
+
+    def _view(self, job: JobRecord, after: int) -> JobSnapshot:
+        """The job without its history, and the points with epoch > after."""
+        points = [point for point in job.history if point.epoch > after]
+        cursor = points[-1].epoch if points else after
+        return Snapshot(record=replace(job, history=[]), entries=points, cursor=cursor)

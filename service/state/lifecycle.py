@@ -1,0 +1,412 @@
+"""One lifecycle for all training work; jobs and sweeps are two kinds of it.
+
+    submit ─► queued ─► running ─► succeeded | failed | cancelled      (finished: never changes)
+
+A kind (`service.state.jobs`, `service.state.sweeps`) supplies only what differs: how a request
+becomes a record and executor tasks, what progress and success do to the record, how a stop
+ends it, and what its event stream shows. `Lifecycle` does the rest, once: the Idempotency-Key,
+the all-or-none submission with rollback, lookups and counts, cancel, executor events applied
+to the record in one atomic update each (then its subscribers woken), the start and finish
+rules, failures worded for clients, model registration and following a record live.
+
+The dispatcher calls the handlers from the executor's thread; routes call the rest.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+import anyio
+
+from engine.hyperparameters import Hyperparameters
+from engine.model import Model
+from engine.training import HistoryPoint
+from service.errors import Conflict, InvalidRequest, NotFound, NotReady, TooManyJobs
+from service.execution.dispatcher import Dispatcher
+from service.execution.executor import (
+    Failure,
+    QueueFull,
+    Task,
+    TaskCancelled,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+)
+from service.execution.tasks import PreparedSplit, TaskError, TrainingOutcome
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+from service.state.idempotency import IdempotencyClaim
+from service.state.records import (
+    STATUSES,
+    DatasetRecord,
+    Metrics,
+    ModelRecord,
+    WorkError,
+    WorkRecord,
+    WorkStatus,
+    new_id,
+    utc_now,
+)
+from service.state.store import Collection, Store
+from service.state.subscribers import Subscribers
+
+logger = logging.getLogger("service.lifecycle")
+
+R = TypeVar("R", bound=WorkRecord)
+Entry = TypeVar("Entry")
+Rendered = TypeVar("Rendered")
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a kind of work names itself in failures shown to clients."""
+
+    timed_out: str  # "the job" ran longer than job_timeout_seconds
+    timeout_advice: str
+    lost: str  # "the worker process running the job" stopped unexpectedly
+    resubmit: str  # "submit the job again"
+    internal: str  # an internal error stopped "the job"
+
+
+def refusal_error(error: TaskError) -> WorkError | None:
+    """The error of a run the engine refused (it diverged, or its input was invalid); None for
+    other kinds of failure."""
+    if error.kind is Failure.DIVERGED:
+        advice = "" if "learning rate" in error.detail else "; lower the learning_rate"
+        return WorkError("diverged", error.detail + advice)
+    if error.kind is Failure.INVALID_INPUT:
+        return WorkError("invalid_input", error.detail)
+    return None
+
+
+def prepared(dataset: DatasetRecord) -> PreparedSplit:
+    """A dataset's split as a task carries it (no test arrays without a test split)."""
+    split, has_test = dataset.split, dataset.test_size > 0
+    return PreparedSplit(
+        X_train=split.X_train,
+        y_train=split.y_train,
+        X_test=split.X_test if has_test else None,
+        y_test=split.y_test if has_test else None,
+        n_classes=dataset.dataset.n_classes,
+    )
+
+
+def append_point(history: list[HistoryPoint], point: HistoryPoint) -> bool:
+    """Append a point newer than the last; False (nothing appended) for a repeated epoch."""
+    if history and point.epoch <= history[-1].epoch:
+        return False
+    history.append(point)
+    return True
+
+
+@dataclass(frozen=True)
+class Snapshot(Generic[R, Entry]):
+    """A consistent copy of a record and what its stream shows after a cursor."""
+
+    record: R
+    entries: list[Entry]
+    cursor: int  # where the next snapshot starts
+
+
+class Lifecycle(abc.ABC, Generic[R, Entry]):
+    """The lifecycle of one kind of work, its records kept in `collection`."""
+
+    noun: ClassVar[str]  # "job", "sweep"
+    wording: ClassVar[Wording]
+
+    def __init__(
+        self,
+        store: Store,
+        collection: Collection[R],
+        dispatcher: Dispatcher,
+        settings: Settings,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.store = store
+        self.collection = collection
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.metrics = metrics
+        self._keys = store.idempotency(self.noun)
+        self._subscribers = Subscribers()
+        dispatcher.when_closing(self._subscribers.wake_all)
+
+    # --- what a kind supplies ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _accepts(self, record: R, task_id: str) -> bool:
+        """Whether an event of task `task_id` may still change `record` (not yet finished)."""
+
+    @abc.abstractmethod
+    def _started(self, record: R, task_id: str, event: TaskStarted, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def _progress(self, record: R, task_id: str, items: Sequence[Any], now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def _succeeded(self, record: R, task_id: str, result: Any, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def _stopped(self, record: R, task_id: str, error: WorkError | None, now: datetime) -> None:
+        """Task `task_id` ended without success: cancelled (`error` None) or failed."""
+
+    @abc.abstractmethod
+    def _unfinished_tasks(self, record: R) -> list[str]:
+        """The ids of the record's tasks that have not ended (what cancel stops)."""
+
+    @abc.abstractmethod
+    def _view(self, record: R, after: int) -> Snapshot[R, Entry]:
+        """The snapshot of `record` after cursor `after` (called inside the store's read)."""
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def require_started(self) -> None:
+        """503 while the training workers are still starting."""
+        if not self.dispatcher.started:
+            raise NotReady(
+                "the training workers are still starting; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+
+    def _submit(
+        self,
+        dataset_id: str,
+        claim: IdempotencyClaim | None,
+        build: Callable[[DatasetRecord], tuple[R, list[tuple[str, Task]]]],
+    ) -> tuple[R, bool]:
+        """Create the record `build` makes from the dataset and queue its tasks, all or none;
+        returns (record, created). A repeated Idempotency-Key returns its record."""
+        self.require_started()
+        with self.store.atomic():
+            existing = self._keys.replay(claim, self.collection.get)
+            if existing is not None:
+                return existing, False
+            dataset = self.store.datasets.get(dataset_id)
+            if dataset is None:
+                raise InvalidRequest.at(
+                    ["body", "dataset_id"], f"dataset {dataset_id} does not exist", "not_found"
+                )
+            record, tasks = build(dataset)
+            self.collection.add(record)
+            self._keys.reserve(claim)
+        queued: list[str] = []
+        try:
+            # outside atomic(): the executor may deliver events from its thread meanwhile
+            handler = functools.partial(self._handle, record.id)
+            for task_id, task in tasks:
+                self.dispatcher.submit(task_id, task, handler, self.settings.job_timeout_seconds)
+                queued.append(task_id)
+        except BaseException as exc:
+            for task_id in queued:
+                self.dispatcher.cancel(task_id)
+            with self.store.atomic():
+                self.collection.remove(record.id)
+                self._keys.release(claim)
+            if isinstance(exc, RuntimeError):  # the executor is stopping (or failed to start)
+                raise NotReady(
+                    f"the training workers are not taking {self.noun}s (the service is "
+                    "shutting down)",
+                    headers={"Retry-After": "5"},
+                ) from None
+            if isinstance(exc, QueueFull):
+                raise TooManyJobs(
+                    f"{exc.queued} jobs are already waiting for a worker (max_queued_jobs = "
+                    f"{self.settings.max_queued_jobs}); retry after {exc.retry_after_seconds} s",
+                    headers={"Retry-After": str(max(1, exc.retry_after_seconds))},
+                ) from None
+            raise
+        with self.store.atomic():
+            self.collection.update(record.id, _mark_submitted)
+            self._keys.record(claim, record.id)
+        return self.require(record.id), True
+
+    def require(self, record_id: str) -> R:
+        """A snapshot of the record; 404 for an id that names no submitted record."""
+        record = self.collection.get(record_id)
+        if record is None or not record.submitted:
+            raise NotFound(f"{self.noun} {record_id} does not exist")
+        return record
+
+    def select(self, status: WorkStatus | None = None) -> list[R]:
+        return self.collection.select(
+            lambda record: record.submitted and (status is None or record.status == status)
+        )
+
+    def counts_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for record in self.select():
+            counts[record.status] += 1
+        return counts
+
+    def uses_dataset(self, dataset_id: str) -> list[str]:
+        """Ids of queued or running work that trains on `dataset_id`."""
+        return [
+            record.id
+            for record in self.collection.select(
+                lambda record: record.dataset_id == dataset_id and not record.finished
+            )
+        ]
+
+    def open_streams(self) -> int:
+        return self._subscribers.count()
+
+    def cancel(self, record_id: str) -> R:
+        """Ask queued or running work to stop (409 once it has finished)."""
+        self.require(record_id)
+
+        def request(record: R) -> list[str]:
+            if record.finished:
+                raise Conflict(
+                    f"{self.noun} {record_id} is already {record.status}; only queued or "
+                    f"running {self.noun}s can be cancelled"
+                )
+            record.cancel_requested = True
+            return self._unfinished_tasks(record)
+
+        for task_id in self.collection.update(record_id, request) or []:
+            self.dispatcher.cancel(task_id)
+        return self.require(record_id)
+
+    # --- executor events (the executor's thread) ---------------------------------------------
+
+    def _handle(self, record_id: str, event: TaskEvent) -> None:
+        try:
+            with self.store.atomic():
+                self.collection.update(record_id, lambda record: self._apply(record, event))
+        except Exception:  # never let bookkeeping kill the executor's thread
+            logger.exception("could not apply %r", event)
+        self._subscribers.wake(record_id)
+
+    def _apply(self, record: R, event: TaskEvent) -> None:
+        task_id = event.task_id
+        if record.finished or not self._accepts(record, task_id):
+            return
+        now = utc_now()
+        if isinstance(event, TaskStarted):
+            self._started(record, task_id, event, now)
+        elif isinstance(event, TaskProgress):
+            self._progress(record, task_id, event.items, now)
+        elif isinstance(event, TaskSucceeded):
+            self._succeeded(record, task_id, event.result, now)
+        elif isinstance(event, TaskCancelled):
+            self._stopped(record, task_id, None, now)
+        else:
+            assert isinstance(event, TaskFailed)
+            failed = event.kind is not Failure.CANCELLED
+            error = self.failure(TaskError(event.kind, event.detail)) if failed else None
+            self._stopped(record, task_id, error, now)
+
+    # --- the rules every kind follows --------------------------------------------------------
+
+    @staticmethod
+    def start(record: WorkRecord, now: datetime) -> None:
+        if record.status == "queued":
+            record.status = "running"
+            record.started_at = record.started_at or now
+
+    @staticmethod
+    def finish(record: WorkRecord, status: WorkStatus, now: datetime) -> None:
+        record.status = status
+        record.finished_at = now
+        if record.started_at is None and status != "cancelled":
+            record.started_at = now
+
+    def failure(self, error: TaskError) -> WorkError:
+        """A failed task's (or configuration's) error as clients see it."""
+        refused = refusal_error(error)
+        if refused is not None:
+            return refused
+        words = self.wording
+        if error.kind is Failure.TIMEOUT:
+            return WorkError(
+                "timeout",
+                f"{words.timed_out} ran longer than job_timeout_seconds = "
+                f"{self.settings.job_timeout_seconds:g}; {words.timeout_advice}",
+            )
+        if error.kind is Failure.WORKER_LOST:
+            return WorkError(
+                "worker_lost",
+                f"{words.lost} stopped unexpectedly (killed or out of memory); {words.resubmit}",
+            )
+        logger.error("a %s failed with %s: %s", self.noun, error.kind.value, error.detail)
+        return WorkError("internal", f"an internal error stopped {words.internal}")
+
+    def register_model(
+        self,
+        record: WorkRecord,
+        name: str,
+        hp: Hyperparameters,
+        trained: TrainingOutcome,
+        metrics: Metrics | None,
+        history: Sequence[HistoryPoint],
+        *,
+        job_id: str | None = None,
+        sweep_id: str | None = None,
+    ) -> str:
+        """Register a network the record trained with `hp`; returns the model's id."""
+        data = record.data
+        model = Model(
+            weights=list(trained.weights),
+            biases=list(trained.biases),
+            activation=hp.activation,
+            classes=data.classes,
+            hyperparameters=hp,
+            scaler=data.scaler,
+            feature_names=data.feature_names,
+        )
+        model_record = ModelRecord(
+            id=new_id("mdl"),
+            name=name,
+            model=model,
+            job_id=job_id,
+            dataset_id=record.dataset_id,
+            metrics=metrics,
+            history=tuple(history),
+            created_at=utc_now(),
+            sweep_id=sweep_id,
+        )
+        self.store.models.add(model_record)
+        return model_record.id
+
+    # --- following ---------------------------------------------------------------------------
+
+    def snapshot(self, record_id: str, after: int) -> Snapshot[R, Entry]:
+        """The record (a copy) and its stream's entries after cursor `after`."""
+        self.require(record_id)
+        snapshot = self.collection.read(record_id, lambda record: self._view(record, after))
+        if snapshot is None:
+            raise NotFound(f"{self.noun} {record_id} does not exist")
+        return snapshot
+
+    def follow(
+        self,
+        record_id: str,
+        after: int,
+        render: Callable[[Snapshot[R, Entry]], list[Rendered]],
+        stopping: anyio.Event,
+    ) -> AsyncIterator[Rendered]:
+        """Rendered events for the entries after `after`, as they happen; the stream ends after
+        the work finishes, when the service closes, or when `stopping` is set (the server is
+        shutting down)."""
+        self.require(record_id)
+        cursor = after
+
+        def step() -> tuple[list[Rendered], bool]:
+            nonlocal cursor
+            snapshot = self.snapshot(record_id, cursor)
+            cursor = snapshot.cursor
+            return render(snapshot), snapshot.record.finished
+
+        return self._subscribers.follow(record_id, step, stopping, lambda: self.dispatcher.closing)
+
+
+def _mark_submitted(record: WorkRecord) -> None:
+    record.submitted = True

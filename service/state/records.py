@@ -1,0 +1,257 @@
+"""What the service keeps: datasets, models, jobs and sweeps, as records.
+
+Jobs and sweeps reference a dataset by id and copy what their models need from it
+(`TrainingData`), so they never read the dataset again; models reference their job or sweep and
+dataset by id and keep what they need to predict, so a model outlives its dataset. Dataset and
+model records never change after creation. Job and sweep records (`WorkRecord`) change only
+through their lifecycle (`service.state.lifecycle`), by `Collection.update`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import JsonValue
+
+from engine.datasets import Dataset, Kind, Split
+from engine.hyperparameters import Hyperparameters
+from engine.model import Label, Model, Scaler
+from engine.training import HistoryPoint, StopReason
+
+WorkStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[WorkStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED: frozenset[WorkStatus] = frozenset({"succeeded", "failed", "cancelled"})
+ErrorType = Literal["diverged", "timeout", "worker_lost", "invalid_input", "internal"]
+Metrics = dict[str, float | None]  # train_loss, train_accuracy, test_loss, test_accuracy
+METRIC_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+BASELINE_LABEL = "logistic regression"
+
+__all__ = ["HistoryPoint", "StopReason"]  # re-exported: the one history point type
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """An opaque id such as `ds_5f0c2a9e81d34b7a`."""
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def metrics_of(point: HistoryPoint | Metrics) -> Metrics:
+    """The loss and accuracy values of a history point (or of final metrics)."""
+    if isinstance(point, HistoryPoint):
+        return {key: getattr(point, key) for key in METRIC_KEYS}
+    return {key: point.get(key) for key in METRIC_KEYS}
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: str
+    name: str
+    kind: Kind
+    dataset: Dataset
+    split: Split
+    parameters: dict[str, int | float]  # generator parameters actually used
+    test_fraction: float
+    standardize: bool
+    seed: int
+    created_at: datetime
+
+    @property
+    def train_size(self) -> int:
+        return int(self.split.train_index.size)
+
+    @property
+    def test_size(self) -> int:
+        return int(self.split.test_index.size)
+
+    def snapshot(self) -> DatasetRecord:
+        return self
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What training work copies from its dataset: sizes, and what its models need."""
+
+    n_features: int
+    n_classes: int
+    train_size: int
+    test_size: int
+    classes: tuple[Label, ...]
+    feature_names: tuple[str, ...]
+    scaler: Scaler | None
+
+    @classmethod
+    def of(cls, record: DatasetRecord) -> TrainingData:
+        data = record.dataset
+        return cls(
+            n_features=data.n_features,
+            n_classes=data.n_classes,
+            train_size=record.train_size,
+            test_size=record.test_size,
+            classes=data.classes,
+            feature_names=data.feature_names,
+            scaler=record.split.scaler,
+        )
+
+
+@dataclass(frozen=True)
+class WorkError:
+    type: ErrorType
+    detail: str
+
+
+@dataclass(kw_only=True)
+class WorkRecord:
+    """What jobs and sweeps share: accepted, queued, running, then finished for good."""
+
+    id: str
+    name: str
+    dataset_id: str
+    created_at: datetime
+    data: TrainingData
+    status: WorkStatus = "queued"
+    submitted: bool = False  # False until the executor accepted it: hidden from lists
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def snapshot(self) -> WorkRecord:
+        """A copy that later changes to this record do not reach."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class JobBaseline:
+    """The softmax (logistic) regression a job trained beside its network when asked: the same
+    options with hidden_layers [], on the same split."""
+
+    model_id: str | None  # None when it failed
+    metrics: Metrics | None
+    epochs_run: int
+    error: WorkError | None
+
+
+@dataclass(kw_only=True)
+class JobRecord(WorkRecord):
+    """A training job."""
+
+    hyperparameters: Hyperparameters
+    epoch: int = 0
+    history: list[HistoryPoint] = field(default_factory=list)
+    metrics: Metrics | None = None
+    model_id: str | None = None
+    error: WorkError | None = None
+    stop_reason: StopReason | None = None
+    worker_pid: int | None = None
+    baseline_requested: bool = False
+    baseline: JobBaseline | None = None  # set when the job succeeded and a baseline was asked for
+
+    def snapshot(self) -> JobRecord:
+        return replace(self, history=list(self.history))
+
+
+@dataclass
+class ConfigurationRecord:
+    """One configuration of a sweep (or its baseline)."""
+
+    index: int | None  # position in the grid; None for the baseline
+    hyperparameters: Hyperparameters
+    varied: dict[str, JsonValue]  # the grid values that set it apart
+    share: str = ""  # the task that trains it
+    status: WorkStatus = "queued"
+    history: list[HistoryPoint] = field(default_factory=list)
+    metrics: Metrics | None = None
+    epochs_run: int = 0
+    seconds: float | None = None
+    model_id: str | None = None
+    error: WorkError | None = None
+    stop_reason: StopReason | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def label(self) -> str:
+        """What sets it apart, for titles and legends: `hidden_layers=[3], l2=0.01`."""
+        if self.index is None:
+            return BASELINE_LABEL
+        return ", ".join(f"{key}={json.dumps(value)}" for key, value in self.varied.items())
+
+    def snapshot(self) -> ConfigurationRecord:
+        return replace(self, history=list(self.history))
+
+
+# (kind, configuration, position in its history): one event of a sweep's stream, in order
+StreamEntry = tuple[Literal["point", "result"], int | None, int]
+
+
+@dataclass(kw_only=True)
+class SweepRecord(WorkRecord):
+    """A sweep: a grid of configurations trained together."""
+
+    base: Hyperparameters
+    grid: dict[str, list[JsonValue]]
+    configurations: list[ConfigurationRecord]
+    baseline: ConfigurationRecord | None
+    shares: dict[str, bool] = field(default_factory=dict)  # task id -> ended
+    stream: list[StreamEntry] = field(default_factory=list)
+
+    def snapshot(self) -> SweepRecord:
+        return replace(
+            self,
+            configurations=[row.snapshot() for row in self.configurations],
+            baseline=self.baseline.snapshot() if self.baseline else None,
+            shares=dict(self.shares),
+            stream=list(self.stream),
+        )
+
+    def rows(self) -> list[ConfigurationRecord]:
+        """The grid's configurations, then the baseline if any."""
+        return self.configurations + ([self.baseline] if self.baseline is not None else [])
+
+    def row(self, index: int | None) -> ConfigurationRecord:
+        if index is None:
+            assert self.baseline is not None
+            return self.baseline
+        return self.configurations[index]
+
+    def best_index(self) -> int | None:
+        """The succeeded configuration with the lowest test loss (training loss without a test
+        split); the first such on ties."""
+        which = "test_loss" if self.data.test_size else "train_loss"
+        best: tuple[float, int] | None = None
+        for row in self.configurations:
+            value = (row.metrics or {}).get(which)
+            if row.status != "succeeded" or value is None or row.index is None:
+                continue
+            if best is None or value < best[0]:
+                best = (float(value), row.index)
+        return None if best is None else best[1]
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: str
+    name: str
+    model: Model
+    job_id: str | None  # None for an imported model or a sweep's
+    dataset_id: str | None
+    metrics: Metrics | None
+    history: tuple[HistoryPoint, ...]  # empty for an imported model
+    created_at: datetime
+    sweep_id: str | None = None  # the sweep that trained it (then job_id is None)
+
+    def snapshot(self) -> ModelRecord:
+        return self
