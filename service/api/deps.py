@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from service.api.pictures import PictureCache
 from service.errors import InvalidRequest
@@ -15,6 +16,8 @@ from service.settings import Settings
 from service.state.jobs import JobLifecycle
 from service.state.store import Store
 from service.state.sweeps import SweepLifecycle
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,16 @@ class Pagination:
     limit: int
     offset: int
 
+    def page(self, items: Sequence[Item], view: Callable[[Item], Any]) -> dict[str, Any]:
+        """This page of `items` as views, with the total: the fields of every XsPublic."""
+        chosen = items[self.offset : self.offset + self.limit]
+        return {
+            "items": [view(item) for item in chosen],
+            "total": len(items),
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
 
 async def pagination(
     state: StateDep,
@@ -67,3 +80,15 @@ async def pagination(
 
 
 PageDep = Annotated[Pagination, Depends(pagination)]
+
+
+def idempotency_key_header(noun: str) -> Any:
+    """The optional `Idempotency-Key` header of a route that creates a `noun`."""
+    return Header(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description=f"Makes retries safe: the same key with the same body returns the {noun} "
+        "created first; with a different body it is refused (422).",
+    )

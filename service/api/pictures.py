@@ -10,14 +10,15 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 import numpy as np
-from fastapi import Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from engine import plotting
+from service.api.problems import problem_responses
 from service.state.records import DatasetRecord
 
 PNG_MEDIA_TYPE = "image/png"
@@ -34,6 +35,31 @@ Width = Annotated[int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, des
 Height = Annotated[
     int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
 ]
+LogScale = Annotated[bool, Query(description="Logarithmic loss axis.")]
+
+
+def resolution_query(default: int, description: str) -> Any:
+    """The `resolution` query parameter of a picture of class regions."""
+    return Query(
+        default, ge=plotting.MIN_RESOLUTION, le=plotting.MAX_RESOLUTION, description=description
+    )
+
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def png_route(
+    router: APIRouter, path: str, summary: str, *statuses: int, description: str | None = None
+) -> Callable[[Endpoint], Endpoint]:
+    """Declare a GET route answering a PNG (200, or 304 for a matching ETag), with the problem
+    statuses it can answer; `description` describes the 200."""
+    ok = dict(PNG_200[200]) if description is None else {**PNG_200[200], "description": description}
+    return router.get(
+        path,
+        response_class=PNGResponse,
+        summary=summary,
+        responses={200: ok, 304: PNG_200[304], **problem_responses(*statuses)},
+    )
 
 
 class PNGResponse(Response):

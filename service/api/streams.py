@@ -6,7 +6,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+from fastapi import Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from service.settings import Settings
+from service.state.lifecycle import Lifecycle, Snapshot
 
 # Time an event stream gets to end by itself (cleanly) once the server is shutting down.
 SHUTDOWN_GRACE_SECONDS = 2.0
@@ -48,4 +52,40 @@ def event_stream_response(
         shutdown_event=stopping,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def since_query(entries: str) -> Any:
+    """The `since` query parameter (default None) of an event route whose cursor counts
+    `entries`."""
+    return Query(None, ge=0, description=f"Replay only {entries} > since.")
+
+
+def last_event_id_header(cursor: str) -> Any:
+    """The `Last-Event-ID` header (default None) of an event route whose event ids are
+    `cursor`s."""
+    return Header(
+        None,
+        alias="Last-Event-ID",
+        ge=0,
+        description=f"Resume after this {cursor} (sent by browsers on reconnect); "
+        "ignored when `since` is given.",
+    )
+
+
+def follow_response(
+    lifecycle: Lifecycle[Any, Any],
+    record_id: str,
+    since: int | None,
+    last_event_id: int | None,
+    render: Callable[[Snapshot[Any, Any]], list[ServerSentEvent]],
+    settings: Settings,
+) -> EventSourceResponse:
+    """The event stream of a job or sweep: `since` first, else `Last-Event-ID`, else all; 404
+    for an unknown id before the stream starts."""
+    lifecycle.require(record_id)
+    after = since if since is not None else (last_event_id or 0)
+    return event_stream_response(
+        lambda stopping: lifecycle.follow(record_id, after, render, stopping),
+        settings.sse_ping_seconds,
     )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from engine import plotting
 from service.api import dataset_requests as builders
 from service.api.deps import PageDep, StateDep
-from service.api.pictures import PNG_MEDIA_TYPE, PNGResponse, picture_response
+from service.api.pictures import picture_response, png_route
 from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
 from service.api.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
 from service.api.views import dataset_public
@@ -136,14 +136,7 @@ async def create_dataset(
     "", response_model=DatasetsPublic, summary="List datasets", responses=problem_responses(422)
 )
 async def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
-    records = state.store.datasets.select()
-    chosen = records[page.offset : page.offset + page.limit]
-    return DatasetsPublic(
-        items=[dataset_public(r) for r in chosen],
-        total=len(records),
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return DatasetsPublic.model_validate(page.page(state.store.datasets.select(), dataset_public))
 
 
 @router.get(
@@ -194,18 +187,13 @@ async def delete_dataset(state: StateDep, dataset_id: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get(
+@png_route(
+    router,
     "/{dataset_id}/image.png",
-    response_class=PNGResponse,
-    summary="Draw a dataset",
-    responses={
-        200: {
-            "content": {PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-            "description": "Scatter plot of the first two features coloured by class.",
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)."},
-        **problem_responses(404, 422),
-    },
+    "Draw a dataset",
+    404,
+    422,
+    description="Scatter plot of the first two features coloured by class.",
 )
 async def dataset_image(
     request: Request,

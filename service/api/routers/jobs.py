@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine.training import HistoryPoint
-from service.api.deps import PageDep, StateDep
+from service.api.deps import PageDep, StateDep, idempotency_key_header
 from service.api.problems import LOCATION_HEADER, problem_responses
 from service.api.schemas import (
     JobCreate,
@@ -19,7 +19,12 @@ from service.api.schemas import (
     JobStatusName,
     ProgressEvent,
 )
-from service.api.streams import event_stream_200, event_stream_response
+from service.api.streams import (
+    event_stream_200,
+    follow_response,
+    last_event_id_header,
+    since_query,
+)
 from service.api.views import history_public, job_public
 from service.state.idempotency import IdempotencyClaim
 from service.state.jobs import JobSnapshot
@@ -66,16 +71,7 @@ async def create_job(
     body: JobCreate,
     response: Response,
     state: StateDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            description="Makes retries safe: the same key with the same body returns the job "
-            "created first; with a different body it is refused (422).",
-        ),
-    ] = None,
+    idempotency_key: str | None = idempotency_key_header("job"),
 ) -> JobPublic:
     """Check the options against this deployment's limits (each refusal names the limit and
     the value), then queue the job for a worker. An unknown `dataset_id` is a 422."""
@@ -96,9 +92,7 @@ async def list_jobs(
     page: PageDep,
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobsPublic:
-    jobs = state.jobs.select(status)
-    items = [job_public(job) for job in jobs[page.offset : page.offset + page.limit]]
-    return JobsPublic(items=items, total=len(jobs), limit=page.limit, offset=page.offset)
+    return JobsPublic.model_validate(page.page(state.jobs.select(status), job_public))
 
 
 @router.get(
@@ -164,28 +158,12 @@ def _render(snapshot: JobSnapshot) -> list[ServerSentEvent]:
     },
 )
 async def job_events(
-    request: Request,
     state: StateDep,
     job_id: str,
-    since: Annotated[
-        int | None, Query(ge=0, description="Replay only points with epoch > since.")
-    ] = None,
-    last_event_id: Annotated[
-        int | None,
-        Header(
-            alias="Last-Event-ID",
-            ge=0,
-            description="Resume after this epoch (sent by "
-            "browsers on reconnect); ignored when `since` is given.",
-        ),
-    ] = None,
+    since: int | None = since_query("points with epoch"),
+    last_event_id: int | None = last_event_id_header("epoch"),
 ) -> EventSourceResponse:
-    state.jobs.require(job_id)
-    after = since if since is not None else (last_event_id or 0)
-    return event_stream_response(
-        lambda stopping: state.jobs.follow(job_id, after, _render, stopping),
-        state.settings.sse_ping_seconds,
-    )
+    return follow_response(state.jobs, job_id, since, last_event_id, _render, state.settings)
 
 
 @router.post(

@@ -12,7 +12,15 @@ from fastapi import APIRouter, Query, Request, Response
 from engine import plotting, serialize
 from engine.model import Label
 from service.api.deps import PageDep, StateDep
-from service.api.pictures import PNG_200, Height, PNGResponse, Width, picture_response, split_points
+from service.api.pictures import (
+    Height,
+    LogScale,
+    Width,
+    picture_response,
+    png_route,
+    resolution_query,
+    split_points,
+)
 from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
 from service.api.schemas import ModelPublic, ModelsPublic, Prediction, PredictRequest
 from service.api.views import model_public
@@ -50,14 +58,7 @@ def _plain(label: Any) -> Label:
     "", response_model=ModelsPublic, summary="List models", responses=problem_responses(422)
 )
 async def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
-    records = state.store.models.select()
-    chosen = records[page.offset : page.offset + page.limit]
-    return ModelsPublic(
-        items=[model_public(r) for r in chosen],
-        total=len(records),
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return ModelsPublic.model_validate(page.page(state.store.models.select(), model_public))
 
 
 @router.post(
@@ -206,29 +207,14 @@ async def predict(request: Request, state: StateDep, model_id: str) -> Response:
     return Response(content, media_type="application/json")
 
 
-@router.get(
-    "/{model_id}/decision-boundary.png",
-    response_class=PNGResponse,
-    summary="Draw the decision boundary",
-    responses={
-        **PNG_200,
-        **problem_responses(404, 422),
-    },
-)
+@png_route(router, "/{model_id}/decision-boundary.png", "Draw the decision boundary", 404, 422)
 async def decision_boundary(
     request: Request,
     state: StateDep,
     model_id: str,
     width: Width = 640,
     height: Height = 480,
-    resolution: Annotated[
-        int,
-        Query(
-            ge=plotting.MIN_RESOLUTION,
-            le=plotting.MAX_RESOLUTION,
-            description="Grid points per axis.",
-        ),
-    ] = 200,
+    resolution: int = resolution_query(200, "Grid points per axis."),
     show: Annotated[
         Literal["all", "train", "test", "none"],
         Query(description="Which of the dataset's points to draw over the class regions."),
@@ -267,19 +253,14 @@ async def decision_boundary(
     )
 
 
-@router.get(
-    "/{model_id}/loss-curve.png",
-    response_class=PNGResponse,
-    summary="Draw the loss curve",
-    responses={**PNG_200, **problem_responses(404, 409, 422)},
-)
+@png_route(router, "/{model_id}/loss-curve.png", "Draw the loss curve", 404, 409, 422)
 async def loss_curve(
     request: Request,
     state: StateDep,
     model_id: str,
     width: Width = 640,
     height: Height = 480,
-    log_scale: Annotated[bool, Query(description="Logarithmic loss axis.")] = False,
+    log_scale: LogScale = False,
 ) -> Response:
     """Training (and test) loss by recorded epoch. Imported models have no history (409)."""
     record = require_model(state, model_id)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine import plotting
 from engine.training import HistoryPoint
-from service.api.deps import PageDep, StateDep
-from service.api.pictures import PNG_200, Height, PNGResponse, Width, picture_response, split_points
+from service.api.deps import PageDep, StateDep, idempotency_key_header
+from service.api.pictures import (
+    Height,
+    LogScale,
+    Width,
+    picture_response,
+    png_route,
+    resolution_query,
+    split_points,
+)
 from service.api.problems import LOCATION_HEADER, problem_responses
-from service.api.streams import event_stream_200, event_stream_response
+from service.api.streams import (
+    event_stream_200,
+    follow_response,
+    last_event_id_header,
+    since_query,
+)
 from service.api.sweep_schemas import (
     SweepCreate,
     SweepPointEvent,
@@ -69,16 +82,7 @@ async def create_sweep(
     body: SweepCreate,
     response: Response,
     state: StateDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            description="Makes retries safe: the same key with the same body returns the sweep "
-            "created first; with a different body it is refused (422).",
-        ),
-    ] = None,
+    idempotency_key: str | None = idempotency_key_header("sweep"),
 ) -> SweepPublic:
     """Expand the grid (its keys in order, the last varying fastest), check every configuration
     as a full set of options against this deployment's limits (the work summed), then queue
@@ -106,9 +110,7 @@ async def list_sweeps(
         SweepStatusName | None, Query(description="Only sweeps in this state.")
     ] = None,
 ) -> SweepsPublic:
-    selected = state.sweeps.select(status)
-    items = [sweep_public(s) for s in selected[page.offset : page.offset + page.limit]]
-    return SweepsPublic(items=items, total=len(selected), limit=page.limit, offset=page.offset)
+    return SweepsPublic.model_validate(page.page(state.sweeps.select(status), sweep_public))
 
 
 @router.get(
@@ -180,25 +182,10 @@ def _render(snapshot: SweepSnapshot) -> list[ServerSentEvent]:
 async def sweep_events(
     state: StateDep,
     sweep_id: str,
-    since: Annotated[
-        int | None, Query(ge=0, description="Replay only events numbered > since.")
-    ] = None,
-    last_event_id: Annotated[
-        int | None,
-        Header(
-            alias="Last-Event-ID",
-            ge=0,
-            description="Resume after this event number (sent by browsers on reconnect); "
-            "ignored when `since` is given.",
-        ),
-    ] = None,
+    since: int | None = since_query("events numbered"),
+    last_event_id: int | None = last_event_id_header("event number"),
 ) -> EventSourceResponse:
-    state.sweeps.require(sweep_id)
-    after = since if since is not None else (last_event_id or 0)
-    return event_stream_response(
-        lambda stopping: state.sweeps.follow(sweep_id, after, _render, stopping),
-        state.settings.sse_ping_seconds,
-    )
+    return follow_response(state.sweeps, sweep_id, since, last_event_id, _render, state.settings)
 
 
 # -- pictures ------------------------------------------------------------------------------------
@@ -211,11 +198,8 @@ def _accuracy_text(row: ConfigurationRecord, has_test: bool) -> str:
     return f"{which} {100 * value:.0f}%" if value is not None else which + " -"
 
 
-@router.get(
-    "/{sweep_id}/grid.png",
-    response_class=PNGResponse,
-    summary="Draw every configuration's decision boundary",
-    responses={**PNG_200, **problem_responses(404, 409, 422)},
+@png_route(
+    router, "/{sweep_id}/grid.png", "Draw every configuration's decision boundary", 404, 409, 422
 )
 async def grid_picture(
     request: Request,
@@ -230,14 +214,7 @@ async def grid_picture(
     columns: Annotated[
         int | None, Query(ge=1, le=plotting.MAX_PANELS, description="Panels per row.")
     ] = None,
-    resolution: Annotated[
-        int,
-        Query(
-            ge=plotting.MIN_RESOLUTION,
-            le=plotting.MAX_RESOLUTION,
-            description="Grid points per axis in each panel.",
-        ),
-    ] = 120,
+    resolution: int = resolution_query(120, "Grid points per axis in each panel."),
 ) -> Response:
     """One decision-boundary panel per succeeded configuration (the baseline first when it
     succeeded), titled with what the configuration varies and its test accuracy (training
@@ -302,11 +279,8 @@ async def grid_picture(
     )
 
 
-@router.get(
-    "/{sweep_id}/curves.png",
-    response_class=PNGResponse,
-    summary="Draw every configuration's loss curves",
-    responses={**PNG_200, **problem_responses(404, 409, 422)},
+@png_route(
+    router, "/{sweep_id}/curves.png", "Draw every configuration's loss curves", 404, 409, 422
 )
 async def curves_picture(
     request: Request,
@@ -314,7 +288,7 @@ async def curves_picture(
     sweep_id: str,
     width: Width = 800,
     height: Height = 500,
-    log_scale: Annotated[bool, Query(description="Logarithmic loss axis.")] = False,
+    log_scale: LogScale = False,
 ) -> Response:
     """Every configuration's loss by recorded epoch on one chart, one colour each: training
     loss solid, test loss dashed (the baseline too, when asked for). 409 until a point has
