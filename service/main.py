@@ -25,9 +25,9 @@ from service.execution.dispatcher import Dispatcher
 from service.execution.executor import Executor
 from service.metrics import ServiceMetrics, StateReading
 from service.settings import Settings
-from service.state.jobs import JobLifecycle
+from service.state.job_kind import JobLifecycle
 from service.state.store import MemoryStore, Store
-from service.state.sweeps import SweepLifecycle
+from service.state.sweep_kind import SweepLifecycle
 
 logger = logging.getLogger("service")
 

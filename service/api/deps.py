@@ -13,9 +13,9 @@ from service.errors import InvalidRequest
 from service.execution.dispatcher import Dispatcher
 from service.metrics import ServiceMetrics
 from service.settings import Settings
-from service.state.jobs import JobLifecycle
+from service.state.job_kind import JobLifecycle
 from service.state.store import Store
-from service.state.sweeps import SweepLifecycle
+from service.state.sweep_kind import SweepLifecycle
 
 Item = TypeVar("Item")
 

@@ -2,12 +2,12 @@
 
     submit ─► queued ─► running ─► succeeded | failed | cancelled      (finished: never changes)
 
-A kind (`service.state.jobs`, `service.state.sweeps`) supplies only what differs: how a request
-becomes a record and executor tasks, what progress and success do to the record, how a stop
-ends it, and what its event stream shows. `Lifecycle` does the rest, once: the Idempotency-Key,
-the all-or-none submission with rollback, lookups and counts, cancel, executor events applied
-to the record in one atomic update each (then its subscribers woken), the start and finish
-rules, failures worded for clients, model registration and following a record live.
+A kind (`service.state.job_kind`, `service.state.sweep_kind`) supplies only what differs: how
+a request becomes a record and executor tasks, what progress and success do to the record, how
+a stop ends it, and what its event stream shows. `Lifecycle` does the rest, once: the
+Idempotency-Key, the all-or-none submission with rollback, lookups and counts, cancel, executor
+events applied to the record in one atomic update each (then its subscribers woken), the start
+and finish rules, failures worded for clients, model registration and following a record live.
 
 The dispatcher calls the handlers from the executor's thread; routes call the rest.
 """
@@ -406,6 +406,23 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             return render(snapshot), snapshot.record.finished
 
         return self._subscribers.follow(record_id, step, stopping, lambda: self.dispatcher.closing)
+
+
+def delete_unused_dataset(
+    store: Store, dataset_id: str, kinds: Sequence[Lifecycle[Any, Any]]
+) -> None:
+    """Forget a dataset in one atomic step: 404 if there is none, 409 while queued or running
+    work of any kind trains on it."""
+    with store.atomic():
+        if store.datasets.get(dataset_id) is None:
+            raise NotFound(f"dataset {dataset_id} does not exist")
+        busy = [record_id for kind in kinds for record_id in kind.uses_dataset(dataset_id)]
+        if busy:
+            raise Conflict(
+                f"dataset {dataset_id} is used by {len(busy)} queued or running job(s) or "
+                f"sweep(s) ({', '.join(busy[:5])}); cancel them or wait until they finish"
+            )
+        store.datasets.remove(dataset_id)
 
 
 def _mark_submitted(record: WorkRecord) -> None:

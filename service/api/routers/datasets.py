@@ -15,12 +15,12 @@ from service.api.problems import LOCATION_HEADER, parse_json_body, problem_respo
 from service.api.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
 from service.api.views import dataset_public
 from service.errors import (
-    Conflict,
     InvalidRequest,
     MalformedRequest,
     NotFound,
     UnsupportedMediaType,
 )
+from service.state.lifecycle import delete_unused_dataset
 from service.state.records import DatasetRecord
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -174,15 +174,7 @@ async def read_dataset(
 )
 async def delete_dataset(state: StateDep, dataset_id: str) -> Response:
     """Forget a dataset. Refused (409) while a queued or running job or sweep trains on it."""
-    with state.store.atomic():
-        require_dataset(state, dataset_id)
-        busy = state.jobs.uses_dataset(dataset_id) + state.sweeps.uses_dataset(dataset_id)
-        if busy:
-            raise Conflict(
-                f"dataset {dataset_id} is used by {len(busy)} queued or running job(s) or "
-                f"sweep(s) ({', '.join(busy[:5])}); cancel them or wait until they finish"
-            )
-        state.store.datasets.remove(dataset_id)
+    delete_unused_dataset(state.store, dataset_id, (state.jobs, state.sweeps))
     state.pictures.forget(dataset_id)
     return Response(status_code=204)
 

@@ -27,7 +27,7 @@ from service.api.streams import (
 )
 from service.api.views import history_public, job_public
 from service.state.idempotency import IdempotencyClaim
-from service.state.jobs import JobSnapshot
+from service.state.job_kind import JobSnapshot
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -38,7 +38,7 @@ from service.api.views import configuration_public, sweep_public
 from service.errors import Conflict, InvalidRequest
 from service.state.idempotency import IdempotencyClaim
 from service.state.records import ConfigurationRecord
-from service.state.sweeps import SweepSnapshot
+from service.state.sweep_kind import SweepSnapshot
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 

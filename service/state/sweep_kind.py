@@ -32,7 +32,7 @@ from service.errors import InvalidRequest, LimitExceeded
 from service.execution.executor import Task, TaskStarted
 from service.execution.tasks import ConfigurationEnded, ConfigurationPoint, SweepTask
 from service.state.idempotency import IdempotencyClaim
-from service.state.jobs import baseline_of
+from service.state.job_kind import baseline_of
 from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, prepared
 from service.state.limits import check_configuration, check_sweep_work, work_units
 from service.state.records import (
