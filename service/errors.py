@@ -10,7 +10,8 @@ turns them (and every other exception) into RFC 9457 `application/problem+json` 
     ├── InvalidRequest        422  well-formed but unacceptable; `errors` names the fields
     │   └── LimitExceeded     422  a deployment limit (layers, units, epochs, work, points)
     ├── TooManyJobs           429  the job queue is full (Retry-After)
-    └── NotReady              503  the training workers are not up yet (Retry-After)
+    ├── NotReady              503  the training workers are not up yet (Retry-After)
+    └── InsufficientStorage   507  max_stored_bytes reached, or the disk refused the write
 """
 
 from __future__ import annotations
@@ -123,3 +124,7 @@ class TooManyJobs(ServiceError):
 
 class NotReady(ServiceError):
     status, slug, title = 503, "not-ready", "Service not ready"
+
+
+class InsufficientStorage(ServiceError):
+    status, slug, title = 507, "insufficient-storage", "Insufficient storage"

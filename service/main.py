@@ -26,7 +26,7 @@ from service.execution.executor import Executor
 from service.metrics import ServiceMetrics, StateReading
 from service.settings import Settings
 from service.state.job_kind import JobLifecycle
-from service.state.store import MemoryStore, Store
+from service.state.store import Store, open_store
 from service.state.sweep_kind import SweepLifecycle
 
 logger = logging.getLogger("service")
@@ -63,7 +63,7 @@ def create_app(
                 "service.execution.tasks",
             ),
         )
-    store = store or MemoryStore()
+    store = store or open_store(settings)
     metrics = ServiceMetrics()
     dispatcher = Dispatcher(executor)
     job_lifecycle = JobLifecycle(store, store.jobs, dispatcher, settings, metrics)
@@ -77,6 +77,8 @@ def create_app(
             running=counts["running"],
             workers=len(dispatcher.worker_pids()),
             event_streams=job_lifecycle.open_streams() + sweep_lifecycle.open_streams(),
+            stored_bytes=store.stored_bytes,
+            max_stored_bytes=store.max_stored_bytes,
         )
 
     metrics.watch_state(read_state)
@@ -90,13 +92,21 @@ def create_app(
         metrics=metrics,
     )
 
+    lifecycles = (job_lifecycle, sweep_lifecycle)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for lifecycle in lifecycles:
+            lifecycle.recover()
+
         def start() -> None:
             try:
                 dispatcher.start()
             except Exception:
                 logger.exception("the training workers did not start")
+                return
+            for lifecycle in lifecycles:
+                lifecycle.submit_recovered()
 
         starter = threading.Thread(target=start, name="scratchnet-start", daemon=True)
         starter.start()
@@ -105,6 +115,7 @@ def create_app(
         finally:
             await anyio.to_thread.run_sync(starter.join)
             await anyio.to_thread.run_sync(dispatcher.close)
+            store.close()
 
     app = FastAPI(
         title="scratchnet",

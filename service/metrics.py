@@ -8,6 +8,8 @@
     scratchnet_running_jobs                                        jobs on a worker now
     scratchnet_workers                                             live worker processes
     scratchnet_event_streams                                       open job event streams
+    scratchnet_stored_bytes                                        dataset and model bytes kept
+    scratchnet_max_stored_bytes                                    their limit
 
 `route` is the route's path template (`/v1/jobs/{job_id}`), never the raw path, so ids do not
 explode the label space; requests that match no route count as `unmatched`.
@@ -34,6 +36,8 @@ class StateReading:
     running: int
     workers: int
     event_streams: int
+    stored_bytes: int
+    max_stored_bytes: int
 
 
 class _StateCollector(Collector):
@@ -57,6 +61,16 @@ class _StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "scratchnet_event_streams", "Open job event streams.", value=reading.event_streams
+        )
+        yield GaugeMetricFamily(
+            "scratchnet_stored_bytes",
+            "Bytes of dataset and model content kept.",
+            value=reading.stored_bytes,
+        )
+        yield GaugeMetricFamily(
+            "scratchnet_max_stored_bytes",
+            "The limit on stored bytes (max_stored_bytes).",
+            value=reading.max_stored_bytes,
         )
 
 

@@ -7,6 +7,8 @@ hyperparameter bounds, before a job is queued.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -86,3 +88,24 @@ class Settings(BaseSettings):
 
     log_level: LogLevel = "info"
     """Log level of the service and of uvicorn."""
+
+    data_dir: Path | None = None
+    """Where the service keeps everything, in an SQLite database (`scratchnet.db`); unset, it
+    keeps everything in memory and a restart loses it."""
+
+    max_stored_bytes: int | None = Field(default=None, ge=1)
+    """Bytes of datasets and models the service keeps (their points, weights and histories),
+    in memory or on disk; a create past it answers 507. Default: a quarter of the machine's
+    memory without a data directory, half the data directory's free disk with one."""
+
+    cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    """With a data directory: bytes of datasets and models kept loaded in memory (least
+    recently used are dropped first)."""
+
+    def stored_bytes_limit(self) -> int:
+        """max_stored_bytes, or its default for this machine."""
+        if self.max_stored_bytes is not None:
+            return self.max_stored_bytes
+        if self.data_dir is not None:
+            return shutil.disk_usage(self.data_dir).free // 2
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4

@@ -59,7 +59,7 @@ async def test_predict_one_and_many_points(
     assert len(body["classes"]) == 1 and len(body["probabilities"]) == 1
     assert sum(body["probabilities"][0]) == pytest.approx(1.0)
     many = (await client.post(url, json={"points": GRID})).json()
-    model = state_of(app).store.models.get(moons_model["id"])
+    model = state_of(app).store.models.content(moons_model["id"])
     assert model is not None
     expected = model.model.predict_proba(np.array(GRID))
     np.testing.assert_array_equal(np.array(many["probabilities"]), expected)

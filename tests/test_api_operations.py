@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 # Every status code each route can answer (besides 405 and 500, which any route can).
 DECLARED: dict[tuple[str, str], set[str]] = {
-    ("post", "/v1/datasets"): {"201", "400", "413", "415", "422"},
+    ("post", "/v1/datasets"): {"201", "400", "413", "415", "422", "507"},
     ("get", "/v1/datasets"): {"200", "422"},
     ("get", "/v1/datasets/{dataset_id}"): {"200", "404", "422"},
     ("delete", "/v1/datasets/{dataset_id}"): {"204", "404", "409"},
@@ -26,7 +26,7 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/jobs/{job_id}/events"): {"200", "404", "422"},
     ("post", "/v1/jobs/{job_id}/cancel"): {"202", "404", "409"},
     ("get", "/v1/models"): {"200", "422"},
-    ("post", "/v1/models/import"): {"201", "413", "415", "422"},
+    ("post", "/v1/models/import"): {"201", "413", "415", "422", "507"},
     ("get", "/v1/models/{model_id}"): {"200", "404"},
     ("delete", "/v1/models/{model_id}"): {"204", "404"},
     ("post", "/v1/models/{model_id}/predict"): {"200", "400", "404", "413", "415", "422"},

@@ -13,7 +13,7 @@ from engine.datasets import FIXED_N_CLASSES, PARAMETERS, Dataset, Kind
 from service.api.schemas import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DatasetCreate
 from service.errors import InvalidRequest, LimitExceeded
 from service.settings import Settings
-from service.state.records import DatasetRecord, new_id, utc_now
+from service.state.records import DatasetContent, DatasetRecord, new_id, utc_now
 
 GENERATOR_FIELDS = ("n_samples", "noise", "n_classes")
 CUSTOM_FIELDS = ("points", "labels", "feature_names")
@@ -76,28 +76,29 @@ def _record(
     dataset: Dataset,
     parameters: dict[str, int | float],
     options: SplitOptions,
-) -> DatasetRecord:
+) -> tuple[DatasetRecord, DatasetContent]:
     split = engine_datasets.split(
         dataset,
         test_fraction=options.test_fraction,
         standardize=options.standardize,
         seed=options.seed,
     )
-    return DatasetRecord(
+    content = DatasetContent(dataset, split)
+    record = DatasetRecord.describe(
+        content,
         id=new_id("ds"),
         name=name,
         kind=kind,
-        dataset=dataset,
-        split=split,
         parameters=parameters,
         test_fraction=options.test_fraction,
         standardize=options.standardize,
         seed=options.seed,
         created_at=utc_now(),
     )
+    return record, content
 
 
-def build(body: DatasetCreate, settings: Settings) -> DatasetRecord:
+def build(body: DatasetCreate, settings: Settings) -> tuple[DatasetRecord, DatasetContent]:
     """A dataset record from a JSON request (engine InvalidInput propagates as 422)."""
     check_applicable(body)
     kind = body.kind
@@ -138,7 +139,7 @@ def build_from_csv(
     name: str | None,
     options: SplitOptions,
     settings: Settings,
-) -> DatasetRecord:
+) -> tuple[DatasetRecord, DatasetContent]:
     """A custom dataset from CSV text (errors name the line)."""
     dataset = engine_datasets.from_csv(text, label_column, max_samples=settings.max_samples)
     return _record("custom", name or "csv", dataset, {}, options)

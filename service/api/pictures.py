@@ -19,7 +19,7 @@ from fastapi.responses import Response
 
 from engine import plotting
 from service.api.problems import problem_responses
-from service.state.records import DatasetRecord
+from service.state.records import DatasetContent
 
 PNG_MEDIA_TYPE = "image/png"
 CACHE_CONTROL = "private, max-age=3600"
@@ -126,7 +126,7 @@ async def picture_response(
     return PNGResponse(png, headers=headers)
 
 
-def split_points(dataset: DatasetRecord | None) -> tuple[Points, Points]:
+def split_points(dataset: DatasetContent | None) -> tuple[Points, Points]:
     """The (train, test) points to draw over a model's class regions: none when its dataset is
     gone (or it never had one)."""
     if dataset is None:

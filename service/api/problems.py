@@ -242,6 +242,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "The request is well-formed but invalid; `errors` names each field.",
         429: "The job queue is full; retry after Retry-After seconds.",
         503: "The training workers are not up yet.",
+        507: "Storing this would pass max_stored_bytes, or the disk refused the write; "
+        "nothing was changed.",
     }
     retry_after = {
         "Retry-After": {

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from engine.datasets import DESCRIPTIONS, MAX_ABS_VALUE, MAX_FEATURES, PARAMETERS
 from engine.datasets import Kind as DatasetKind
 from engine.hyperparameters import Hyperparameters
+from service.state.records import ErrorType
 
 Label = StrictInt | StrictStr
 DEFAULT_TEST_FRACTION = 0.2
@@ -249,10 +250,12 @@ class ProgressEvent(HistoryPointPublic):
 class JobErrorPublic(BaseModel):
     """Why a job failed."""
 
-    type: Literal["diverged", "timeout", "worker_lost", "invalid_input", "internal"] = Field(
+    type: ErrorType = Field(
         description="diverged: the loss became non-finite (lower the learning rate); timeout: "
         "the job ran past job_timeout_seconds; worker_lost: its worker process died; "
-        "invalid_input: the engine refused the data or options; internal: a bug."
+        "invalid_input: the engine refused the data or options; interrupted: the service "
+        "stopped while it ran, twice; insufficient_storage: its model would pass "
+        "max_stored_bytes; internal: a bug."
     )
     detail: str = Field(
         description="What happened and what to do.",
@@ -307,6 +310,11 @@ class JobPublic(BaseModel):
         description="Why training stopped, once succeeded."
     )
     cancel_requested: bool = Field(description="A cancel was asked for.")
+    attempt: int = Field(
+        description="Runs started: 2 after the service restarted while it ran (it ran again "
+        "from its start; with a data directory only).",
+        examples=[1],
+    )
     baseline: JobBaselinePublic | None = Field(
         default=None,
         description="With baseline: true, the logistic-regression baseline once the job succeeded.",
@@ -416,6 +424,7 @@ class Limits(BaseModel):
     max_queued_jobs: int = Field(description="Jobs waiting for a worker.")
     job_timeout_seconds: float = Field(description="Wall-clock time per job.")
     page_size_max: int = Field(description="Items per page.")
+    max_stored_bytes: int = Field(description="Bytes of datasets and models kept.")
 
 
 class Info(BaseModel):
@@ -428,4 +437,8 @@ class Info(BaseModel):
     ready: bool = Field(description="Every worker is up (as /readyz).")
     queued_jobs: int = Field(description="Jobs waiting for a worker.")
     running_jobs: int = Field(description="Jobs on a worker now.")
+    store_backend: Literal["memory", "sqlite"] = Field(
+        description="Where datasets, models, jobs and sweeps are kept."
+    )
+    stored_bytes: int = Field(description="Bytes of dataset and model content kept now.")
     limits: Limits = Field(description="Deployment limits.")

@@ -144,6 +144,11 @@ class SweepPublic(BaseModel):
         description="The logistic-regression baseline, when asked for."
     )
     cancel_requested: bool = Field(description="A cancel was asked for.")
+    attempt: int = Field(
+        description="Runs started: 2 after the service restarted while it ran (it ran again "
+        "from its start; with a data directory only).",
+        examples=[1],
+    )
 
 
 class SweepsPublic(BaseModel):

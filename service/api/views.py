@@ -18,6 +18,7 @@ from service.api.schemas import (
 from service.api.sweep_schemas import ConfigurationPublic, SweepProgress, SweepPublic
 from service.state.records import (
     ConfigurationRecord,
+    DatasetContent,
     DatasetRecord,
     JobBaseline,
     JobRecord,
@@ -28,12 +29,13 @@ from service.state.records import (
 )
 
 
-def dataset_public(record: DatasetRecord, *, include_points: bool = False) -> DatasetPublic:
-    data = record.dataset
+def dataset_public(record: DatasetRecord, points: DatasetContent | None = None) -> DatasetPublic:
+    """The dataset's description; with its content, also every point, label and side."""
     extra: dict[str, Any] = {}
-    if include_points:
+    if points is not None:
+        data = points.dataset
         side = ["train"] * data.n_samples
-        for row in record.split.test_index.tolist():
+        for row in points.split.test_index.tolist():
             side[row] = "test"
         extra = {
             "points": data.X.tolist(),
@@ -44,12 +46,12 @@ def dataset_public(record: DatasetRecord, *, include_points: bool = False) -> Da
         id=record.id,
         name=record.name,
         kind=record.kind,
-        n_samples=data.n_samples,
-        n_features=data.n_features,
-        n_classes=data.n_classes,
-        classes=list(data.classes),
-        class_counts=list(data.class_counts.values()),
-        feature_names=list(data.feature_names),
+        n_samples=record.n_samples,
+        n_features=record.n_features,
+        n_classes=record.n_classes,
+        classes=list(record.classes),
+        class_counts=list(record.class_counts),
+        feature_names=list(record.feature_names),
         train_size=record.train_size,
         test_size=record.test_size,
         test_fraction=record.test_fraction,
@@ -98,6 +100,7 @@ def job_public(job: JobRecord) -> JobPublic:
         error=error_public(job.error),
         stop_reason=job.stop_reason,
         cancel_requested=job.cancel_requested,
+        attempt=job.attempt,
         baseline=_baseline_public(job.baseline) if job.baseline else None,
     )
 
@@ -120,22 +123,21 @@ def history_public(points: list[HistoryPoint]) -> list[HistoryPointPublic]:
 
 
 def model_public(record: ModelRecord) -> ModelPublic:
-    model = record.model
     return ModelPublic(
         id=record.id,
         name=record.name,
         job_id=record.job_id,
         sweep_id=record.sweep_id,
         dataset_id=record.dataset_id,
-        hyperparameters=model.hyperparameters,
+        hyperparameters=record.hyperparameters,
         metrics=_metrics(record.metrics),
-        n_parameters=model.n_parameters,
-        n_features=model.n_features,
-        feature_names=list(model.feature_names),
-        classes=list(model.classes),
-        architecture=model.architecture,
-        activation=model.activation,
-        has_history=bool(record.history),
+        n_parameters=record.n_parameters,
+        n_features=record.n_features,
+        feature_names=list(record.feature_names),
+        classes=list(record.classes),
+        architecture=list(record.architecture),
+        activation=record.activation,
+        has_history=record.has_history,
         created_at=record.created_at,
     )
 
@@ -198,4 +200,5 @@ def sweep_public(sweep: SweepRecord) -> SweepPublic:
         best_index=best_index,
         baseline=configuration_public(sweep.baseline, False) if sweep.baseline else None,
         cancel_requested=sweep.cancel_requested,
+        attempt=sweep.attempt,
     )

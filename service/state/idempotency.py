@@ -35,9 +35,10 @@ class IdempotencyClaim:
 class IdempotencyKeys:
     """The keys used to create one kind of resource (`noun`: "job", "sweep")."""
 
-    def __init__(self, noun: str) -> None:
+    def __init__(self, noun: str, on_record: Callable[[str, str, str], None] | None = None) -> None:
         self.noun = noun
         self._keys: dict[str, tuple[str, str | None]] = {}
+        self._on_record = on_record  # a durable store writes (key, fingerprint, resource id)
 
     def replay(
         self, claim: IdempotencyClaim | None, lookup: Callable[[str], Resource | None]
@@ -72,4 +73,10 @@ class IdempotencyKeys:
     def record(self, claim: IdempotencyClaim | None, resource_id: str) -> None:
         """The key's resource exists: retries answer it."""
         if claim is not None:
+            if self._on_record is not None:
+                self._on_record(claim.key, claim.fingerprint, resource_id)
             self._keys[claim.key] = (claim.fingerprint, resource_id)
+
+    def restore(self, key: str, fingerprint: str, resource_id: str) -> None:
+        """A key recorded before a restart."""
+        self._keys[key] = (fingerprint, resource_id)

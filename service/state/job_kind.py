@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.hyperparameters import Hyperparameters
 from engine.training import HistoryPoint
+from service.errors import InsufficientStorage
 from service.execution.executor import Task, TaskStarted
 from service.execution.tasks import TrainingOutcome, TrainingTask
 from service.state.idempotency import IdempotencyClaim
@@ -20,6 +21,7 @@ from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, 
 from service.state.limits import check_limits
 from service.state.records import (
     BASELINE_LABEL,
+    DatasetContent,
     DatasetRecord,
     JobBaseline,
     JobRecord,
@@ -59,8 +61,10 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
     ) -> tuple[JobRecord, bool]:
         """Check the options against the limits, then queue the job; returns (job, created)."""
 
-        def build(dataset: DatasetRecord) -> tuple[JobRecord, list[tuple[str, Task]]]:
-            data = TrainingData.of(dataset)
+        def build(
+            dataset: DatasetRecord, content: DatasetContent
+        ) -> tuple[JobRecord, list[tuple[str, Task]]]:
+            data = TrainingData.of(dataset, content)
             check_limits(hyperparameters, data, dataset.id, self.settings)
             job = JobRecord(
                 id=new_id("job"),
@@ -71,12 +75,7 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
                 hyperparameters=hyperparameters,
                 baseline_requested=baseline,
             )
-            task = TrainingTask(
-                hyperparameters,
-                prepared(dataset),
-                baseline=baseline_of(hyperparameters) if baseline else None,
-            )
-            return job, [(job.id, task)]
+            return job, [(job.id, self._task(hyperparameters, content, baseline))]
 
         return self._submit(dataset_id, claim, build)
 
@@ -112,9 +111,14 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
         job.metrics = metrics_of(outcome.metrics)
         job.stop_reason = outcome.stop_reason
         hp = job.hyperparameters
-        job.model_id = self.register_model(
-            job, job.name, hp, outcome, job.metrics, job.history, job_id=job.id
-        )
+        try:
+            job.model_id = self.register_model(
+                job, job.name, hp, outcome, job.metrics, job.history, job_id=job.id
+            )
+        except InsufficientStorage as exc:
+            job.error = WorkError("insufficient_storage", exc.detail)
+            self.finish(job, "failed", now)
+            return
         if job.baseline_requested:
             job.baseline = self._baseline(job, outcome)
         self.finish(job, "succeeded", now)
@@ -129,9 +133,13 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
         metrics = metrics_of(baseline.metrics)
         hp = baseline_of(job.hyperparameters)
         name = f"{job.name}: {BASELINE_LABEL}"
-        model_id = self.register_model(
-            job, name, hp, baseline, metrics, baseline.history, job_id=job.id
-        )
+        try:
+            model_id = self.register_model(
+                job, name, hp, baseline, metrics, baseline.history, job_id=job.id
+            )
+        except InsufficientStorage as exc:
+            error = WorkError("insufficient_storage", exc.detail)
+            return JobBaseline(None, metrics, baseline.epochs_run, error)
         return JobBaseline(model_id, metrics, baseline.epochs_run, None)
 
     def _stopped(
@@ -139,6 +147,17 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
     ) -> None:
         job.error = error
         self.finish(job, "cancelled" if error is None else "failed", now)
+
+    def _restart(
+        self, job: JobRecord, content: DatasetContent, now: datetime
+    ) -> list[tuple[str, Task]]:
+        """From its start: no history, no epoch; the same seed trains the same model."""
+        job.status, job.started_at, job.worker_pid = "queued", None, None
+        job.epoch, job.history, job.metrics = 0, [], None
+        return [(job.id, self._task(job.hyperparameters, content, job.baseline_requested))]
+
+    def _task(self, hp: Hyperparameters, content: DatasetContent, baseline: bool) -> TrainingTask:
+        return TrainingTask(hp, prepared(content), baseline=baseline_of(hp) if baseline else None)
 
     # --- following ---------------------------------------------------------------------------
 

@@ -46,8 +46,10 @@ from service.settings import Settings
 from service.state.idempotency import IdempotencyClaim
 from service.state.records import (
     STATUSES,
+    DatasetContent,
     DatasetRecord,
     Metrics,
+    ModelContent,
     ModelRecord,
     WorkError,
     WorkRecord,
@@ -61,6 +63,9 @@ from service.state.subscribers import Subscribers
 logger = logging.getLogger("service.lifecycle")
 
 R = TypeVar("R", bound=WorkRecord)
+
+# Runs a piece of work gets: one interrupted by a restart runs again once, then fails.
+MAX_ATTEMPTS = 2
 Entry = TypeVar("Entry")
 Rendered = TypeVar("Rendered")
 
@@ -87,15 +92,15 @@ def refusal_error(error: TaskError) -> WorkError | None:
     return None
 
 
-def prepared(dataset: DatasetRecord) -> PreparedSplit:
+def prepared(content: DatasetContent) -> PreparedSplit:
     """A dataset's split as a task carries it (no test arrays without a test split)."""
-    split, has_test = dataset.split, dataset.test_size > 0
+    split, has_test = content.split, content.split.test_index.size > 0
     return PreparedSplit(
         X_train=split.X_train,
         y_train=split.y_train,
         X_test=split.X_test if has_test else None,
         y_test=split.y_test if has_test else None,
-        n_classes=dataset.dataset.n_classes,
+        n_classes=content.dataset.n_classes,
     )
 
 
@@ -137,6 +142,7 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         self.metrics = metrics
         self._keys = store.idempotency(self.noun)
         self._subscribers = Subscribers()
+        self._recovered: list[tuple[str, list[tuple[str, Task]]]] = []
         dispatcher.when_closing(self._subscribers.wake_all)
 
     # --- what a kind supplies ----------------------------------------------------------------
@@ -169,7 +175,12 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
     # --- requests ----------------------------------------------------------------------------
 
     def require_started(self) -> None:
-        """503 while the training workers are still starting."""
+        """503 while the training workers are still starting, or once the service is stopping."""
+        if self.dispatcher.closing:
+            raise NotReady(
+                f"the service is shutting down and takes no new {self.noun}s; retry shortly",
+                headers={"Retry-After": "5"},
+            )
         if not self.dispatcher.started:
             raise NotReady(
                 "the training workers are still starting; retry shortly",
@@ -180,7 +191,7 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         self,
         dataset_id: str,
         claim: IdempotencyClaim | None,
-        build: Callable[[DatasetRecord], tuple[R, list[tuple[str, Task]]]],
+        build: Callable[[DatasetRecord, DatasetContent], tuple[R, list[tuple[str, Task]]]],
     ) -> tuple[R, bool]:
         """Create the record `build` makes from the dataset and queue its tasks, all or none;
         returns (record, created). A repeated Idempotency-Key returns its record."""
@@ -190,11 +201,12 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             if existing is not None:
                 return existing, False
             dataset = self.store.datasets.get(dataset_id)
-            if dataset is None:
+            content = self.store.datasets.content(dataset_id)
+            if dataset is None or content is None:
                 raise InvalidRequest.at(
                     ["body", "dataset_id"], f"dataset {dataset_id} does not exist", "not_found"
                 )
-            record, tasks = build(dataset)
+            record, tasks = build(dataset, content)
             self.collection.add(record)
             self._keys.reserve(claim)
         queued: list[str] = []
@@ -289,6 +301,8 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         task_id = event.task_id
         if record.finished or not self._accepts(record, task_id):
             return
+        if self._stopped_by_shutdown(record, event):
+            return  # a durable store runs it again at the next start (see resume)
         now = utc_now()
         if isinstance(event, TaskStarted):
             self._started(record, task_id, event, now)
@@ -304,7 +318,96 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             error = self.failure(TaskError(event.kind, event.detail)) if failed else None
             self._stopped(record, task_id, error, now)
 
-    # --- the rules every kind follows --------------------------------------------------------
+    def _stopped_by_shutdown(self, record: R, event: TaskEvent) -> bool:
+        stopped = isinstance(event, TaskCancelled) or (
+            isinstance(event, TaskFailed) and event.kind is Failure.CANCELLED
+        )
+        return (
+            stopped
+            and self.store.durable
+            and self.dispatcher.closing
+            and not record.cancel_requested
+        )
+
+    # --- after a restart -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _restart(self, record: R, content: DatasetContent, now: datetime) -> list[tuple[str, Task]]:
+        """Queue the unfinished parts of `record` again, from their start; returns its tasks."""
+
+    def recover(self) -> None:
+        """At start-up, before anything is served: make the work a previous run accepted and
+        did not finish queued again. Work that was running runs again from its start once
+        (`attempt` 2); interrupted a second time, it fails with `interrupted`. Nothing stays
+        `running`. The tasks go to the workers in `submit_recovered` once they are up."""
+        now = utc_now()
+        for record in self.collection.select(lambda record: not record.finished):
+            if not record.submitted:  # the process stopped while accepting it
+                self.collection.remove(record.id)
+                continue
+            try:
+                content = self.store.datasets.content(record.dataset_id)
+            except Conflict:  # its dataset's content is damaged
+                content = None
+
+            def requeue(live: R, content: DatasetContent | None = content) -> list[Any]:
+                return self._requeue(live, content, now)
+
+            tasks = self.collection.update(record.id, requeue)
+            if tasks:
+                self._recovered.append((record.id, tasks))
+
+    def _requeue(
+        self, record: R, content: DatasetContent | None, now: datetime
+    ) -> list[tuple[str, Task]]:
+        interrupted = record.status == "running"
+        error: WorkError | None = None
+        if record.cancel_requested:
+            pass  # it ends cancelled
+        elif content is None:
+            error = WorkError(
+                "interrupted",
+                f"the service restarted and dataset {record.dataset_id} could not be read; "
+                f"create it again and submit the {self.noun} again",
+            )
+        elif interrupted and record.attempt >= MAX_ATTEMPTS:
+            error = WorkError(
+                "interrupted",
+                f"the service stopped while this {self.noun} ran, {MAX_ATTEMPTS} times; submit "
+                "it again",
+            )
+        else:
+            record.attempt += interrupted
+            return self._restart(record, content, now)
+        for task_id in self._unfinished_tasks(record):
+            self._stopped(record, task_id, error, now)
+        return []
+
+    def submit_recovered(self) -> None:
+        """Hand the recovered work's tasks to the workers (call once they are up)."""
+        recovered, self._recovered = self._recovered, []
+        for record_id, tasks in recovered:
+            handler = functools.partial(self._handle, record_id)
+            try:
+                for task_id, task in tasks:
+                    self.dispatcher.submit(
+                        task_id, task, handler, self.settings.job_timeout_seconds
+                    )
+            except (QueueFull, RuntimeError) as exc:
+                error = WorkError(
+                    "interrupted",
+                    f"the service restarted and could not queue this {self.noun} again "
+                    f"({exc}); submit it again",
+                )
+
+                def fail(record: R, error: WorkError = error) -> None:
+                    for task_id in self._unfinished_tasks(record):
+                        self.dispatcher.cancel(task_id)
+                        self._stopped(record, task_id, error, utc_now())
+
+                self.collection.update(record_id, fail)
+
+    # --- the rules every kind follows ------------------------------------------------------
 
     @staticmethod
     def start(record: WorkRecord, now: datetime) -> None:
@@ -362,18 +465,18 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             scaler=data.scaler,
             feature_names=data.feature_names,
         )
-        model_record = ModelRecord(
+        content = ModelContent(model, tuple(history))
+        model_record = ModelRecord.describe(
+            content,
             id=new_id("mdl"),
             name=name,
-            model=model,
+            created_at=utc_now(),
+            metrics=metrics,
             job_id=job_id,
             dataset_id=record.dataset_id,
-            metrics=metrics,
-            history=tuple(history),
-            created_at=utc_now(),
             sweep_id=sweep_id,
         )
-        self.store.models.add(model_record)
+        self.store.models.add(model_record, content)
         return model_record.id
 
     # --- following ---------------------------------------------------------------------------

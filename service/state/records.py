@@ -13,9 +13,10 @@ import json
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import JsonValue
+import numpy as np
+from pydantic import JsonValue, PlainSerializer, PlainValidator
 
 from engine.datasets import Dataset, Kind, Split
 from engine.hyperparameters import Hyperparameters
@@ -25,7 +26,15 @@ from engine.training import HistoryPoint, StopReason
 WorkStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[WorkStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED: frozenset[WorkStatus] = frozenset({"succeeded", "failed", "cancelled"})
-ErrorType = Literal["diverged", "timeout", "worker_lost", "invalid_input", "internal"]
+ErrorType = Literal[
+    "diverged",
+    "timeout",
+    "worker_lost",
+    "invalid_input",
+    "interrupted",
+    "insufficient_storage",
+    "internal",
+]
 Metrics = dict[str, float | None]  # train_loss, train_accuracy, test_loss, test_accuracy
 METRIC_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
@@ -50,29 +59,117 @@ def metrics_of(point: HistoryPoint | Metrics) -> Metrics:
     return {key: point.get(key) for key in METRIC_KEYS}
 
 
+def nbytes(*arrays: np.ndarray | None) -> int:
+    """Bytes the arrays hold (what counts against max_stored_bytes)."""
+    return sum(int(array.nbytes) for array in arrays if array is not None)
+
+
+@dataclass(frozen=True)
+class DatasetContent:
+    """A dataset's points and its split: what training and pictures read, loaded on demand."""
+
+    dataset: Dataset
+    split: Split
+
+    @property
+    def nbytes(self) -> int:
+        split = self.split
+        scaler = split.scaler
+        return nbytes(
+            self.dataset.X,
+            self.dataset.y,
+            split.X_train,
+            split.y_train,
+            split.X_test,
+            split.y_test,
+            split.train_index,
+            split.test_index,
+            scaler.mean if scaler else None,
+            scaler.scale if scaler else None,
+        )
+
+
 @dataclass(frozen=True)
 class DatasetRecord:
+    """What is known of a dataset without loading its points."""
+
     id: str
     name: str
     kind: Kind
-    dataset: Dataset
-    split: Split
     parameters: dict[str, int | float]  # generator parameters actually used
     test_fraction: float
     standardize: bool
     seed: int
     created_at: datetime
+    n_samples: int
+    n_features: int
+    classes: tuple[Label, ...]
+    class_counts: tuple[int, ...]
+    feature_names: tuple[str, ...]
+    train_size: int
+    test_size: int
+    nbytes: int  # of its content
+
+    @classmethod
+    def describe(
+        cls,
+        content: DatasetContent,
+        *,
+        id: str,
+        name: str,
+        kind: Kind,
+        parameters: dict[str, int | float],
+        test_fraction: float,
+        standardize: bool,
+        seed: int,
+        created_at: datetime,
+    ) -> DatasetRecord:
+        data, split = content.dataset, content.split
+        return cls(
+            id=id,
+            name=name,
+            kind=kind,
+            parameters=parameters,
+            test_fraction=test_fraction,
+            standardize=standardize,
+            seed=seed,
+            created_at=created_at,
+            n_samples=data.n_samples,
+            n_features=data.n_features,
+            classes=data.classes,
+            class_counts=tuple(data.class_counts.values()),
+            feature_names=data.feature_names,
+            train_size=int(split.train_index.size),
+            test_size=int(split.test_index.size),
+            nbytes=content.nbytes,
+        )
 
     @property
-    def train_size(self) -> int:
-        return int(self.split.train_index.size)
-
-    @property
-    def test_size(self) -> int:
-        return int(self.split.test_index.size)
+    def n_classes(self) -> int:
+        return len(self.classes)
 
     def snapshot(self) -> DatasetRecord:
         return self
+
+
+def _scaler_values(scaler: Scaler | None) -> dict[str, list[float]] | None:
+    if scaler is None:
+        return None
+    return {"mean": scaler.mean.tolist(), "scale": scaler.scale.tolist()}
+
+
+def _scaler_of(value: object) -> Scaler | None:
+    if value is None or isinstance(value, Scaler):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"a scaler is mean and scale lists, got {type(value).__name__}")
+    mean = np.array(value["mean"], dtype=np.float64)
+    scale = np.array(value["scale"], dtype=np.float64)
+    return Scaler(mean=mean, scale=scale)
+
+
+# A Scaler as stored records write it: its mean and scale as JSON numbers (exact round trip).
+StoredScaler = Annotated[Scaler | None, PlainValidator(_scaler_of), PlainSerializer(_scaler_values)]
 
 
 @dataclass(frozen=True)
@@ -85,19 +182,18 @@ class TrainingData:
     test_size: int
     classes: tuple[Label, ...]
     feature_names: tuple[str, ...]
-    scaler: Scaler | None
+    scaler: StoredScaler
 
     @classmethod
-    def of(cls, record: DatasetRecord) -> TrainingData:
-        data = record.dataset
+    def of(cls, record: DatasetRecord, content: DatasetContent) -> TrainingData:
         return cls(
-            n_features=data.n_features,
-            n_classes=data.n_classes,
+            n_features=record.n_features,
+            n_classes=record.n_classes,
             train_size=record.train_size,
             test_size=record.test_size,
-            classes=data.classes,
-            feature_names=data.feature_names,
-            scaler=record.split.scaler,
+            classes=record.classes,
+            feature_names=record.feature_names,
+            scaler=content.split.scaler,
         )
 
 
@@ -121,12 +217,13 @@ class WorkRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     cancel_requested: bool = False
+    attempt: int = 1  # runs started: a durable store runs interrupted work again once
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    def snapshot(self) -> WorkRecord:
+    def snapshot(self) -> Self:
         """A copy that later changes to this record do not reach."""
         raise NotImplementedError
 
@@ -242,16 +339,81 @@ class SweepRecord(WorkRecord):
 
 
 @dataclass(frozen=True)
+class ModelContent:
+    """A model's weights (with what it needs to predict) and its training history."""
+
+    model: Model
+    history: tuple[HistoryPoint, ...]  # empty for an imported model
+
+    @property
+    def nbytes(self) -> int:
+        model = self.model
+        scaler = model.scaler
+        arrays = [*model.weights, *model.biases]
+        if scaler is not None:
+            arrays += [scaler.mean, scaler.scale]
+        return nbytes(*arrays) + HISTORY_POINT_BYTES * len(self.history)
+
+
+# A history point's share of max_stored_bytes: six numbers, as a float64 row would hold them.
+HISTORY_POINT_BYTES = 48
+
+
+@dataclass(frozen=True)
 class ModelRecord:
+    """What is known of a model without loading its weights."""
+
     id: str
     name: str
-    model: Model
     job_id: str | None  # None for an imported model or a sweep's
     dataset_id: str | None
+    sweep_id: str | None  # the sweep that trained it (then job_id is None)
     metrics: Metrics | None
-    history: tuple[HistoryPoint, ...]  # empty for an imported model
     created_at: datetime
-    sweep_id: str | None = None  # the sweep that trained it (then job_id is None)
+    hyperparameters: Hyperparameters
+    activation: str
+    architecture: tuple[int, ...]  # layer widths, input to output
+    n_parameters: int
+    classes: tuple[Label, ...]
+    feature_names: tuple[str, ...]
+    has_history: bool
+    nbytes: int  # of its content
+
+    @classmethod
+    def describe(
+        cls,
+        content: ModelContent,
+        *,
+        id: str,
+        name: str,
+        created_at: datetime,
+        metrics: Metrics | None = None,
+        job_id: str | None = None,
+        dataset_id: str | None = None,
+        sweep_id: str | None = None,
+    ) -> ModelRecord:
+        model = content.model
+        return cls(
+            id=id,
+            name=name,
+            job_id=job_id,
+            dataset_id=dataset_id,
+            sweep_id=sweep_id,
+            metrics=metrics,
+            created_at=created_at,
+            hyperparameters=model.hyperparameters,
+            activation=model.activation,
+            architecture=tuple(model.architecture),
+            n_parameters=model.n_parameters,
+            classes=model.classes,
+            feature_names=model.feature_names,
+            has_history=bool(content.history),
+            nbytes=content.nbytes,
+        )
+
+    @property
+    def n_features(self) -> int:
+        return self.architecture[0]
 
     def snapshot(self) -> ModelRecord:
         return self

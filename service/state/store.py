@@ -1,16 +1,22 @@
 """The Store: everything the service keeps, behind one interface.
 
     Store
-    ├── datasets      Collection[DatasetRecord]   never change once added
-    ├── models        Collection[ModelRecord]     never change once added
-    ├── jobs          Collection[JobRecord]       change by update() only
-    ├── sweeps        Collection[SweepRecord]     change by update() only
+    ├── datasets      Catalog[DatasetRecord, DatasetContent]   never change once added
+    ├── models        Catalog[ModelRecord, ModelContent]       never change once added
+    ├── jobs          Collection[JobRecord]                    change by update() only
+    ├── sweeps        Collection[SweepRecord]                  change by update() only
     └── idempotency   IdempotencyKeys per kind of work
 
 Every method is one atomic step — one transaction for a database — and `atomic()` groups the
 calls of one logical write (create a job and reserve its Idempotency-Key; finish a job and
 register its model) into one. Reads return snapshots: later writes never change a record a
-caller holds. `MemoryStore` keeps everything in this process's memory under one re-entrant lock.
+caller holds. A catalog's record is what lists and views show; its content (points, weights,
+history) is loaded only when asked for.
+
+Bytes. Every dataset's and model's content counts against `max_stored_bytes`: an add that would
+pass it raises InsufficientStorage (507) naming the setting, its value and what is used, and
+changes nothing. `MemoryStore` keeps everything in this process's memory under one re-entrant
+lock; `service.state.sqlite_store.SQLiteStore` keeps it in a database file.
 """
 
 from __future__ import annotations
@@ -19,10 +25,31 @@ import abc
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Generic, Protocol, Self, TypeVar
+from typing import ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
+from service.errors import InsufficientStorage
+from service.settings import Settings
 from service.state.idempotency import IdempotencyKeys
-from service.state.records import DatasetRecord, JobRecord, ModelRecord, SweepRecord
+from service.state.records import (
+    DatasetContent,
+    DatasetRecord,
+    JobRecord,
+    ModelContent,
+    ModelRecord,
+    SweepRecord,
+)
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings ask for: SQLite in data_dir when set, else memory."""
+    if settings.data_dir is not None:
+        from service.state.sqlite_store import SQLiteStore
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return SQLiteStore(
+            settings.data_dir, settings.stored_bytes_limit(), cache_bytes=settings.cache_bytes
+        )
+    return MemoryStore(settings.stored_bytes_limit())
 
 
 class Snapshotting(Protocol):
@@ -34,8 +61,18 @@ class Snapshotting(Protocol):
     def snapshot(self) -> Self: ...
 
 
+class Sized(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+
 R = TypeVar("R", bound=Snapshotting)
 T = TypeVar("T")
+CR = TypeVar("CR", bound=Sized)
+C = TypeVar("C")
 
 
 class Collection(abc.ABC, Generic[R]):
@@ -69,9 +106,35 @@ class Collection(abc.ABC, Generic[R]):
     def __len__(self) -> int: ...
 
 
+class Catalog(abc.ABC, Generic[CR, C]):
+    """Records that never change, each with a content loaded on demand."""
+
+    @abc.abstractmethod
+    def add(self, record: CR, content: C) -> None:
+        """Keep both; InsufficientStorage (507) when record.nbytes would pass the limit."""
+
+    @abc.abstractmethod
+    def get(self, record_id: str) -> CR | None: ...
+
+    @abc.abstractmethod
+    def content(self, record_id: str) -> C | None:
+        """The record's content (None once it is removed)."""
+
+    @abc.abstractmethod
+    def remove(self, record_id: str) -> CR | None: ...
+
+    @abc.abstractmethod
+    def select(self, keep: Callable[[CR], bool] | None = None) -> list[CR]: ...
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+
 class Store(abc.ABC):
-    datasets: Collection[DatasetRecord]
-    models: Collection[ModelRecord]
+    backend: ClassVar[Literal["memory", "sqlite"]]
+    durable: ClassVar[bool]  # what it keeps outlives the process: interrupted work resumes
+    datasets: Catalog[DatasetRecord, DatasetContent]
+    models: Catalog[ModelRecord, ModelContent]
     jobs: Collection[JobRecord]
     sweeps: Collection[SweepRecord]
 
@@ -82,6 +145,39 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def idempotency(self, noun: str) -> IdempotencyKeys:
         """The Idempotency-Keys used to create one kind of work ("job", "sweep")."""
+
+    @property
+    @abc.abstractmethod
+    def stored_bytes(self) -> int:
+        """Bytes of dataset and model content kept now."""
+
+    @property
+    @abc.abstractmethod
+    def max_stored_bytes(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the store holds open."""
+
+
+class Usage:
+    """The bytes a store keeps, checked against its limit (callers hold the store's lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def claim(self, what: str, size: int) -> None:
+        if self.used + size > self.limit:
+            raise InsufficientStorage(
+                f"storing this {what} ({size} bytes) would pass max_stored_bytes = "
+                f"{self.limit} ({self.used} bytes are used); delete datasets or models you no "
+                "longer need, or ask the operator to raise SCRATCHNET_MAX_STORED_BYTES"
+            )
+        self.used += size
+
+    def release(self, size: int) -> None:
+        self.used = max(0, self.used - size)
 
 
 class MemoryCollection(Collection[R]):
@@ -124,13 +220,56 @@ class MemoryCollection(Collection[R]):
             return len(self._items)
 
 
+class MemoryCatalog(Catalog[CR, C]):
+    def __init__(self, lock: threading.RLock, usage: Usage, noun: str) -> None:
+        self._lock = lock
+        self._usage = usage
+        self._noun = noun
+        self._items: dict[str, tuple[CR, C]] = {}
+
+    def add(self, record: CR, content: C) -> None:
+        with self._lock:
+            self._usage.claim(self._noun, record.nbytes)
+            self._items[record.id] = (record, content)
+
+    def get(self, record_id: str) -> CR | None:
+        with self._lock:
+            item = self._items.get(record_id)
+            return None if item is None else item[0]
+
+    def content(self, record_id: str) -> C | None:
+        with self._lock:
+            item = self._items.get(record_id)
+            return None if item is None else item[1]
+
+    def remove(self, record_id: str) -> CR | None:
+        with self._lock:
+            item = self._items.pop(record_id, None)
+            if item is None:
+                return None
+            self._usage.release(item[0].nbytes)
+            return item[0]
+
+    def select(self, keep: Callable[[CR], bool] | None = None) -> list[CR]:
+        with self._lock:
+            return [r for r, _c in self._items.values() if keep is None or keep(r)]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
 class MemoryStore(Store):
     """Everything in this process's memory; lost when it stops."""
 
-    def __init__(self) -> None:
+    backend = "memory"
+    durable = False
+
+    def __init__(self, max_stored_bytes: int) -> None:
         self._lock = threading.RLock()
-        self.datasets = MemoryCollection(self._lock)
-        self.models = MemoryCollection(self._lock)
+        self._usage = Usage(max_stored_bytes)
+        self.datasets = MemoryCatalog(self._lock, self._usage, "dataset")
+        self.models = MemoryCatalog(self._lock, self._usage, "model")
         self.jobs = MemoryCollection(self._lock)
         self.sweeps = MemoryCollection(self._lock)
         self._keys: dict[str, IdempotencyKeys] = {}
@@ -141,3 +280,15 @@ class MemoryStore(Store):
     def idempotency(self, noun: str) -> IdempotencyKeys:
         with self._lock:
             return self._keys.setdefault(noun, IdempotencyKeys(noun))
+
+    @property
+    def stored_bytes(self) -> int:
+        with self._lock:
+            return self._usage.used
+
+    @property
+    def max_stored_bytes(self) -> int:
+        return self._usage.limit
+
+    def close(self) -> None:
+        """Nothing is held open in memory."""

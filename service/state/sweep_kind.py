@@ -28,15 +28,22 @@ from pydantic import JsonValue, ValidationError
 from engine.hyperparameters import Hyperparameters
 from engine.packed import DataShape, partition
 from engine.training import HistoryPoint
-from service.errors import InvalidRequest, LimitExceeded
+from service.errors import InsufficientStorage, InvalidRequest, LimitExceeded
 from service.execution.executor import Task, TaskStarted
-from service.execution.tasks import ConfigurationEnded, ConfigurationPoint, SweepTask
+from service.execution.tasks import (
+    ConfigurationEnded,
+    ConfigurationPoint,
+    PreparedSplit,
+    SweepTask,
+)
+from service.settings import Settings
 from service.state.idempotency import IdempotencyClaim
 from service.state.job_kind import baseline_of
 from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, prepared
 from service.state.limits import check_configuration, check_sweep_work, work_units
 from service.state.records import (
     ConfigurationRecord,
+    DatasetContent,
     DatasetRecord,
     StreamEntry,
     SweepRecord,
@@ -129,6 +136,17 @@ def expand_grid(
     return configurations, validated
 
 
+def check_sweep(sweep: SweepRecord, settings: Settings) -> None:
+    """Every configuration (and the baseline) within a job's limits, their work summed within
+    max_work; the 422 names the grid value."""
+    work = 0
+    for row in sweep.rows():
+        hp = row.hyperparameters
+        check_configuration(hp, row.varied, sweep.grid, sweep.data, sweep.dataset_id, settings)
+        work += work_units(hp, sweep.data)
+    check_sweep_work(work, len(sweep.configurations), sweep.baseline is not None, settings)
+
+
 # -- the lifecycle -------------------------------------------------------------------------------
 
 
@@ -154,36 +172,26 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
     ) -> tuple[SweepRecord, bool]:
         """Check the grid and limits, then queue the sweep's shares; returns (sweep, created)."""
 
-        def build(dataset: DatasetRecord) -> tuple[SweepRecord, list[tuple[str, Task]]]:
-            sweep = self._new_sweep(dataset, base, grid, name, baseline)
-            return sweep, self._tasks(sweep, dataset)
+        def build(
+            dataset: DatasetRecord, content: DatasetContent
+        ) -> tuple[SweepRecord, list[tuple[str, Task]]]:
+            sweep = self._new_sweep(dataset, TrainingData.of(dataset, content), base, grid, name)
+            if baseline:
+                sweep.baseline = ConfigurationRecord(None, baseline_of(base), varied={})
+            check_sweep(sweep, self.settings)
+            return sweep, self._tasks(sweep, sweep.rows(), prepared(content))
 
         return self._submit(dataset_id, claim, build)
 
     def _new_sweep(
         self,
         dataset: DatasetRecord,
+        data: TrainingData,
         base: Hyperparameters,
         grid: Grid,
         name: str | None,
-        with_baseline: bool,
     ) -> SweepRecord:
-        settings = self.settings
-        data = TrainingData.of(dataset)
-        expanded, validated = expand_grid(base, grid, settings.max_sweep_configurations)
-        rows = [
-            ConfigurationRecord(index=i, hyperparameters=hp, varied=varied)
-            for i, (hp, varied) in enumerate(expanded)
-        ]
-        baseline = None
-        if with_baseline:
-            baseline = ConfigurationRecord(index=None, hyperparameters=baseline_of(base), varied={})
-        work = 0
-        for row in rows + ([baseline] if baseline else []):
-            hp = row.hyperparameters
-            check_configuration(hp, row.varied, validated, data, dataset.id, settings)
-            work += work_units(hp, data)
-        check_sweep_work(work, len(rows), baseline is not None, settings)
+        expanded, validated = expand_grid(base, grid, self.settings.max_sweep_configurations)
         return SweepRecord(
             id=new_id("swp"),
             name=name or dataset.name,
@@ -192,20 +200,24 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
             data=data,
             base=base,
             grid=validated,
-            configurations=rows,
-            baseline=baseline,
+            configurations=[
+                ConfigurationRecord(index=i, hyperparameters=hp, varied=varied)
+                for i, (hp, varied) in enumerate(expanded)
+            ],
+            baseline=None,
         )
 
-    def _tasks(self, sweep: SweepRecord, dataset: DatasetRecord) -> list[tuple[str, Task]]:
-        """One task per worker share (rows learn their share's task id)."""
-        rows = sweep.rows()
+    def _tasks(
+        self, sweep: SweepRecord, rows: list[ConfigurationRecord], split: PreparedSplit
+    ) -> list[tuple[str, Task]]:
+        """One task per worker share of `rows` (each row learns its share's task id)."""
         data = sweep.data
         shape = DataShape(data.train_size, data.test_size, data.n_features, data.n_classes)
         parts = max(1, min(self.dispatcher.executor.worker_count, len(rows)))
         shares = partition([row.hyperparameters for row in rows], shape, parts)
-        split = prepared(dataset)
+        first = len(sweep.shares)  # shares of an earlier attempt keep their numbers
         tasks: list[tuple[str, Task]] = []
-        for number, packs in enumerate(shares):
+        for number, packs in enumerate(shares, start=first):
             members = sorted(i for pack in packs for i in pack)
             position = {i: p for p, i in enumerate(members)}
             task_id = f"{sweep.id}.{number}"
@@ -217,7 +229,7 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
                 data=split,
             )
             tasks.append((task_id, task))
-        sweep.shares = {task_id: False for task_id, _task in tasks}
+        sweep.shares.update({task_id: False for task_id, _task in tasks})
         return tasks
 
     # --- executor events ---------------------------------------------------------------------
@@ -269,15 +281,19 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
         if ended.status == "succeeded" and trained is not None:
             row.metrics = dict(trained.metrics)
             row.stop_reason = trained.stop_reason
-            row.model_id = self.register_model(
-                sweep,
-                f"{sweep.name}: {row.label}",
-                row.hyperparameters,
-                trained,
-                row.metrics,
-                row.history,
-                sweep_id=sweep.id,
-            )
+            try:
+                row.model_id = self.register_model(
+                    sweep,
+                    f"{sweep.name}: {row.label}",
+                    row.hyperparameters,
+                    trained,
+                    row.metrics,
+                    row.history,
+                    sweep_id=sweep.id,
+                )
+            except InsufficientStorage as exc:
+                self._end_row(sweep, row, "failed", WorkError("insufficient_storage", exc.detail))
+                return
             self._end_row(sweep, row, "succeeded", None)
         else:
             error = self.failure(ended.error) if ended.error is not None else NO_RESULT
@@ -315,6 +331,19 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
         row.status = status
         row.error = error
         sweep.stream.append(("result", row.index, len(row.history)))
+
+    def _restart(
+        self, sweep: SweepRecord, content: DatasetContent, now: datetime
+    ) -> list[tuple[str, Task]]:
+        """Finished configurations keep their results; the rest train again, from their start,
+        in new shares (their recorded points stay: the same seed records the same ones)."""
+        unfinished = [row for row in sweep.rows() if not row.finished]
+        for row in unfinished:
+            row.status = "queued"
+        sweep.shares = dict.fromkeys(sweep.shares, True)
+        if not any(row.finished for row in sweep.rows()):
+            sweep.status, sweep.started_at = "queued", None
+        return self._tasks(sweep, unfinished, prepared(content))
 
     # --- following ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.state.lifecycle import delete_unused_dataset
-from service.state.records import DatasetRecord
+from service.state.records import DatasetContent, DatasetRecord
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -53,6 +53,13 @@ def require_dataset(state: StateDep, dataset_id: str) -> DatasetRecord:
     return record
 
 
+def require_points(state: StateDep, dataset_id: str) -> DatasetContent:
+    content = state.store.datasets.content(dataset_id)
+    if content is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    return content
+
+
 @router.post(
     "",
     status_code=201,
@@ -63,7 +70,7 @@ def require_dataset(state: StateDep, dataset_id: str) -> DatasetRecord:
             "description": "Created; Location names the new dataset.",
             "headers": LOCATION_HEADER,
         },
-        **problem_responses(400, 413, 415, 422),
+        **problem_responses(400, 413, 415, 422, 507),
     },
     openapi_extra=CREATE_BODY,
 )
@@ -94,6 +101,7 @@ async def create_dataset(
     settings = state.settings
     raw = await request.body()
     record: DatasetRecord
+    content: DatasetContent
     if content_type == "text/csv":
         try:
             text = raw.decode("utf-8")
@@ -106,7 +114,7 @@ async def create_dataset(
             standardize=True if standardize is None else standardize,
             seed=builders.DEFAULT_SPLIT_SEED if seed is None else seed,
         )
-        record = await anyio.to_thread.run_sync(
+        record, content = await anyio.to_thread.run_sync(
             lambda: builders.build_from_csv(
                 text, label_column=label_column, name=name, options=options, settings=settings
             )
@@ -120,14 +128,14 @@ async def create_dataset(
                 "put it in the JSON body instead",
                 "not_applicable",
             )
-        record = await anyio.to_thread.run_sync(
+        record, content = await anyio.to_thread.run_sync(
             lambda: builders.build(parse_json_body(DatasetCreate, raw), settings)
         )
     else:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send application/json or text/csv"
         )
-    state.store.datasets.add(record)
+    await anyio.to_thread.run_sync(state.store.datasets.add, record, content)
     response.headers["Location"] = f"/v1/datasets/{record.id}"
     return dataset_public(record)
 
@@ -155,9 +163,11 @@ async def read_dataset(
 ) -> DatasetPublic | Response:
     record = require_dataset(state, dataset_id)
     if include_points:
-        # every point: build and serialize in a thread, not on the event loop
+        # every point: load, build and serialize in a thread, not on the event loop
         content = await anyio.to_thread.run_sync(
-            lambda: dataset_public(record, include_points=True).model_dump_json().encode()
+            lambda: (
+                dataset_public(record, require_points(state, dataset_id)).model_dump_json().encode()
+            )
         )
         return Response(content, media_type="application/json")
     return dataset_public(record)
@@ -204,9 +214,8 @@ async def dataset_image(
         state.pictures,
         (record.id, "image", width, height),
         lambda: plotting.dataset_png(
-            record.dataset,
-            title=f"{record.name}: {record.dataset.n_samples} points, "
-            f"{record.dataset.n_classes} classes",
+            require_points(state, dataset_id).dataset,
+            title=f"{record.name}: {record.n_samples} points, {record.n_classes} classes",
             width=width,
             height=height,
         ),

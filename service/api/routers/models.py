@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 
 from engine import plotting, serialize
-from engine.model import Label
+from engine.model import Label, Model
 from service.api.deps import PageDep, StateDep
 from service.api.pictures import (
     Height,
@@ -25,7 +25,7 @@ from service.api.problems import LOCATION_HEADER, parse_json_body, problem_respo
 from service.api.schemas import ModelPublic, ModelsPublic, Prediction, PredictRequest
 from service.api.views import model_public
 from service.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, UnsupportedMediaType
-from service.state.records import ModelRecord, new_id, utc_now
+from service.state.records import ModelContent, ModelRecord, new_id, utc_now
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -42,6 +42,13 @@ def require_model(state: StateDep, model_id: str) -> ModelRecord:
     if record is None:
         raise NotFound(f"model {model_id} does not exist")
     return record
+
+
+def require_weights(state: StateDep, model_id: str) -> ModelContent:
+    content = state.store.models.content(model_id)
+    if content is None:
+        raise NotFound(f"model {model_id} does not exist")
+    return content
 
 
 def _media_type(request: Request) -> str:
@@ -68,7 +75,7 @@ async def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
     summary="Import an exported model",
     responses={
         201: {"description": "Imported; Location names the new model.", "headers": LOCATION_HEADER},
-        **problem_responses(413, 415, 422),
+        **problem_responses(413, 415, 422, 507),
     },
     openapi_extra={
         "requestBody": {
@@ -96,17 +103,11 @@ async def import_model(
         )
     raw = await request.body()
     model = await anyio.to_thread.run_sync(serialize.model_from_npz, raw)
-    record = ModelRecord(
-        id=new_id("mdl"),
-        name=name or "imported",
-        model=model,
-        job_id=None,
-        dataset_id=None,
-        metrics=None,
-        history=(),
-        created_at=utc_now(),
+    content = ModelContent(model, history=())
+    record = ModelRecord.describe(
+        content, id=new_id("mdl"), name=name or "imported", created_at=utc_now()
     )
-    state.store.models.add(record)
+    await anyio.to_thread.run_sync(state.store.models.add, record, content)
     response.headers["Location"] = f"/v1/models/{record.id}"
     return model_public(record)
 
@@ -139,9 +140,9 @@ def _parse_points(raw: bytes) -> list[list[float]]:
     return parse_json_body(PredictRequest, raw).points
 
 
-def _predict(record: ModelRecord, points: list[list[float]]) -> bytes:
+def _predict(model: Model, points: list[list[float]]) -> bytes:
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
-        probabilities = record.model.predict_proba(points)  # (n_points, n_classes)
+        probabilities = model.predict_proba(points)  # (n_points, n_classes)
     if not np.isfinite(probabilities).all():  # values so large the network's arithmetic overflows
         index = int(np.argmin(np.isfinite(probabilities).all(axis=1)))
         raise InvalidRequest.at(
@@ -150,7 +151,7 @@ def _predict(record: ModelRecord, points: list[list[float]]) -> bytes:
             "finite numbers; send values on the scale of the training data",
             "not_finite_output",
         )
-    classes = [_plain(c) for c in record.model.classes]
+    classes = [_plain(c) for c in model.classes]
     labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
     body = {"classes": labels, "probabilities": probabilities.tolist()}
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
@@ -191,7 +192,7 @@ async def predict(request: Request, state: StateDep, model_id: str) -> Response:
             f"{len(points)} points exceed predict_max_points = {limit}; split the request",
             "limit_exceeded",
         )
-    n_features = record.model.n_features
+    n_features = record.n_features
     for index, point in enumerate(points):
         if len(point) != n_features:
             raise InvalidRequest.at(
@@ -200,10 +201,11 @@ async def predict(request: Request, state: StateDep, model_id: str) -> Response:
                 f"{n_features}",
                 "wrong_dimension",
             )
-    if len(points) * record.model.n_parameters <= INLINE_PREDICT_WORK:
-        content = _predict(record, points)
+    model = require_weights(state, model_id).model
+    if len(points) * record.n_parameters <= INLINE_PREDICT_WORK:
+        content = _predict(model, points)
     else:
-        content = await anyio.to_thread.run_sync(_predict, record, points)
+        content = await anyio.to_thread.run_sync(_predict, model, points)
     return Response(content, media_type="application/json")
 
 
@@ -224,22 +226,21 @@ async def decision_boundary(
     exists (training filled, test hollow); imported models and models whose dataset was deleted
     are drawn without points. A model with other than 2 features is a 422."""
     record = require_model(state, model_id)
-    model = record.model
-    if model.n_features != 2:
+    if record.n_features != 2:
         raise InvalidRequest.at(
             ["path", "model_id"],
-            f"model {model_id} has {model.n_features} features; decision boundaries are drawn "
+            f"model {model_id} has {record.n_features} features; decision boundaries are drawn "
             "for 2-feature models only",
             "not_two_dimensional",
         )
     dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
-    train, test = split_points(dataset)
     key = (model_id, "boundary", width, height, resolution, show, dataset is not None)
-    return await picture_response(
-        request,
-        state.pictures,
-        key,
-        lambda: plotting.decision_boundary_png(
+
+    def render() -> bytes:
+        model = require_weights(state, model_id).model
+        points = state.store.datasets.content(dataset.id) if dataset is not None else None
+        train, test = split_points(points)
+        return plotting.decision_boundary_png(
             model,
             X_train=train[0],
             y_train=train[1],
@@ -249,7 +250,13 @@ async def decision_boundary(
             height=height,
             resolution=resolution,
             show=show,
-        ),
+        )
+
+    return await picture_response(
+        request,
+        state.pictures,
+        key,
+        render,
     )
 
 
@@ -264,18 +271,21 @@ async def loss_curve(
 ) -> Response:
     """Training (and test) loss by recorded epoch. Imported models have no history (409)."""
     record = require_model(state, model_id)
-    if not record.history:
+    if not record.has_history:
         raise Conflict(
             f"model {model_id} has no training history (imported models carry none), so there "
             "is no loss curve to draw"
         )
-    history = record.history
     return await picture_response(
         request,
         state.pictures,
         (model_id, "loss", width, height, log_scale),
         lambda: plotting.loss_curve_png(
-            history, log_scale=log_scale, width=width, height=height, title=None
+            require_weights(state, model_id).history,
+            log_scale=log_scale,
+            width=width,
+            height=height,
+            title=None,
         ),
     )
 
@@ -293,8 +303,8 @@ async def loss_curve(
     },
 )
 async def export_model(state: StateDep, model_id: str) -> Response:
-    record = require_model(state, model_id)
-    content = await anyio.to_thread.run_sync(serialize.model_to_npz, record.model)
+    model = (await anyio.to_thread.run_sync(require_weights, state, model_id)).model
+    content = await anyio.to_thread.run_sync(serialize.model_to_npz, model)
     return Response(
         content,
         media_type=NPZ_MEDIA_TYPE,

@@ -70,6 +70,8 @@ async def info(state: StateDep) -> Info:
         ready=dispatcher.ready,
         queued_jobs=counts["queued"],
         running_jobs=counts["running"],
+        store_backend=state.store.backend,
+        stored_bytes=state.store.stored_bytes,
         limits=Limits(
             max_hidden_layers=settings.max_hidden_layers,
             max_units_per_layer=settings.max_units_per_layer,
@@ -81,5 +83,6 @@ async def info(state: StateDep) -> Info:
             max_queued_jobs=settings.max_queued_jobs,
             job_timeout_seconds=settings.job_timeout_seconds,
             page_size_max=settings.page_size_max,
+            max_stored_bytes=state.store.max_stored_bytes,
         ),
     )

@@ -243,40 +243,44 @@ async def grid_picture(
             f"sweep {sweep_id} is {status} and no configuration has succeeded yet: there is no "
             "decision boundary to draw"
         )
-    models = [(state.store.models.get(model_id), title) for model_id, title in titled]
-    present = [(record.model, title) for record, title in models if record is not None]
+    present = [(model_id, title) for model_id, title in titled if state.store.models.get(model_id)]
     if not present:
         raise Conflict(f"the models of sweep {sweep_id} have all been deleted")
-    dataset = state.store.datasets.get(sweep.dataset_id)
-    train, test = split_points(dataset)
-    panels = [
-        plotting.PanelSpec(model, train[0], train[1], test[0], test[1], title=title)
-        for model, title in present
-    ]
-    if columns is not None and columns > len(panels):
-        columns = len(panels)
+    has_points = state.store.datasets.get(sweep.dataset_id) is not None
+    if columns is not None and columns > len(present):
+        columns = len(present)
     key = (
         sweep_id,
         "grid",
         tuple(model_id for model_id, _title in titled),
-        tuple(title for _model, title in present),
+        tuple(title for _model_id, title in present),
         panel_width,
         panel_height,
         columns,
         resolution,
-        dataset is not None,
+        has_points,
     )
-    return await picture_response(
-        request,
-        state.pictures,
-        key,
-        lambda: plotting.panels_png(
+
+    def render() -> bytes:
+        train, test = split_points(state.store.datasets.content(sweep.dataset_id))
+        panels = []
+        for model_id, title in present:
+            content = state.store.models.content(model_id)
+            if content is not None:  # not deleted meanwhile
+                model = content.model
+                panels.append(
+                    plotting.PanelSpec(model, train[0], train[1], test[0], test[1], title=title)
+                )
+        if not panels:
+            raise Conflict(f"the models of sweep {sweep_id} have all been deleted")
+        return plotting.panels_png(
             panels,
             columns=columns,
             panel_size=(panel_width, panel_height),
             resolution=resolution,
-        ),
-    )
+        )
+
+    return await picture_response(request, state.pictures, key, render)
 
 
 @png_route(

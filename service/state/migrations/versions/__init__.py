@@ -1,0 +1,1 @@
+"""Schema revisions, oldest first (see each revision and its down_revision)."""
