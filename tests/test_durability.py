@@ -1,0 +1,151 @@
+"""Durable state against real `python -m service` processes and a real data directory: a
+SIGTERM or a `kill -9` mid-training loses nothing, interrupted work runs again and ends as an
+uninterrupted run would; without a data directory memory stays bounded."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.api_support import FINISHED, JOB_SECONDS, serve
+
+pytestmark = pytest.mark.e2e
+
+# Long enough to be stopped mid-run (a few seconds), short enough to run twice in a test.
+INTERRUPTED_JOB: dict[str, Any] = {
+    "hidden_layers": [3],
+    "epochs": 30_000,
+    "learning_rate": 2.0,
+    "l2": 0.01,
+    "optimizer": "sgd",
+    "record_every": 500,
+}
+POINTS = {"points": [[x / 4, y / 4] for x in range(-6, 10) for y in range(-4, 6)]}
+
+
+def wait_until(http: httpx.Client, job_id: str, done: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + JOB_SECONDS
+    while True:
+        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"job stuck: {job}"
+        time.sleep(0.02)
+
+
+def moons(http: httpx.Client) -> str:
+    response = http.post("/v1/datasets", json={"kind": "moons", "n_samples": 200, "noise": 0.2})
+    assert response.status_code == 201, response.text
+    dataset_id: str = response.json()["id"]
+    return dataset_id
+
+
+def submit(http: httpx.Client, dataset_id: str) -> str:
+    body = {"dataset_id": dataset_id, "hyperparameters": INTERRUPTED_JOB}
+    response = http.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def predictions(http: httpx.Client, job: dict[str, Any]) -> bytes:
+    response = http.post(f"/v1/models/{job['model_id']}/predict", json=POINTS)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def test_a_job_running_at_sigterm_runs_again_after_the_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serve(tmp_path, data_dir=str(data)) as server, httpx.Client(base_url=server.url) as http:
+        dataset_id = moons(http)
+        job_id = submit(http, dataset_id)
+        wait_until(http, job_id, lambda job: job["epoch"] >= 1000)
+        server.stop(seconds=10.0)  # the container runtime's grace period
+    with serve(tmp_path, data_dir=str(data)) as server, httpx.Client(base_url=server.url) as http:
+        resumed = wait_until(http, job_id, lambda job: job["status"] in FINISHED)
+        assert resumed["status"] == "succeeded", resumed
+        assert resumed["attempt"] == 2 and resumed["epoch"] == INTERRUPTED_JOB["epochs"]
+        uninterrupted = wait_until(
+            http, submit(http, dataset_id), lambda job: job["status"] in FINISHED
+        )
+        assert uninterrupted["attempt"] == 1
+        assert predictions(http, resumed) == predictions(http, uninterrupted)
+        history = http.get(f"/v1/jobs/{job_id}/history").json()["history"]
+        again = http.get(f"/v1/jobs/{uninterrupted['id']}/history").json()["history"]
+        assert history == again
+
+
+def test_kill_9_mid_training_and_mid_imports_leaves_every_entry_readable(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with serve(tmp_path, data_dir=str(data)) as server, httpx.Client(base_url=server.url) as http:
+        dataset_id = moons(http)
+        trained = wait_until(
+            http,
+            submit(http, dataset_id),
+            lambda job: job["status"] in FINISHED,
+        )
+        exported = http.get(f"/v1/models/{trained['model_id']}/export").content
+        job_id = submit(http, dataset_id)
+        wait_until(http, job_id, lambda job: job["epoch"] >= 1000)
+        answers: list[int] = []
+
+        def import_one() -> None:
+            try:
+                response = httpx.post(
+                    f"{server.url}/v1/models/import",
+                    content=exported,
+                    headers={"content-type": "application/octet-stream"},
+                    timeout=30.0,
+                )
+                answers.append(response.status_code)
+            except httpx.TransportError:
+                answers.append(0)  # the server died mid-request
+
+        threads = [threading.Thread(target=import_one) for _ in range(50)]
+        for thread in threads:
+            thread.start()
+        while not answers:
+            time.sleep(0.001)
+        server.process.send_signal(signal.SIGKILL)
+        for thread in threads:
+            thread.join()
+        server.process.wait()
+        assert 0 in answers, "the kill came after every import; nothing was tested"
+    with serve(tmp_path, data_dir=str(data)) as server, httpx.Client(base_url=server.url) as http:
+        models = http.get("/v1/models?limit=500").json()["items"]
+        assert len(models) >= 1 + answers.count(201)
+        expected = predictions(http, trained)
+        for model in models:
+            response = http.post(f"/v1/models/{model['id']}/predict", json=POINTS)
+            assert response.content == expected, model
+        resumed = wait_until(http, job_id, lambda job: job["status"] in FINISHED)
+        assert resumed["status"] == "succeeded" and resumed["attempt"] == 2
+        assert predictions(http, resumed) == expected
+
+
+def test_without_a_data_directory_memory_stays_bounded(tmp_path: Path) -> None:
+    cap = 150_000_000  # about two datasets of a million points
+    with serve(tmp_path, max_stored_bytes=str(cap)) as server:
+        process = psutil.Process(server.process.pid)
+        with httpx.Client(base_url=server.url, timeout=60.0) as http:
+            baseline = process.memory_info().rss
+            statuses = []
+            for _ in range(4):
+                response = http.post("/v1/datasets", json={"kind": "moons", "n_samples": 1_000_000})
+                statuses.append(response.status_code)
+                assert process.memory_info().rss < baseline + cap + 150_000_000
+            assert statuses[:2] == [201, 201] and set(statuses[2:]) == {507}, statuses
+            problem = response.json()
+            assert f"max_stored_bytes = {cap}" in problem["detail"]
+            info = http.get("/v1/info").json()
+            assert 0 < info["stored_bytes"] <= cap
+            assert http.get("/healthz").status_code == 200

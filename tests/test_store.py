@@ -1,0 +1,278 @@
+"""The stores: the SQLite file (schema migrations, damaged content, a full or read-only disk)
+and the bound on stored bytes, through the API with the app's lifespan and real workers."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from fastapi import FastAPI
+from pydantic import TypeAdapter
+
+from tests.api_support import (
+    QUICK_JOB,
+    api_settings,
+    assert_problem,
+    create_dataset,
+    create_job,
+    state_of,
+    trained_model,
+    wait_for_job,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.anyio
+
+GRID = [[x, y] for x in np.linspace(-1.5, 2.5, 5) for y in np.linspace(-1.0, 1.5, 5)]
+
+
+@asynccontextmanager
+async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with its lifespan (one worker) and a client for it."""
+    from service.main import create_app
+
+    app = create_app(api_settings(**{"workers": 1, **settings}))
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+
+
+def sql(app: FastAPI, statement: str) -> None:
+    """Run SQL on the store's own connection (how the tests make the disk full or read-only)."""
+    store: Any = state_of(app).store
+    with store.lock:
+        store.connection.exec_driver_sql(statement)
+        store.connection.commit()
+
+
+async def test_everything_outlives_the_app_bit_for_bit(tmp_path: Path) -> None:
+    async with running(data_dir=tmp_path) as (_app, client):
+        dataset = await create_dataset(client, kind="moons", n_samples=120, noise=0.2)
+        model = await trained_model(client, dataset)
+        sweep = await client.post(
+            "/v1/sweeps",
+            json={"dataset_id": dataset["id"], "base": QUICK_JOB, "grid": {"l2": [0.0, 0.01]}},
+        )
+        assert sweep.status_code == 202
+        exported = (await client.get(f"/v1/models/{model['id']}/export")).content
+        imported = await client.post(
+            "/v1/models/import",
+            content=exported,
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert imported.status_code == 201
+        for _ in range(500):
+            body = (await client.get(f"/v1/sweeps/{sweep.json()['id']}")).json()
+            if body["status"] == "succeeded":
+                break
+            await anyio.sleep(0.02)
+        before = await snapshot(client)
+    async with running(data_dir=tmp_path) as (app, client):
+        assert state_of(app).store.backend == "sqlite"
+        assert await snapshot(client) == before
+
+
+async def snapshot(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Every list, every model's predictions and pictures, every history, as bytes."""
+    seen: dict[str, Any] = {}
+    for kind in ("datasets", "models", "jobs", "sweeps"):
+        seen[kind] = (await client.get(f"/v1/{kind}?limit=5")).content
+    for model in (await client.get("/v1/models?limit=5")).json()["items"]:
+        url = f"/v1/models/{model['id']}"
+        seen[url] = (await client.post(f"{url}/predict", json={"points": GRID})).content
+        seen[f"{url}/png"] = (await client.get(f"{url}/decision-boundary.png")).content
+        seen[f"{url}/export"] = (await client.get(f"{url}/export")).content
+        if model["has_history"]:
+            seen[f"{url}/loss"] = (await client.get(f"{url}/loss-curve.png")).content
+    for job in (await client.get("/v1/jobs?limit=5")).json()["items"]:
+        seen[job["id"]] = (await client.get(f"/v1/jobs/{job['id']}/history")).content
+    for dataset in (await client.get("/v1/datasets?limit=5")).json()["items"]:
+        url = f"/v1/datasets/{dataset['id']}"
+        seen[url] = (await client.get(f"{url}?include_points=true")).content
+        seen[f"{url}/png"] = (await client.get(f"{url}/image.png")).content
+    return seen
+
+
+async def test_damaged_content_is_a_409_naming_it_and_the_rest_still_works(
+    tmp_path: Path,
+) -> None:
+    async with running(data_dir=tmp_path) as (_app, client):
+        dataset = await create_dataset(client, kind="moons", n_samples=120)
+        damaged = await trained_model(client, dataset)
+        healthy = await trained_model(client, dataset)
+    database = sqlite3.connect(tmp_path / "scratchnet.db")
+    with database:
+        (blob_id,) = database.execute(
+            "SELECT blob_id FROM models WHERE id = ?", (damaged["id"],)
+        ).fetchone()
+        database.execute("UPDATE blobs SET data = substr(data, 1, 100) WHERE id = ?", (blob_id,))
+    database.close()
+    async with running(data_dir=tmp_path) as (_app, client):
+        assert (await client.get(f"/v1/models/{damaged['id']}")).status_code == 200
+        response = await client.post(
+            f"/v1/models/{damaged['id']}/predict", json={"points": [[0.0, 0.0]]}
+        )
+        body = assert_problem(response, 409, "conflict")
+        assert damaged["id"] in body["detail"] and "damaged" in body["detail"]
+        ok = await client.post(f"/v1/models/{healthy['id']}/predict", json={"points": [[0, 0]]})
+        assert ok.status_code == 200
+
+
+async def test_a_full_disk_answers_507_changes_nothing_and_reads_go_on(tmp_path: Path) -> None:
+    async with running(data_dir=tmp_path) as (app, client):
+        dataset = await create_dataset(client, kind="moons", n_samples=120)
+        model = await trained_model(client, dataset)
+        exported = (await client.get(f"/v1/models/{model['id']}/export")).content
+        listed = (await client.get("/v1/datasets")).json()
+        sql(app, "PRAGMA max_page_count = 1")  # no page more: SQLite's "database or disk is full"
+        refused = await client.post("/v1/datasets", json={"kind": "moons", "n_samples": 1000})
+        body = assert_problem(refused, 507, "insufficient-storage")
+        assert "disk is full" in body["detail"] and str(tmp_path) not in body["detail"]
+        imported = await client.post(
+            "/v1/models/import",
+            content=exported,
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert_problem(imported, 507, "insufficient-storage")
+        assert (await client.get("/v1/datasets")).json() == listed
+        predicted = await client.post(f"/v1/models/{model['id']}/predict", json={"points": GRID})
+        assert predicted.status_code == 200
+        sql(app, "PRAGMA max_page_count = 1073741823")
+        assert (await client.post("/v1/datasets", json={"kind": "moons"})).status_code == 201
+    async with running(data_dir=tmp_path) as (_app, client):
+        assert (await client.get("/v1/datasets")).json()["total"] == 2
+        assert (await client.get("/v1/models")).json()["total"] == 1
+
+
+async def test_a_read_only_database_answers_507_and_reads_go_on(tmp_path: Path) -> None:
+    async with running(data_dir=tmp_path) as (app, client):
+        dataset = await create_dataset(client, kind="circles", n_samples=120)
+        sql(app, "PRAGMA query_only = ON")  # SQLite refuses every write, as for a read-only file
+        refused = await client.post("/v1/datasets", json={"kind": "moons"})
+        body = assert_problem(refused, 507, "insufficient-storage")
+        assert "readonly" in body["detail"]
+        deleted = await client.delete(f"/v1/datasets/{dataset['id']}")
+        assert_problem(deleted, 507, "insufficient-storage")
+        assert (await client.get(f"/v1/datasets/{dataset['id']}")).status_code == 200
+        image = await client.get(f"/v1/datasets/{dataset['id']}/image.png")
+        assert image.status_code == 200
+        sql(app, "PRAGMA query_only = OFF")
+
+
+async def test_stored_bytes_are_bounded_in_memory_with_a_507_naming_the_setting() -> None:
+    from service.state.records import DatasetContent
+
+    async with running(max_stored_bytes=60_000) as (app, client):
+        first = await create_dataset(client, kind="moons", n_samples=1000)  # ~ 48 kB of arrays
+        store = state_of(app).store
+        content = store.datasets.content(first["id"])
+        assert isinstance(content, DatasetContent)
+        assert store.stored_bytes == content.nbytes
+        refused = await client.post("/v1/datasets", json={"kind": "moons", "n_samples": 1000})
+        body = assert_problem(refused, 507, "insufficient-storage")
+        assert "max_stored_bytes = 60000" in body["detail"]
+        assert f"({content.nbytes} bytes are used)" in body["detail"]
+        info = (await client.get("/v1/info")).json()
+        assert info["stored_bytes"] == content.nbytes
+        assert info["limits"]["max_stored_bytes"] == 60_000
+        metrics = (await client.get("/metrics")).text
+        assert f"scratchnet_stored_bytes {float(content.nbytes)}" in metrics
+        assert (await client.get("/v1/datasets")).json()["total"] == 1
+        assert (await client.delete(f"/v1/datasets/{first['id']}")).status_code == 204
+        assert store.stored_bytes == 0
+        assert (await client.post("/v1/datasets", json={"kind": "moons"})).status_code == 201
+
+
+async def test_a_job_whose_model_would_pass_the_bound_fails_with_insufficient_storage() -> None:
+    async with running(max_stored_bytes=10_000) as (_app, client):
+        dataset = await create_dataset(client, kind="moons", n_samples=100)  # ~ 4.8 kB
+        job = await create_job(
+            client, dataset["id"], hidden_layers=[64, 64], epochs=20, record_every=10
+        )
+        failed = await wait_for_job(client, job["id"])
+        assert failed["status"] == "failed" and failed["model_id"] is None
+        assert failed["error"]["type"] == "insufficient_storage"
+        assert "max_stored_bytes = 10000" in failed["error"]["detail"]
+        assert (await client.get("/v1/models")).json()["total"] == 0
+
+
+def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -> None:
+    from engine.datasets import generate, split
+    from service.settings import Settings
+    from service.state.records import DatasetContent, DatasetRecord, utc_now
+    from service.state.sqlite_store import (
+        NewerDatabase,
+        SQLiteStore,
+        alembic_config,
+        encode_dataset,
+    )
+
+    path = tmp_path / "scratchnet.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "0001")  # the first schema
+        connection.commit()
+        tables = set(sa.inspect(connection).get_table_names())
+        assert "idempotency_keys" not in tables and "datasets" in tables
+        dataset = generate("moons", n_samples=50, noise=0.1, seed=3)
+        content = DatasetContent(
+            dataset, split(dataset, test_fraction=0.2, standardize=True, seed=0)
+        )
+        record = DatasetRecord.describe(
+            content,
+            id="ds_0000000000000001",
+            name="old",
+            kind="moons",
+            parameters={"n_samples": 50, "noise": 0.1, "seed": 3},
+            test_fraction=0.2,
+            standardize=True,
+            seed=0,
+            created_at=utc_now(),
+        )
+        data = encode_dataset(content)
+        blob = connection.execute(
+            sa.text("INSERT INTO blobs (sha256, data) VALUES (:sha, :data) RETURNING id"),
+            {"sha": hashlib.sha256(data).hexdigest(), "data": data},
+        ).scalar_one()
+        connection.execute(
+            sa.text("INSERT INTO datasets (id, record, nbytes, blob_id) VALUES (:id, :r, :n, :b)"),
+            {
+                "id": record.id,
+                "r": TypeAdapter(DatasetRecord).dump_json(record).decode(),
+                "n": record.nbytes,
+                "b": blob,
+            },
+        )
+        connection.commit()
+    engine.dispose()
+
+    store = SQLiteStore(tmp_path, Settings().stored_bytes_limit(), cache_bytes=1 << 20)
+    try:
+        assert store.datasets.get(record.id) == record
+        loaded = store.datasets.content(record.id)
+        assert loaded is not None
+        np.testing.assert_array_equal(loaded.split.X_train, content.split.X_train)
+        revision = store.connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+        assert revision.scalar_one() == "0002"
+        store.connection.rollback()
+    finally:
+        store.close()
+
+    database = sqlite3.connect(path)
+    with database:
+        database.execute("UPDATE alembic_version SET version_num = '0099'")
+    database.close()
+    with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0002"):
+        SQLiteStore(tmp_path, 1 << 30, cache_bytes=1 << 20)
