@@ -276,3 +276,21 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -
     database.close()
     with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0002"):
         SQLiteStore(tmp_path, 1 << 30, cache_bytes=1 << 20)
+
+
+async def test_an_online_backup_restores_everything(tmp_path: Path) -> None:
+    live, restored = tmp_path / "live", tmp_path / "restored"
+    restored.mkdir()
+    async with running(data_dir=live) as (_app, client):
+        dataset = await create_dataset(client, kind="moons", n_samples=120)
+        await trained_model(client, dataset)
+        before = await snapshot(client)
+        # what `sqlite3 scratchnet.db ".backup copy.db"` does, while the service runs
+        source = sqlite3.connect(live / "scratchnet.db")
+        copy = sqlite3.connect(restored / "scratchnet.db")
+        with copy:
+            source.backup(copy)
+        source.close()
+        copy.close()
+    async with running(data_dir=restored) as (_app, client):
+        assert await snapshot(client) == before

@@ -227,6 +227,14 @@ class WorkRecord:
         """A copy that later changes to this record do not reach."""
         raise NotImplementedError
 
+    def histories(self) -> dict[str, list[HistoryPoint]]:
+        """Its history lists by series name (what a store keeps apart from the record)."""
+        raise NotImplementedError
+
+    def with_histories(self, histories: dict[str, list[HistoryPoint]]) -> Self:
+        """A copy with these history lists (missing series empty)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class JobBaseline:
@@ -256,6 +264,12 @@ class JobRecord(WorkRecord):
 
     def snapshot(self) -> JobRecord:
         return replace(self, history=list(self.history))
+
+    def histories(self) -> dict[str, list[HistoryPoint]]:
+        return {"job": self.history}
+
+    def with_histories(self, histories: dict[str, list[HistoryPoint]]) -> JobRecord:
+        return replace(self, history=list(histories.get("job", [])))
 
 
 @dataclass
@@ -314,6 +328,19 @@ class SweepRecord(WorkRecord):
             stream=list(self.stream),
         )
 
+    def histories(self) -> dict[str, list[HistoryPoint]]:
+        return {_series(row.index): row.history for row in self.rows()}
+
+    def with_histories(self, histories: dict[str, list[HistoryPoint]]) -> SweepRecord:
+        def filled(row: ConfigurationRecord) -> ConfigurationRecord:
+            return replace(row, history=list(histories.get(_series(row.index), [])))
+
+        return replace(
+            self,
+            configurations=[filled(row) for row in self.configurations],
+            baseline=filled(self.baseline) if self.baseline else None,
+        )
+
     def rows(self) -> list[ConfigurationRecord]:
         """The grid's configurations, then the baseline if any."""
         return self.configurations + ([self.baseline] if self.baseline is not None else [])
@@ -336,6 +363,10 @@ class SweepRecord(WorkRecord):
             if best is None or value < best[0]:
                 best = (float(value), row.index)
         return None if best is None else best[1]
+
+
+def _series(index: int | None) -> str:
+    return "baseline" if index is None else str(index)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
     blobs             id, sha256, data        the content of a dataset or model, as .npz bytes
     datasets, models  seq, id, record, nbytes, blob_id -> blobs.id
-    work              seq, id, kind (job | sweep), status, record
+    work              seq, id, kind (job | sweep), status, record (without history points)
+    work_points       work_id, series, position, point    appended as they are recorded
     idempotency_keys  noun, key, fingerprint, resource_id
     alembic_version   the schema's revision
 
@@ -101,6 +102,15 @@ work_table = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("record", sa.Text, nullable=False),
 )
+points_table = sa.Table(
+    "work_points",
+    metadata,
+    sa.Column("work_id", sa.String(64), primary_key=True),
+    sa.Column("series", sa.String(16), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("point", sa.Text, nullable=False),
+)
+POINT = TypeAdapter(HistoryPoint)
 keys_table = sa.Table(
     "idempotency_keys",
     metadata,
@@ -365,7 +375,8 @@ class SQLiteCatalog(Catalog[CR, C], Generic[CR, C]):
 
 
 class SQLiteWork(Collection[R], Generic[R]):
-    """Jobs or sweeps: in memory, every change written through to the `work` table."""
+    """Jobs or sweeps: in memory, every change written through to the `work` table; history
+    points are appended to `work_points` as they come (a record's row never repeats them)."""
 
     def __init__(self, store: SQLiteStore, kind: str, adapter: TypeAdapter[R]) -> None:
         self._store = store
@@ -373,6 +384,8 @@ class SQLiteWork(Collection[R], Generic[R]):
         self._adapter = adapter
         self._items: dict[str, R] = {}
         self._unsaved: set[str] = set()
+        # (work id, series) -> (the list object written, how many of its points are written)
+        self._written: dict[tuple[str, str], tuple[int, int]] = {}
 
     def load(self, connection: sa.Connection) -> None:
         rows = connection.execute(
@@ -380,24 +393,78 @@ class SQLiteWork(Collection[R], Generic[R]):
             .where(work_table.c.kind == self._kind)
             .order_by(work_table.c.seq)
         )
+        records: dict[str, R] = {}
         for record_id, text in rows:
             try:
-                record = self._adapter.validate_json(text)
+                records[record_id] = self._adapter.validate_json(text)
             except ValidationError as exc:
                 logger.error(
                     "skipping %s %s: its record cannot be read: %s", self._kind, record_id, exc
                 )
+        points: dict[str, dict[str, list[HistoryPoint]]] = {}
+        for work_id, series, text in connection.execute(
+            sa.select(points_table.c.work_id, points_table.c.series, points_table.c.point)
+            .where(points_table.c.work_id.in_(list(records)))
+            .order_by(points_table.c.work_id, points_table.c.series, points_table.c.position)
+        ):
+            try:
+                point = POINT.validate_json(text)
+            except ValidationError as exc:
+                logger.error(
+                    "%s %s: skipping a history point that cannot be read: %s",
+                    self._kind,
+                    work_id,
+                    exc,
+                )
                 continue
-            self._items[record.id] = record
+            points.setdefault(work_id, {}).setdefault(series, []).append(point)
+        for record_id, record in records.items():
+            live = record.with_histories(points.get(record_id, {}))
+            self._items[record_id] = live
+            self._mark_written(live)
 
-    def _row(self, record: R) -> dict[str, Any]:
-        return {"status": record.status, "record": self._adapter.dump_json(record).decode()}
+    def _mark_written(self, record: R) -> None:
+        for series, history in record.histories().items():
+            self._written[(record.id, series)] = (id(history), len(history))
+
+    def _write(self, connection: sa.Connection, record: R) -> None:
+        """The record's row, and the history points not written yet."""
+        values = {
+            "status": record.status,
+            "record": self._adapter.dump_json(record.with_histories({})).decode(),
+        }
+        updated = connection.execute(
+            work_table.update().where(work_table.c.id == record.id).values(**values)
+        )
+        if updated.rowcount == 0:
+            connection.execute(work_table.insert().values(id=record.id, kind=self._kind, **values))
+        for series, history in record.histories().items():
+            list_id, count = self._written.get((record.id, series), (id(history), 0))
+            if list_id != id(history) or count > len(history):  # replaced: write it anew
+                connection.execute(
+                    points_table.delete().where(
+                        (points_table.c.work_id == record.id) & (points_table.c.series == series)
+                    )
+                )
+                count = 0
+            if count < len(history):
+                connection.execute(
+                    points_table.insert(),
+                    [
+                        {
+                            "work_id": record.id,
+                            "series": series,
+                            "position": position,
+                            "point": POINT.dump_json(point).decode(),
+                        }
+                        for position, point in enumerate(history[count:], start=count)
+                    ],
+                )
+        self._store.after_commit(lambda: self._mark_written(record))
 
     def add(self, record: R) -> None:
         with self._store.atomic() as connection:
-            connection.execute(
-                work_table.insert().values(id=record.id, kind=self._kind, **self._row(record))
-            )
+            self._write(connection, record)
             self._items[record.id] = record
 
             def undo() -> None:
@@ -428,11 +495,7 @@ class SQLiteWork(Collection[R], Generic[R]):
         """Write the record; one that cannot be written now stays in memory, written later."""
         try:
             with self._store.atomic() as connection:
-                connection.execute(
-                    work_table.update()
-                    .where(work_table.c.id == record.id)
-                    .values(**self._row(record))
-                )
+                self._write(connection, record)
             self._unsaved.discard(record.id)
         except (InsufficientStorage, OperationalError):
             if record.id not in self._unsaved:
@@ -446,6 +509,7 @@ class SQLiteWork(Collection[R], Generic[R]):
     def remove(self, record_id: str) -> R | None:
         with self._store.atomic() as connection:
             connection.execute(work_table.delete().where(work_table.c.id == record_id))
+            connection.execute(points_table.delete().where(points_table.c.work_id == record_id))
             record = self._items.pop(record_id, None)
             if record is not None:
 
@@ -475,6 +539,7 @@ class SQLiteStore(Store):
         self.lock = threading.RLock()
         self._depth = 0
         self._undo: list[Callable[[], None]] = []
+        self._done: list[Callable[[], None]] = []
         self._engine = sa.create_engine(
             f"sqlite:///{self.path}",
             poolclass=StaticPool,
@@ -531,11 +596,13 @@ class SQLiteStore(Store):
                     self._depth -= 1
                 return
             self._depth = 1
-            self._undo = []
+            self._undo, self._done = [], []
             transaction = self.connection.begin()
             try:
                 yield self.connection
                 transaction.commit()
+                for done in self._done:
+                    done()
             except BaseException as exc:
                 if transaction.is_active:
                     transaction.rollback()
@@ -546,7 +613,11 @@ class SQLiteStore(Store):
                 raise
             finally:
                 self._depth = 0
-                self._undo = []
+                self._undo, self._done = [], []
+
+    def after_commit(self, done: Callable[[], None]) -> None:
+        """Note in memory what the transaction wrote, once it is committed."""
+        self._done.append(done)
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Undo a change to memory if the transaction it belongs to is rolled back."""

@@ -1,4 +1,5 @@
-"""The first schema: datasets and models with their content blobs, jobs and sweeps.
+"""The first schema: datasets and models with their content blobs, jobs and sweeps with their
+history points.
 
 Revision ID: 0001
 Revises:
@@ -44,8 +45,15 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("record", sa.Text, nullable=False),
     )
+    op.create_table(
+        "work_points",
+        sa.Column("work_id", sa.String(64), primary_key=True),
+        sa.Column("series", sa.String(16), primary_key=True),
+        sa.Column("position", sa.Integer, primary_key=True),
+        sa.Column("point", sa.Text, nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ("work", "models", "datasets", "blobs"):
+    for table in ("work_points", "work", "models", "datasets", "blobs"):
         op.drop_table(table)
