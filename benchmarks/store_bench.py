@@ -53,7 +53,8 @@ imported = time.perf_counter()
 store = SQLiteStore(Path(sys.argv[1]), 1 << 40, cache_bytes=1 << 28)
 opened = time.perf_counter()
 rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:'))
-print(json.dumps({"seconds": opened - imported, "rss_mib": rss / 1024, "models": len(store.models)}))
+result = {"seconds": opened - imported, "rss_mib": rss / 1024, "models": len(store.models)}
+print(json.dumps(result))
 """
 
 
