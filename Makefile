@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor fuzz clean
+.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor bench-store fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 # Benchmarks run on demand, never in `make test`; each prints its side-by-side ratios.
-bench: bench-engine bench-sweep bench-api
+bench: bench-engine bench-sweep bench-api bench-store
 
 bench-engine: $(STAMP)
 	$(BIN)/python -m benchmarks.engine_bench
@@ -45,6 +45,9 @@ bench-api: $(STAMP)
 
 bench-executor: $(STAMP)
 	$(BIN)/python -m benchmarks.executor_bench
+
+bench-store: $(STAMP)
+	$(BIN)/python -m benchmarks.store_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
