@@ -61,17 +61,61 @@ def predictions(http: httpx.Client, job: dict[str, Any]) -> bytes:
     return response.content
 
 
-def test_a_job_running_at_sigterm_runs_again_after_the_restart(tmp_path: Path) -> None:
+def wait_sweep(http: httpx.Client, sweep_id: str, done: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + JOB_SECONDS
+    while True:
+        sweep: dict[str, Any] = http.get(f"/v1/sweeps/{sweep_id}").json()
+        if done(sweep):
+            return sweep
+        assert time.monotonic() < deadline, f"sweep stuck: {sweep}"
+        time.sleep(0.02)
+
+
+def kept(http: httpx.Client) -> dict[str, bytes]:
+    """What must come back unchanged: the datasets, and each model with its predictions."""
+    seen = {"datasets": http.get("/v1/datasets?limit=500").content}
+    for model in http.get("/v1/models?limit=500").json()["items"]:
+        url = f"/v1/models/{model['id']}"
+        seen[url] = http.get(url).content
+        seen[f"{url}/predict"] = http.post(f"{url}/predict", json=POINTS).content
+    return seen
+
+
+def test_work_running_at_sigterm_runs_again_after_the_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with serve(tmp_path, data_dir=str(data)) as server, httpx.Client(base_url=server.url) as http:
         dataset_id = moons(http)
+        quick = {**INTERRUPTED_JOB, "epochs": 200}
+        body = {
+            "dataset_id": dataset_id,
+            "base": INTERRUPTED_JOB,
+            "grid": {"epochs": [200, 30_000]},
+        }
+        sweep_id = http.post("/v1/sweeps", json=body).json()["id"]
+        first = wait_sweep(
+            http, sweep_id, lambda sweep: sweep["results"][0]["status"] == "succeeded"
+        )
+        exported = http.get(f"/v1/models/{first['results'][0]['model_id']}/export").content
+        imported = http.post(
+            "/v1/models/import",
+            content=exported,
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert imported.status_code == 201
         job_id = submit(http, dataset_id)
         wait_until(http, job_id, lambda job: job["epoch"] >= 1000)
+        assert http.post("/v1/jobs", json={"dataset_id": dataset_id, "hyperparameters": quick})
+        before = kept(http)
         server.stop(seconds=10.0)  # the container runtime's grace period
     with serve(tmp_path, data_dir=str(data)) as server, httpx.Client(base_url=server.url) as http:
         resumed = wait_until(http, job_id, lambda job: job["status"] in FINISHED)
         assert resumed["status"] == "succeeded", resumed
         assert resumed["attempt"] == 2 and resumed["epoch"] == INTERRUPTED_JOB["epochs"]
+        sweep = wait_sweep(http, sweep_id, lambda sweep: sweep["status"] in FINISHED)
+        assert sweep["status"] == "succeeded" and sweep["attempt"] == 2, sweep
+        assert sweep["results"][0] == first["results"][0]  # kept, not trained again
+        assert [row["status"] for row in sweep["results"]] == ["succeeded", "succeeded"]
+        assert {k: v for k, v in kept(http).items() if k in before} == before
         uninterrupted = wait_until(
             http, submit(http, dataset_id), lambda job: job["status"] in FINISHED
         )
