@@ -205,21 +205,26 @@ def serve(directory: Path, **settings: str) -> Iterator[LiveServer]:
     given as SCRATCHNET_ names without the prefix), wait for /readyz, and on exit stop it with
     SIGTERM, which must end it cleanly (see LiveServer.stop)."""
     port = free_port()
-    log = directory / f"server-{port}.log"
     env = {
         **os.environ,
         "SCRATCHNET_WORKERS": "2",
         "SCRATCHNET_LOG_LEVEL": "info",
         **{f"SCRATCHNET_{name.upper()}": value for name, value in settings.items()},
     }
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    with launch(command, env, REPO, directory / f"server-{port}.log", port) as server:
+        yield server
+
+
+@contextmanager
+def launch(
+    command: list[str], env: dict[str, str], cwd: Path, log: Path, port: int
+) -> Iterator[LiveServer]:
+    """Run `command` (a service that listens on 127.0.0.1:`port`) in `cwd` with exactly `env`,
+    its output to `log`; wait for /readyz, and on exit stop it with SIGTERM, which must end it
+    cleanly (see LiveServer.stop)."""
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     server = LiveServer(process, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
