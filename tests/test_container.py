@@ -39,6 +39,7 @@ from tests.api_support import (
 )
 from tests.image_support import (
     COMPOSE_FILE,
+    DOCKERFILE,
     ENV_EXAMPLE,
     Stage,
     build_context,
@@ -48,6 +49,7 @@ from tests.image_support import (
     dockerignore_rules,
     environment,
     exec_form,
+    hadolint_binary,
     healthcheck_command,
     ignored,
     stages,
@@ -170,6 +172,27 @@ def test_dockerfile_builds_in_one_stage_and_runs_in_a_slim_one_as_non_root() -> 
     assert user.isdigit() and int(user) != 0, user
     assert runtime.last("STOPSIGNAL").arguments == "SIGTERM"
     assert exec_form(runtime.last("CMD").arguments)[:3] == ["python", "-m", "service"]
+
+
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(hadolint_binary()), "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
+    result = hadolint(DOCKERFILE)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    shell_form = tmp_path / "Dockerfile"
+    shell_form.write_text(
+        DOCKERFILE.read_text().replace('CMD ["python", "-m", "service"]', "CMD python -m service")
+    )
+    result = hadolint(shell_form)
+    assert result.returncode != 0
+    assert "DL3025" in result.stdout  # JSON notation for CMD
 
 
 def test_dockerignore_lets_in_only_the_package_sources() -> None:
