@@ -163,6 +163,19 @@ def parse_sse(text: str) -> list[dict[str, str]]:
 # --- a real server -----------------------------------------------------------------------------
 
 
+def wait_for(
+    http: httpx.Client, job_id: str, statuses: tuple[str, ...] = FINISHED
+) -> dict[str, Any]:
+    """Poll a real server until the job is in one of `statuses`; returns the job."""
+    deadline = time.monotonic() + JOB_SECONDS
+    while True:
+        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job stuck: {job}"
+        time.sleep(0.02)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,14 +27,13 @@ import pytest
 
 from service.settings import Settings
 from tests.api_support import (
-    FINISHED,
-    JOB_SECONDS,
     LONG_JOB,
     QUICK_JOB,
     REPO,
     free_port,
     launch,
     png_size,
+    wait_for,
 )
 from tests.image_support import (
     COMPOSE_FILE,
@@ -347,16 +345,6 @@ def page_assets(http: httpx.Client, page: str) -> list[str]:
     return parser.urls
 
 
-def wait_for(http: httpx.Client, job_id: str, statuses: tuple[str, ...]) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_SECONDS
-    while True:
-        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job stuck: {job}"
-        time.sleep(0.05)
-
-
 def healthcheck(installed: Installed, environment: dict[str, str]) -> int:
     return subprocess.run(
         healthcheck_command(image()),
@@ -399,7 +387,7 @@ def test_the_image_command_serves_docs_trains_draws_and_stops_on_sigterm(
         job = http.post(
             "/v1/jobs", json={"dataset_id": dataset["id"], "hyperparameters": QUICK_JOB}
         ).json()
-        done = wait_for(http, job["id"], FINISHED)
+        done = wait_for(http, job["id"])
         assert done["status"] == "succeeded", done
         picture = http.get(
             f"/v1/models/{done['model_id']}/decision-boundary.png?width=200&height=150"
