@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
 
@@ -14,6 +17,10 @@ from service.settings import Settings
 
 # Seconds uvicorn waits for open connections (event streams end by themselves) at shutdown.
 GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def _exit_zero(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,6 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
     )
+    # uvicorn shuts down gracefully on SIGTERM, restores the handler it found and re-raises the
+    # signal, so that the process would die of it (status -15, 143 under an init). A stop is
+    # the normal end of a service (`docker stop`, systemd, Kubernetes): this handler makes it
+    # exit 0 once the shutdown is done. SIGINT (Ctrl-C) keeps uvicorn's behaviour.
+    signal.signal(signal.SIGTERM, _exit_zero)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

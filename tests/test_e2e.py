@@ -16,13 +16,13 @@ import psutil
 import pytest
 
 from tests.api_support import (
-    FINISHED,
     JOB_SECONDS,
     LONG_JOB,
     QUICK_JOB,
     LiveServer,
     png_size,
     serve,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -39,18 +39,6 @@ def post(http: httpx.Client, url: str, status: int, **kwargs: Any) -> dict[str, 
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def wait_for(
-    http: httpx.Client, job_id: str, statuses: tuple[str, ...] = FINISHED
-) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_SECONDS
-    while True:
-        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job stuck: {job}"
-        time.sleep(0.02)
 
 
 def wait_for_epoch(http: httpx.Client, job_id: str, epoch: int) -> dict[str, Any]:
