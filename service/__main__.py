@@ -1,10 +1,11 @@
 """`python -m service [--host H] [--port P]`: serve the API with uvicorn (one process; training
-scales through the executor's worker processes, never through more uvicorn workers, because the
-registry lives in this process's memory)."""
+scales through the executor's worker processes, never through more uvicorn workers: one
+process holds the store)."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -12,11 +13,21 @@ from types import FrameType
 
 import uvicorn
 
+from service import logs
 from service.main import create_app
 from service.settings import Settings
 
 # Seconds uvicorn waits for open connections (event streams end by themselves) at shutdown.
 GRACEFUL_SHUTDOWN_SECONDS = 10
+
+logger = logging.getLogger("service")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _exit_zero(signum: int, frame: FrameType | None) -> None:
@@ -30,20 +41,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    if not app.state.scratchnet.keys.enabled and not _loopback(settings.host):
+        logger.warning(
+            "serving on %s without API keys: anyone who can reach this port can read, train "
+            "and delete everything; set SCRATCHNET_API_KEYS (see README, Security)",
+            settings.host,
+        )
     # uvicorn shuts down gracefully on SIGTERM, restores the handler it found and re-raises the
     # signal, so that the process would die of it (status -15, 143 under an init). A stop is
     # the normal end of a service (`docker stop`, systemd, Kubernetes): this handler makes it
     # exit 0 once the shutdown is done. SIGINT (Ctrl-C) keeps uvicorn's behaviour.
     signal.signal(signal.SIGTERM, _exit_zero)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         workers=1,
         log_level=settings.log_level,
+        log_config=None,  # service.logs formats uvicorn's lines too
+        access_log=False,  # service.api.middleware logs one line per request
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 

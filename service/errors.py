@@ -3,13 +3,15 @@ turns them (and every other exception) into RFC 9457 `application/problem+json` 
 
     ServiceError              carries status and a client-facing detail
     ├── MalformedRequest      400  the body is not parseable (bad JSON, bad CSV encoding)
+    ├── Unauthorized          401  no API key, or a wrong one (WWW-Authenticate: Bearer)
     ├── NotFound              404  an id in the path names nothing
     ├── Conflict              409  the resource is in a state that forbids the request
     ├── PayloadTooLarge       413  the body exceeds max_request_bytes
     ├── UnsupportedMediaType  415  a Content-Type the route does not take
     ├── InvalidRequest        422  well-formed but unacceptable; `errors` names the fields
     │   └── LimitExceeded     422  a deployment limit (layers, units, epochs, work, points)
-    ├── TooManyJobs           429  the job queue is full (Retry-After)
+    ├── TooManyJobs           429  the job queue, or the key's share of it, is full (Retry-After)
+    ├── RateLimited           429  the key sent more requests than its rate (Retry-After)
     ├── NotReady              503  the training workers are not up yet (Retry-After)
     └── InsufficientStorage   507  max_stored_bytes reached, or the disk refused the write
 """
@@ -88,6 +90,13 @@ class MalformedRequest(ServiceError):
     status, slug, title = 400, "malformed-request", "Malformed request"
 
 
+class Unauthorized(ServiceError):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 class NotFound(ServiceError):
     status, slug, title = 404, "not-found", "Not found"
 
@@ -120,6 +129,10 @@ class LimitExceeded(InvalidRequest):
 
 class TooManyJobs(ServiceError):
     status, slug, title = 429, "queue-full", "Too many queued jobs"
+
+
+class RateLimited(ServiceError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
 
 
 class NotReady(ServiceError):

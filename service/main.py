@@ -14,15 +14,19 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import problems
+from service.api.auth import KeyRing
 from service.api.deps import ServiceState
 from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_docs, openapi_document
 from service.api.pictures import PictureCache
+from service.api.ratelimit import RateLimitMiddleware
 from service.api.routers import datasets, jobs, models, operations, sweeps
 from service.execution.dispatcher import Dispatcher
 from service.execution.executor import Executor
+from service.logs import CorrelationIdMiddleware, request_id_middleware
 from service.metrics import ServiceMetrics, StateReading
 from service.settings import Settings
 from service.state.job_kind import JobLifecycle
@@ -90,6 +94,7 @@ def create_app(
         sweeps=sweep_lifecycle,
         pictures=PictureCache(settings.picture_cache_size),
         metrics=metrics,
+        keys=KeyRing(settings),
     )
 
     lifecycles = (job_lifecycle, sweep_lifecycle)
@@ -124,6 +129,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served by service.api.openapi, behind SCRATCHNET_PROTECT_DOCS
         openapi_tags=[
             {"name": "datasets", "description": "Points to learn from, split for testing."},
             {"name": "jobs", "description": "Training runs in worker processes."},
@@ -138,7 +144,24 @@ def create_app(
     app.state.scratchnet = state
     problems.install(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RateLimitMiddleware,
+        keys=state.keys,
+        rate=settings.rate_limit,
+        burst=settings.rate_limit_burst,
+        metrics=metrics,
+    )
+    if origins := settings.cors_origin_list():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After", "ETag", "X-Request-ID"],
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(CorrelationIdMiddleware, **request_id_middleware())
     # Routes are matched in order: the busiest (predict, job polling) first. The routes
     # themselves, not app.include_router(): FastAPI wraps an included router in a node it
     # matches twice per request, which made a one-point predict ~40% slower.

@@ -4,6 +4,7 @@
     scratchnet_http_request_duration_seconds{method,route,status}  latency histogram
     scratchnet_jobs{status}                                        jobs in each state now
     scratchnet_epochs_trained_total                                epochs trained by all jobs
+    scratchnet_rate_limited_total                                  requests the rate limit refused
     scratchnet_queue_depth                                         jobs waiting for a worker
     scratchnet_running_jobs                                        jobs on a worker now
     scratchnet_workers                                             live worker processes
@@ -93,6 +94,11 @@ class ServiceMetrics:
         )
         self.epochs_trained = Counter(
             "scratchnet_epochs_trained", "Epochs trained by all jobs.", registry=self.registry
+        )
+        self.rate_limited = Counter(
+            "scratchnet_rate_limited",
+            "Requests refused with 429 by the rate limit.",
+            registry=self.registry,
         )
 
     def watch_state(self, read: Callable[[], StateReading]) -> None:

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -101,6 +101,56 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     """With a data directory: bytes of datasets and models kept loaded in memory (least
     recently used are dropped first)."""
+
+    api_keys: str | None = None
+    """Comma-separated `name:key` entries; when set, every /v1 route needs `Authorization:
+    Bearer <key>` (or `X-API-Key: <key>`) and each key sees only what it created. The name is
+    what logs and ownership show; the key is never shown. Keys are at least 16 characters."""
+
+    admin_api_keys: str | None = None
+    """Comma-separated `name:key` entries of keys that see and manage everything."""
+
+    protect_docs: bool = False
+    """When keys are set: also require a key for /metrics, /docs, /redoc and /openapi.json."""
+
+    max_active_jobs_per_key: int = Field(default=10, ge=1)
+    """Queued plus running jobs and sweeps one key (or, without keys, everyone together) may
+    have; one more is refused with 429 and Retry-After."""
+
+    rate_limit: str = Field(default="100/s", pattern=r"^\d+(\.\d+)?/(s|min|h)$")
+    """Requests a key (or, without a key, a client address) may make, as `N/s`, `N/min` or
+    `N/h` on average; past it 429 with Retry-After and RateLimit headers. Health, readiness and
+    metrics are not counted."""
+
+    rate_limit_burst: int = Field(default=200, ge=1)
+    """Requests a key may make at once above its average rate (the token bucket's size)."""
+
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Longest a prediction or a picture may take; past it 503, and the work is abandoned."""
+
+    cors_origins: str | None = None
+    """Comma-separated origins browsers may call the API from (CORS is off when unset); `*`
+    allows any origin."""
+
+    cors_allow_credentials: bool = False
+    """Let browsers send cookies and HTTP authentication cross-origin (API keys in headers
+    need no credentials); refused together with a `*` origin."""
+
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object a line (for log collectors); `text`: plain lines, for reading
+    at a terminal."""
+
+    @model_validator(mode="after")
+    def _cors_wildcard_without_credentials(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origin_list():
+            raise ValueError(
+                "SCRATCHNET_CORS_ORIGINS=* with SCRATCHNET_CORS_ALLOW_CREDENTIALS=true would let "
+                "any web page act with its visitors' credentials; list the origins instead"
+            )
+        return self
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     def stored_bytes_limit(self) -> int:
         """max_stored_bytes, or its default for this machine."""

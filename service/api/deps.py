@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 
+from service.api.auth import KeyRing
 from service.api.pictures import PictureCache
 from service.errors import InvalidRequest
 from service.execution.dispatcher import Dispatcher
@@ -31,6 +32,7 @@ class ServiceState:
     sweeps: SweepLifecycle
     pictures: PictureCache
     metrics: ServiceMetrics
+    keys: KeyRing
 
 
 async def get_state(request: Request) -> ServiceState:

@@ -8,7 +8,10 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import problems
+from service.logs import get_logger
 from service.metrics import ServiceMetrics
+
+request_log = get_logger("service.requests")
 
 
 class BodySizeLimitMiddleware:
@@ -98,4 +101,14 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], template, status, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.observe(scope["method"], template, status, seconds)
+            caller = scope.get("state", {}).get("caller")
+            request_log.info(
+                "request",
+                method=scope["method"],
+                route=template,
+                status=status,
+                duration_ms=round(seconds * 1000, 3),
+                key=getattr(caller, "name", None),
+            )

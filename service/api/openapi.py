@@ -5,13 +5,14 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import problems
+from service.api import problems, ratelimit
+from service.api.auth import authenticate_docs
 from service.api.schemas import DatasetCreate, PredictRequest, ProgressEvent
 
 DOCS_STATIC = "/static/docs"
@@ -22,7 +23,13 @@ def install_docs(app: FastAPI) -> None:
     static = files("fastapi_offline") / "static"
     app.mount(DOCS_STATIC, StaticFiles(directory=str(static)), name="docs-static")
 
-    @app.get("/docs", include_in_schema=False)
+    guard = [Depends(authenticate_docs)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
     async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url="/openapi.json",
@@ -32,7 +39,7 @@ def install_docs(app: FastAPI) -> None:
             swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
         )
 
-    @app.get("/redoc", include_in_schema=False)
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
     async def redoc() -> HTMLResponse:
         return get_redoc_html(
             openapi_url="/openapi.json",
@@ -61,9 +68,18 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     for body in (DatasetCreate, PredictRequest, ProgressEvent):
         schemas[body.__name__] = body.model_json_schema(ref_template="#/components/schemas/{model}")
     problem = {"$ref": "#/components/schemas/Problem"}
-    for path_item in document["paths"].values():
+    for path, path_item in document["paths"].items():
         for operation in path_item.values():
             responses = operation.get("responses", {})
+            added = {
+                401: bool(operation.get("security")),  # service.api.auth
+                429: path not in ratelimit.EXEMPT,  # service.api.ratelimit
+            }
+            for status, applies in added.items():
+                if applies and str(status) not in responses:
+                    entry = problems.problem_responses(status)[status]
+                    responses[str(status)] = {k: v for k, v in entry.items() if k != "model"}
+            operation["responses"] = responses = dict(sorted(responses.items()))
             takes_json = "application/json" in operation.get("requestBody", {}).get("content", {})
             if takes_json and "415" not in responses:  # errors: any other Content-Type -> 415
                 responses["415"] = {"description": "The body is not sent as application/json."}

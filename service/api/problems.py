@@ -34,6 +34,7 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # status -> (type slug, title) for statuses raised without a more specific problem type.
 _GENERIC: dict[int, tuple[str, str]] = {
     400: ("malformed-request", "Malformed request"),
+    401: ("unauthorized", "Unauthorized"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
@@ -235,12 +236,14 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries declaring the Problem schema for each status (see main.openapi)."""
     descriptions = {
         400: "The body is not valid JSON (or not decodable).",
+        401: "No API key, or one this service does not know (when it has keys).",
         404: "No such resource.",
         409: "The resource's state forbids this request.",
         413: "The request body is larger than max_request_bytes.",
         415: "Unsupported Content-Type.",
         422: "The request is well-formed but invalid; `errors` names each field.",
-        429: "The job queue is full; retry after Retry-After seconds.",
+        429: "The job queue (or this key's share of it) is full, or this key sent more "
+        "requests than its rate limit; retry after Retry-After seconds.",
         503: "The training workers are not up yet.",
         507: "Storing this would pass max_stored_bytes, or the disk refused the write; "
         "nothing was changed.",

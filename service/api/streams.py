@@ -10,6 +10,7 @@ from fastapi import Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service.settings import Settings
+from service.state.callers import Caller
 from service.state.lifecycle import Lifecycle, Snapshot
 
 # Time an event stream gets to end by itself (cleanly) once the server is shutting down.
@@ -80,12 +81,13 @@ def follow_response(
     last_event_id: int | None,
     render: Callable[[Snapshot[Any, Any]], list[ServerSentEvent]],
     settings: Settings,
+    caller: Caller,
 ) -> EventSourceResponse:
     """The event stream of a job or sweep: `since` first, else `Last-Event-ID`, else all; 404
     for an unknown id before the stream starts."""
-    lifecycle.require(record_id)
+    lifecycle.require(record_id, caller)
     after = since if since is not None else (last_event_id or 0)
     return event_stream_response(
-        lambda stopping: lifecycle.follow(record_id, after, render, stopping),
+        lambda stopping: lifecycle.follow(record_id, after, render, stopping, caller),
         settings.sse_ping_seconds,
     )

@@ -16,6 +16,7 @@ from engine.training import HistoryPoint
 from service.errors import InsufficientStorage
 from service.execution.executor import Task, TaskStarted
 from service.execution.tasks import TrainingOutcome, TrainingTask
+from service.state.callers import EVERYONE, Caller
 from service.state.idempotency import IdempotencyClaim
 from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, prepared
 from service.state.limits import check_limits
@@ -58,6 +59,7 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
         name: str | None,
         baseline: bool,
         claim: IdempotencyClaim | None,
+        caller: Caller = EVERYONE,
     ) -> tuple[JobRecord, bool]:
         """Check the options against the limits, then queue the job; returns (job, created)."""
 
@@ -77,7 +79,7 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
             )
             return job, [(job.id, self._task(hyperparameters, content, baseline))]
 
-        return self._submit(dataset_id, claim, build)
+        return self._submit(dataset_id, claim, build, caller)
 
     # --- executor events ---------------------------------------------------------------------
 

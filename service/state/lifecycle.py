@@ -18,7 +18,7 @@ import abc
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -41,8 +41,10 @@ from service.execution.executor import (
     TaskSucceeded,
 )
 from service.execution.tasks import PreparedSplit, TaskError, TrainingOutcome
+from service.logs import get_logger
 from service.metrics import ServiceMetrics
 from service.settings import Settings
+from service.state.callers import EVERYONE, Caller
 from service.state.idempotency import IdempotencyClaim
 from service.state.records import (
     STATUSES,
@@ -61,11 +63,14 @@ from service.state.store import Collection, Store
 from service.state.subscribers import Subscribers
 
 logger = logging.getLogger("service.lifecycle")
+work_log = get_logger("service.work")
 
 R = TypeVar("R", bound=WorkRecord)
 
 # Runs a piece of work gets: one interrupted by a restart runs again once, then fails.
 MAX_ATTEMPTS = 2
+# What a caller at its max_active_jobs_per_key is told to wait: about one short job.
+QUOTA_RETRY_SECONDS = 5
 Entry = TypeVar("Entry")
 Rendered = TypeVar("Rendered")
 
@@ -192,21 +197,31 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         dataset_id: str,
         claim: IdempotencyClaim | None,
         build: Callable[[DatasetRecord, DatasetContent], tuple[R, list[tuple[str, Task]]]],
+        caller: Caller,
     ) -> tuple[R, bool]:
         """Create the record `build` makes from the dataset and queue its tasks, all or none;
-        returns (record, created). A repeated Idempotency-Key returns its record."""
+        returns (record, created). A repeated Idempotency-Key (of the same caller) returns its
+        record. 429 when the caller has max_active_jobs_per_key queued or running."""
         self.require_started()
+        if claim is not None:  # keys are per caller: names hold no ":"
+            claim = replace(claim, key=f"{caller.name or ''}:{claim.key}")
         with self.store.atomic():
             existing = self._keys.replay(claim, self.collection.get)
             if existing is not None:
                 return existing, False
             dataset = self.store.datasets.get(dataset_id)
+            if dataset is None or not caller.sees(dataset.owner):
+                raise InvalidRequest.at(
+                    ["body", "dataset_id"], f"dataset {dataset_id} does not exist", "not_found"
+                )
+            self._check_quota(caller)
             content = self.store.datasets.content(dataset_id)
-            if dataset is None or content is None:
+            if content is None:
                 raise InvalidRequest.at(
                     ["body", "dataset_id"], f"dataset {dataset_id} does not exist", "not_found"
                 )
             record, tasks = build(dataset, content)
+            record.owner = caller.name
             self.collection.add(record)
             self._keys.reserve(claim)
         queued: list[str] = []
@@ -240,16 +255,35 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             self._keys.record(claim, record.id)
         return self.require(record.id), True
 
-    def require(self, record_id: str) -> R:
-        """A snapshot of the record; 404 for an id that names no submitted record."""
+    def _check_quota(self, caller: Caller) -> None:
+        limit = self.settings.max_active_jobs_per_key
+        active = sum(
+            len(work.select(lambda r: r.owner == caller.name and not r.finished))
+            for work in (self.store.jobs, self.store.sweeps)
+        )
+        if active >= limit:
+            whose = f"key {caller.name!r} has" if caller.name else "there are"
+            raise TooManyJobs(
+                f"{whose} {active} jobs and sweeps queued or running (max_active_jobs_per_key "
+                f"= {limit}); retry once one has finished",
+                headers={"Retry-After": str(QUOTA_RETRY_SECONDS)},
+            )
+
+    def require(self, record_id: str, caller: Caller = EVERYONE) -> R:
+        """A snapshot of the record; 404 for an id that names no submitted record (or one of
+        another caller)."""
         record = self.collection.get(record_id)
-        if record is None or not record.submitted:
+        if record is None or not record.submitted or not caller.sees(record.owner):
             raise NotFound(f"{self.noun} {record_id} does not exist")
         return record
 
-    def select(self, status: WorkStatus | None = None) -> list[R]:
+    def select(self, status: WorkStatus | None = None, caller: Caller = EVERYONE) -> list[R]:
         return self.collection.select(
-            lambda record: record.submitted and (status is None or record.status == status)
+            lambda record: (
+                record.submitted
+                and (status is None or record.status == status)
+                and caller.sees(record.owner)
+            )
         )
 
     def counts_by_status(self) -> dict[str, int]:
@@ -270,9 +304,9 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
     def open_streams(self) -> int:
         return self._subscribers.count()
 
-    def cancel(self, record_id: str) -> R:
+    def cancel(self, record_id: str, caller: Caller = EVERYONE) -> R:
         """Ask queued or running work to stop (409 once it has finished)."""
-        self.require(record_id)
+        self.require(record_id, caller)
 
         def request(record: R) -> list[str]:
             if record.finished:
@@ -378,6 +412,7 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             )
         else:
             record.attempt += interrupted
+            self._transition(record, "queued", "restarted" if interrupted else "requeued")
             return self._restart(record, content, now)
         for task_id in self._unfinished_tasks(record):
             self._stopped(record, task_id, error, now)
@@ -409,18 +444,33 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
 
     # --- the rules every kind follows ------------------------------------------------------
 
-    @staticmethod
-    def start(record: WorkRecord, now: datetime) -> None:
+    def start(self, record: WorkRecord, now: datetime) -> None:
         if record.status == "queued":
+            self._transition(record, "running", None)
             record.status = "running"
             record.started_at = record.started_at or now
 
-    @staticmethod
-    def finish(record: WorkRecord, status: WorkStatus, now: datetime) -> None:
+    def finish(self, record: WorkRecord, status: WorkStatus, now: datetime) -> None:
+        error: WorkError | None = getattr(record, "error", None)
+        reason = error.type if error is not None else getattr(record, "stop_reason", None)
+        if status == "cancelled":
+            reason = "cancel requested" if record.cancel_requested else "service stopping"
+        self._transition(record, status, reason)
         record.status = status
         record.finished_at = now
         if record.started_at is None and status != "cancelled":
             record.started_at = now
+
+    def _transition(self, record: WorkRecord, to: WorkStatus, reason: str | None) -> None:
+        work_log.info(
+            "work",
+            kind=self.noun,
+            id=record.id,
+            key=record.owner,
+            attempt=record.attempt,
+            **{"from": record.status, "to": to},
+            reason=reason,
+        )
 
     def failure(self, error: TaskError) -> WorkError:
         """A failed task's (or configuration's) error as clients see it."""
@@ -475,15 +525,16 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             job_id=job_id,
             dataset_id=record.dataset_id,
             sweep_id=sweep_id,
+            owner=record.owner,
         )
         self.store.models.add(model_record, content)
         return model_record.id
 
     # --- following ---------------------------------------------------------------------------
 
-    def snapshot(self, record_id: str, after: int) -> Snapshot[R, Entry]:
+    def snapshot(self, record_id: str, after: int, caller: Caller = EVERYONE) -> Snapshot[R, Entry]:
         """The record (a copy) and its stream's entries after cursor `after`."""
-        self.require(record_id)
+        self.require(record_id, caller)
         snapshot = self.collection.read(record_id, lambda record: self._view(record, after))
         if snapshot is None:
             raise NotFound(f"{self.noun} {record_id} does not exist")
@@ -495,11 +546,12 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         after: int,
         render: Callable[[Snapshot[R, Entry]], list[Rendered]],
         stopping: anyio.Event,
+        caller: Caller = EVERYONE,
     ) -> AsyncIterator[Rendered]:
         """Rendered events for the entries after `after`, as they happen; the stream ends after
         the work finishes, when the service closes, or when `stopping` is set (the server is
         shutting down)."""
-        self.require(record_id)
+        self.require(record_id, caller)
         cursor = after
 
         def step() -> tuple[list[Rendered], bool]:
@@ -512,12 +564,13 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
 
 
 def delete_unused_dataset(
-    store: Store, dataset_id: str, kinds: Sequence[Lifecycle[Any, Any]]
+    store: Store, dataset_id: str, kinds: Sequence[Lifecycle[Any, Any]], caller: Caller
 ) -> None:
-    """Forget a dataset in one atomic step: 404 if there is none, 409 while queued or running
-    work of any kind trains on it."""
+    """Forget a dataset in one atomic step: 404 if there is none (for this caller), 409 while
+    queued or running work of any kind trains on it."""
     with store.atomic():
-        if store.datasets.get(dataset_id) is None:
+        dataset = store.datasets.get(dataset_id)
+        if dataset is None or not caller.sees(dataset.owner):
             raise NotFound(f"dataset {dataset_id} does not exist")
         busy = [record_id for kind in kinds for record_id in kind.uses_dataset(dataset_id)]
         if busy:

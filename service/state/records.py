@@ -109,6 +109,7 @@ class DatasetRecord:
     train_size: int
     test_size: int
     nbytes: int  # of its content
+    owner: str | None = None  # the name of the API key that created it
 
     @classmethod
     def describe(
@@ -123,6 +124,7 @@ class DatasetRecord:
         standardize: bool,
         seed: int,
         created_at: datetime,
+        owner: str | None = None,
     ) -> DatasetRecord:
         data, split = content.dataset, content.split
         return cls(
@@ -142,6 +144,7 @@ class DatasetRecord:
             train_size=int(split.train_index.size),
             test_size=int(split.test_index.size),
             nbytes=content.nbytes,
+            owner=owner,
         )
 
     @property
@@ -217,6 +220,7 @@ class WorkRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     cancel_requested: bool = False
+    owner: str | None = None  # the name of the API key that submitted it
     attempt: int = 1  # runs started: a durable store runs interrupted work again once
 
     @property
@@ -409,6 +413,7 @@ class ModelRecord:
     feature_names: tuple[str, ...]
     has_history: bool
     nbytes: int  # of its content
+    owner: str | None = None  # the API key that imported it, or submitted its job or sweep
 
     @classmethod
     def describe(
@@ -422,6 +427,7 @@ class ModelRecord:
         job_id: str | None = None,
         dataset_id: str | None = None,
         sweep_id: str | None = None,
+        owner: str | None = None,
     ) -> ModelRecord:
         model = content.model
         return cls(
@@ -440,6 +446,7 @@ class ModelRecord:
             feature_names=model.feature_names,
             has_history=bool(content.history),
             nbytes=content.nbytes,
+            owner=owner,
         )
 
     @property

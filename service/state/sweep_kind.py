@@ -37,6 +37,7 @@ from service.execution.tasks import (
     SweepTask,
 )
 from service.settings import Settings
+from service.state.callers import EVERYONE, Caller
 from service.state.idempotency import IdempotencyClaim
 from service.state.job_kind import baseline_of
 from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, prepared
@@ -169,6 +170,7 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
         name: str | None,
         baseline: bool,
         claim: IdempotencyClaim | None,
+        caller: Caller = EVERYONE,
     ) -> tuple[SweepRecord, bool]:
         """Check the grid and limits, then queue the sweep's shares; returns (sweep, created)."""
 
@@ -181,7 +183,7 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
             check_sweep(sweep, self.settings)
             return sweep, self._tasks(sweep, sweep.rows(), prepared(content))
 
-        return self._submit(dataset_id, claim, build)
+        return self._submit(dataset_id, claim, build, caller)
 
     def _new_sweep(
         self,
@@ -365,9 +367,11 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
         )
         return Snapshot(record=copy, entries=entries, cursor=len(sweep.stream))
 
-    def histories(self, sweep_id: str) -> list[tuple[ConfigurationRecord, list[HistoryPoint]]]:
+    def histories(
+        self, sweep_id: str, caller: Caller = EVERYONE
+    ) -> list[tuple[ConfigurationRecord, list[HistoryPoint]]]:
         """Every row (a copy) with a copy of its history."""
-        sweep = self.require(sweep_id)
+        sweep = self.require(sweep_id, caller)
         return [(replace(row, history=[]), row.history) for row in sweep.rows()]
 
 

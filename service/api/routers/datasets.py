@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from engine import plotting
 from service.api import dataset_requests as builders
+from service.api.auth import Caller, CallerDep
 from service.api.deps import PageDep, StateDep
 from service.api.pictures import picture_response, png_route
 from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
@@ -46,9 +48,9 @@ CREATE_BODY: dict[str, Any] = {
 }
 
 
-def require_dataset(state: StateDep, dataset_id: str) -> DatasetRecord:
+def require_dataset(state: StateDep, dataset_id: str, caller: Caller) -> DatasetRecord:
     record = state.store.datasets.get(dataset_id)
-    if record is None:
+    if record is None or not caller.sees(record.owner):
         raise NotFound(f"dataset {dataset_id} does not exist")
     return record
 
@@ -78,6 +80,7 @@ async def create_dataset(
     request: Request,
     response: Response,
     state: StateDep,
+    caller: CallerDep,
     label_column: Annotated[
         str | None, Query(description="text/csv only: the label column (default: the last).")
     ] = None,
@@ -135,6 +138,7 @@ async def create_dataset(
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send application/json or text/csv"
         )
+    record = replace(record, owner=caller.name)
     await anyio.to_thread.run_sync(state.store.datasets.add, record, content)
     response.headers["Location"] = f"/v1/datasets/{record.id}"
     return dataset_public(record)
@@ -143,8 +147,9 @@ async def create_dataset(
 @router.get(
     "", response_model=DatasetsPublic, summary="List datasets", responses=problem_responses(422)
 )
-async def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
-    return DatasetsPublic.model_validate(page.page(state.store.datasets.select(), dataset_public))
+async def list_datasets(state: StateDep, caller: CallerDep, page: PageDep) -> DatasetsPublic:
+    datasets = state.store.datasets.select(lambda record: caller.sees(record.owner))
+    return DatasetsPublic.model_validate(page.page(datasets, dataset_public))
 
 
 @router.get(
@@ -155,13 +160,14 @@ async def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
 )
 async def read_dataset(
     state: StateDep,
+    caller: CallerDep,
     dataset_id: str,
     include_points: Annotated[
         bool,
         Query(description="Add `points`, `labels` and `split` (the side of each point)."),
     ] = False,
 ) -> DatasetPublic | Response:
-    record = require_dataset(state, dataset_id)
+    record = require_dataset(state, dataset_id, caller)
     if include_points:
         # every point: load, build and serialize in a thread, not on the event loop
         content = await anyio.to_thread.run_sync(
@@ -179,12 +185,12 @@ async def read_dataset(
     summary="Delete a dataset",
     responses={
         204: {"description": "Deleted. Models trained on it stay."},
-        **problem_responses(404, 409),
+        **problem_responses(404, 409, 507),
     },
 )
-async def delete_dataset(state: StateDep, dataset_id: str) -> Response:
+async def delete_dataset(state: StateDep, caller: CallerDep, dataset_id: str) -> Response:
     """Forget a dataset. Refused (409) while a queued or running job or sweep trains on it."""
-    delete_unused_dataset(state.store, dataset_id, (state.jobs, state.sweeps))
+    delete_unused_dataset(state.store, dataset_id, (state.jobs, state.sweeps), caller)
     state.pictures.forget(dataset_id)
     return Response(status_code=204)
 
@@ -200,6 +206,7 @@ async def delete_dataset(state: StateDep, dataset_id: str) -> Response:
 async def dataset_image(
     request: Request,
     state: StateDep,
+    caller: CallerDep,
     dataset_id: str,
     width: Annotated[
         int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
@@ -208,7 +215,7 @@ async def dataset_image(
         int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
     ] = 480,
 ) -> Response:
-    record = require_dataset(state, dataset_id)
+    record = require_dataset(state, dataset_id, caller)
     return await picture_response(
         request,
         state.pictures,

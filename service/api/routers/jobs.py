@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine.training import HistoryPoint
+from service.api.auth import CallerDep
 from service.api.deps import PageDep, StateDep, idempotency_key_header
 from service.api.problems import LOCATION_HEADER, problem_responses
 from service.api.schemas import (
@@ -71,6 +72,7 @@ async def create_job(
     body: JobCreate,
     response: Response,
     state: StateDep,
+    caller: CallerDep,
     idempotency_key: str | None = idempotency_key_header("job"),
 ) -> JobPublic:
     """Check the options against this deployment's limits (each refusal names the limit and
@@ -81,6 +83,7 @@ async def create_job(
         name=body.name,
         baseline=body.baseline,
         claim=IdempotencyClaim.of(idempotency_key, body),
+        caller=caller,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_public(job)
@@ -89,17 +92,18 @@ async def create_job(
 @router.get("", response_model=JobsPublic, summary="List jobs", responses=problem_responses(422))
 async def list_jobs(
     state: StateDep,
+    caller: CallerDep,
     page: PageDep,
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobsPublic:
-    return JobsPublic.model_validate(page.page(state.jobs.select(status), job_public))
+    return JobsPublic.model_validate(page.page(state.jobs.select(status, caller), job_public))
 
 
 @router.get(
     "/{job_id}", response_model=JobPublic, summary="Read a job", responses=problem_responses(404)
 )
-async def read_job(state: StateDep, job_id: str) -> JobPublic:
-    return job_public(state.jobs.require(job_id))
+async def read_job(state: StateDep, caller: CallerDep, job_id: str) -> JobPublic:
+    return job_public(state.jobs.require(job_id, caller))
 
 
 @router.get(
@@ -110,6 +114,7 @@ async def read_job(state: StateDep, job_id: str) -> JobPublic:
 )
 def job_history(
     state: StateDep,
+    caller: CallerDep,
     job_id: str,
     since: Annotated[int, Query(ge=0, description="Only points with epoch > since.")] = 0,
     max_points: Annotated[
@@ -121,7 +126,7 @@ def job_history(
         ),
     ] = None,
 ) -> JobHistory:
-    points = state.jobs.snapshot(job_id, since).entries
+    points = state.jobs.snapshot(job_id, since, caller).entries
     if max_points is not None:
         points = thin(points, max_points)
     return JobHistory(job_id=job_id, history=history_public(points))
@@ -159,11 +164,14 @@ def _render(snapshot: JobSnapshot) -> list[ServerSentEvent]:
 )
 async def job_events(
     state: StateDep,
+    caller: CallerDep,
     job_id: str,
     since: int | None = since_query("points with epoch"),
     last_event_id: int | None = last_event_id_header("epoch"),
 ) -> EventSourceResponse:
-    return follow_response(state.jobs, job_id, since, last_event_id, _render, state.settings)
+    return follow_response(
+        state.jobs, job_id, since, last_event_id, _render, state.settings, caller
+    )
 
 
 @router.post(
@@ -179,6 +187,6 @@ async def job_events(
         **problem_responses(404, 409),
     },
 )
-async def cancel_job(state: StateDep, job_id: str) -> JobPublic:
+async def cancel_job(state: StateDep, caller: CallerDep, job_id: str) -> JobPublic:
     """Ask a queued or running job to stop. A finished job answers 409 with its status."""
-    return job_public(state.jobs.cancel(job_id))
+    return job_public(state.jobs.cancel(job_id, caller))

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from engine import plotting, serialize
 from engine.model import Label, Model
+from service.api.auth import Caller, CallerDep
 from service.api.deps import PageDep, StateDep
 from service.api.pictures import (
     Height,
@@ -37,9 +38,9 @@ INLINE_PREDICT_WORK = 50_000
 INLINE_PARSE_BYTES = 32 * 1024
 
 
-def require_model(state: StateDep, model_id: str) -> ModelRecord:
+def require_model(state: StateDep, model_id: str, caller: Caller) -> ModelRecord:
     record = state.store.models.get(model_id)
-    if record is None:
+    if record is None or not caller.sees(record.owner):
         raise NotFound(f"model {model_id} does not exist")
     return record
 
@@ -64,8 +65,9 @@ def _plain(label: Any) -> Label:
 @router.get(
     "", response_model=ModelsPublic, summary="List models", responses=problem_responses(422)
 )
-async def list_models(state: StateDep, page: PageDep) -> ModelsPublic:
-    return ModelsPublic.model_validate(page.page(state.store.models.select(), model_public))
+async def list_models(state: StateDep, caller: CallerDep, page: PageDep) -> ModelsPublic:
+    models = state.store.models.select(lambda record: caller.sees(record.owner))
+    return ModelsPublic.model_validate(page.page(models, model_public))
 
 
 @router.post(
@@ -89,6 +91,7 @@ async def import_model(
     request: Request,
     response: Response,
     state: StateDep,
+    caller: CallerDep,
     name: Annotated[
         str | None,
         Query(min_length=1, max_length=200, description="Name of the new model."),
@@ -105,7 +108,11 @@ async def import_model(
     model = await anyio.to_thread.run_sync(serialize.model_from_npz, raw)
     content = ModelContent(model, history=())
     record = ModelRecord.describe(
-        content, id=new_id("mdl"), name=name or "imported", created_at=utc_now()
+        content,
+        id=new_id("mdl"),
+        name=name or "imported",
+        created_at=utc_now(),
+        owner=caller.name,
     )
     await anyio.to_thread.run_sync(state.store.models.add, record, content)
     response.headers["Location"] = f"/v1/models/{record.id}"
@@ -118,17 +125,18 @@ async def import_model(
     summary="Read a model",
     responses=problem_responses(404),
 )
-async def read_model(state: StateDep, model_id: str) -> ModelPublic:
-    return model_public(require_model(state, model_id))
+async def read_model(state: StateDep, caller: CallerDep, model_id: str) -> ModelPublic:
+    return model_public(require_model(state, model_id, caller))
 
 
 @router.delete(
     "/{model_id}",
     status_code=204,
     summary="Delete a model",
-    responses={204: {"description": "Deleted."}, **problem_responses(404)},
+    responses={204: {"description": "Deleted."}, **problem_responses(404, 507)},
 )
-async def delete_model(state: StateDep, model_id: str) -> Response:
+async def delete_model(state: StateDep, caller: CallerDep, model_id: str) -> Response:
+    require_model(state, model_id, caller)
     if state.store.models.remove(model_id) is None:
         raise NotFound(f"model {model_id} does not exist")
     state.pictures.forget(model_id)
@@ -171,10 +179,10 @@ def _predict(model: Model, points: list[list[float]]) -> bytes:
         }
     },
 )
-async def predict(request: Request, state: StateDep, model_id: str) -> Response:
+async def predict(request: Request, state: StateDep, caller: CallerDep, model_id: str) -> Response:
     """Classify raw points (the model applies its own standardization). At most
     predict_max_points per call; each point needs exactly n_features values."""
-    record = require_model(state, model_id)
+    record = require_model(state, model_id, caller)
     content_type = _media_type(request)
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaType(
@@ -213,6 +221,7 @@ async def predict(request: Request, state: StateDep, model_id: str) -> Response:
 async def decision_boundary(
     request: Request,
     state: StateDep,
+    caller: CallerDep,
     model_id: str,
     width: Width = 640,
     height: Height = 480,
@@ -225,7 +234,7 @@ async def decision_boundary(
     """Class regions of a 2-feature model. Points come from the model's dataset while it
     exists (training filled, test hollow); imported models and models whose dataset was deleted
     are drawn without points. A model with other than 2 features is a 422."""
-    record = require_model(state, model_id)
+    record = require_model(state, model_id, caller)
     if record.n_features != 2:
         raise InvalidRequest.at(
             ["path", "model_id"],
@@ -264,13 +273,14 @@ async def decision_boundary(
 async def loss_curve(
     request: Request,
     state: StateDep,
+    caller: CallerDep,
     model_id: str,
     width: Width = 640,
     height: Height = 480,
     log_scale: LogScale = False,
 ) -> Response:
     """Training (and test) loss by recorded epoch. Imported models have no history (409)."""
-    record = require_model(state, model_id)
+    record = require_model(state, model_id, caller)
     if not record.has_history:
         raise Conflict(
             f"model {model_id} has no training history (imported models carry none), so there "
@@ -302,7 +312,8 @@ async def loss_curve(
         **problem_responses(404),
     },
 )
-async def export_model(state: StateDep, model_id: str) -> Response:
+async def export_model(state: StateDep, caller: CallerDep, model_id: str) -> Response:
+    require_model(state, model_id, caller)
     model = (await anyio.to_thread.run_sync(require_weights, state, model_id)).model
     content = await anyio.to_thread.run_sync(serialize.model_to_npz, model)
     return Response(

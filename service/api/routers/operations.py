@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.api.auth import authenticate, authenticate_docs
 from service.api.deps import StateDep
 from service.api.problems import problem_responses
 from service.api.schemas import Health, Info, Limits
@@ -45,6 +46,7 @@ async def readyz(state: StateDep) -> Health:
     "/metrics",
     response_class=Response,
     summary="Prometheus metrics",
+    dependencies=[Depends(authenticate_docs)],
     responses={
         200: {
             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
@@ -56,7 +58,12 @@ async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/info", response_model=Info, summary="Service information")
+@router.get(
+    "/v1/info",
+    response_model=Info,
+    summary="Service information",
+    dependencies=[Depends(authenticate)],
+)
 async def info(state: StateDep) -> Info:
     """Version, executor backend, workers and every deployment limit."""
     settings = state.settings

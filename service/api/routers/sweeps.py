@@ -9,6 +9,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine import plotting
 from engine.training import HistoryPoint
+from service.api.auth import CallerDep
 from service.api.deps import PageDep, StateDep, idempotency_key_header
 from service.api.pictures import (
     Height,
@@ -82,6 +83,7 @@ async def create_sweep(
     body: SweepCreate,
     response: Response,
     state: StateDep,
+    caller: CallerDep,
     idempotency_key: str | None = idempotency_key_header("sweep"),
 ) -> SweepPublic:
     """Expand the grid (its keys in order, the last varying fastest), check every configuration
@@ -95,6 +97,7 @@ async def create_sweep(
         name=body.name,
         baseline=body.baseline,
         claim=IdempotencyClaim.of(idempotency_key, body),
+        caller=caller,
     )
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
     return sweep_public(sweep)
@@ -105,12 +108,13 @@ async def create_sweep(
 )
 async def list_sweeps(
     state: StateDep,
+    caller: CallerDep,
     page: PageDep,
     status: Annotated[
         SweepStatusName | None, Query(description="Only sweeps in this state.")
     ] = None,
 ) -> SweepsPublic:
-    return SweepsPublic.model_validate(page.page(state.sweeps.select(status), sweep_public))
+    return SweepsPublic.model_validate(page.page(state.sweeps.select(status, caller), sweep_public))
 
 
 @router.get(
@@ -119,8 +123,8 @@ async def list_sweeps(
     summary="Read a sweep",
     responses=problem_responses(404),
 )
-async def read_sweep(state: StateDep, sweep_id: str) -> SweepPublic:
-    return sweep_public(state.sweeps.require(sweep_id))
+async def read_sweep(state: StateDep, caller: CallerDep, sweep_id: str) -> SweepPublic:
+    return sweep_public(state.sweeps.require(sweep_id, caller))
 
 
 @router.post(
@@ -136,9 +140,9 @@ async def read_sweep(state: StateDep, sweep_id: str) -> SweepPublic:
         **problem_responses(404, 409),
     },
 )
-async def cancel_sweep(state: StateDep, sweep_id: str) -> SweepPublic:
+async def cancel_sweep(state: StateDep, caller: CallerDep, sweep_id: str) -> SweepPublic:
     """Ask a queued or running sweep to stop. A finished sweep answers 409 with its status."""
-    return sweep_public(state.sweeps.cancel(sweep_id))
+    return sweep_public(state.sweeps.cancel(sweep_id, caller))
 
 
 def _render(snapshot: SweepSnapshot) -> list[ServerSentEvent]:
@@ -181,11 +185,14 @@ def _render(snapshot: SweepSnapshot) -> list[ServerSentEvent]:
 )
 async def sweep_events(
     state: StateDep,
+    caller: CallerDep,
     sweep_id: str,
     since: int | None = since_query("events numbered"),
     last_event_id: int | None = last_event_id_header("event number"),
 ) -> EventSourceResponse:
-    return follow_response(state.sweeps, sweep_id, since, last_event_id, _render, state.settings)
+    return follow_response(
+        state.sweeps, sweep_id, since, last_event_id, _render, state.settings, caller
+    )
 
 
 # -- pictures ------------------------------------------------------------------------------------
@@ -204,6 +211,7 @@ def _accuracy_text(row: ConfigurationRecord, has_test: bool) -> str:
 async def grid_picture(
     request: Request,
     state: StateDep,
+    caller: CallerDep,
     sweep_id: str,
     panel_width: Annotated[
         int, Query(ge=plotting.MIN_PIXELS, le=1000, description="Pixels per panel.")
@@ -220,7 +228,7 @@ async def grid_picture(
     succeeded), titled with what the configuration varies and its test accuracy (training
     accuracy without a test split); the dataset's points drawn while it exists. 2-feature data
     only (else 422); 409 until a configuration has succeeded."""
-    sweep = state.sweeps.require(sweep_id)
+    sweep = state.sweeps.require(sweep_id, caller)
     n_features = sweep.data.n_features
     if n_features != 2:
         raise InvalidRequest.at(
@@ -289,6 +297,7 @@ async def grid_picture(
 async def curves_picture(
     request: Request,
     state: StateDep,
+    caller: CallerDep,
     sweep_id: str,
     width: Width = 800,
     height: Height = 500,
@@ -297,7 +306,7 @@ async def curves_picture(
     """Every configuration's loss by recorded epoch on one chart, one colour each: training
     loss solid, test loss dashed (the baseline too, when asked for). 409 until a point has
     been recorded; 422 past plotting.MAX_SERIES configurations."""
-    histories = state.sweeps.histories(sweep_id)
+    histories = state.sweeps.histories(sweep_id, caller)
     series: list[tuple[str, list[HistoryPoint]]] = [
         (row.label, history) for row, history in histories if history
     ]
