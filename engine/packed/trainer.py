@@ -15,6 +15,7 @@ from numpy.typing import DTypeLike
 from engine.errors import EngineError, InvalidInput, TrainingCancelled, TrainingDiverged
 from engine.hyperparameters import Hyperparameters
 from engine.network import BLAS_THREADS_MIN_MACS, blas_single_thread, init_params
+from engine.optimizers import Grouped, Penalty, make_optimizer
 from engine.packed.network import PASS_ROWS, PackedNetwork
 from engine.packed.passes import PackedWorkspace, Stats
 from engine.packed.planner import DataShape, effective_batch, pack_key, plan_packs
@@ -45,78 +46,6 @@ class ConfigurationOutcome:
     error: EngineError | None = None
     history: list[HistoryPoint] = field(default_factory=list)
     seconds: float = 0.0  # from the start of its pack (or single run) to its end
-
-
-# -- the packed optimizer ----------------------------------------------------------------------
-
-
-class _PackedOptimizer:
-    """engine.optimizers' steps for every network at once: per-parameter learning rates (and
-    momentum), the same floating-point operations in the same order."""
-
-    def __init__(self, hp: Hyperparameters, network: PackedNetwork, momentum: float | Array):
-        size, dtype = network.params.size, network.dtype
-        self.kind = hp.optimizer
-        self.owner = network.owner
-        self.momentum = momentum
-        self.beta_1, self.beta_2, self.epsilon = hp.beta_1, hp.beta_2, hp.epsilon
-        self.steps_taken = 0
-        self._step = np.zeros(size, dtype=dtype)
-        self.state: list[Array] = []
-        if self.kind in ("momentum", "nesterov"):
-            self.velocity = np.zeros(size, dtype=dtype)
-            self.state.append(self.velocity)
-        if self.kind == "nesterov":
-            self._lookahead = np.zeros(size, dtype=dtype)
-        if self.kind == "adam":
-            self.first_moment = np.zeros(size, dtype=dtype)
-            self.second_moment = np.zeros(size, dtype=dtype)
-            self.state += [self.first_moment, self.second_moment]
-            self._factor = np.zeros(size, dtype=dtype)
-
-    def zero(self, entries: Array) -> None:
-        for array in self.state:
-            array[entries] = 0
-
-    def update(
-        self, params: Array, grads: Array, rate_vector: Array, rates: Array, scale: float = 1.0
-    ) -> None:
-        """One step along g = scale * grads (scale other than 1: Adam only); `rate_vector` (P,)
-        holds each parameter's rate, `rates` (K + 1,) each network's (padding last, 0)."""
-        self.steps_taken += 1
-        step = self._step
-        if self.kind == "sgd":
-            np.multiply(grads, rate_vector, out=step)
-            params -= step
-        elif self.kind == "momentum":
-            self.velocity *= self.momentum
-            np.multiply(grads, rate_vector, out=step)
-            self.velocity -= step
-            params += self.velocity
-        elif self.kind == "nesterov":
-            self.velocity *= self.momentum
-            np.multiply(grads, rate_vector, out=step)  # lr * g
-            self.velocity -= step
-            np.multiply(self.velocity, self.momentum, out=self._lookahead)
-            self._lookahead -= step  # mu * v - lr * g
-            params += self._lookahead
-        else:
-            t = self.steps_taken
-            self.first_moment *= self.beta_1
-            np.multiply(grads, (1.0 - self.beta_1) * scale, out=step)
-            self.first_moment += step
-            self.second_moment *= self.beta_2
-            np.multiply(grads, grads, out=step)
-            step *= (1.0 - self.beta_2) * scale * scale
-            self.second_moment += step
-            # lr / ((1 - b1^t) c) * m / (sqrt(v) + eps / c), c = 1/sqrt(1 - b2^t), as Adam does
-            c = 1.0 / math.sqrt(1.0 - self.beta_2**t)
-            np.sqrt(self.second_moment, out=step)
-            step += self.epsilon / c
-            np.divide(self.first_moment, step, out=step)
-            np.take(np.divide(rates, (1.0 - self.beta_1**t) * c), self.owner, out=self._factor)
-            step *= self._factor
-            params -= step
 
 
 # -- training one pack ---------------------------------------------------------------------------
@@ -183,16 +112,18 @@ class _PackTrainer:
         # targets by row: the class-1 indicator (1, n) for C = 2, else one-hot (C, n)
         self.row_targets = _row_targets(data.y_train, network.n_classes, network.dtype)
         self.targets = self.row_targets[:, None, :]  # (1 or C, 1, n): shared by every network
-        momenta = [m.hp.momentum for m in members]
-        momentum = self._per_parameter(momenta) if len(set(momenta)) > 1 else momenta[0]
-        self.optimizer = _PackedOptimizer(first, network, momentum)
-        self.rates = np.zeros(K + 1)  # per network, padding last (0)
-        self.rate_vector = np.zeros_like(network.params)
+        # one value per network, padding last (0): the optimizer's per-parameter settings
+        self.rates = np.zeros(K + 1)
+        self.learning_rate = self._grouped(self.rates)
         self.l1 = np.array([m.hp.l1 for m in members])
         self.l2 = np.array([m.hp.l2 for m in members])
-        self._buffer = np.empty_like(network.params)
-        self._penalty_vectors: dict[int, tuple[Array | None, Array | None]] = {}
-        self._sgd_cache: dict[int, tuple[Array, Array | None]] = {}
+        self.penalty = Penalty(
+            network.weight_mask,
+            l1=self._grouped(np.append(self.l1, 0.0)),
+            l2=self._grouped(np.append(self.l2, 0.0)),
+        )
+        momentum = self._grouped(np.array([*(m.hp.momentum for m in members), 0.0]))
+        self.optimizer = make_optimizer(first, network.params.size, network.dtype, momentum)
         self._failed: set[int] = set()  # networks isolated in this step's passes
         self.plain_sgd = first.optimizer == "sgd" and not self.l1.any()
         self.penalized = bool(self.l1.any() or self.l2.any())
@@ -214,34 +145,9 @@ class _PackTrainer:
 
     # -- per-parameter vectors ----------------------------------------------------------------
 
-    def _per_parameter(self, values: Sequence[float]) -> Array:
-        """(P,) with each network's value on its parameters and 0 on the padding."""
-        per_network = np.array([*values, 0.0])
-        return per_network[self.network.owner].astype(self.network.dtype)
-
-    def _penalty_vectors_for(self, n: int) -> tuple[Array | None, Array | None]:
-        """(l1/n, l2/n) on each network's weights, 0 elsewhere; None when all zero."""
-        cached = self._penalty_vectors.get(n)
-        if cached is None:
-            mask = self.network.weight_mask
-            l1 = self._per_parameter([v / n for v in self.l1]) * mask if self.l1.any() else None
-            l2 = self._per_parameter([v / n for v in self.l2]) * mask if self.l2.any() else None
-            cached = self._penalty_vectors[n] = (l1, l2)
-        return cached
-
-    def _sgd_vectors(self, n: int) -> tuple[Array, Array | None]:
-        """Plain SGD's (lr/n per parameter, decay 1 - lr*l2/n on weights or None), as
-        engine.optimizers.SGD.step computes them; cached until a rate changes."""
-        cached = self._sgd_cache.get(n)
-        if cached is None:
-            rates = self.rates[:-1].tolist()
-            scaled = self._per_parameter([rate / n for rate in rates])
-            decay = None
-            if self.l2.any():
-                shrink = [rate * l2 / n for rate, l2 in zip(rates, self.l2.tolist(), strict=True)]
-                decay = 1.0 - self.network.weight_mask * self._per_parameter(shrink)
-            cached = self._sgd_cache[n] = (scaled, decay)
-        return cached
+    def _grouped(self, per_network: Array) -> Grouped:
+        """A setting with network k's value (per_network[k]) on its parameters."""
+        return Grouped(per_network.copy(), self.network.owner, self.network.dtype)
 
     def _set_rates(self, epochs_completed: int, members: Sequence[int]) -> None:
         changed = False
@@ -254,8 +160,7 @@ class _PackTrainer:
                 self.rates[k] = member.rate
                 changed = True
         if changed:
-            np.take(self.rates.astype(self.network.dtype), self.network.owner, out=self.rate_vector)
-            self._sgd_cache = {}
+            self.learning_rate = self._grouped(self.rates)
 
     # -- metrics ------------------------------------------------------------------------------
 
@@ -335,10 +240,9 @@ class _PackTrainer:
         self.n_active -= 1
         entries = self.network.entries[k]
         self.network.params[entries] = 0
-        self.optimizer.zero(entries)
+        self.optimizer.forget(entries)
         self.rates[k] = 0.0
-        self.rate_vector[entries] = 0
-        self._sgd_cache = {}
+        self.learning_rate = self._grouped(self.rates)
         if self.on_finish is not None:
             self.on_finish(outcome)
 
@@ -419,31 +323,10 @@ class _PackTrainer:
             raise _Cancelled
 
     def _update(self, grad_sum: Array, n: int, epoch: int) -> None:
-        """One optimizer step from the summed CE gradient over n rows, penalties included (the
-        floating-point steps of engine.optimizers), then fail every network not finite."""
+        """One optimizer step for every network from the summed CE gradient over n rows, each
+        with its own settings, then fail every network not finite."""
         params = self.network.params
-        if self.plain_sgd:
-            # w * (1 - lr*l2/n on weights) - (lr/n) * G
-            scaled, decay = self._sgd_vectors(n)
-            if decay is not None:
-                params *= decay
-            np.multiply(grad_sum, scaled, out=self._buffer)
-            params -= self._buffer
-        elif self.optimizer.kind == "adam" and not self.penalized:
-            # g = grad_sum / n, folded into Adam's moment updates
-            self.optimizer.update(params, grad_sum, self.rate_vector, self.rates, 1.0 / n)
-        else:
-            grad = grad_sum
-            grad *= 1.0 / n
-            l1, l2 = self._penalty_vectors_for(n)
-            if l2 is not None:
-                np.multiply(params, l2, out=self._buffer)
-                grad += self._buffer
-            if l1 is not None:
-                np.sign(params, out=self._buffer)
-                self._buffer *= l1
-                grad += self._buffer
-            self.optimizer.update(params, grad, self.rate_vector, self.rates)
+        self.optimizer.step(params, grad_sum, n, self.learning_rate, self.penalty)
         failed = self._failed
         if not math.isfinite(np.dot(params, self.ones)):  # the sum: NaN/inf-propagating
             failed.update(np.unique(self.network.owner[~np.isfinite(params)]).tolist())
