@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from engine.errors import InvalidInput
 from engine.hyperparameters import Hyperparameters
 from engine.packed.network import packed_shapes
+from engine.training import effective_batch_size
 
 PackKey = tuple[Hashable, ...]
 
@@ -30,10 +31,6 @@ ACTIVATION_SECONDS: dict[str, float] = {  # one unit on one row: activation and 
 EXP_SECONDS = 4e-9  # one exponential of the softmax
 
 
-def effective_batch(hp: Hyperparameters, n_train: int) -> int | None:
-    return hp.batch_size if hp.batch_size is not None and hp.batch_size < n_train else None
-
-
 def pack_key(hp: Hyperparameters, n_train: int) -> PackKey | None:
     """Configurations with equal keys can train in one pack; None: this one trains alone.
 
@@ -48,7 +45,7 @@ def pack_key(hp: Hyperparameters, n_train: int) -> PackKey | None:
         len(hp.hidden_layers),
         hp.activation,
         hp.optimizer,
-        effective_batch(hp, n_train),
+        effective_batch_size(hp, n_train),
         hp.dtype,
         adam,
     )
@@ -68,7 +65,7 @@ def estimate_seconds(hps: Sequence[Hyperparameters], shape: DataShape) -> float:
     """Rough single-core seconds to train `hps` as one pack (or alone, for one)."""
     first = hps[0]
     sizes = [[shape.n_features, *hp.hidden_layers, shape.n_classes] for hp in hps]
-    batch = effective_batch(first, shape.n_train)
+    batch = effective_batch_size(first, shape.n_train)
     rows = batch or shape.n_train
     steps = math.ceil(shape.n_train / rows)
     groups = len({hp.seed for hp in hps}) if batch is not None and len(hps) > 1 else 1

@@ -18,20 +18,23 @@ from engine.network import BLAS_THREADS_MIN_MACS, blas_single_thread, init_param
 from engine.optimizers import Grouped, Penalty, make_optimizer
 from engine.packed.network import PASS_ROWS, PackedNetwork
 from engine.packed.passes import PackedWorkspace, Stats
-from engine.packed.planner import DataShape, effective_batch, pack_key, plan_packs
-from engine.schedules import LearningRateSchedule, make_schedule
+from engine.packed.planner import DataShape, pack_key, plan_packs
 from engine.training import (
-    EXPLOSION_FACTOR,
     POLL_EVERY_BATCHES,
     HistoryPoint,
+    Progress,
     StopReason,
     TrainResult,
+    Which,
+    early_stopping_needs_a_test_split,
+    effective_batch_size,
+    final_metrics,
     train,
     validated_splits,
+    weights_diverged,
 )
 
 Array = np.ndarray
-Which = Literal["train", "test"]
 OutcomeStatus = Literal["succeeded", "failed", "cancelled"]
 
 
@@ -55,22 +58,23 @@ class _Cancelled(Exception):
     pass
 
 
-class _Member:
-    """One configuration inside a pack."""
+class _Member(Progress):
+    """One configuration inside a pack: its state under train's rules, and its place."""
 
-    def __init__(self, index: int, hp: Hyperparameters, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        index: int,
+        hp: Hyperparameters,
+        rng: np.random.Generator,
+        *,
+        full_batch: bool,
+        has_test: bool,
+    ) -> None:
+        super().__init__(hp, full_batch=full_batch, has_test=has_test)
         self.index = index
-        self.hp = hp
         self.rng = rng
-        self.schedule: LearningRateSchedule = make_schedule(hp)
-        self.history: list[HistoryPoint] = []
-        self.explosion_limit = math.inf
-        self.best_loss = math.inf
-        self.best_epoch: int | None = None
         self.best_params: Array | None = None  # its entries of params at best_epoch
-        self.wait = 0
         self.rate = hp.learning_rate  # this epoch's
-        self.pending: tuple[int, float] | None = None  # full batch: (epoch, rate) to record
         self.outcome: ConfigurationOutcome | None = None
         self.active = True  # until it has an outcome
 
@@ -103,7 +107,7 @@ class _PackTrainer:
         self.started = started
         K = network.n_networks
         first = members[0].hp
-        self.batch_size = effective_batch(first, data.n_train)
+        self.batch_size = effective_batch_size(first, data.n_train)
         self.full_batch = self.batch_size is None
         largest = max(data.n_train, data.n_test)
         self.workspace = PackedWorkspace(network, max(1, min(largest, network.block_rows())))
@@ -125,8 +129,6 @@ class _PackTrainer:
         momentum = self._grouped(np.array([*(m.hp.momentum for m in members), 0.0]))
         self.optimizer = make_optimizer(first, network.params.size, network.dtype, momentum)
         self._failed: set[int] = set()  # networks isolated in this step's passes
-        self.plain_sgd = first.optimizer == "sgd" and not self.l1.any()
-        self.penalized = bool(self.l1.any() or self.l2.any())
         self.n_active = len(members)
         self.ones = np.ones_like(network.params)
         # metrics of the parameters after an epoch: (which, epoch) -> (losses (K,), accuracies)
@@ -134,14 +136,10 @@ class _PackTrainer:
         self.penalty_cache: dict[int, Array] = {}  # epoch -> each network's penalty
         self.n_train = data.n_train
         self.scheduled = [k for k, m in enumerate(members) if m.hp.lr_schedule != "constant"]
+        self.waiting: list[int] = []  # members with a pending record
         # full batch without a test split: plateau watches the training loss, which the next
         # epoch's forward pass gives for free (as train does)
-        self.waiting: list[int] = []  # members with a pending record
-        self.plateau_on_train = [
-            k
-            for k, m in enumerate(members)
-            if m.schedule.needs_monitor and data.X_test is None and self.full_batch
-        ]
+        self.plateau_on_train = [k for k, m in enumerate(members) if m.plateau_on_train_loss]
 
     # -- per-parameter vectors ----------------------------------------------------------------
 
@@ -184,29 +182,21 @@ class _PackTrainer:
         assert X_in is not None and y is not None
         return self._store(which, epoch, self.workspace.cross_entropy_and_correct(X_in, y))
 
-    def _checked(self, k: int, which: Which, epoch: int) -> tuple[float, float] | None:
-        """Member k's (loss, accuracy) on a split after `epoch`, or None after failing it as
-        train would."""
-        member = self.members[k]
+    def _loss(self, k: int, which: Which, epoch: int) -> tuple[float, float]:
+        """Member k's (loss, accuracy) on a split after `epoch`; TrainingDiverged if train's
+        loss rule fires."""
         losses, accuracies = self._metrics(which, epoch)
         value = float(losses[k])
-        learning_rate = member.hp.learning_rate
-        if not math.isfinite(value):
-            detail = (
-                f"the {'training' if which == 'train' else 'test'} loss is not finite; lower "
-                f"the learning rate (now {learning_rate:g}) or standardize the features"
-            )
-            self._fail(k, TrainingDiverged(epoch, detail))
-            return None
-        if which == "train" and value > member.explosion_limit:
-            detail = (
-                f"the training loss {value:.4g} exceeded {EXPLOSION_FACTOR:g} x max(initial "
-                f"loss, log(n_classes)) = {member.explosion_limit:.4g}; lower the learning "
-                f"rate (now {learning_rate:g})"
-            )
-            self._fail(k, TrainingDiverged(epoch, detail))
-            return None
+        self.members[k].check_loss(which, epoch, value)
         return value, float(accuracies[k])
+
+    def _checked(self, k: int, which: Which, epoch: int) -> tuple[float, float] | None:
+        """`_loss`, or None after failing member k as train would."""
+        try:
+            return self._loss(k, which, epoch)
+        except TrainingDiverged as error:
+            self._fail(k, error)
+            return None
 
     def _point(self, k: int, epoch: int, learning_rate: float) -> HistoryPoint | None:
         train = self._checked(k, "train", epoch)
@@ -248,9 +238,8 @@ class _PackTrainer:
 
     def _fail(self, k: int, error: EngineError) -> None:
         member = self.members[k]
-        seconds = self.clock() - self.started
         outcome = ConfigurationOutcome(
-            member.index, "failed", error=error, history=member.history, seconds=seconds
+            member.index, "failed", error=error, history=member.history, seconds=self._elapsed()
         )
         self._retire(k, outcome)
 
@@ -285,12 +274,7 @@ class _PackTrainer:
         final = self._point(k, epoch, 0.0)
         if final is None:
             return
-        metrics: dict[str, float | None] = {
-            "train_loss": final.train_loss,
-            "train_accuracy": final.train_accuracy,
-            "test_loss": final.test_loss,
-            "test_accuracy": final.test_accuracy,
-        }
+        metrics = final_metrics(final)
         params = self.network.params
         if member.best_params is not None and member.best_epoch not in (None, epoch):
             params = params.copy()
@@ -306,9 +290,12 @@ class _PackTrainer:
             best_epoch=member.best_epoch,
             metrics=metrics,
         )
-        seconds = self.clock() - self.started
         outcome = ConfigurationOutcome(
-            member.index, "succeeded", result=result, history=member.history, seconds=seconds
+            member.index,
+            "succeeded",
+            result=result,
+            history=member.history,
+            seconds=self._elapsed(),
         )
         self._retire(k, outcome)
 
@@ -317,10 +304,13 @@ class _PackTrainer:
     def _poll(self, epochs_completed: int) -> None:
         if self.should_stop is not None and self.should_stop():
             for k, member in enumerate(self.members):
-                if member.active and member.pending is not None:  # still its parameters
-                    self._record(k, *member.pending)
-                    member.pending = None
+                pending = member.take_pending()
+                if member.active and pending is not None:  # still its parameters
+                    self._record(k, *pending)
             raise _Cancelled
+
+    def _elapsed(self) -> float:
+        return self.clock() - self.started
 
     def _update(self, grad_sum: Array, n: int, epoch: int) -> None:
         """One optimizer step for every network from the summed CE gradient over n rows, each
@@ -337,11 +327,7 @@ class _PackTrainer:
             for k in sorted(failed):
                 params[self.network.entries[k]] = 0
                 if self.members[k].active:
-                    detail = (
-                        "a weight became NaN or infinite; lower the learning rate (this epoch "
-                        f"used {self.members[k].rate:g})"
-                    )
-                    self._fail(k, TrainingDiverged(epoch, detail))
+                    self._fail(k, weights_diverged(epoch, self.members[k].rate))
             failed.clear()
 
     def _full_batch_epoch(self, epoch: int) -> None:
@@ -360,12 +346,12 @@ class _PackTrainer:
                     if self.members[k].active:
                         checked = self._checked(k, "train", epoch - 1)
                         if checked is not None:
-                            self.members[k].schedule.observe(checked[0])
-            for k in list(waiting):
+                            self.members[k].observe_train_loss(epoch - 1, checked[0])
+            for k in waiting:
                 member = self.members[k]
-                if member.active and member.pending is not None:
-                    self._record(k, *member.pending)
-                member.pending = None
+                pending = member.take_pending()
+                if member.active and pending is not None:
+                    self._record(k, *pending)
             waiting.clear()
         self._set_rates(epoch - 1, self.scheduled)
         self._update(grad_sum, self.n_train, epoch)
@@ -409,38 +395,25 @@ class _PackTrainer:
         targets[labels, np.arange(K)[:, None], np.arange(m)[None, :]] = 1
 
     def _after_epoch(self, k: int, epoch: int) -> None:
-        """What train does after an epoch, for member k."""
+        """What train does after an epoch (Progress.after_epoch), for member k."""
         member = self.members[k]
-        hp = member.hp
-        stopping = False
-        reason: StopReason = "completed"
-        if hp.early_stopping:
-            checked = self._checked(k, "test", epoch)
-            if checked is None:
-                return
-            if checked[0] < member.best_loss:
-                member.best_loss, member.best_epoch, member.wait = checked[0], epoch, 0
-                member.best_params = self.network.params[self.network.entries[k]]
-            else:
-                member.wait += 1
-                if member.wait >= hp.patience:
-                    stopping, reason = True, "early_stopping"
-        if member.schedule.needs_monitor and k not in self.plateau_on_train:
-            which: Which = "test" if self.data.X_test is not None else "train"
-            monitored = self._checked(k, which, epoch)
-            if monitored is None:
-                return
-            member.schedule.observe(monitored[0])
-        if stopping or epoch == hp.epochs:
-            if self._record(k, epoch, member.rate):
-                self._succeed(k, epoch, reason)
+        entries = self.network.entries[k]
+
+        def loss(which: Which) -> float:
+            return self._loss(k, which, epoch)[0]
+
+        def keep_best() -> None:
+            member.best_params = self.network.params[entries]  # a copy
+
+        try:
+            record, stop = member.after_epoch(epoch, member.rate, loss, keep_best, self._elapsed)
+        except TrainingDiverged as error:
+            self._fail(k, error)
             return
-        if epoch % hp.record_every == 0:
-            if self.full_batch:
-                member.pending = (epoch, member.rate)
-                self.waiting.append(k)
-            else:
-                self._record(k, epoch, member.rate)
+        if member.pending is not None:  # set just now: the waiting ones were recorded
+            self.waiting.append(k)
+        if record and self._record(k, epoch, member.rate) and stop is not None:
+            self._succeed(k, epoch, stop)
 
     def run(self) -> None:
         network = self.network
@@ -455,23 +428,13 @@ class _PackTrainer:
             self.group_of = np.array(network.input_groups)
         losses, _ = self._metrics("train", 0)
         for k, member in enumerate(self.members):
-            if not math.isfinite(float(losses[k])):
-                detail = (
-                    "the initial network's loss on X_train is not finite (features too "
-                    "large?); standardize the features"
-                )
-                self._fail(k, InvalidInput(detail))
-                continue
-            member.explosion_limit = EXPLOSION_FACTOR * max(
-                float(losses[k]), math.log(network.n_classes)
-            )
+            try:
+                member.set_explosion_limit(float(losses[k]), network.n_classes)
+            except InvalidInput as error:
+                self._fail(k, error)
         self._set_rates(0, range(len(self.members)))
         # members that need attention after every epoch, and the others' next epoch to look
-        every_epoch = [
-            k
-            for k, m in enumerate(self.members)
-            if m.hp.early_stopping or (m.schedule.needs_monitor and k not in self.plateau_on_train)
-        ]
+        every_epoch = [k for k, m in enumerate(self.members) if m.every_epoch]
         last_epoch = max(member.hp.epochs for member in self.members)
         try:
             for epoch in range(1, last_epoch + 1):
@@ -493,7 +456,7 @@ class _PackTrainer:
                     ):
                         self._after_epoch(k, epoch)
         except _Cancelled:
-            seconds = self.clock() - self.started
+            seconds = self._elapsed()
             for member in self.members:
                 if member.active:
                     member.outcome = ConfigurationOutcome(
@@ -600,16 +563,14 @@ def train_pack(
         )
     names = list(indices) if indices is not None else list(range(len(hps)))
     dtype = np.dtype(hps[0].dtype)
+    batch = effective_batch_size(hps[0], data.n_train)
     members: list[_Member] = []
     outcomes: dict[int, ConfigurationOutcome] = {}
     sizes: list[list[int]] = []
     initial: list[tuple[list[Array], list[Array]]] = []
     for index, hp in zip(names, hps, strict=True):
         if hp.early_stopping and data.X_test is None:
-            error = InvalidInput(
-                "early_stopping monitors the test loss: pass X_test and y_test, or set "
-                "early_stopping to false"
-            )
+            error = early_stopping_needs_a_test_split()
             outcomes[index] = ConfigurationOutcome(index, "failed", error=error)
             if on_finish is not None:
                 on_finish(outcomes[index])
@@ -618,9 +579,10 @@ def train_pack(
         layer_sizes = [data.n_features, *hp.hidden_layers, data.n_classes]
         initial.append(init_params(layer_sizes, hp.init, dtype, rng))
         sizes.append(layer_sizes)
-        members.append(_Member(index, hp, rng))
+        members.append(
+            _Member(index, hp, rng, full_batch=batch is None, has_test=data.X_test is not None)
+        )
     if members:
-        batch = effective_batch(members[0].hp, data.n_train)
         minibatch = batch is not None
         groups = _input_groups(members, minibatch)
         rows = batch or min(data.n_train, PASS_ROWS)
