@@ -235,6 +235,23 @@ def final_metrics(point: HistoryPoint) -> dict[str, float | None]:
     }
 
 
+@dataclass(frozen=True)
+class Controls:
+    """How the caller steers a run: `should_stop` (polled before every epoch and every
+    POLL_EVERY_BATCHES minibatches) and the `clock` it started at."""
+
+    should_stop: Callable[[], bool] | None
+    clock: Callable[[], float]
+    started: float
+
+    def stop_requested(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return self.clock() - self.started
+
+
 class Progress:
     """One configuration's state under the rules of the module docstring: its schedule,
     history, divergence threshold, early stopping's best epoch and patience, and (full batch) the
@@ -346,9 +363,7 @@ class _Trainer:
         test_split: CheckedSplit | None,
         rng: np.random.Generator,
         on_record: Callable[[HistoryPoint], None] | None,
-        should_stop: Callable[[], bool] | None,
-        clock: Callable[[], float],
-        started: float,
+        controls: Controls,
     ) -> None:
         self.hp = hp
         self.network = network
@@ -356,9 +371,7 @@ class _Trainer:
         self.test_split = test_split
         self.rng = rng
         self.on_record = on_record
-        self.should_stop = should_stop
-        self.clock = clock
-        self.started = started
+        self.controls = controls
         n = self.n_train = train_split.n
         self.params = network.params
         self.batch_size = effective_batch_size(hp, n)
@@ -428,7 +441,7 @@ class _Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def _poll(self, epochs_completed: int) -> None:
-        if self.should_stop is not None and self.should_stop():
+        if self.controls.stop_requested():
             pending = self.progress.take_pending()
             if pending is not None:  # the parameters are still the pending record's
                 self._record(*pending)
@@ -480,9 +493,6 @@ class _Trainer:
     def _keep_best(self) -> None:
         np.copyto(self.best_params, self.params)
 
-    def _elapsed(self) -> float:
-        return self.clock() - self.started
-
     def run(self) -> TrainResult:
         hp = self.hp
         network = self.network
@@ -504,14 +514,14 @@ class _Trainer:
         epoch = 0
         # Hot loop: settings in locals (an epoch of a small network is ~40 us).
         epochs, record_every, every_epoch = hp.epochs, hp.record_every, progress.every_epoch
-        should_stop = self.should_stop
+        polled = self.controls.should_stop is not None
         one_epoch = self._full_batch_epoch if full_batch else self._minibatch_epoch
 
         def loss(which: Which) -> float:
             return self._metrics(which, epoch)[0]
 
         for epoch in range(1, epochs + 1):
-            if should_stop is not None:
+            if polled:
                 self._poll(epoch - 1)
             learning_rate = one_epoch(epoch)
             if not math.isfinite(dot(params, ones)):  # the sum: NaN/inf-propagating
@@ -519,7 +529,7 @@ class _Trainer:
             if not (every_epoch or epoch % record_every == 0 or epoch == epochs):
                 continue
             record, stop = progress.after_epoch(
-                epoch, learning_rate, loss, self._keep_best, self._elapsed
+                epoch, learning_rate, loss, self._keep_best, self.controls.elapsed
             )
             if record:
                 self._record(epoch, learning_rate)
@@ -561,7 +571,7 @@ def train(
     X arrays are (n, n_features) real numbers, used as given (standardize beforehand if
     wanted); y arrays are integer class indices 0..n_classes-1.
     """
-    started = clock()
+    controls = Controls(should_stop, clock, clock())
     train_split, test_split = validated_splits(hp, X_train, y_train, n_classes, X_test, y_test)
     dtype = np.dtype(hp.dtype)
     rng = np.random.default_rng(hp.seed)
@@ -569,9 +579,7 @@ def train(
     weights, biases = init_params(layer_sizes, hp.init, dtype, rng)
     network = Network(layer_sizes, hp.activation, dtype)
     network.set_params(weights, biases)
-    trainer = _Trainer(
-        hp, network, train_split, test_split, rng, on_record, should_stop, clock, started
-    )
+    trainer = _Trainer(hp, network, train_split, test_split, rng, on_record, controls)
     # Overflow and NaN are detected by the divergence checks, not reported as warnings.
     with (
         trainer.passes,

@@ -21,6 +21,7 @@ from engine.packed.passes import PackedWorkspace, Stats
 from engine.packed.planner import DataShape, pack_key, plan_packs
 from engine.training import (
     POLL_EVERY_BATCHES,
+    Controls,
     HistoryPoint,
     Progress,
     StopReason,
@@ -91,9 +92,7 @@ class _PackTrainer:
         data: _PackData,
         on_record: RecordCallback | None,
         on_finish: FinishCallback | None,
-        should_stop: Callable[[], bool] | None,
-        clock: Callable[[], float],
-        started: float,
+        controls: Controls,
         group_rngs: Sequence[np.random.Generator] = (),
     ) -> None:
         self.members = members
@@ -102,9 +101,7 @@ class _PackTrainer:
         self.data = data
         self.on_record = on_record
         self.on_finish = on_finish
-        self.should_stop = should_stop
-        self.clock = clock
-        self.started = started
+        self.controls = controls
         K = network.n_networks
         first = members[0].hp
         self.batch_size = effective_batch_size(first, data.n_train)
@@ -223,10 +220,20 @@ class _PackTrainer:
 
     # -- members ending -----------------------------------------------------------------------
 
-    def _retire(self, k: int, outcome: ConfigurationOutcome) -> None:
+    def _retire(
+        self,
+        k: int,
+        status: OutcomeStatus,
+        *,
+        result: TrainResult | None = None,
+        error: EngineError | None = None,
+    ) -> None:
         """Record k's outcome; zero and freeze its block."""
-        self.members[k].outcome = outcome
-        self.members[k].active = False
+        member = self.members[k]
+        outcome = member.outcome = ConfigurationOutcome(
+            member.index, status, result, error, member.history, self.controls.elapsed()
+        )
+        member.active = False
         self.n_active -= 1
         entries = self.network.entries[k]
         self.network.params[entries] = 0
@@ -237,11 +244,7 @@ class _PackTrainer:
             self.on_finish(outcome)
 
     def _fail(self, k: int, error: EngineError) -> None:
-        member = self.members[k]
-        outcome = ConfigurationOutcome(
-            member.index, "failed", error=error, history=member.history, seconds=self._elapsed()
-        )
-        self._retire(k, outcome)
+        self._retire(k, "failed", error=error)
 
     def _restored_metrics(self, k: int, restored: Array) -> dict[str, float | None]:
         """Final metrics of network k with the parameters `restored` (laid out like params),
@@ -290,27 +293,17 @@ class _PackTrainer:
             best_epoch=member.best_epoch,
             metrics=metrics,
         )
-        outcome = ConfigurationOutcome(
-            member.index,
-            "succeeded",
-            result=result,
-            history=member.history,
-            seconds=self._elapsed(),
-        )
-        self._retire(k, outcome)
+        self._retire(k, "succeeded", result=result)
 
     # -- the loop -----------------------------------------------------------------------------
 
     def _poll(self, epochs_completed: int) -> None:
-        if self.should_stop is not None and self.should_stop():
+        if self.controls.stop_requested():
             for k, member in enumerate(self.members):
                 pending = member.take_pending()
                 if member.active and pending is not None:  # still its parameters
                     self._record(k, *pending)
             raise _Cancelled
-
-    def _elapsed(self) -> float:
-        return self.clock() - self.started
 
     def _update(self, grad_sum: Array, n: int, epoch: int) -> None:
         """One optimizer step for every network from the summed CE gradient over n rows, each
@@ -406,7 +399,9 @@ class _PackTrainer:
             member.best_params = self.network.params[entries]  # a copy
 
         try:
-            record, stop = member.after_epoch(epoch, member.rate, loss, keep_best, self._elapsed)
+            record, stop = member.after_epoch(
+                epoch, member.rate, loss, keep_best, self.controls.elapsed
+            )
         except TrainingDiverged as error:
             self._fail(k, error)
             return
@@ -456,7 +451,7 @@ class _PackTrainer:
                     ):
                         self._after_epoch(k, epoch)
         except _Cancelled:
-            seconds = self._elapsed()
+            seconds = self.controls.elapsed()
             for member in self.members:
                 if member.active:
                     member.outcome = ConfigurationOutcome(
@@ -487,23 +482,20 @@ class _PackData:
         return int(self.X_train.shape[1]) - 1
 
 
-def _prepared(
-    hp: Hyperparameters,
-    X_train: object,
-    y_train: object,
-    n_classes: int,
-    X_test: object | None,
-    y_test: object | None,
-) -> _PackData:
+# The data as train takes it: (X_train, y_train, n_classes, X_test, y_test)
+TrainArguments = tuple[Array, Array, int, Array | None, Array | None]
+
+
+def _prepared(hp: Hyperparameters, arguments: TrainArguments) -> _PackData:
     """The data checked and converted exactly as train checks it (InvalidInput otherwise)."""
     checked = hp.model_copy(update={"early_stopping": False})
-    train_split, test_split = validated_splits(checked, X_train, y_train, n_classes, X_test, y_test)
+    train_split, test_split = validated_splits(checked, *arguments)
     return _PackData(
         train_split.X_aug,
         train_split.y,
         test_split.X_aug if test_split else None,
         test_split.y if test_split else None,
-        int(n_classes),
+        int(arguments[2]),
     )
 
 
@@ -553,8 +545,20 @@ def train_pack(
     """
     if not hps:
         return []
-    started = clock()
-    data = _prepared(hps[0], X_train, y_train, n_classes, X_test, y_test)
+    controls = Controls(should_stop, clock, clock())
+    arguments = (X_train, y_train, n_classes, X_test, y_test)
+    data = _prepared(hps[0], arguments)
+    return _train_pack(hps, data, indices, on_record, on_finish, controls)
+
+
+def _train_pack(
+    hps: Sequence[Hyperparameters],
+    data: _PackData,
+    indices: Sequence[int] | None,
+    on_record: RecordCallback | None,
+    on_finish: FinishCallback | None,
+    controls: Controls,
+) -> list[ConfigurationOutcome]:
     keys = {pack_key(hp, data.n_train) for hp in hps}
     if len(keys) != 1 or None in keys:
         raise InvalidInput(
@@ -595,17 +599,7 @@ def train_pack(
             for member, group in zip(members, groups, strict=True):
                 first_of_group.setdefault(group, member.rng)
             group_rngs = [first_of_group[g] for g in range(network.n_groups)]
-        trainer = _PackTrainer(
-            members,
-            network,
-            data,
-            on_record,
-            on_finish,
-            should_stop,
-            clock,
-            started,
-            group_rngs,
-        )
+        trainer = _PackTrainer(members, network, data, on_record, on_finish, controls, group_rngs)
         # BLAS threads cost more than they give on small products (and oversubscribe the
         # machine's other workers): one thread unless a product is big, as train decides.
         shapes = [network.first.shape] + [
@@ -627,7 +621,7 @@ def train_pack(
 def _train_alone(
     index: int,
     hp: Hyperparameters,
-    data: tuple[Array, Array, int, Array | None, Array | None],
+    arguments: TrainArguments,
     on_record: RecordCallback | None,
     should_stop: Callable[[], bool] | None,
     clock: Callable[[], float],
@@ -640,19 +634,8 @@ def _train_alone(
             on_record(index, point)
 
     started = clock()
-    X_train, y_train, n_classes, X_test, y_test = data
     try:
-        result = train(
-            hp,
-            X_train,
-            y_train,
-            n_classes,
-            X_test,
-            y_test,
-            on_record=record,
-            should_stop=should_stop,
-            clock=clock,
-        )
+        result = train(hp, *arguments, on_record=record, should_stop=should_stop, clock=clock)
     except TrainingCancelled:
         return ConfigurationOutcome(index, "cancelled", history=history, seconds=clock() - started)
     except (TrainingDiverged, InvalidInput) as error:
@@ -685,7 +668,8 @@ def train_many(
     raises InvalidInput before anything trains."""
     if not hps:
         return []
-    prepared = _prepared(hps[0], X_train, y_train, n_classes, X_test, y_test)
+    arguments = (X_train, y_train, n_classes, X_test, y_test)
+    prepared = _prepared(hps[0], arguments)
     if packs is None:
         shape = DataShape(
             prepared.n_train, prepared.n_test, prepared.n_features, prepared.n_classes
@@ -693,7 +677,6 @@ def train_many(
         packs = plan_packs(hps, shape)
     if sorted(i for pack in packs for i in pack) != list(range(len(hps))):
         raise InvalidInput(f"packs must name every configuration 0..{len(hps) - 1} once")
-    data = (X_train, y_train, n_classes, X_test, y_test)
     outcomes: dict[int, ConfigurationOutcome] = {}
     cancelled = False
     for pack in packs:
@@ -703,24 +686,14 @@ def train_many(
                 outcomes[index] = ConfigurationOutcome(index, "cancelled")
             continue
         if len(pack) == 1:
-            outcome = _train_alone(pack[0], hps[pack[0]], data, on_record, should_stop, clock)
+            outcome = _train_alone(pack[0], hps[pack[0]], arguments, on_record, should_stop, clock)
             if on_finish is not None and outcome.status != "cancelled":
                 on_finish(outcome)
             results = [outcome]
         else:
-            results = train_pack(
-                [hps[i] for i in pack],
-                X_train,
-                y_train,
-                n_classes,
-                X_test,
-                y_test,
-                indices=list(pack),
-                on_record=on_record,
-                on_finish=on_finish,
-                should_stop=should_stop,
-                clock=clock,
-            )
+            controls = Controls(should_stop, clock, clock())
+            members = [hps[i] for i in pack]
+            results = _train_pack(members, prepared, pack, on_record, on_finish, controls)
         for outcome in results:
             outcomes[outcome.index] = outcome
             cancelled = cancelled or outcome.status == "cancelled"
