@@ -26,11 +26,12 @@ at least PARALLEL_MIN_ELEMENTS activations are split into two fixed halves run o
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from itertools import pairwise
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 from numpy._core import umath as _umath
@@ -41,6 +42,7 @@ from engine.errors import InvalidInput
 from engine.hyperparameters import Activation, Init
 
 Array = np.ndarray
+PlanT = TypeVar("PlanT")
 
 # Rows per block: the widest (rows, width) activation takes about BLOCK_BYTES, so the two or
 # three buffers an operation touches stay in the 1 MiB L2 cache. Measured on a float32 gradient
@@ -210,35 +212,70 @@ def blas_single_thread(needed: bool) -> AbstractContextManager[object]:
     return cast(AbstractContextManager[object], _blas_controller.limit(limits=1, user_api="blas"))
 
 
-class Workspace:
-    """Preallocated buffers for passes over at most `rows` examples, and a gradient accumulator.
-    One per thread."""
+def reduce_classes(
+    ufunc: np.ufunc,
+    values: Array,
+    axis: int,
+    classes: list[Array] | None,
+    out: Array,
+    reduced_out: Array,
+) -> None:
+    """`ufunc` (maximum, add) over the classes of `values`, whose class axis is `axis`: with
+    `classes` (the classes' views, for few classes: NumPy reduces a short axis slowly, ~per
+    row) one elementwise call per class into `out`, shaped like a view; else one reduce into
+    `reduced_out` (the same memory without the class axis)."""
+    if classes is None:
+        ufunc.reduce(values, axis=axis, out=reduced_out)
+        return
+    ufunc(classes[0], classes[1], out=out)
+    for values_c in classes[2:]:
+        ufunc(out, values_c, out=out)
 
-    def __init__(self, network: Network, rows: int) -> None:
-        dtype = network.dtype
-        widths = network.layer_sizes[1:-1]
-        self.network = network
+
+class PassBuffers(ABC, Generic[PlanT]):
+    """Preallocated buffers for passes over at most `rows` examples through hidden layers of
+    these widths (activations, deltas, scratch: (rows, width) each), a ones vector, and two
+    gradient vectors laid out like `params` (the sum and one block's); plus the bound plan for
+    each block size. One per thread."""
+
+    def __init__(self, params: Array, widths: Sequence[int], rows: int) -> None:
+        dtype = params.dtype
         self.rows = rows
         self.activations = [np.empty((rows, width), dtype=dtype) for width in widths]
         self.deltas = [np.empty((rows, width), dtype=dtype) for width in widths]
         self.scratch = [np.empty((rows, width), dtype=dtype) for width in widths]
-        self.logits = np.empty((rows, network.n_classes), dtype=dtype)
-        self.logits_scratch = np.empty((rows, network.n_classes), dtype=dtype)
-        self.row_stat = np.empty((rows, 1), dtype=dtype)
         self.ones = np.ones(rows, dtype=dtype)
-        self.row_index = np.arange(rows)
-        self.grad = np.empty_like(network.params)  # flat, laid out like params
-        self.grad_layers = network.layer_views(self.grad)
-        self.block_grad = np.empty_like(network.params)
-        self.block_grad_layers = network.layer_views(self.block_grad)
-        self._plans: dict[int, _BlockPlan] = {}
+        self.grad = np.empty_like(params)  # flat, laid out like params
+        self.block_grad = np.empty_like(params)
+        self._plans: dict[int, PlanT] = {}
 
-    def plan(self, m: int) -> _BlockPlan:
+    @abstractmethod
+    def _new_plan(self, m: int) -> PlanT: ...
+
+    def plan(self, m: int) -> PlanT:
         """The bound forward/backward for a block of m <= rows examples (cached)."""
         plan = self._plans.get(m)
         if plan is None:
-            plan = self._plans[m] = _BlockPlan(self, m)
+            plan = self._plans[m] = self._new_plan(m)
         return plan
+
+
+class Workspace(PassBuffers["_BlockPlan"]):
+    """PassBuffers of one network, with its logits' buffers."""
+
+    def __init__(self, network: Network, rows: int) -> None:
+        super().__init__(network.params, network.layer_sizes[1:-1], rows)
+        dtype = network.dtype
+        self.network = network
+        self.logits = np.empty((rows, network.n_classes), dtype=dtype)
+        self.logits_scratch = np.empty((rows, network.n_classes), dtype=dtype)
+        self.row_stat = np.empty((rows, 1), dtype=dtype)
+        self.row_index = np.arange(rows)
+        self.grad_layers = network.layer_views(self.grad)
+        self.block_grad_layers = network.layer_views(self.block_grad)
+
+    def _new_plan(self, m: int) -> _BlockPlan:
+        return _BlockPlan(self, m)
 
 
 class _BlockPlan:
@@ -321,22 +358,13 @@ class _BlockPlan:
 
     def row_max(self) -> None:
         """row_stat <- the row maxima of the logits (m, 1)."""
-        if not self.by_columns:
-            np.maximum.reduce(self.logits, axis=1, out=self.row_flat)
-            return
-        columns = self.logit_columns
-        np.maximum(columns[0], columns[1], out=self.row_stat)
-        for column in columns[2:]:
-            np.maximum(self.row_stat, column, out=self.row_stat)
+        columns = self.logit_columns if self.by_columns else None
+        reduce_classes(np.maximum, self.logits, 1, columns, self.row_stat, self.row_flat)
 
     def row_sum(self, values: Array, columns: list[Array]) -> None:
         """row_stat <- the row sums of values (m, K), whose column views are `columns`."""
-        if not self.by_columns:
-            np.add.reduce(values, axis=1, out=self.row_flat)
-            return
-        np.add(columns[0], columns[1], out=self.row_stat)
-        for column in columns[2:]:
-            np.add(self.row_stat, column, out=self.row_stat)
+        by_columns = columns if self.by_columns else None
+        reduce_classes(np.add, values, 1, by_columns, self.row_stat, self.row_flat)
 
     def gradient(
         self, X_aug: Array, targets: Array, y: Array | None, accumulator: int

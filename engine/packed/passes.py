@@ -7,7 +7,14 @@ import math
 
 import numpy as np
 
-from engine.network import BACKWARD, FORWARD, MAX_CLASSES_BY_COLUMNS, dot
+from engine.network import (
+    BACKWARD,
+    FORWARD,
+    MAX_CLASSES_BY_COLUMNS,
+    PassBuffers,
+    dot,
+    reduce_classes,
+)
 from engine.packed.network import PackedNetwork
 
 Array = np.ndarray
@@ -27,26 +34,15 @@ def _isolate(values: Array, column_owner: Array, failed: set[int]) -> None:
     failed.update(int(k) for k in networks)
 
 
-class PackedWorkspace:
-    """Buffers for passes over at most `rows` examples, and a gradient accumulator."""
+class PackedWorkspace(PassBuffers["_PackedPlan"]):
+    """PassBuffers of a packed network."""
 
     def __init__(self, network: PackedNetwork, rows: int) -> None:
-        dtype = network.dtype
+        super().__init__(network.params, network.widths, rows)
         self.network = network
-        self.rows = rows
-        self.activations = [np.empty((rows, width), dtype=dtype) for width in network.widths]
-        self.deltas = [np.empty((rows, width), dtype=dtype) for width in network.widths]
-        self.scratch = [np.empty((rows, width), dtype=dtype) for width in network.widths]
-        self.ones = np.ones(rows, dtype=dtype)
-        self.grad = np.empty_like(network.params)  # flat, laid out like params
-        self.block_grad = np.empty_like(network.params)
-        self._plans: dict[int, _PackedPlan] = {}
 
-    def plan(self, m: int) -> _PackedPlan:
-        plan = self._plans.get(m)
-        if plan is None:
-            plan = self._plans[m] = _PackedPlan(self, m)
-        return plan
+    def _new_plan(self, m: int) -> _PackedPlan:
+        return _PackedPlan(self, m)
 
     # -- whole arrays, block by block ----------------------------------------------------------
 
@@ -277,22 +273,12 @@ class _PackedPlan:
 
     def _class_max(self) -> None:
         """row_flat <- each network's largest logit for each row (K, m)."""
-        if not self.by_columns:
-            np.maximum.reduce(self.logits, axis=0, out=self.row_flat)
-            return
-        classes = self.classes
-        np.maximum(classes[0], classes[1], out=self.row_flat)
-        for values in classes[2:]:
-            np.maximum(self.row_flat, values, out=self.row_flat)
+        classes = self.classes if self.by_columns else None
+        reduce_classes(np.maximum, self.logits, 0, classes, self.row_flat, self.row_flat)
 
     def _class_sum(self, values: Array, classes: list[Array], out: Array) -> None:
         """out <- the sums over the classes of values (C, K, m), whose class rows are classes."""
-        if not self.by_columns:
-            np.add.reduce(values, axis=0, out=out)
-            return
-        np.add(classes[0], classes[1], out=out)
-        for row in classes[2:]:
-            np.add(out, row, out=out)
+        reduce_classes(np.add, values, 0, classes if self.by_columns else None, out, out)
 
     def backward(self, X_in: Array, grad: Array, failed: set[int]) -> None:
         """The block's SUMMED CE gradient into `grad` (the workspace's grad or block_grad),
