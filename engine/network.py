@@ -34,10 +34,9 @@ from itertools import pairwise
 from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
-from numpy._core import umath as _umath
 from numpy.typing import DTypeLike
 
-from engine.activations import ACTIVATIONS, LEAKY_SLOPE
+from engine.activations import ACTIVATIONS, DERIVATIVES, softmax
 from engine.errors import InvalidInput
 from engine.hyperparameters import Activation, Init
 
@@ -63,7 +62,6 @@ BLAS_THREADS_MIN_MACS = 1 << 24
 # np.dot's C function without the __array_function__ dispatch layer (~0.3 us a call; several
 # calls per layer and epoch). Falls back to np.dot where NumPy does not expose it.
 dot = getattr(np.dot, "_implementation", np.dot)
-_dot = dot
 
 
 def init_params(
@@ -116,75 +114,6 @@ def targets_for(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
     Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
     Y[np.arange(y.shape[0]), y] = 1
     return Y
-
-
-# -- activations for the passes, in place: under np.errstate(all="ignore") only ---------------
-# tanh z = 2/(1 + e^x) - 1 with x = -2z as in engine.activations, but x clipped to
-# +-SATURATION by the clip ufunc (one SIMD pass; np.minimum with a scalar, the guarded form's
-# cap, costs ~3-4 multiplies): float32 tanh of a (983, 100) block ~420 -> ~370 us. Below
-# -SATURATION, 1 + e^x rounds to 1 (tanh = 1); above +SATURATION, 2/(1 + e^x) is below half an
-# ulp of 1 (tanh = -1). So the bits are the guarded form's (a test checks), and exp never takes
-# a slow overflow/underflow path. Sigmoid keeps its guarded form (no measured gain).
-SATURATION = {np.dtype(np.float32): 20.0, np.dtype(np.float64): 40.0}
-_clip: Callable[..., Array] = _umath.clip  # type: ignore[attr-defined]  # np.clip: +2 us
-
-
-def _tanh_forward(Z: Array) -> Array:
-    bound = SATURATION.get(Z.dtype, 40.0)
-    np.multiply(Z, -2.0, out=Z)
-    _clip(Z, -bound, bound, out=Z)
-    np.exp(Z, out=Z)
-    np.add(Z, 1.0, out=Z)
-    np.divide(2.0, Z, out=Z)
-    return np.subtract(Z, 1.0, out=Z)
-
-
-FORWARD: dict[Activation, Callable[[Array], Array]] = {
-    **ACTIVATIONS,
-    "tanh": _tanh_forward,
-}
-
-
-# -- activation derivatives, in place on D with a scratch buffer S (no allocation) ------------
-# Each multiplies D by f'(Z) written through the activation's output A = f(Z), like
-# engine.activations.DERIVATIVES (a test checks they agree).
-
-
-def _tanh_backward(A: Array, D: Array, S: Array) -> None:
-    np.multiply(A, A, out=S)
-    np.subtract(1.0, S, out=S)
-    np.multiply(D, S, out=D)
-
-
-def _sigmoid_backward(A: Array, D: Array, S: Array) -> None:
-    np.subtract(1.0, A, out=S)
-    np.multiply(S, A, out=S)
-    np.multiply(D, S, out=D)
-
-
-def _relu_backward(A: Array, D: Array, S: Array) -> None:
-    np.greater(A, 0, out=S, casting="unsafe")  # 1.0 where A > 0, else 0.0
-    np.multiply(D, S, out=D)
-
-
-def _leaky_relu_backward(A: Array, D: Array, S: Array) -> None:
-    np.greater(A, 0, out=S, casting="unsafe")
-    np.multiply(S, 1.0 - LEAKY_SLOPE, out=S)
-    np.add(S, LEAKY_SLOPE, out=S)  # 1 where A > 0, else the slope
-    np.multiply(D, S, out=D)
-
-
-def _identity_backward(A: Array, D: Array, S: Array) -> None:
-    return None
-
-
-BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
-    "tanh": _tanh_backward,
-    "relu": _relu_backward,
-    "leaky_relu": _leaky_relu_backward,
-    "sigmoid": _sigmoid_backward,
-    "identity": _identity_backward,
-}
 
 
 Stats = tuple[float, int]  # (summed cross-entropy, number of argmax hits)
@@ -284,8 +213,8 @@ class _BlockPlan:
 
     def __init__(self, workspace: Workspace, m: int) -> None:
         network = workspace.network
-        self.activate = FORWARD[network.activation]
-        self.backward_activation = BACKWARD[network.activation]
+        self.activate = ACTIVATIONS[network.activation]
+        self.backward_activation = DERIVATIVES[network.activation]
         activations = [A[:m] for A in workspace.activations]  # (m, h) each
         self.logits = workspace.logits[:m]  # (m, K)
         self.logits_scratch = workspace.logits_scratch[:m]
@@ -328,11 +257,11 @@ class _BlockPlan:
 
     def forward(self, X_aug: Array) -> Array:
         """Logits (m, K) of a block [X, 1] (m, n_features + 1); hidden outputs kept for backward."""
-        Z = _dot(X_aug, self.first_layer, self.first_out)
+        Z = dot(X_aug, self.first_layer, self.first_out)
         activate = self.activate
         for A, W, b, out in self.later:
             activate(A)
-            _dot(A, W, out)
+            dot(A, W, out)
             Z = np.add(out, b, out=out)
         return Z
 
@@ -370,15 +299,9 @@ class _BlockPlan:
         self, X_aug: Array, targets: Array, y: Array | None, accumulator: int
     ) -> Stats | None:
         """The block's SUMMED CE gradient into the workspace's grad (accumulator 0) or
-        block_grad (1): forward, output delta and backward in one frame (small networks pay
-        per Python call). With labels y, also the block's stats from the same forward pass."""
-        dot = _dot
-        activate = self.activate
-        dot(X_aug, self.first_layer, self.first_out)
-        for A, W, b, out in self.later:
-            activate(A)
-            dot(A, W, out)
-            np.add(out, b, out=out)
+        block_grad (1): forward, output delta and backward. With labels y, also the block's
+        stats from the same forward pass."""
+        self.forward(X_aug)
         stats = None if y is None else self.logit_stats(y)
         delta = self.output_delta(targets)  # (m, K)
         backward_activation = self.backward_activation
@@ -601,20 +524,15 @@ class Passes:
         return ce_first + ce_second, correct_first + correct_second
 
     def probabilities(self, X_aug: Array) -> Array:
-        """Softmax outputs (n, K) in float64, block by block."""
+        """Softmax outputs (n, K), the logits' softmax taken in float64, block by block."""
         n = X_aug.shape[0]
         out = np.empty((n, self.network.n_classes), dtype=np.float64)
         rows = self.workspace.rows
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             plan = self.workspace.plan(stop - start)
-            logits = plan.forward(X_aug[start:stop])
-            plan.row_max()
-            np.subtract(logits, plan.row_stat, out=logits)
-            np.exp(logits, out=logits)
-            plan.row_sum(logits, plan.logit_columns)
-            np.divide(logits, plan.row_stat, out=logits)
-            out[start:stop] = logits
+            out[start:stop] = plan.forward(X_aug[start:stop])
+            softmax(out[start:stop])
         return out
 
 

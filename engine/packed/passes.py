@@ -7,14 +7,8 @@ import math
 
 import numpy as np
 
-from engine.network import (
-    BACKWARD,
-    FORWARD,
-    MAX_CLASSES_BY_COLUMNS,
-    PassBuffers,
-    dot,
-    reduce_classes,
-)
+from engine.activations import ACTIVATIONS, DERIVATIVES
+from engine.network import MAX_CLASSES_BY_COLUMNS, PassBuffers, dot, reduce_classes
 from engine.packed.network import PackedNetwork
 
 Array = np.ndarray
@@ -136,8 +130,8 @@ class _PackedPlan:
         network = workspace.network
         K, C, dtype = network.n_networks, network.n_classes, network.dtype
         self.network = network
-        self.activate = FORWARD[network.activation]
-        self.backward_activation = BACKWARD[network.activation]
+        self.activate = ACTIVATIONS[network.activation]
+        self.backward_activation = DERIVATIVES[network.activation]
         self.activations = [A[:m] for A in workspace.activations]  # (m, Σh) each
         self.deltas = [D[:m] for D in workspace.deltas]
         self.scratch = [S[:m] for S in workspace.scratch]
