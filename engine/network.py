@@ -39,6 +39,7 @@ from numpy.typing import DTypeLike
 from engine.activations import ACTIVATIONS, DERIVATIVES, softmax
 from engine.errors import InvalidInput
 from engine.hyperparameters import Activation, Init
+from engine.optimizers import Penalty
 
 Array = np.ndarray
 PlanT = TypeVar("PlanT")
@@ -393,13 +394,6 @@ class Network:
                 total += l1 / n * float(np.abs(W).sum(dtype=np.float64))
         return total
 
-    def add_penalty_gradient(self, grad: Array, n: int, l1: float, l2: float) -> None:
-        """grad += d(penalty)/d(params) for n examples, in place (biases get nothing)."""
-        if l2:
-            grad += self.params * self.weight_mask * (l2 / n)
-        if l1:
-            grad += np.sign(self.params) * self.weight_mask * (l1 / n)
-
 
 def _summed_gradient_range(
     workspace: Workspace, X_aug: Array, targets: Array, y: Array | None, start: int, stop: int
@@ -593,7 +587,8 @@ def loss_and_gradients(
             targets_for(labels, network.n_classes, network.dtype),
         )
         grad = grad_sum * (1.0 / n)
-        network.add_penalty_gradient(grad, n, l1, l2)
+        penalty = Penalty(network.weight_mask, l1, l2)
+        penalty.add_gradient(grad, network.params, n, np.empty_like(grad))
     layers = network.layer_views(grad)
     value = loss(weights, biases, activation, X, labels, l1=l1, l2=l2)
     return value, [L[:-1] for L in layers], [L[-1] for L in layers]

@@ -115,6 +115,17 @@ class Penalty:
             scales = self._scales[n] = (l1, l2)
         return scales
 
+    def add_gradient(self, grad: Array, params: Array, n: int, scratch: Array) -> None:
+        """grad += the penalty's gradient for n examples at params (scratch: like params)."""
+        l1, l2 = self.gradient_scales(n)
+        if l2 is not None:
+            np.multiply(params, l2, out=scratch)
+            grad += scratch
+        if l1 is not None:
+            np.sign(params, out=scratch)
+            scratch *= l1
+            grad += scratch
+
 
 class Optimizer(ABC):
     """Owns the state for a parameter vector of `size` entries."""
@@ -139,15 +150,7 @@ class Optimizer(ABC):
     ) -> None:
         """One update from the summed CE gradient over n examples (overwritten) plus penalties."""
         grad_sum *= 1.0 / n
-        scratch = self._scratch
-        l1, l2 = penalty.gradient_scales(n)
-        if l2 is not None:
-            np.multiply(params, l2, out=scratch)
-            grad_sum += scratch
-        if l1 is not None:
-            np.sign(params, out=scratch)
-            scratch *= l1
-            grad_sum += scratch
+        penalty.add_gradient(grad_sum, params, n, self._scratch)
         self.update(params, grad_sum, learning_rate)
 
 
