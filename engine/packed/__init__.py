@@ -32,7 +32,8 @@ Modules:
 
     network   PackedNetwork: the flat parameter vector and each network's place in it
     passes    PackedWorkspace: forward and backward passes, block by block, with the checks
-    trainer   train_pack(hps, ...): one pack trained as one network;
+    trainer   PackTrainer: one pack's training loop under train's rules
+    train     train_pack(hps, ...): one pack trained as one network;
               train_many(hps, ...): packs and single configurations one after another
     planner   pack_key(hp, n_train): configurations with equal keys may share a pack;
               partition(hps, shape): configurations split between workers, balanced, in packs
@@ -41,13 +42,8 @@ Modules:
 from engine.packed.network import PackedNetwork, packed_shapes
 from engine.packed.passes import PackedWorkspace
 from engine.packed.planner import DataShape, estimate_seconds, pack_key, partition, plan_packs
-from engine.packed.trainer import (
-    ConfigurationOutcome,
-    FinishCallback,
-    RecordCallback,
-    train_many,
-    train_pack,
-)
+from engine.packed.train import train_many, train_pack
+from engine.packed.trainer import ConfigurationOutcome, FinishCallback, RecordCallback
 
 __all__ = [
     "ConfigurationOutcome",
