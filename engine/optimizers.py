@@ -68,8 +68,10 @@ def per_parameter(
 ) -> float | Array:
     """function(*settings) for floats; for Grouped settings (sharing one grouping), function of
     their per-group values, in float64, spread onto the parameters (into `out` if given)."""
-    grouped = next((s for s in settings if isinstance(s, Grouped)), None)
-    if grouped is None:
+    for grouped in settings:
+        if isinstance(grouped, Grouped):
+            break
+    else:  # floats: the single-network case (a step's hot path: no allocation)
         return function(*settings)
     values = function(*(s.values if isinstance(s, Grouped) else s for s in settings))
     return grouped.spread(np.asarray(values, dtype=np.float64), out)
@@ -94,10 +96,16 @@ class Penalty:
     _scales: dict[int, tuple[Array | None, Array | None]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
+    has_l1: bool = field(init=False, compare=False, repr=False)
+    has_l2: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "has_l1", _nonzero(self.l1))  # read every step
+        object.__setattr__(self, "has_l2", _nonzero(self.l2))
 
     @property
     def active(self) -> bool:
-        return _nonzero(self.l1) or _nonzero(self.l2)
+        return self.has_l1 or self.has_l2
 
     def gradient_scales(self, n: int) -> tuple[Array | None, Array | None]:
         """(l1/n, l2/n) on the weights, 0 on the biases, in the parameters' dtype (None where the
@@ -168,7 +176,7 @@ class SGD(Optimizer):
     def step(
         self, params: Array, grad_sum: Array, n: int, learning_rate: Setting, penalty: Penalty
     ) -> None:
-        if _nonzero(penalty.l1):
+        if penalty.has_l1:
             super().step(params, grad_sum, n, learning_rate, penalty)
             return
         # w - lr*(G/n + l2/n * mask*w) = w * (1 - lr*l2/n * mask) - (lr/n) * G
@@ -178,7 +186,7 @@ class SGD(Optimizer):
                 self._folded.clear()
             rate = per_parameter(lambda lr: lr / n, learning_rate)
             decay = None
-            if _nonzero(penalty.l2):
+            if penalty.has_l2:
                 shrink = per_parameter(lambda lr, l2: lr * l2 / n, learning_rate, penalty.l2)
                 decay = 1.0 - penalty.weight_mask * shrink
             folded = self._folded[(learning_rate, n)] = (rate, decay)
@@ -239,7 +247,7 @@ class Adam(Optimizer):
     def step(
         self, params: Array, grad_sum: Array, n: int, learning_rate: Setting, penalty: Penalty
     ) -> None:
-        if penalty.active:
+        if penalty.has_l1 or penalty.has_l2:
             super().step(params, grad_sum, n, learning_rate, penalty)
         else:  # g = grad_sum / n, folded into the moment updates
             self._adam(params, grad_sum, 1.0 / n, learning_rate)
