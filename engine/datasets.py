@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -166,46 +166,51 @@ def _check_int(name: str, value: object, low: int, high: int, fix: str) -> int:
     return int(value)
 
 
-def _shuffled(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+def _by_class(
+    counts: list[int], rng: np.random.Generator, draw: Callable[[int, int], np.ndarray]
+) -> tuple[Any, Any]:
+    """`draw(label, n)` (n, 2) for each class in turn (the generator's draws in that order),
+    shuffled together with their labels."""
+    X = np.concatenate([draw(label, n) for label, n in enumerate(counts)])
+    y = np.concatenate([np.full(n, label) for label, n in enumerate(counts)])
     order = rng.permutation(X.shape[0])
     return X[order], y[order]
 
 
 def _xor(counts: list[int], noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
     # class 0 in the (+,+) and (-,-) quadrants, class 1 in (+,-) and (-,+)
-    parts_X, parts_y = [], []
-    for label, n in enumerate(counts):
+    def draw(label: int, n: int) -> np.ndarray:
         magnitude = rng.uniform(0.0, 1.0, size=(n, 2))  # (n, 2)
         sign_x = rng.choice([-1.0, 1.0], size=n)
         sign_y = sign_x if label == 0 else -sign_x
         points = magnitude * np.column_stack([sign_x, sign_y])
-        parts_X.append(points + rng.normal(0.0, noise, size=(n, 2)))
-        parts_y.append(np.full(n, label))
-    return _shuffled(np.concatenate(parts_X), np.concatenate(parts_y), rng)
+        return points + rng.normal(0.0, noise, size=(n, 2))
+
+    return _by_class(counts, rng, draw)
 
 
 def _spiral(counts: list[int], noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
     # arm c: radius 0 -> 1 while the angle turns 4 radians from its own start, plus jitter
     n_classes = len(counts)
-    parts_X, parts_y = [], []
-    for label, n in enumerate(counts):
+
+    def draw(label: int, n: int) -> np.ndarray:
         radius = np.linspace(0.0, 1.0, n)
         start = label * 2 * math.pi / n_classes
         angle = np.linspace(start, start + 4.0, n) + rng.normal(0.0, noise, size=n)
-        parts_X.append(np.column_stack([radius * np.sin(angle), radius * np.cos(angle)]))
-        parts_y.append(np.full(n, label))
-    return _shuffled(np.concatenate(parts_X), np.concatenate(parts_y), rng)
+        return np.column_stack([radius * np.sin(angle), radius * np.cos(angle)])
+
+    return _by_class(counts, rng, draw)
 
 
 def _gaussian(counts: list[int], noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
     n_classes = len(counts)
-    parts_X, parts_y = [], []
-    for label, n in enumerate(counts):
+
+    def draw(label: int, n: int) -> np.ndarray:
         angle = math.pi / 2 + label * 2 * math.pi / n_classes
         mean = np.array([math.cos(angle), math.sin(angle)])
-        parts_X.append(mean + rng.normal(0.0, noise, size=(n, 2)))
-        parts_y.append(np.full(n, label))
-    return _shuffled(np.concatenate(parts_X), np.concatenate(parts_y), rng)
+        return mean + rng.normal(0.0, noise, size=(n, 2))
+
+    return _by_class(counts, rng, draw)
 
 
 def generate(

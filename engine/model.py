@@ -7,14 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.activations import ACTIVATIONS, softmax
 from engine.errors import InvalidInput
 from engine.hyperparameters import Activation, Hyperparameters
+from engine.network import predict_proba
 
 Label = int | str
-
-# Rows per block in inference: keeps the (block, hidden) activations small and in cache.
-PREDICT_BLOCK_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -77,23 +74,12 @@ class Model:
         return points
 
     def predict_proba(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
-        """Class probabilities for raw inputs, (n_points, n_classes), rows summing to 1."""
+        """Class probabilities for raw inputs, (n_points, n_classes), rows summing to 1: the
+        training forward pass (engine.network.predict_proba) after the scaler."""
         points = self._check_points(X)
-        dtype = self.weights[0].dtype
-        activate = ACTIVATIONS[self.activation]
-        out = np.empty((points.shape[0], self.n_classes), dtype=np.float64)
-        for start in range(0, points.shape[0], PREDICT_BLOCK_ROWS):
-            block = points[start : start + PREDICT_BLOCK_ROWS]
-            if self.scaler is not None:
-                block = self.scaler.transform(block)
-            A = block.astype(dtype, copy=False)
-            last = len(self.weights) - 1
-            for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-                Z = A @ W
-                Z += b
-                A = Z if i == last else activate(Z)
-            out[start : start + block.shape[0]] = softmax(A.astype(np.float64))
-        return out
+        if self.scaler is not None:
+            points = self.scaler.transform(points)
+        return predict_proba(self.weights, self.biases, self.activation, points)
 
     def predict(self, X: np.ndarray | Sequence[Sequence[float]]) -> list[Label]:
         """The most probable class label for each raw input point."""

@@ -26,21 +26,23 @@ at least PARALLEL_MIN_ELEMENTS activations are split into two fixed halves run o
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from itertools import pairwise
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
-from numpy._core import umath as _umath
 from numpy.typing import DTypeLike
 
-from engine.activations import ACTIVATIONS, LEAKY_SLOPE
+from engine.activations import ACTIVATIONS, DERIVATIVES, softmax
 from engine.errors import InvalidInput
 from engine.hyperparameters import Activation, Init
+from engine.optimizers import Penalty
 
 Array = np.ndarray
+PlanT = TypeVar("PlanT")
 
 # Rows per block: the widest (rows, width) activation takes about BLOCK_BYTES, so the two or
 # three buffers an operation touches stay in the 1 MiB L2 cache. Measured on a float32 gradient
@@ -61,7 +63,6 @@ BLAS_THREADS_MIN_MACS = 1 << 24
 # np.dot's C function without the __array_function__ dispatch layer (~0.3 us a call; several
 # calls per layer and epoch). Falls back to np.dot where NumPy does not expose it.
 dot = getattr(np.dot, "_implementation", np.dot)
-_dot = dot
 
 
 def init_params(
@@ -116,75 +117,6 @@ def targets_for(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
     return Y
 
 
-# -- activations for the passes, in place: under np.errstate(all="ignore") only ---------------
-# tanh z = 2/(1 + e^x) - 1 with x = -2z as in engine.activations, but x clipped to
-# +-SATURATION by the clip ufunc (one SIMD pass; np.minimum with a scalar, the guarded form's
-# cap, costs ~3-4 multiplies): float32 tanh of a (983, 100) block ~420 -> ~370 us. Below
-# -SATURATION, 1 + e^x rounds to 1 (tanh = 1); above +SATURATION, 2/(1 + e^x) is below half an
-# ulp of 1 (tanh = -1). So the bits are the guarded form's (a test checks), and exp never takes
-# a slow overflow/underflow path. Sigmoid keeps its guarded form (no measured gain).
-SATURATION = {np.dtype(np.float32): 20.0, np.dtype(np.float64): 40.0}
-_clip: Callable[..., Array] = _umath.clip  # type: ignore[attr-defined]  # np.clip: +2 us
-
-
-def _tanh_forward(Z: Array) -> Array:
-    bound = SATURATION.get(Z.dtype, 40.0)
-    np.multiply(Z, -2.0, out=Z)
-    _clip(Z, -bound, bound, out=Z)
-    np.exp(Z, out=Z)
-    np.add(Z, 1.0, out=Z)
-    np.divide(2.0, Z, out=Z)
-    return np.subtract(Z, 1.0, out=Z)
-
-
-FORWARD: dict[Activation, Callable[[Array], Array]] = {
-    **ACTIVATIONS,
-    "tanh": _tanh_forward,
-}
-
-
-# -- activation derivatives, in place on D with a scratch buffer S (no allocation) ------------
-# Each multiplies D by f'(Z) written through the activation's output A = f(Z), like
-# engine.activations.DERIVATIVES (a test checks they agree).
-
-
-def _tanh_backward(A: Array, D: Array, S: Array) -> None:
-    np.multiply(A, A, out=S)
-    np.subtract(1.0, S, out=S)
-    np.multiply(D, S, out=D)
-
-
-def _sigmoid_backward(A: Array, D: Array, S: Array) -> None:
-    np.subtract(1.0, A, out=S)
-    np.multiply(S, A, out=S)
-    np.multiply(D, S, out=D)
-
-
-def _relu_backward(A: Array, D: Array, S: Array) -> None:
-    np.greater(A, 0, out=S, casting="unsafe")  # 1.0 where A > 0, else 0.0
-    np.multiply(D, S, out=D)
-
-
-def _leaky_relu_backward(A: Array, D: Array, S: Array) -> None:
-    np.greater(A, 0, out=S, casting="unsafe")
-    np.multiply(S, 1.0 - LEAKY_SLOPE, out=S)
-    np.add(S, LEAKY_SLOPE, out=S)  # 1 where A > 0, else the slope
-    np.multiply(D, S, out=D)
-
-
-def _identity_backward(A: Array, D: Array, S: Array) -> None:
-    return None
-
-
-BACKWARD: dict[Activation, Callable[[Array, Array, Array], None]] = {
-    "tanh": _tanh_backward,
-    "relu": _relu_backward,
-    "leaky_relu": _leaky_relu_backward,
-    "sigmoid": _sigmoid_backward,
-    "identity": _identity_backward,
-}
-
-
 Stats = tuple[float, int]  # (summed cross-entropy, number of argmax hits)
 
 _blas_controller: Any = None
@@ -210,35 +142,70 @@ def blas_single_thread(needed: bool) -> AbstractContextManager[object]:
     return cast(AbstractContextManager[object], _blas_controller.limit(limits=1, user_api="blas"))
 
 
-class Workspace:
-    """Preallocated buffers for passes over at most `rows` examples, and a gradient accumulator.
-    One per thread."""
+def reduce_classes(
+    ufunc: np.ufunc,
+    values: Array,
+    axis: int,
+    classes: list[Array] | None,
+    out: Array,
+    reduced_out: Array,
+) -> None:
+    """`ufunc` (maximum, add) over the classes of `values`, whose class axis is `axis`: with
+    `classes` (the classes' views, for few classes: NumPy reduces a short axis slowly, ~per
+    row) one elementwise call per class into `out`, shaped like a view; else one reduce into
+    `reduced_out` (the same memory without the class axis)."""
+    if classes is None:
+        ufunc.reduce(values, axis=axis, out=reduced_out)
+        return
+    ufunc(classes[0], classes[1], out=out)
+    for values_c in classes[2:]:
+        ufunc(out, values_c, out=out)
 
-    def __init__(self, network: Network, rows: int) -> None:
-        dtype = network.dtype
-        widths = network.layer_sizes[1:-1]
-        self.network = network
+
+class PassBuffers(ABC, Generic[PlanT]):
+    """Preallocated buffers for passes over at most `rows` examples through hidden layers of
+    these widths (activations, deltas, scratch: (rows, width) each), a ones vector, and two
+    gradient vectors laid out like `params` (the sum and one block's); plus the bound plan for
+    each block size. One per thread."""
+
+    def __init__(self, params: Array, widths: Sequence[int], rows: int) -> None:
+        dtype = params.dtype
         self.rows = rows
         self.activations = [np.empty((rows, width), dtype=dtype) for width in widths]
         self.deltas = [np.empty((rows, width), dtype=dtype) for width in widths]
         self.scratch = [np.empty((rows, width), dtype=dtype) for width in widths]
-        self.logits = np.empty((rows, network.n_classes), dtype=dtype)
-        self.logits_scratch = np.empty((rows, network.n_classes), dtype=dtype)
-        self.row_stat = np.empty((rows, 1), dtype=dtype)
         self.ones = np.ones(rows, dtype=dtype)
-        self.row_index = np.arange(rows)
-        self.grad = np.empty_like(network.params)  # flat, laid out like params
-        self.grad_layers = network.layer_views(self.grad)
-        self.block_grad = np.empty_like(network.params)
-        self.block_grad_layers = network.layer_views(self.block_grad)
-        self._plans: dict[int, _BlockPlan] = {}
+        self.grad = np.empty_like(params)  # flat, laid out like params
+        self.block_grad = np.empty_like(params)
+        self._plans: dict[int, PlanT] = {}
 
-    def plan(self, m: int) -> _BlockPlan:
+    @abstractmethod
+    def _new_plan(self, m: int) -> PlanT: ...
+
+    def plan(self, m: int) -> PlanT:
         """The bound forward/backward for a block of m <= rows examples (cached)."""
         plan = self._plans.get(m)
         if plan is None:
-            plan = self._plans[m] = _BlockPlan(self, m)
+            plan = self._plans[m] = self._new_plan(m)
         return plan
+
+
+class Workspace(PassBuffers["_BlockPlan"]):
+    """PassBuffers of one network, with its logits' buffers."""
+
+    def __init__(self, network: Network, rows: int) -> None:
+        super().__init__(network.params, network.layer_sizes[1:-1], rows)
+        dtype = network.dtype
+        self.network = network
+        self.logits = np.empty((rows, network.n_classes), dtype=dtype)
+        self.logits_scratch = np.empty((rows, network.n_classes), dtype=dtype)
+        self.row_stat = np.empty((rows, 1), dtype=dtype)
+        self.row_index = np.arange(rows)
+        self.grad_layers = network.layer_views(self.grad)
+        self.block_grad_layers = network.layer_views(self.block_grad)
+
+    def _new_plan(self, m: int) -> _BlockPlan:
+        return _BlockPlan(self, m)
 
 
 class _BlockPlan:
@@ -247,8 +214,8 @@ class _BlockPlan:
 
     def __init__(self, workspace: Workspace, m: int) -> None:
         network = workspace.network
-        self.activate = FORWARD[network.activation]
-        self.backward_activation = BACKWARD[network.activation]
+        self.activate = ACTIVATIONS[network.activation]
+        self.backward_activation = DERIVATIVES[network.activation]
         activations = [A[:m] for A in workspace.activations]  # (m, h) each
         self.logits = workspace.logits[:m]  # (m, K)
         self.logits_scratch = workspace.logits_scratch[:m]
@@ -291,11 +258,11 @@ class _BlockPlan:
 
     def forward(self, X_aug: Array) -> Array:
         """Logits (m, K) of a block [X, 1] (m, n_features + 1); hidden outputs kept for backward."""
-        Z = _dot(X_aug, self.first_layer, self.first_out)
+        Z = dot(X_aug, self.first_layer, self.first_out)
         activate = self.activate
         for A, W, b, out in self.later:
             activate(A)
-            _dot(A, W, out)
+            dot(A, W, out)
             Z = np.add(out, b, out=out)
         return Z
 
@@ -321,36 +288,21 @@ class _BlockPlan:
 
     def row_max(self) -> None:
         """row_stat <- the row maxima of the logits (m, 1)."""
-        if not self.by_columns:
-            np.maximum.reduce(self.logits, axis=1, out=self.row_flat)
-            return
-        columns = self.logit_columns
-        np.maximum(columns[0], columns[1], out=self.row_stat)
-        for column in columns[2:]:
-            np.maximum(self.row_stat, column, out=self.row_stat)
+        columns = self.logit_columns if self.by_columns else None
+        reduce_classes(np.maximum, self.logits, 1, columns, self.row_stat, self.row_flat)
 
     def row_sum(self, values: Array, columns: list[Array]) -> None:
         """row_stat <- the row sums of values (m, K), whose column views are `columns`."""
-        if not self.by_columns:
-            np.add.reduce(values, axis=1, out=self.row_flat)
-            return
-        np.add(columns[0], columns[1], out=self.row_stat)
-        for column in columns[2:]:
-            np.add(self.row_stat, column, out=self.row_stat)
+        by_columns = columns if self.by_columns else None
+        reduce_classes(np.add, values, 1, by_columns, self.row_stat, self.row_flat)
 
     def gradient(
         self, X_aug: Array, targets: Array, y: Array | None, accumulator: int
     ) -> Stats | None:
         """The block's SUMMED CE gradient into the workspace's grad (accumulator 0) or
-        block_grad (1): forward, output delta and backward in one frame (small networks pay
-        per Python call). With labels y, also the block's stats from the same forward pass."""
-        dot = _dot
-        activate = self.activate
-        dot(X_aug, self.first_layer, self.first_out)
-        for A, W, b, out in self.later:
-            activate(A)
-            dot(A, W, out)
-            np.add(out, b, out=out)
+        block_grad (1): forward, output delta and backward. With labels y, also the block's
+        stats from the same forward pass."""
+        self.forward(X_aug)
         stats = None if y is None else self.logit_stats(y)
         delta = self.output_delta(targets)  # (m, K)
         backward_activation = self.backward_activation
@@ -441,13 +393,6 @@ class Network:
             if l1:
                 total += l1 / n * float(np.abs(W).sum(dtype=np.float64))
         return total
-
-    def add_penalty_gradient(self, grad: Array, n: int, l1: float, l2: float) -> None:
-        """grad += d(penalty)/d(params) for n examples, in place (biases get nothing)."""
-        if l2:
-            grad += self.params * self.weight_mask * (l2 / n)
-        if l1:
-            grad += np.sign(self.params) * self.weight_mask * (l1 / n)
 
 
 def _summed_gradient_range(
@@ -573,20 +518,15 @@ class Passes:
         return ce_first + ce_second, correct_first + correct_second
 
     def probabilities(self, X_aug: Array) -> Array:
-        """Softmax outputs (n, K) in float64, block by block."""
+        """Softmax outputs (n, K), the logits' softmax taken in float64, block by block."""
         n = X_aug.shape[0]
         out = np.empty((n, self.network.n_classes), dtype=np.float64)
         rows = self.workspace.rows
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             plan = self.workspace.plan(stop - start)
-            logits = plan.forward(X_aug[start:stop])
-            plan.row_max()
-            np.subtract(logits, plan.row_stat, out=logits)
-            np.exp(logits, out=logits)
-            plan.row_sum(logits, plan.logit_columns)
-            np.divide(logits, plan.row_stat, out=logits)
-            out[start:stop] = logits
+            out[start:stop] = plan.forward(X_aug[start:stop])
+            softmax(out[start:stop])
         return out
 
 
@@ -647,7 +587,8 @@ def loss_and_gradients(
             targets_for(labels, network.n_classes, network.dtype),
         )
         grad = grad_sum * (1.0 / n)
-        network.add_penalty_gradient(grad, n, l1, l2)
+        penalty = Penalty(network.weight_mask, l1, l2)
+        penalty.add_gradient(grad, network.params, n, np.empty_like(grad))
     layers = network.layer_views(grad)
     value = loss(weights, biases, activation, X, labels, l1=l1, l2=l2)
     return value, [L[:-1] for L in layers], [L[-1] for L in layers]

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, ParamSpec
 
 import matplotlib
 import numpy as np
@@ -36,6 +36,8 @@ from PIL import Image
 from engine.datasets import Dataset
 from engine.errors import InvalidInput
 from engine.model import Label, Model
+
+P = ParamSpec("P")
 
 DPI = 100
 MIN_PIXELS, MAX_PIXELS = 100, 4096
@@ -138,6 +140,17 @@ def _png(figure: Figure) -> bytes:
         buffer, format="png", compress_level=PNG_COMPRESS_LEVEL
     )
     return buffer.getvalue()
+
+
+def _as_png(draw: Callable[P, Figure]) -> Callable[P, bytes]:
+    """`draw`, a `*_figure` function, returning its figure as PNG bytes (same arguments)."""
+
+    def png(*args: P.args, **kwargs: P.kwargs) -> bytes:
+        return _png(draw(*args, **kwargs))
+
+    png.__name__ = png.__qualname__ = draw.__name__.removesuffix("_figure") + "_png"
+    png.__doc__ = f"`{draw.__name__}` as PNG bytes."
+    return png
 
 
 PT = DPI / 72  # pixels per typographic point
@@ -285,37 +298,40 @@ def _class_handles(classes: Sequence[Label], size: float) -> list[Line2D]:
     ]
 
 
+def _legend_right(ax: Axes, handles: list[Line2D], title: str | None = None) -> Legend:
+    """The legend outside the axes, to their right (`_fit_margins` makes room for it)."""
+    return ax.legend(
+        handles=handles,
+        title=title,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=9,
+        title_fontsize=9,
+        frameon=False,
+    )
+
+
 def _split_handles(size: float, train: bool, test: bool) -> list[Line2D]:
-    handles = []
-    if train:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markersize=size,
-                markerfacecolor="#808080",
-                markeredgecolor="#202020",
-                markeredgewidth=0.5,
-                label="train",
-            )
+    """Legend entries for the training (filled) and test (hollow) points shown."""
+    styles = [
+        ("train", "#808080", "#202020", 0.5, train),
+        ("test", "white", "#808080", 1.4, test),
+    ]
+    return [
+        Line2D(
+            [],
+            [],
+            linestyle="none",
+            marker="o",
+            markersize=size,
+            markerfacecolor=face,
+            markeredgecolor=edge,
+            markeredgewidth=edge_width,
+            label=label,
         )
-    if test:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markersize=size,
-                markerfacecolor="white",
-                markeredgecolor="#808080",
-                markeredgewidth=1.4,
-                label="test",
-            )
-        )
-    return handles
+        for label, face, edge, edge_width, shown in styles
+        if shown
+    ]
 
 
 # --- datasets --------------------------------------------------------------------------------
@@ -353,24 +369,12 @@ def dataset_figure(
         title += f" (features 1 and 2 of {dataset.n_features})"
     ax.set_title(title, fontsize=11)
 
-    legend = ax.legend(
-        handles=_class_handles(dataset.classes, 7),
-        title="class",
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=9,
-        title_fontsize=9,
-        frameon=False,
-    )
+    legend = _legend_right(ax, _class_handles(dataset.classes, 7), title="class")
     _fit_margins(figure, ax, legend=legend)
     return figure
 
 
-def dataset_png(
-    dataset: Dataset, *, title: str | None = None, width: int = 640, height: int = 480
-) -> bytes:
-    """`dataset_figure` as PNG bytes."""
-    return _png(dataset_figure(dataset, title=title, width=width, height=height))
+dataset_png = _as_png(dataset_figure)
 
 
 # --- decision boundaries ---------------------------------------------------------------------
@@ -508,44 +512,12 @@ def decision_boundary_figure(
         train=show in ("all", "train") and train[0].shape[0] > 0,
         test=show in ("all", "test") and test[0].shape[0] > 0,
     )
-    legend = ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=9,
-        frameon=False,
-    )
+    legend = _legend_right(ax, handles)
     _fit_margins(figure, ax, legend=legend)
     return figure
 
 
-def decision_boundary_png(
-    model: Model,
-    *,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_test: np.ndarray | None = None,
-    y_test: np.ndarray | None = None,
-    width: int = 640,
-    height: int = 480,
-    resolution: int = 200,
-    show: Show = "all",
-    title: str | None = None,
-) -> bytes:
-    """`decision_boundary_figure` as PNG bytes."""
-    figure = decision_boundary_figure(
-        model,
-        X_train=X_train,
-        y_train=y_train,
-        X_test=X_test,
-        y_test=y_test,
-        width=width,
-        height=height,
-        resolution=resolution,
-        show=show,
-        title=title,
-    )
-    return _png(figure)
+decision_boundary_png = _as_png(decision_boundary_figure)
 
 
 def default_columns(n_panels: int) -> int:
@@ -638,17 +610,7 @@ def panels_figure(
     return figure
 
 
-def panels_png(
-    panels: Sequence[PanelSpec],
-    *,
-    columns: int | None = None,
-    panel_size: tuple[int, int] = (320, 280),
-    resolution: int = 120,
-) -> bytes:
-    """`panels_figure` as PNG bytes."""
-    return _png(
-        panels_figure(panels, columns=columns, panel_size=panel_size, resolution=resolution)
-    )
+panels_png = _as_png(panels_figure)
 
 
 # --- loss curves -----------------------------------------------------------------------------
@@ -754,18 +716,7 @@ def loss_curve_figure(
     return figure
 
 
-def loss_curve_png(
-    history: Sequence[object],
-    *,
-    log_scale: bool = False,
-    width: int = 640,
-    height: int = 480,
-    title: str | None = None,
-) -> bytes:
-    """`loss_curve_figure` as PNG bytes."""
-    return _png(
-        loss_curve_figure(history, log_scale=log_scale, width=width, height=height, title=title)
-    )
+loss_curve_png = _as_png(loss_curve_figure)
 
 
 def curves_figure(
@@ -804,25 +755,10 @@ def curves_figure(
     if any_test:
         handles.append(Line2D([], [], color="#404040", linestyle="-", label="train"))
         handles.append(Line2D([], [], color="#404040", linestyle="--", label="test"))
-    legend = ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=9,
-        frameon=False,
-    )
+    legend = _legend_right(ax, handles)
     ax.set_title(_plain(title) if title is not None else "Loss by epoch", fontsize=11)
     _fit_margins(figure, ax, legend=legend)
     return figure
 
 
-def curves_png(
-    series: Sequence[tuple[str, Sequence[object]]],
-    *,
-    log_scale: bool = False,
-    width: int = 800,
-    height: int = 500,
-    title: str | None = None,
-) -> bytes:
-    """`curves_figure` as PNG bytes."""
-    return _png(curves_figure(series, log_scale=log_scale, width=width, height=height, title=title))
+curves_png = _as_png(curves_figure)

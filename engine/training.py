@@ -160,6 +160,13 @@ def _check_labels(name: str, y: object, n: int, n_classes: int) -> Array:
     return labels.astype(np.intp, copy=False)
 
 
+def early_stopping_needs_a_test_split() -> InvalidInput:
+    return InvalidInput(
+        "early_stopping monitors the test loss: pass X_test and y_test, or set "
+        "early_stopping to false"
+    )
+
+
 def validated_splits(
     hp: Hyperparameters,
     X_train: object,
@@ -183,10 +190,7 @@ def validated_splits(
         raise InvalidInput("pass both X_test and y_test, or neither")
     if X_test is None:
         if hp.early_stopping:
-            raise InvalidInput(
-                "early_stopping monitors the test loss: pass X_test and y_test, or set "
-                "early_stopping to false"
-            )
+            raise early_stopping_needs_a_test_split()
         return train_split, None
     X_t = _check_features("X_test", X_test, dtype)
     if X_t.shape[1] != X.shape[1]:
@@ -195,6 +199,159 @@ def validated_splits(
         )
     y_t = _check_labels("y_test", y_test, X_t.shape[0], int(n_classes))
     return train_split, CheckedSplit(with_ones_column(X_t, dtype), y_t)
+
+
+Which = Literal["train", "test"]
+
+
+def effective_batch_size(hp: Hyperparameters, n_train: int) -> int | None:
+    """The minibatch size training uses; None: full batch (no batch_size, or >= n_train)."""
+    return hp.batch_size if hp.batch_size is not None and hp.batch_size < n_train else None
+
+
+def weights_diverged(epoch: int, learning_rate: float) -> TrainingDiverged:
+    """Divergence rule (a): a parameter became NaN or infinite in `epoch`."""
+    return TrainingDiverged(
+        epoch,
+        "a weight became NaN or infinite; lower the learning rate "
+        f"(this epoch used {learning_rate:g})",
+    )
+
+
+def initial_loss_not_finite() -> InvalidInput:
+    return InvalidInput(
+        "the initial network's loss on X_train is not finite (features too large?); "
+        "standardize the features"
+    )
+
+
+def final_metrics(point: HistoryPoint) -> dict[str, float | None]:
+    """TrainResult.metrics from the returned weights' point."""
+    return {
+        "train_loss": point.train_loss,
+        "train_accuracy": point.train_accuracy,
+        "test_loss": point.test_loss,
+        "test_accuracy": point.test_accuracy,
+    }
+
+
+@dataclass(frozen=True)
+class Controls:
+    """How the caller steers a run: `should_stop` (polled before every epoch and every
+    POLL_EVERY_BATCHES minibatches) and the `clock` it started at."""
+
+    should_stop: Callable[[], bool] | None
+    clock: Callable[[], float]
+    started: float
+
+    def stop_requested(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return self.clock() - self.started
+
+
+class Progress:
+    """One configuration's state under the rules of the module docstring: its schedule,
+    history, divergence threshold, early stopping's best epoch and patience, and (full batch) the
+    record waiting for the next epoch's forward pass. `train` keeps one; a pack one per
+    configuration (engine.packed)."""
+
+    def __init__(self, hp: Hyperparameters, *, full_batch: bool, has_test: bool) -> None:
+        self.hp = hp
+        self.full_batch = full_batch
+        self.schedule = make_schedule(hp)
+        self.history: list[HistoryPoint] = []
+        self.explosion_limit = math.inf
+        self.best_loss = math.inf
+        self.best_epoch: int | None = None
+        self.wait = 0
+        # Full batch: a record's training metrics come from the NEXT epoch's forward pass, which
+        # evaluates exactly the recorded parameters before updating them (saves a forward).
+        self.pending: tuple[int, float] | None = None  # (epoch, learning_rate)
+        self.plateau_on_train_loss = self.schedule.needs_monitor and not has_test and full_batch
+        self.monitored: Which = "test" if has_test else "train"
+        self.monitor_each_epoch = self.schedule.needs_monitor and not self.plateau_on_train_loss
+        # whether `after_epoch` has work after every epoch, not only on record epochs
+        self.every_epoch = (
+            hp.early_stopping or self.monitor_each_epoch or hp.max_seconds is not None
+        )
+
+    def set_explosion_limit(self, initial_loss: float, n_classes: int) -> None:
+        """Rule (b)'s threshold from the initial parameters' training loss (InvalidInput when
+        that is not finite)."""
+        if not math.isfinite(initial_loss):
+            raise initial_loss_not_finite()
+        self.explosion_limit = EXPLOSION_FACTOR * max(initial_loss, math.log(n_classes))
+
+    def check_loss(self, which: Which, epoch: int, value: float) -> None:
+        """Divergence rule (b) on a loss computed after `epoch`: TrainingDiverged if it fires."""
+        learning_rate = self.hp.learning_rate
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                epoch,
+                f"the {'training' if which == 'train' else 'test'} loss is not finite; lower "
+                f"the learning rate (now {learning_rate:g}) or standardize the features",
+            )
+        if which == "train" and value > self.explosion_limit:
+            raise TrainingDiverged(
+                epoch,
+                f"the training loss {value:.4g} exceeded {EXPLOSION_FACTOR:g} x max(initial "
+                f"loss, log(n_classes)) = {self.explosion_limit:.4g}; lower the learning rate "
+                f"(now {learning_rate:g})",
+            )
+
+    def observe_train_loss(self, epoch: int, train_loss: float) -> None:
+        """The training loss after `epoch`, from a full-batch forward pass: the plateau
+        schedule's monitor when there is no test split."""
+        if self.plateau_on_train_loss and epoch > 0:
+            self.schedule.observe(train_loss)
+
+    def take_pending(self) -> tuple[int, float] | None:
+        """The waiting record's (epoch, learning_rate), if any, now to be recorded."""
+        pending, self.pending = self.pending, None
+        return pending
+
+    def after_epoch(
+        self,
+        epoch: int,
+        learning_rate: float,
+        loss: Callable[[Which], float],
+        keep_best: Callable[[], None],
+        elapsed: Callable[[], float],
+    ) -> tuple[bool, StopReason | None]:
+        """The rules after `epoch` (trained at `learning_rate`): early stopping, the plateau
+        schedule, the time budget, then the history. `loss(which)` gives a split's loss after
+        the epoch (checked: it may raise TrainingDiverged), `keep_best()` copies the current
+        parameters as the best, `elapsed()` the seconds since training started.
+
+        Returns (record this epoch now?, why training stops, or None to go on); a full-batch
+        record that waits for the next forward pass is left in `pending` instead."""
+        hp = self.hp
+        stop: StopReason | None = None
+        if hp.early_stopping:
+            test_loss = loss("test")
+            if test_loss < self.best_loss:
+                self.best_loss, self.best_epoch, self.wait = test_loss, epoch, 0
+                keep_best()
+            else:
+                self.wait += 1
+                if self.wait >= hp.patience:
+                    stop = "early_stopping"
+        if self.monitor_each_epoch:
+            self.schedule.observe(loss(self.monitored))
+        if stop is None and hp.max_seconds is not None and elapsed() >= hp.max_seconds:
+            stop = "time_budget"
+        if stop is None and epoch == hp.epochs:
+            stop = "completed"
+        if stop is not None:
+            return True, stop
+        if epoch % hp.record_every == 0:
+            if not self.full_batch:
+                return True, None
+            self.pending = (epoch, learning_rate)
+        return False, None
 
 
 class _Trainer:
@@ -206,9 +363,7 @@ class _Trainer:
         test_split: CheckedSplit | None,
         rng: np.random.Generator,
         on_record: Callable[[HistoryPoint], None] | None,
-        should_stop: Callable[[], bool] | None,
-        clock: Callable[[], float],
-        started: float,
+        controls: Controls,
     ) -> None:
         self.hp = hp
         self.network = network
@@ -216,12 +371,10 @@ class _Trainer:
         self.test_split = test_split
         self.rng = rng
         self.on_record = on_record
-        self.should_stop = should_stop
-        self.clock = clock
-        self.started = started
+        self.controls = controls
         n = self.n_train = train_split.n
         self.params = network.params
-        self.batch_size = hp.batch_size if hp.batch_size is not None and hp.batch_size < n else None
+        self.batch_size = effective_batch_size(hp, n)
         largest_rows = max(n, test_split.n if test_split else 0)
         pass_rows = min(self.batch_size or largest_rows, network.block_rows())
         # Small products: BLAS on one thread, our passes may split over two threads;
@@ -230,48 +383,29 @@ class _Trainer:
         self.passes = Passes(network, largest_rows, threads=not self.blas_threads)
         self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
         self.penalty = Penalty(network.weight_mask, hp.l1, hp.l2)
-        self.schedule = make_schedule(hp)
-        self.history: list[HistoryPoint] = []
-        self.explosion_limit = math.inf
+        self.progress = Progress(
+            hp, full_batch=self.batch_size is None, has_test=test_split is not None
+        )
+        self.schedule = self.progress.schedule
         # Metrics of the parameters after epoch `cache_epoch`, by split.
         self.cache_epoch = -1
         self.cache: dict[str, tuple[float, float]] = {}
-        # Full batch: a record's training metrics come from the NEXT epoch's forward pass, which
-        # evaluates exactly the recorded parameters before updating them (saves a forward).
-        self.pending: tuple[int, float] | None = None  # (epoch, learning_rate)
-        self.plateau_on_train_loss = (
-            self.schedule.needs_monitor and test_split is None and self.batch_size is None
-        )
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def _store(
-        self, which: Literal["train", "test"], epoch: int, ce_sum: float, correct: int
-    ) -> tuple[float, float]:
+    def _store(self, which: Which, epoch: int, ce_sum: float, correct: int) -> tuple[float, float]:
         """(loss, accuracy) from a pass's stats, after the divergence checks; cached."""
         split = self.train_split if which == "train" else self.test_split
         assert split is not None
         hp = self.hp
         value = ce_sum / split.n + self.network.penalty(self.train_split.n, hp.l1, hp.l2)
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                epoch,
-                f"the {'training' if which == 'train' else 'test'} loss is not finite; lower "
-                f"the learning rate (now {hp.learning_rate:g}) or standardize the features",
-            )
-        if which == "train" and value > self.explosion_limit:
-            raise TrainingDiverged(
-                epoch,
-                f"the training loss {value:.4g} exceeded {EXPLOSION_FACTOR:g} x max(initial "
-                f"loss, log(n_classes)) = {self.explosion_limit:.4g}; lower the learning rate "
-                f"(now {hp.learning_rate:g})",
-            )
+        self.progress.check_loss(which, epoch, value)
         if self.cache_epoch != epoch:
             self.cache_epoch, self.cache = epoch, {}
         result = self.cache[which] = (value, correct / split.n)
         return result
 
-    def _metrics(self, which: Literal["train", "test"], epoch: int) -> tuple[float, float]:
+    def _metrics(self, which: Which, epoch: int) -> tuple[float, float]:
         """(loss, accuracy) of the current parameters (those after `epoch`) on a split."""
         if self.cache_epoch == epoch and which in self.cache:
             return self.cache[which]
@@ -292,7 +426,7 @@ class _Trainer:
 
     def _record(self, epoch: int, learning_rate: float) -> None:
         point = self._point(epoch, learning_rate)
-        self.history.append(point)
+        self.progress.history.append(point)
         if self.on_record is not None:
             self.on_record(point)
 
@@ -301,27 +435,24 @@ class _Trainer:
         try:
             initial_loss, _ = self._store("train", 0, *initial_stats)
         except TrainingDiverged as error:
-            raise InvalidInput(
-                "the initial network's loss on X_train is not finite (features too large?); "
-                "standardize the features"
-            ) from error
-        n_classes = self.network.n_classes
-        self.explosion_limit = EXPLOSION_FACTOR * max(initial_loss, math.log(n_classes))
+            raise initial_loss_not_finite() from error
+        self.progress.set_explosion_limit(initial_loss, self.network.n_classes)
 
     # -- the loop ----------------------------------------------------------------------------
 
     def _poll(self, epochs_completed: int) -> None:
-        if self.should_stop is not None and self.should_stop():
-            if self.pending is not None:  # the parameters are still the pending record's
-                self._record(*self.pending)
-                self.pending = None
+        if self.controls.stop_requested():
+            pending = self.progress.take_pending()
+            if pending is not None:  # the parameters are still the pending record's
+                self._record(*pending)
             raise TrainingCancelled(epochs_completed)
 
     def _full_batch_epoch(self, epoch: int) -> float:
         """One update on all rows; returns the learning rate used."""
         split = self.train_split
         assert split.targets is not None
-        want_stats = epoch == 1 or self.pending is not None or self.plateau_on_train_loss
+        progress = self.progress
+        want_stats = epoch == 1 or progress.pending is not None or progress.plateau_on_train_loss
         grad_sum, stats = self.passes.summed_gradient(
             split.X_aug, split.targets, split.y if want_stats else None
         )
@@ -329,11 +460,10 @@ class _Trainer:
             if epoch == 1:
                 self._set_explosion_limit(stats)
             train_loss, _ = self._store("train", epoch - 1, *stats)
-            if self.plateau_on_train_loss and epoch > 1:
-                self.schedule.observe(train_loss)
-            if self.pending is not None:
-                self._record(*self.pending)
-                self.pending = None
+            progress.observe_train_loss(epoch - 1, train_loss)
+            pending = progress.take_pending()
+            if pending is not None:
+                self._record(*pending)
         learning_rate = self.schedule.rate(epoch - 1)
         self.optimizer.step(self.params, grad_sum, self.n_train, learning_rate, self.penalty)
         return learning_rate
@@ -360,10 +490,14 @@ class _Trainer:
             self.optimizer.step(network.params, grad_sum, m, learning_rate, self.penalty)
         return learning_rate
 
+    def _keep_best(self) -> None:
+        np.copyto(self.best_params, self.params)
+
     def run(self) -> TrainResult:
         hp = self.hp
         network = self.network
         params = network.params
+        progress = self.progress
         split = self.train_split
         assert split.targets is not None
         if self.batch_size is not None:
@@ -375,75 +509,48 @@ class _Trainer:
         full_batch = self.batch_size is None
         if not full_batch:  # full batch takes the initial loss from epoch 1's forward pass
             self._set_explosion_limit(self.passes.cross_entropy_and_correct(split.X_aug, split.y))
-        best_loss = math.inf
-        best_epoch: int | None = None
-        best_params = params.copy() if hp.early_stopping else None
-        wait = 0
+        self.best_params = params.copy() if hp.early_stopping else params  # kept: a copy
         stop_reason: StopReason = "completed"
         epoch = 0
         # Hot loop: settings in locals (an epoch of a small network is ~40 us).
-        epochs, record_every, patience = hp.epochs, hp.record_every, hp.patience
-        early_stopping, max_seconds = hp.early_stopping, hp.max_seconds
-        monitor_each_epoch = self.schedule.needs_monitor and not self.plateau_on_train_loss
-        should_stop = self.should_stop
+        epochs, record_every, every_epoch = hp.epochs, hp.record_every, progress.every_epoch
+        polled = self.controls.should_stop is not None
         one_epoch = self._full_batch_epoch if full_batch else self._minibatch_epoch
+
+        def loss(which: Which) -> float:
+            return self._metrics(which, epoch)[0]
+
         for epoch in range(1, epochs + 1):
-            if should_stop is not None:
+            if polled:
                 self._poll(epoch - 1)
             learning_rate = one_epoch(epoch)
             if not math.isfinite(dot(params, ones)):  # the sum: NaN/inf-propagating
-                raise TrainingDiverged(
-                    epoch,
-                    f"a weight became NaN or infinite; lower the learning rate "
-                    f"(this epoch used {learning_rate:g})",
-                )
-            stopping = False
-            if early_stopping:
-                test_loss, _ = self._metrics("test", epoch)
-                if test_loss < best_loss:
-                    best_loss, best_epoch, wait = test_loss, epoch, 0
-                    assert best_params is not None
-                    np.copyto(best_params, params)
-                else:
-                    wait += 1
-                    if wait >= patience:
-                        stopping, stop_reason = True, "early_stopping"
-            if monitor_each_epoch:
-                which: Literal["train", "test"] = "test" if self.test_split else "train"
-                self.schedule.observe(self._metrics(which, epoch)[0])
-            if (
-                not stopping
-                and max_seconds is not None
-                and self.clock() - self.started >= max_seconds
-            ):
-                stopping, stop_reason = True, "time_budget"
-            if stopping or epoch == epochs:
+                raise weights_diverged(epoch, learning_rate)
+            if not (every_epoch or epoch % record_every == 0 or epoch == epochs):
+                continue
+            record, stop = progress.after_epoch(
+                epoch, learning_rate, loss, self._keep_best, self.controls.elapsed
+            )
+            if record:
                 self._record(epoch, learning_rate)
+            if stop is not None:
+                stop_reason = stop
                 break
-            if epoch % record_every == 0:
-                if full_batch:
-                    self.pending = (epoch, learning_rate)
-                else:
-                    self._record(epoch, learning_rate)
 
         final = self._point(epoch, 0.0)
-        if best_params is not None and best_epoch is not None and best_epoch != epoch:
-            np.copyto(params, best_params)
+        best_epoch = progress.best_epoch
+        if hp.early_stopping and best_epoch is not None and best_epoch != epoch:
+            np.copyto(params, self.best_params)
             final = self._point(best_epoch, 0.0)
         weights, biases = network.copy_weights()
         return TrainResult(
             weights=weights,
             biases=biases,
-            history=self.history,
+            history=progress.history,
             epochs_run=epoch,
             stop_reason=stop_reason,
             best_epoch=best_epoch,
-            metrics={
-                "train_loss": final.train_loss,
-                "train_accuracy": final.train_accuracy,
-                "test_loss": final.test_loss,
-                "test_accuracy": final.test_accuracy,
-            },
+            metrics=final_metrics(final),
         )
 
 
@@ -464,7 +571,7 @@ def train(
     X arrays are (n, n_features) real numbers, used as given (standardize beforehand if
     wanted); y arrays are integer class indices 0..n_classes-1.
     """
-    started = clock()
+    controls = Controls(should_stop, clock, clock())
     train_split, test_split = validated_splits(hp, X_train, y_train, n_classes, X_test, y_test)
     dtype = np.dtype(hp.dtype)
     rng = np.random.default_rng(hp.seed)
@@ -472,9 +579,7 @@ def train(
     weights, biases = init_params(layer_sizes, hp.init, dtype, rng)
     network = Network(layer_sizes, hp.activation, dtype)
     network.set_params(weights, biases)
-    trainer = _Trainer(
-        hp, network, train_split, test_split, rng, on_record, should_stop, clock, started
-    )
+    trainer = _Trainer(hp, network, train_split, test_split, rng, on_record, controls)
     # Overflow and NaN are detected by the divergence checks, not reported as warnings.
     with (
         trainer.passes,

@@ -26,7 +26,10 @@ from engine.packed import (
 )
 from engine.training import TrainResult, train
 
-RELATIVE = 1e-6
+# Packed products sum in their own order, so a pack matches train alone up to rounding: on these
+# short runs to 1e-12 relative (measured: ~1e-13 at worst), where training is calm.
+RELATIVE = 1e-12
+UNSTABLE_RELATIVE = 1e-6  # the one unstable run below (see its test)
 TUTORIAL_SIZES = [[1], [2], [3], [4], [5], [20], [50]]
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -72,7 +75,28 @@ def _packed(hps: list[Hyperparameters], data: Data, n_classes: int = 2) -> list[
     return train_pack(hps, X_train, y_train, n_classes, X_test, y_test)
 
 
-def _assert_same_run(packed: ConfigurationOutcome, alone: TrainResult) -> None:
+def _largest_difference(mine: TrainResult, theirs: TrainResult) -> float:
+    """The largest relative difference between two runs' metrics, training losses and weights
+    (a weight relative to its matrix's largest)."""
+    differences = [
+        abs(value - mine.metrics[key]) / abs(value)  # type: ignore[operator]
+        for key, value in theirs.metrics.items()
+        if value
+    ]
+    differences += [
+        abs(a.train_loss - b.train_loss) / b.train_loss
+        for a, b in zip(mine.history, theirs.history, strict=True)
+    ]
+    differences += [
+        float(np.abs(a - b).max() / np.abs(b).max())
+        for a, b in zip(mine.weights, theirs.weights, strict=True)
+    ]
+    return max(differences)
+
+
+def _assert_same_run(
+    packed: ConfigurationOutcome, alone: TrainResult, relative: float = RELATIVE
+) -> None:
     """The packed outcome is the run train gave alone, up to rounding."""
     assert packed.status == "succeeded", packed.error
     result = packed.result
@@ -84,13 +108,15 @@ def _assert_same_run(packed: ConfigurationOutcome, alone: TrainResult) -> None:
         if value is None:
             assert result.metrics[key] is None
         else:
-            assert result.metrics[key] == pytest.approx(value, rel=RELATIVE), key
+            assert result.metrics[key] == pytest.approx(value, rel=relative), key
     assert [p.epoch for p in result.history] == [p.epoch for p in alone.history]
     assert [p.learning_rate for p in result.history] == [p.learning_rate for p in alone.history]
     for mine, theirs in zip(result.history, alone.history, strict=True):
-        assert mine.train_loss == pytest.approx(theirs.train_loss, rel=RELATIVE)
+        assert mine.train_loss == pytest.approx(theirs.train_loss, rel=relative)
     for mine_W, theirs_W in zip(result.weights, alone.weights, strict=True):
-        np.testing.assert_allclose(mine_W, theirs_W, rtol=RELATIVE, atol=1e-9)
+        # weights near 0 are compared at their matrix's scale (and never looser than 1e-9)
+        atol = min(relative * float(np.abs(theirs_W).max()), 1e-9)
+        np.testing.assert_allclose(mine_W, theirs_W, rtol=relative, atol=atol)
 
 
 # -- the same runs as alone -----------------------------------------------------------------------
@@ -141,12 +167,38 @@ def test_minibatch_adam_shuffles_like_each_alone(
 def test_three_classes_full_batch_and_minibatch(three_classes: Data) -> None:
     full = [_hp(hidden_layers=[width], learning_rate=0.5) for width in (3, 6)]
     mini = [
-        _hp(hidden_layers=[width], optimizer="momentum", batch_size=16, epochs=8, seed=width)
+        _hp(
+            hidden_layers=[width],
+            optimizer="momentum",
+            learning_rate=0.5,
+            batch_size=16,
+            epochs=8,
+            seed=width,
+        )
         for width in (3, 6)
     ]
     for group in (full, mini):
         for outcome, hp in zip(_packed(group, three_classes, 3), group, strict=True):
             _assert_same_run(outcome, _alone(hp, three_classes, 3))
+
+
+def test_an_unstable_minibatch_run(three_classes: Data) -> None:
+    """Momentum 0.9 at rate 2.0 on batches of 16 is unstable (the loss jumps 0.28 -> 2.4 and
+    back, rounding differences grow ~10x an epoch): train alone moves by ~3e-7 in 8 epochs when
+    its learning rate moves by one ulp, so no two runs that round differently hold 1e-12 here.
+    The pack agrees with train alone to UNSTABLE_RELATIVE (measured: 1.5e-8)."""
+    mini = [
+        _hp(hidden_layers=[width], optimizer="momentum", batch_size=16, epochs=8, seed=width)
+        for width in (3, 6)
+    ]
+    sensitivities = []
+    for outcome, hp in zip(_packed(mini, three_classes, 3), mini, strict=True):
+        alone = _alone(hp, three_classes, 3)
+        nudged_rate = float(np.nextafter(hp.learning_rate, math.inf))
+        nudged = _alone(hp.model_copy(update={"learning_rate": nudged_rate}), three_classes, 3)
+        sensitivities.append(_largest_difference(nudged, alone))
+        _assert_same_run(outcome, alone, relative=UNSTABLE_RELATIVE)
+    assert max(sensitivities) > 1e-8  # train itself cannot hold 1e-12 on this run
 
 
 def test_options_that_differ_inside_a_pack(moons: Data) -> None:
@@ -338,7 +390,7 @@ def test_packed_gradient_is_each_networks_gradient(moons: Data, diagonal: bool) 
         assert stats[0][k] / n == pytest.approx(loss, rel=1e-12)
         got_W, got_b = packed.network_weights(k, grad / n)
         for mine, theirs in zip(got_W + got_b, dW + db, strict=True):
-            np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-14)
+            np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-14)
 
 
 def test_a_pack_refuses_configurations_that_cannot_share_it(moons: Data) -> None:
