@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from engine.activations import ACTIVATIONS, DERIVATIVES, softmax
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, check_deadline
 from engine.hyperparameters import Activation, Init
 from engine.optimizers import Penalty
 
@@ -523,6 +523,7 @@ class Passes:
         out = np.empty((n, self.network.n_classes), dtype=np.float64)
         rows = self.workspace.rows
         for start in range(0, n, rows):
+            check_deadline()  # a caller's engine.errors.deadline stops a long prediction here
             stop = min(start + rows, n)
             plan = self.workspace.plan(stop - start)
             out[start:stop] = plan.forward(X_aug[start:stop])

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from engine import plotting
+from engine.errors import deadline
 from service.api.problems import problem_responses
 from service.state.records import DatasetContent
 
@@ -58,7 +59,7 @@ def png_route(
         path,
         response_class=PNGResponse,
         summary=summary,
-        responses={200: ok, 304: PNG_200[304], **problem_responses(*statuses)},
+        responses={200: ok, 304: PNG_200[304], **problem_responses(*statuses, 503)},
     )
 
 
@@ -121,7 +122,9 @@ async def picture_response(
         return Response(status_code=304, headers=headers)
     png = cache.get(key)
     if png is None:
-        png = await anyio.to_thread.run_sync(render)
+        state = request.app.state.scratchnet
+        with deadline(state.settings.request_timeout_seconds):  # the thread copies the context
+            png = await anyio.to_thread.run_sync(render)
         cache.put(key, png)
     return PNGResponse(png, headers=headers)
 

@@ -1,7 +1,8 @@
 """The one place that turns exceptions into RFC 9457 `application/problem+json` responses.
 
 A `service.errors.ServiceError` answers its own status, problem type and detail (see the tree
-there). Engine errors map as: InvalidInput -> 422 invalid-input, ModelFormatError -> 422
+there). Engine errors map as: InvalidInput -> 422 invalid-input, DeadlinePassed -> 503
+request-timeout (request_timeout_seconds), ModelFormatError -> 422
 invalid-model-file; they name no field, so their one `errors` entry points at the body (the
 path for requests without one). FastAPI's request validation -> 422 validation-error (400 for
 unparseable JSON, 415 for a body whose Content-Type is not JSON); Starlette's 404/405 keep
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from engine.errors import InvalidInput, ModelFormatError
+from engine.errors import DeadlinePassed, InvalidInput, ModelFormatError
 from service.errors import PROBLEM_BASE, Problem, ServiceError, ValidationIssue
 
 logger = logging.getLogger("service.errors")
@@ -185,6 +186,18 @@ async def _model_format(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _deadline_passed(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DeadlinePassed)
+    return problem_response(
+        503,
+        "request-timeout",
+        "Request took too long",
+        f"this request took longer than request_timeout_seconds = {exc.seconds:g} and was "
+        "abandoned; ask for fewer points or a smaller picture",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     slug, title = _GENERIC.get(exc.status_code, ("http-error", "HTTP error"))
@@ -228,6 +241,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(ModelFormatError, _model_format)
+    app.add_exception_handler(DeadlinePassed, _deadline_passed)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)
 
@@ -244,7 +258,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "The request is well-formed but invalid; `errors` names each field.",
         429: "The job queue (or this key's share of it) is full, or this key sent more "
         "requests than its rate limit; retry after Retry-After seconds.",
-        503: "The training workers are not up yet.",
+        503: "The training workers are not up yet, the service is stopping, or (a prediction, "
+        "a picture) the request took longer than request_timeout_seconds.",
         507: "Storing this would pass max_stored_bytes, or the disk refused the write; "
         "nothing was changed.",
     }

@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 
 from engine import plotting, serialize
+from engine.errors import deadline
 from engine.model import Label, Model
 from service.api.auth import Caller, CallerDep
 from service.api.deps import PageDep, StateDep
@@ -169,7 +170,7 @@ def _predict(model: Model, points: list[list[float]]) -> bytes:
     "/{model_id}/predict",
     response_model=Prediction,
     summary="Predict classes",
-    responses=problem_responses(400, 404, 413, 415, 422),
+    responses=problem_responses(400, 404, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -213,7 +214,8 @@ async def predict(request: Request, state: StateDep, caller: CallerDep, model_id
     if len(points) * record.n_parameters <= INLINE_PREDICT_WORK:
         content = _predict(model, points)
     else:
-        content = await anyio.to_thread.run_sync(_predict, model, points)
+        with deadline(state.settings.request_timeout_seconds):  # the thread copies the context
+            content = await anyio.to_thread.run_sync(_predict, model, points)
     return Response(content, media_type="application/json")
 
 
