@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine service tests benchmarks
-	$(BIN)/ruff format --check engine service tests benchmarks
+	$(BIN)/ruff check engine service scratchnet tests benchmarks
+	$(BIN)/ruff format --check engine service scratchnet tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
