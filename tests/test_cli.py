@@ -1,0 +1,141 @@
+"""The `scratchnet` command through its console script against a real `python -m service`:
+output, --json, the environment, and the documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scratchnet.cli import EXIT_NOT_SUCCEEDED, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
+from tests.api_support import PNG_SIGNATURE, LiveServer, free_port
+from tests.client_support import COMMAND
+
+pytestmark = pytest.mark.e2e
+
+
+class Shell:
+    """Runs `scratchnet ARGS` with SCRATCHNET_URL set, in a scratch directory."""
+
+    def __init__(self, url: str, directory: Path) -> None:
+        self.env = {**os.environ, "SCRATCHNET_URL": url}
+        self.directory = directory
+
+    def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [COMMAND, *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+        return result
+
+    def json(self, *args: str, code: int = 0) -> Any:
+        return json.loads(self.run("--json", *args, code=code).stdout)
+
+
+@pytest.fixture(scope="module")
+def shell(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Shell:
+    return Shell(live_server.url, tmp_path_factory.mktemp("shell"))
+
+
+@pytest.fixture(scope="module")
+def trained(shell: Shell) -> dict[str, Any]:
+    """The tutorial's job, shortened: a dataset, then `train` with the issue's options."""
+    dataset = shell.json("datasets", "create", "moons", "--samples", "200", "--noise", "0.2")
+    assert dataset["kind"] == "moons" and dataset["n_samples"] == 200
+    job: dict[str, Any] = shell.json(
+        "train", dataset["id"], "--hidden", "3", "--activation", "tanh", "--optimizer", "sgd",
+        "--epochs", "500", "--learning-rate", "2.0", "--l2", "0.01",
+    )  # fmt: skip
+    return job
+
+
+def test_train_prints_the_finished_job_and_its_metrics(
+    shell: Shell, trained: dict[str, Any]
+) -> None:
+    assert trained["status"] == "succeeded" and trained["metrics"]["train_accuracy"] > 0.8
+    options = trained["hyperparameters"]
+    assert (options["hidden_layers"], options["activation"], options["epochs"]) == (
+        [3],
+        "tanh",
+        500,
+    )
+    assert (options["learning_rate"], options["l2"], options["optimizer"]) == (2.0, 0.01, "sgd")
+    text = shell.run("jobs", "show", trained["id"]).stdout
+    assert "status: succeeded" in text and f"model_id: {trained['model_id']}" in text
+    listed = shell.json("jobs", "list", "--status", "succeeded", "--limit", "500")
+    assert trained["id"] in [job["id"] for job in listed["items"]]
+
+
+def test_predict_picture_export_import(shell: Shell, trained: dict[str, Any]) -> None:
+    model_id = trained["model_id"]
+    (shell.directory / "points.csv").write_text("x1,x2\n0.0,0.5\n1.0,-0.5\n")
+    lines = shell.run("predict", model_id, "points.csv").stdout.splitlines()
+    assert lines[0] == "class,p_0,p_1" and len(lines) == 3
+    prediction = shell.json("predict", model_id, "points.csv")
+    assert [line.split(",")[0] for line in lines[1:]] == [str(c) for c in prediction["classes"]]
+
+    shell.run("picture", model_id, "-o", "boundary.png")
+    assert (shell.directory / "boundary.png").read_bytes().startswith(PNG_SIGNATURE)
+
+    shell.run("export", model_id, "-o", "model.npz")
+    imported = shell.json("import", "model.npz", "--name", "copy")
+    assert imported["name"] == "copy" and imported["architecture"] == [2, 3, 2]
+    assert shell.json("predict", imported["id"], "points.csv") == prediction
+    shell.run("models", "delete", imported["id"])
+    shell.run("models", "show", imported["id"], code=EXIT_REFUSED)
+
+
+def test_sweep_and_csv_upload(shell: Shell) -> None:
+    rows = "".join(f"{x},{y},{'ab'[(x > 0) == (y > 0)]}\n" for x in (-2, -1, 1, 2) for y in (-1, 1))
+    (shell.directory / "xor.csv").write_text("x1,x2,label\n" + rows * 2)
+    dataset = shell.json("datasets", "upload", "xor.csv", "--test-fraction", "0.25")
+    assert dataset["n_samples"] == 16 and dataset["classes"] == ["a", "b"]
+    sweep = shell.json(
+        "sweep", dataset["id"], "--grid", "hidden_layers=[[2],[4]]", "--epochs", "60",
+        "--record-every", "20",
+    )  # fmt: skip
+    assert sweep["status"] == "succeeded" and len(sweep["results"]) == 2
+    assert (
+        "succeeded" in shell.run("sweep", dataset["id"], "--grid", "l2=[0.0]", "--epochs=30").stdout
+    )
+
+
+def test_exit_codes(shell: Shell, trained: dict[str, Any], tmp_path: Path) -> None:
+    dataset_id = trained["dataset_id"]
+    refused = shell.run("train", dataset_id, "--learning-rate", "-1", code=EXIT_REFUSED)
+    assert "learning_rate" in refused.stderr
+    shell.run("jobs", "cancel", trained["id"], code=EXIT_REFUSED)  # finished: 409
+    failed = shell.run(
+        "train", dataset_id, "--optimizer", "sgd", "--learning-rate", "1000", "--epochs", "200",
+        code=EXIT_NOT_SUCCEEDED,
+    )  # fmt: skip
+    assert "diverged" in failed.stderr
+    unknown = shell.run("train", dataset_id, "--alpha", "0.1", code=EXIT_USAGE)
+    assert "--learning-rate" in unknown.stderr  # the message lists the real options
+    offline = Shell(f"http://127.0.0.1:{free_port()}", tmp_path)
+    assert "cannot reach" in offline.run("info", code=EXIT_UNAVAILABLE).stderr
+
+
+def test_url_option_and_follow(
+    shell: Shell, live_server: LiveServer, trained: dict[str, Any]
+) -> None:
+    other = Shell("http://127.0.0.1:1", shell.directory)  # wrong in the environment
+    info = other.json("--url", live_server.url, "info")
+    assert info["ready"] is True
+    lines = shell.run("--json", "jobs", "follow", trained["id"]).stdout.splitlines()
+    events = [json.loads(line) for line in lines if line.startswith('{"epoch"')]
+    assert [event["epoch"] for event in events] == list(range(10, 501, 10))
+
+
+def test_help_lists_the_exit_codes_and_completion() -> None:
+    result = subprocess.run([COMMAND, "--help"], capture_output=True, text=True, check=True)
+    assert "Exit codes" in result.stdout and "--install-completion" in result.stdout
