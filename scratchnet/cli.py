@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.hyperparameters import Hyperparameters
-from scratchnet._base import API_KEY_ENV, URL_ENV
+from scratchnet._base import API_KEY_ENV, URL_ENV, succeeded
 from scratchnet.client import Client
 from scratchnet.errors import (
     APIError,
@@ -139,9 +139,12 @@ def handled(command: F) -> F:
         except ConnectionFailed as exc:
             err.print(f"[red]error:[/red] cannot reach the service: {exc}", highlight=False)
             raise typer.Exit(EXIT_UNAVAILABLE) from None
-        except (ScratchnetError, OSError) as exc:
+        except ScratchnetError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(EXIT_REFUSED) from None
+        except OSError as exc:  # a local file that cannot be read or written
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
 
     return run  # type: ignore[return-value]
 
@@ -304,7 +307,12 @@ def datasets_create(
 @handled
 def datasets_upload(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A CSV file: header row, label column last.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="A CSV file: header row, label column last."
+        ),
+    ],
     label_column: Annotated[str | None, typer.Option(help="The label column.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split.")] = None,
     test_fraction: Annotated[float | None, typer.Option(help="Share held out.")] = None,
@@ -417,8 +425,6 @@ def jobs_follow(ctx: typer.Context, job: str) -> None:
                     highlight=False,
                 )
         assert final is not None  # the stream ends with the job's final state
-        from scratchnet._base import succeeded
-
         _show(options, succeeded(final))
 
 
@@ -531,7 +537,10 @@ def export_model(
 @handled
 def import_model(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A .npz file from `scratchnet export`.")],
+    path: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="A .npz file from `scratchnet export`."),
+    ],
     name: Annotated[str | None, typer.Option(help="The new model's name.")] = None,
 ) -> None:
     """Create a model from an exported .npz file."""

@@ -15,6 +15,7 @@ counterparts) are written for each client.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
@@ -51,16 +52,27 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _named_after(method: Callable[..., Any], build: Callable[..., Any], owner: str) -> None:
+    """Give `method` the public name, docstring and signature of the operation `build` makes
+    (`help()` and editors show them), returning what the Call reads."""
+    functools.update_wrapper(method, build)
+    del method.__wrapped__  # type: ignore[attr-defined]
+    name = build.__name__.removeprefix("_")
+    method.__name__, method.__qualname__ = name, f"{owner}.{name}"
+    signature = inspect.signature(build)
+    returned = str(signature.return_annotation).removeprefix("Call[").removesuffix("]")
+    method.__signature__ = signature.replace(return_annotation=returned)  # type: ignore[attr-defined]
+
+
 def _blocking(
     build: Callable[Concatenate[BaseClient, P], Call[T]],
 ) -> Callable[Concatenate[Client, P], T]:
     """The blocking method sending the Call that `build` makes."""
 
-    @functools.wraps(build)
     def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._send(build(self, *args, **kwargs))
 
-    method.__name__ = method.__qualname__ = build.__name__.removeprefix("_")
+    _named_after(method, build, "Client")
     return method
 
 
@@ -69,11 +81,10 @@ def _awaitable(
 ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
     """The coroutine method sending the Call that `build` makes."""
 
-    @functools.wraps(build)
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._send(build(self, *args, **kwargs))
 
-    method.__name__ = method.__qualname__ = build.__name__.removeprefix("_")
+    _named_after(method, build, "AsyncClient")
     return method
 
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+import scratchnet
 from scratchnet.cli import EXIT_NOT_SUCCEEDED, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
-from tests.api_support import PNG_SIGNATURE, LiveServer, free_port
-from tests.client_support import COMMAND
+from scratchnet.types import JobPublic, ProgressEvent
+from tests.api_support import PNG_SIGNATURE, SERVER_START_SECONDS, LiveServer, free_port
+from tests.client_support import COMMAND, LONG
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +144,51 @@ def test_url_option_and_follow(
 def test_help_lists_the_exit_codes_and_completion() -> None:
     result = subprocess.run([COMMAND, "--help"], capture_output=True, text=True, check=True)
     assert "Exit codes" in result.stdout and "--install-completion" in result.stdout
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_serve_runs_the_service_and_its_shutdown_ends_event_streams(tmp_path: Path) -> None:
+    """`scratchnet serve` is the service; when it stops it ends its event streams, and a
+    client following one reconnects (max_retries times), finds nobody and says so instead of
+    waiting forever."""
+    port = free_port()
+    env = {**os.environ, "SCRATCHNET_WORKERS": "1"}
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [COMMAND, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while not ready(url):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        info = Shell(url, tmp_path).json("info")
+        assert info["workers"] == 1 and info["ready"] is True
+
+        with scratchnet.Client(url, max_retries=1) as client:
+            job = client.submit_job(client.create_dataset("moons"), LONG)
+            events = client.follow(job)
+            assert isinstance(next(events), ProgressEvent)  # it is running
+            process.send_signal(signal.SIGTERM)
+            try:
+                rest = list(events)
+            except scratchnet.ConnectionFailed as exc:
+                assert "ended" in str(exc)
+            else:  # the cancelled job's final event won the race with the stream's end
+                assert isinstance(rest[-1], JobPublic) and rest[-1].status == "cancelled"
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    output = (tmp_path / "serve.log").read_text()
+    assert "Application shutdown complete." in output and "Traceback" not in output
