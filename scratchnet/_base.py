@@ -158,7 +158,10 @@ def points_and_labels(
     feature names), and y's labels as plain ints or strings (None when y is None). A
     DataFrame's column may be given as y by its name."""
     feature_names: list[str] | None = None
-    if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a pandas DataFrame
+    is_frame = hasattr(X, "columns") and hasattr(X, "to_numpy")
+    if isinstance(y, str) and not is_frame:
+        raise ValueError(f"y names a label column ({y!r}), but X is not a DataFrame")
+    if is_frame:  # a pandas DataFrame
         if isinstance(y, str):
             label_column = y
             y = X[label_column]

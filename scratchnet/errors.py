@@ -11,6 +11,7 @@
     │   ├── PayloadTooLarge       413  the body is larger than the service accepts
     │   ├── UnsupportedMediaType  415  a content type the route does not take
     │   ├── InvalidRequest        422  well-formed but unacceptable; `errors` names the fields
+    │   │                              (also a ValueError)
     │   ├── TooManyRequests       429  the job queue stayed full through every retry
     │   └── ServerError           5xx  the service failed
     │       └── ServiceUnavailable 503 the workers stayed down through every retry
@@ -97,9 +98,10 @@ class UnsupportedMediaType(APIError):
     """415: the body's Content-Type is not one the route takes."""
 
 
-class InvalidRequest(APIError):
+class InvalidRequest(APIError, ValueError):
     """422: well-formed but unacceptable (an option out of bounds, a deployment limit, an
-    unknown dataset); `errors` locates each offending value."""
+    unknown dataset); `errors` locates each offending value. Also a ValueError, as Python's
+    own bad-value errors are (scikit-learn expects one from an estimator's bad parameters)."""
 
 
 class TooManyRequests(APIError):

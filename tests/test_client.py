@@ -83,6 +83,8 @@ def test_datasets_from_generators_arrays_frames_and_csv(
     from_frame = client.dataset_from_points(frame, "kind", test_fraction=0, standardize=False)
     assert from_frame.feature_names == ["width", "height"] and from_frame.classes == ["a", "b"]
     assert client.get_dataset(from_frame, include_points=True).points == X.tolist()
+    with pytest.raises(ValueError, match="not a DataFrame"):
+        client.dataset_from_points(X, "kind")
 
     csv_text = b"x1,x2,label\n" + b"".join(
         f"{x},{y},{label}\n".encode() for (x, y), label in zip(X.tolist(), labels, strict=True)
