@@ -101,6 +101,15 @@ class Call(Generic[T]):
     content: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of httpx's `request` besides the method and path."""
+        return {
+            "params": self.params,
+            "json": self.json,
+            "content": self.content,
+            "headers": self.headers,
+        }
+
 
 def model_reader(model: type[M]) -> Callable[[httpx.Response], M]:
     return lambda response: model.model_validate_json(response.content)
@@ -360,6 +369,18 @@ class BaseClient:
         """An event stream lasts as long as training does: no read timeout (the service sends
         a keep-alive comment every sse_ping_seconds anyway)."""
         return httpx.Timeout(self.timeout, read=None)
+
+    def _http_options(self, event_hooks: Mapping[str, list[Any]] | None) -> dict[str, Any]:
+        """The keyword arguments of the httpx client (sync or async) under this one."""
+        return {
+            "base_url": self.url,
+            "headers": self._headers(),
+            "timeout": self.timeout,
+            "event_hooks": event_hooks,
+        }
+
+    def _unreachable(self, call: Call[Any], exc: httpx.TransportError) -> ConnectionFailed:
+        return ConnectionFailed(f"{call.method} {self.url}{call.path}: {exc}")
 
     def _headers(self) -> dict[str, str]:
         from scratchnet import __version__

@@ -65,6 +65,23 @@ HIDDEN_ALIAS = "hidden"
 OPTION_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Options and arguments several commands take.
+NameOption = Annotated[str | None, typer.Option(help="A label for people.")]
+SeedOption = Annotated[int | None, typer.Option(help="Seed of the generator and of the split.")]
+TestFractionOption = Annotated[
+    float | None, typer.Option(help="Share of each class held out for testing (0: none).")
+]
+StandardizeOption = Annotated[bool | None, typer.Option(help="Standardize features (default on).")]
+LimitOption = Annotated[int | None, typer.Option(help="Page size.")]
+OffsetOption = Annotated[int, typer.Option(help="Items to skip.")]
+BaselineOption = Annotated[bool, typer.Option(help="Also train logistic regression.")]
+WaitOption = Annotated[bool, typer.Option(help="Wait until it finishes (else print it queued).")]
+ProgressOption = Annotated[
+    bool | None, typer.Option(help="Progress bar (default: on in a terminal).")
+]
+DatasetArgument = Annotated[str, typer.Argument(help="The dataset's id.")]
+ModelArgument = Annotated[str, typer.Argument(help="The model's id.")]
+
 app = typer.Typer(
     name="scratchnet",
     help="Train small neural networks on a scratchnet service.",
@@ -283,10 +300,10 @@ def datasets_create(
     samples: Annotated[int | None, typer.Option(help="Points to generate.")] = None,
     noise: Annotated[float | None, typer.Option(help="Noise of the generator.")] = None,
     classes: Annotated[int | None, typer.Option(help="Classes (blobs, spiral, gaussian).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the generator and split.")] = None,
-    test_fraction: Annotated[float | None, typer.Option(help="Share held out.")] = None,
-    standardize: Annotated[bool | None, typer.Option(help="Standardize features.")] = None,
-    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
+    seed: SeedOption = None,
+    test_fraction: TestFractionOption = None,
+    standardize: StandardizeOption = None,
+    name: NameOption = None,
 ) -> None:
     """Generate a dataset, or load one of scikit-learn's bundled sets."""
     with _session(ctx) as (client, options):
@@ -314,10 +331,10 @@ def datasets_upload(
         ),
     ],
     label_column: Annotated[str | None, typer.Option(help="The label column.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the split.")] = None,
-    test_fraction: Annotated[float | None, typer.Option(help="Share held out.")] = None,
-    standardize: Annotated[bool | None, typer.Option(help="Standardize features.")] = None,
-    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
+    seed: SeedOption = None,
+    test_fraction: TestFractionOption = None,
+    standardize: StandardizeOption = None,
+    name: NameOption = None,
 ) -> None:
     """Create a dataset from a CSV file."""
     with _session(ctx) as (client, options):
@@ -336,8 +353,8 @@ def datasets_upload(
 @handled
 def datasets_list(
     ctx: typer.Context,
-    limit: Annotated[int | None, typer.Option(help="Page size.")] = None,
-    offset: Annotated[int, typer.Option(help="Items to skip.")] = 0,
+    limit: LimitOption = None,
+    offset: OffsetOption = 0,
 ) -> None:
     """List datasets, oldest first."""
     with _session(ctx) as (client, options):
@@ -365,13 +382,11 @@ def datasets_delete(ctx: typer.Context, dataset: str) -> None:
 @handled
 def train(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="The dataset's id.")],
-    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
-    baseline: Annotated[bool, typer.Option(help="Also train logistic regression.")] = False,
-    wait: Annotated[bool, typer.Option(help="Wait for the job (else print it queued).")] = True,
-    progress: Annotated[
-        bool | None, typer.Option(help="Progress bar (default: on in a terminal).")
-    ] = None,
+    dataset: DatasetArgument,
+    name: NameOption = None,
+    baseline: BaselineOption = False,
+    wait: WaitOption = True,
+    progress: ProgressOption = None,
 ) -> None:
     """Train a network on a dataset: a live progress bar, then the job and its metrics.
     Every training option is taken as --option-name VALUE (see below)."""
@@ -388,8 +403,8 @@ def train(
 def jobs_list(
     ctx: typer.Context,
     status: Annotated[JobStatusName | None, typer.Option(help="Only jobs in this state.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Page size.")] = None,
-    offset: Annotated[int, typer.Option(help="Items to skip.")] = 0,
+    limit: LimitOption = None,
+    offset: OffsetOption = 0,
 ) -> None:
     """List jobs, oldest first."""
     with _session(ctx) as (client, options):
@@ -440,8 +455,8 @@ def jobs_cancel(ctx: typer.Context, job: str) -> None:
 @handled
 def models_list(
     ctx: typer.Context,
-    limit: Annotated[int | None, typer.Option(help="Page size.")] = None,
-    offset: Annotated[int, typer.Option(help="Items to skip.")] = 0,
+    limit: LimitOption = None,
+    offset: OffsetOption = 0,
 ) -> None:
     """List models, oldest first."""
     with _session(ctx) as (client, options):
@@ -483,7 +498,7 @@ def read_points(text: str) -> list[list[float]]:
 @handled
 def predict(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model's id.")],
+    model: ModelArgument,
     points: Annotated[
         Path, typer.Argument(help="A CSV file of points (a header row is allowed), - for stdin.")
     ],
@@ -507,7 +522,7 @@ def predict(
 @handled
 def picture(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model's id.")],
+    model: ModelArgument,
     output: Annotated[Path, typer.Option("-o", "--output", help="The PNG file to write.")],
     loss: Annotated[bool, typer.Option(help="The loss curve, not the boundary.")] = False,
     width: Annotated[int | None, typer.Option(help="Pixels.")] = None,
@@ -525,7 +540,7 @@ def picture(
 @handled
 def export_model(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model's id.")],
+    model: ModelArgument,
     output: Annotated[Path, typer.Option("-o", "--output", help="The .npz file to write.")],
 ) -> None:
     """Save a model as a .npz file (`scratchnet import` reads it back)."""
@@ -552,17 +567,15 @@ def import_model(
 @handled
 def sweep(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="The dataset's id.")],
+    dataset: DatasetArgument,
     grid: Annotated[
         list[str],
         typer.Option(help="NAME=JSON-LIST, e.g. hidden_layers='[[1],[3]]'; repeat per key."),
     ],
-    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
-    baseline: Annotated[bool, typer.Option(help="Also train logistic regression.")] = False,
-    wait: Annotated[bool, typer.Option(help="Wait for the sweep.")] = True,
-    progress: Annotated[
-        bool | None, typer.Option(help="Progress bar (default: on in a terminal).")
-    ] = None,
+    name: NameOption = None,
+    baseline: BaselineOption = False,
+    wait: WaitOption = True,
+    progress: ProgressOption = None,
 ) -> None:
     """Train every combination of the grid's values; the other training options (shared by
     every configuration) as for `train`. Prints the results table."""

@@ -45,7 +45,7 @@ from scratchnet._base import (
     succeeded,
     sweep_stream,
 )
-from scratchnet.errors import ConnectionFailed, api_error
+from scratchnet.errors import api_error
 from scratchnet.types import JobPublic, SweepPublic
 
 P = ParamSpec("P")
@@ -105,13 +105,7 @@ class Client(BaseClient):
         super().__init__(
             url, api_key, timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait
         )
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=self._headers(),
-            timeout=timeout,
-            transport=transport,
-            event_hooks=event_hooks,
-        )
+        self._http = httpx.Client(transport=transport, **self._http_options(event_hooks))
 
     def __enter__(self) -> Self:
         return self
@@ -131,16 +125,9 @@ class Client(BaseClient):
         attempt = 0
         while True:
             try:
-                response = self._http.request(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    json=call.json,
-                    content=call.content,
-                    headers=call.headers,
-                )
+                response = self._http.request(call.method, call.path, **call.options())
             except httpx.TransportError as exc:
-                raise ConnectionFailed(f"{call.method} {self.url}{call.path}: {exc}") from exc
+                raise self._unreachable(call, exc) from exc
             delay = self._retry_delay(response, attempt)
             if delay is None:
                 return self._result(call, response)
@@ -288,13 +275,7 @@ class AsyncClient(BaseClient):
         super().__init__(
             url, api_key, timeout=timeout, max_retries=max_retries, max_retry_wait=max_retry_wait
         )
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=self._headers(),
-            timeout=timeout,
-            transport=transport,
-            event_hooks=event_hooks,
-        )
+        self._http = httpx.AsyncClient(transport=transport, **self._http_options(event_hooks))
 
     async def __aenter__(self) -> Self:
         return self
@@ -314,16 +295,9 @@ class AsyncClient(BaseClient):
         attempt = 0
         while True:
             try:
-                response = await self._http.request(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    json=call.json,
-                    content=call.content,
-                    headers=call.headers,
-                )
+                response = await self._http.request(call.method, call.path, **call.options())
             except httpx.TransportError as exc:
-                raise ConnectionFailed(f"{call.method} {self.url}{call.path}: {exc}") from exc
+                raise self._unreachable(call, exc) from exc
             delay = self._retry_delay(response, attempt)
             if delay is None:
                 return self._result(call, response)

@@ -323,17 +323,12 @@ class SweepsPublic(Response):
     offset: int
 
 
-class SweepPointEvent(Response):
-    """A sweep's `progress` event: one configuration recorded a history point."""
+class SweepPointEvent(HistoryPointPublic):
+    """A sweep's `progress` event: one configuration (`index`; None for the baseline)
+    recorded a history point."""
 
     sweep_id: str
     index: int | None
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    test_loss: float | None
-    test_accuracy: float | None
-    learning_rate: float
 
 
 class SweepResultEvent(ConfigurationPublic):
