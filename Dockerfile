@@ -13,6 +13,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY service ./service
+COPY scratchnet ./scratchnet
 RUN pip install . \
     && useradd --create-home --uid 10001 scratchnet
 
