@@ -89,7 +89,12 @@ def _awaitable(
 
 
 class Client(BaseClient):
-    """A blocking client; use it as a context manager (or call `close`)."""
+    """A blocking client; use it as a context manager (or call `close`).
+
+    `url`, `api_key`, `timeout` (seconds), `max_retries` and `max_retry_wait` as BaseClient
+    says; `transport` and `event_hooks` go to the underlying httpx.Client (to log each request,
+    say).
+    """
 
     def __init__(
         self,
@@ -259,7 +264,8 @@ class Client(BaseClient):
 
 class AsyncClient(BaseClient):
     """A client for asyncio or trio programs: every operation is a coroutine, the streams are
-    async iterators. Use it as an async context manager (or await `aclose`)."""
+    async iterators. Use it as an async context manager (or await `aclose`). Arguments as for
+    Client, `transport` an httpx.AsyncBaseTransport."""
 
     def __init__(
         self,

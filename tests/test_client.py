@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 import threading
@@ -396,3 +397,37 @@ def test_responses_parse_as_the_documented_json(
     """The typed objects round-trip to exactly the JSON the service sent."""
     raw = httpx.get(f"{client.url}/v1/datasets/{moons.id}").json()
     assert json.loads(client.get_dataset(moons.id).model_dump_json()) == raw
+
+
+INTERRUPTED_SCRIPT = """
+import sys, scratchnet
+with scratchnet.Client(sys.argv[1]) as client:
+    job = client.submit_job(sys.argv[2], hidden_layers=[64], epochs=1_000_000, record_every=100)
+    print(job.id, flush=True)
+    client.wait(job)
+"""
+
+
+def test_interrupting_a_wait_cancels_the_job(
+    client: scratchnet.Client, moons: scratchnet.types.DatasetPublic
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_SCRIPT, client.url, moons.id],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        job_id = process.stdout.readline().strip()
+        assert isinstance(next(iter(client.follow(job_id))), ProgressEvent)  # running
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0 and "KeyboardInterrupt" in err
+    with pytest.raises(scratchnet.TrainingCancelled):
+        client.wait(job_id, progress=False)
