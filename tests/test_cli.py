@@ -30,11 +30,14 @@ class Shell:
         self.env = {**os.environ, "SCRATCHNET_URL": url}
         self.directory = directory
 
-    def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, code: int = 0, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [COMMAND, *args],
             cwd=self.directory,
             env=self.env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=120,
@@ -42,8 +45,8 @@ class Shell:
         assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
         return result
 
-    def json(self, *args: str, code: int = 0) -> Any:
-        return json.loads(self.run("--json", *args, code=code).stdout)
+    def json(self, *args: str, code: int = 0, stdin: str | None = None) -> Any:
+        return json.loads(self.run("--json", *args, code=code, stdin=stdin).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,7 @@ def test_predict_picture_export_import(shell: Shell, trained: dict[str, Any]) ->
     (shell.directory / "points.csv").write_text("x1,x2\n0.0,0.5\n1.0,-0.5\n")
     lines = shell.run("predict", model_id, "points.csv").stdout.splitlines()
     assert lines[0] == "class,p_0,p_1" and len(lines) == 3
-    prediction = shell.json("predict", model_id, "points.csv")
+    prediction = shell.json("predict", model_id, "-", stdin="0.0,0.5\n1.0,-0.5\n")  # no header
     assert [line.split(",")[0] for line in lines[1:]] == [str(c) for c in prediction["classes"]]
 
     shell.run("picture", model_id, "-o", "boundary.png")
@@ -109,9 +112,14 @@ def test_sweep_and_csv_upload(shell: Shell) -> None:
         "--record-every", "20",
     )  # fmt: skip
     assert sweep["status"] == "succeeded" and len(sweep["results"]) == 2
+    assert dataset["id"] in [
+        item["id"] for item in shell.json("datasets", "list", "--limit", "500")["items"]
+    ]
     assert (
         "succeeded" in shell.run("sweep", dataset["id"], "--grid", "l2=[0.0]", "--epochs=30").stdout
     )
+    shell.run("datasets", "delete", dataset["id"])
+    shell.run("datasets", "show", dataset["id"], code=EXIT_REFUSED)
 
 
 def test_exit_codes(shell: Shell, trained: dict[str, Any], tmp_path: Path) -> None:
@@ -141,9 +149,14 @@ def test_url_option_and_follow(
     assert [event["epoch"] for event in events] == list(range(10, 501, 10))
 
 
-def test_help_lists_the_exit_codes_and_completion() -> None:
+def test_help_lists_the_exit_codes_and_shell_completion_completes() -> None:
     result = subprocess.run([COMMAND, "--help"], capture_output=True, text=True, check=True)
     assert "Exit codes" in result.stdout and "--install-completion" in result.stdout
+    # what bash's completion function asks the command (click's completion protocol)
+    env = {**os.environ, "_SCRATCHNET_COMPLETE": "complete_bash", "COMP_WORDS": "scratchnet da",
+           "COMP_CWORD": "1"}  # fmt: skip
+    completed = subprocess.run([COMMAND], env=env, capture_output=True, text=True, check=True)
+    assert completed.stdout.split() == ["datasets"]
 
 
 def ready(url: str) -> bool:
