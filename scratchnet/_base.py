@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -80,13 +81,12 @@ Show = Literal["all", "train", "test", "none"]
 
 
 def ref(resource: str | BaseModel) -> str:
-    """The id of a resource given by id or as the object the service answered."""
-    if isinstance(resource, str):
-        return resource
-    resource_id = getattr(resource, "id", None)
+    """The id of a resource given by id or as the object the service answered, escaped for a
+    URL path (an id with '/' or '?' names nothing, it does not reach another route)."""
+    resource_id = resource if isinstance(resource, str) else getattr(resource, "id", None)
     if not isinstance(resource_id, str):
         raise TypeError(f"expected an id or a resource, got {resource!r}")
-    return resource_id
+    return quote(resource_id, safe="")
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def test_datasets_from_generators_arrays_frames_and_csv(
     page = client.list_datasets(limit=2)
     assert page.limit == 2 and len(page.items) <= 2 and page.total >= 5
     client.delete_dataset(custom)
+    with pytest.raises(scratchnet.NotFound):  # escaped: not GET /v1/datasets?limit=1
+        client.get_dataset("?limit=1")
     with pytest.raises(scratchnet.NotFound) as caught:
         client.get_dataset(custom.id)
     assert caught.value.status == 404 and caught.value.type == PROBLEM + "not-found"
