@@ -1,8 +1,11 @@
 """Progress bars for `train` and `run_sweep`: shown in terminals and notebooks, never when
-output goes to a file or a pipe (a log would fill with redraws)."""
+output goes to a file or a pipe (a log would fill with redraws). A notebook draws them with
+ipywidgets (`pip install 'scratchnet[notebook]'`); without it, no bar rather than a warning at
+every redraw."""
 
 from __future__ import annotations
 
+import importlib.util
 from types import TracebackType
 
 from rich.console import Console
@@ -10,8 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def interactive(console: Console) -> bool:
-    """Whether `console` is a terminal or a Jupyter notebook (rich tells both apart)."""
-    return console.is_terminal or console.is_jupyter
+    """Whether `console` can show a live bar: a terminal, or a Jupyter notebook with
+    ipywidgets (rich tells them apart)."""
+    if console.is_jupyter:
+        return importlib.util.find_spec("ipywidgets") is not None
+    return console.is_terminal
 
 
 class ProgressBar:

@@ -4,14 +4,18 @@ how an error answer becomes an exception."""
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 
 import httpx
 import pytest
+from rich.console import Console
 
 import scratchnet
 from scratchnet._base import BaseClient, EventDecoder, StreamEvent, StreamReader, job_stream
 from scratchnet.errors import api_error, parse_retry_after
+from scratchnet.progress import interactive
 from scratchnet.types import JobPublic, ProgressEvent
 
 
@@ -101,3 +105,10 @@ def test_a_stream_reader_resumes_after_the_last_event_and_gives_up_in_time() -> 
     with pytest.raises(scratchnet.ConnectionFailed, match="ended before its final event"):
         reader.reconnect_delay(None)
     assert JobPublic in job_stream("job_1").models.values()
+
+
+def test_where_a_progress_bar_shows() -> None:
+    assert interactive(Console(file=io.StringIO(), force_terminal=True))
+    assert not interactive(Console(file=io.StringIO()))  # a file or a pipe
+    widgets = importlib.util.find_spec("ipywidgets") is not None
+    assert interactive(Console(file=io.StringIO(), force_jupyter=True)) is widgets
