@@ -140,7 +140,9 @@ def handled(command: F) -> F:
             return command(*args, **kwargs)
         except TrainingNotSucceeded as exc:
             ctx = kwargs.get("ctx")
-            if isinstance(ctx, typer.Context):
+            if isinstance(ctx, typer.Context) and isinstance(exc.resource, JobPublic):
+                _job_summary(ctx.obj, exc.resource)
+            elif isinstance(ctx, typer.Context):
                 _show(ctx.obj, exc.resource)
             err.print(f"[red]{exc}[/red]", highlight=False)
             raise typer.Exit(EXIT_NOT_SUCCEEDED) from None
@@ -191,6 +193,37 @@ def _show(options: Options, resource: BaseModel) -> None:
             continue
         shown = json.dumps(value) if isinstance(value, dict | list) else value
         out.print(f"[bold]{name}[/bold]: {shown}", highlight=False, soft_wrap=True)
+
+
+def _job_summary(options: Options, job: JobPublic) -> None:
+    """A job as its outcome: status, model, and a table of loss and accuracy per split (the
+    whole job under --json)."""
+    if options.json:
+        _print_json(job)
+        return
+    took = "" if job.elapsed_seconds is None else f" in {job.elapsed_seconds:.2f} s"
+    stopped = f", {job.stop_reason}" if job.stop_reason else ""
+    out.print(f"{job.id} {job.status}{took} ({job.epoch} epochs{stopped})", highlight=False)
+    if job.model_id is not None:
+        out.print(f"model {job.model_id}", highlight=False)
+    if job.error is not None:
+        out.print(f"{job.error.type}: {job.error.detail}", highlight=False)
+    metrics = job.metrics
+    if metrics is not None:
+        table = Table("", "loss", "accuracy")
+        table.add_row("train", _cell(metrics.train_loss), _cell(metrics.train_accuracy))
+        if metrics.test_loss is not None:
+            table.add_row("test", _cell(metrics.test_loss), _cell(metrics.test_accuracy))
+        if job.baseline is not None and job.baseline.train_loss is not None:
+            baseline = job.baseline
+            table.add_row(
+                "baseline train", _cell(baseline.train_loss), _cell(baseline.train_accuracy)
+            )
+            if baseline.test_loss is not None:
+                table.add_row(
+                    "baseline test", _cell(baseline.test_loss), _cell(baseline.test_accuracy)
+                )
+        out.print(table)
 
 
 def _table(options: Options, page: BaseModel, columns: list[str]) -> None:
@@ -395,7 +428,7 @@ def train(
         job = client.submit_job(dataset, hyperparameters, name=name, baseline=baseline)
         if wait:
             job = client.wait(job, progress=progress)
-        _show(options, job)
+        _job_summary(options, job)
 
 
 @jobs_app.command("list")

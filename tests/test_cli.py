@@ -79,6 +79,12 @@ def test_train_prints_the_finished_job_and_its_metrics(
     assert (options["learning_rate"], options["l2"], options["optimizer"]) == (2.0, 0.01, "sgd")
     text = shell.run("jobs", "show", trained["id"]).stdout
     assert "status: succeeded" in text and f"model_id: {trained['model_id']}" in text
+    summary = shell.run(
+        "train", trained["dataset_id"], "--hidden", "3", "--epochs", "40", "--record-every", "20",
+        "--baseline",
+    )  # fmt: skip
+    assert " succeeded in " in summary.stdout and "(40 epochs, completed)" in summary.stdout
+    assert "baseline train" in summary.stdout and "model mdl_" in summary.stdout
     listed = shell.json("jobs", "list", "--status", "succeeded", "--limit", "500")
     assert trained["id"] in [job["id"] for job in listed["items"]]
 
