@@ -130,12 +130,16 @@ def bytes_reader(destination: Destination) -> Callable[[httpx.Response], bytes]:
     return read
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The values not left at None (None means: the service's default)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def _params(**values: Any) -> dict[str, Any]:
-    """Query parameters without the ones left at None (booleans as the service spells them)."""
+    """Query parameters: the given values, booleans spelt as the service reads them."""
     return {
         key: (str(value).lower() if isinstance(value, bool) else value)
-        for key, value in values.items()
-        if value is not None
+        for key, value in _given(**values).items()
     }
 
 
@@ -427,7 +431,7 @@ class BaseClient:
         """A generated (`moons`, `circles`, `blobs`, `xor`, `spiral`, `gaussian`) or bundled
         (`iris`, `wine`, `breast_cancer`, `digits`) dataset; options left at None take the
         service's defaults."""
-        body = _params(
+        body = _given(
             kind=kind,
             name=name,
             n_samples=n_samples,
@@ -435,9 +439,8 @@ class BaseClient:
             n_classes=n_classes,
             seed=seed,
             test_fraction=test_fraction,
+            standardize=standardize,
         )
-        if standardize is not None:
-            body["standardize"] = standardize
         return Call("POST", "/v1/datasets", model_reader(DatasetPublic), json=body)
 
     def _dataset_from_points(
@@ -459,9 +462,13 @@ class BaseClient:
             raise ValueError("y must give one label per point")
         names = list(feature_names) if feature_names is not None else frame_names
         body: dict[str, Any] = {"kind": "custom", "points": points, "labels": labels}
-        body |= _params(feature_names=names, name=name, seed=seed, test_fraction=test_fraction)
-        if standardize is not None:
-            body["standardize"] = standardize
+        body |= _given(
+            feature_names=names,
+            name=name,
+            seed=seed,
+            test_fraction=test_fraction,
+            standardize=standardize,
+        )
         return Call("POST", "/v1/datasets", model_reader(DatasetPublic), json=body)
 
     def _dataset_from_csv(
