@@ -169,7 +169,7 @@ def handled(command: F) -> F:
 
 
 @contextmanager
-def _session(ctx: typer.Context) -> Iterator[tuple[Client, Options]]:
+def _connected(ctx: typer.Context) -> Iterator[tuple[Client, Options]]:
     options: Options = ctx.obj
     with options.client() as client:
         yield client, options
@@ -321,7 +321,7 @@ def serve(
 @handled
 def info(ctx: typer.Context) -> None:
     """The service's version, workers and limits."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         _show(options, client.info())
 
 
@@ -339,7 +339,7 @@ def datasets_create(
     name: NameOption = None,
 ) -> None:
     """Generate a dataset, or load one of scikit-learn's bundled sets."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         dataset = client.create_dataset(
             kind,
             name=name,
@@ -370,7 +370,7 @@ def datasets_upload(
     name: NameOption = None,
 ) -> None:
     """Create a dataset from a CSV file."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         dataset = client.dataset_from_csv(
             path,
             label_column=label_column,
@@ -390,7 +390,7 @@ def datasets_list(
     offset: OffsetOption = 0,
 ) -> None:
     """List datasets, oldest first."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         page = client.list_datasets(limit=limit, offset=offset)
         _table(options, page, ["id", "name", "kind", "n_samples", "n_features", "n_classes"])
 
@@ -399,7 +399,7 @@ def datasets_list(
 @handled
 def datasets_show(ctx: typer.Context, dataset: str) -> None:
     """Show one dataset."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         _show(options, client.get_dataset(dataset))
 
 
@@ -407,7 +407,7 @@ def datasets_show(ctx: typer.Context, dataset: str) -> None:
 @handled
 def datasets_delete(ctx: typer.Context, dataset: str) -> None:
     """Delete a dataset (refused while a job or sweep trains on it)."""
-    with _session(ctx) as (client, _options):
+    with _connected(ctx) as (client, _options):
         client.delete_dataset(dataset)
 
 
@@ -424,7 +424,7 @@ def train(
     """Train a network on a dataset: a live progress bar, then the job and its metrics.
     Every training option is taken as --option-name VALUE (see below)."""
     hyperparameters = training_options(ctx.args)
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         job = client.submit_job(dataset, hyperparameters, name=name, baseline=baseline)
         if wait:
             job = client.wait(job, progress=progress)
@@ -440,7 +440,7 @@ def jobs_list(
     offset: OffsetOption = 0,
 ) -> None:
     """List jobs, oldest first."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         page = client.list_jobs(status=status, limit=limit, offset=offset)
         columns = ["id", "name", "status", "epoch", "epochs", "model_id", "metrics"]
         _table(options, page, columns)
@@ -450,7 +450,7 @@ def jobs_list(
 @handled
 def jobs_show(ctx: typer.Context, job: str) -> None:
     """Show one job."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         _show(options, client.get_job(job))
 
 
@@ -459,7 +459,7 @@ def jobs_show(ctx: typer.Context, job: str) -> None:
 def jobs_follow(ctx: typer.Context, job: str) -> None:
     """Print a job's progress events as they arrive (JSON lines under --json), then the job;
     the exit code says whether it succeeded."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         final: JobPublic | None = None
         for event in client.follow(job):
             if isinstance(event, JobPublic):
@@ -480,7 +480,7 @@ def jobs_follow(ctx: typer.Context, job: str) -> None:
 @handled
 def jobs_cancel(ctx: typer.Context, job: str) -> None:
     """Cancel a queued or running job."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         _show(options, client.cancel_job(job))
 
 
@@ -492,7 +492,7 @@ def models_list(
     offset: OffsetOption = 0,
 ) -> None:
     """List models, oldest first."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         page = client.list_models(limit=limit, offset=offset)
         _table(options, page, ["id", "name", "architecture", "activation", "metrics"])
 
@@ -501,7 +501,7 @@ def models_list(
 @handled
 def models_show(ctx: typer.Context, model: str) -> None:
     """Show one model."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         _show(options, client.get_model(model))
 
 
@@ -509,7 +509,7 @@ def models_show(ctx: typer.Context, model: str) -> None:
 @handled
 def models_delete(ctx: typer.Context, model: str) -> None:
     """Delete a model."""
-    with _session(ctx) as (client, _options):
+    with _connected(ctx) as (client, _options):
         client.delete_model(model)
 
 
@@ -539,7 +539,7 @@ def predict(
     """Classify the points of a CSV file: prints CSV (class, then each class's probability),
     or the prediction under --json."""
     text = sys.stdin.read() if str(points) == "-" else points.read_text()
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         prediction = client.predict(model, read_points(text))
         if options.json:
             _print_json(prediction)
@@ -562,7 +562,7 @@ def picture(
     height: Annotated[int | None, typer.Option(help="Pixels.")] = None,
 ) -> None:
     """Save a model's decision boundary (or, with --loss, its loss curve) as PNG."""
-    with _session(ctx) as (client, _options):
+    with _connected(ctx) as (client, _options):
         if loss:
             client.loss_curve(model, output, width=width, height=height)
         else:
@@ -577,7 +577,7 @@ def export_model(
     output: Annotated[Path, typer.Option("-o", "--output", help="The .npz file to write.")],
 ) -> None:
     """Save a model as a .npz file (`scratchnet import` reads it back)."""
-    with _session(ctx) as (client, _options):
+    with _connected(ctx) as (client, _options):
         client.export_model(model, output)
 
 
@@ -592,7 +592,7 @@ def import_model(
     name: Annotated[str | None, typer.Option(help="The new model's name.")] = None,
 ) -> None:
     """Create a model from an exported .npz file."""
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         _show(options, client.import_model(path, name=name))
 
 
@@ -620,7 +620,7 @@ def sweep(
             raise typer.BadParameter(f"--grid takes NAME=JSON-LIST, got {item!r}")
         values[key.strip().replace("-", "_")] = parsed
     base = training_options(ctx.args)
-    with _session(ctx) as (client, options):
+    with _connected(ctx) as (client, options):
         created = client.create_sweep(dataset, values, base, name=name, baseline=baseline)
         result = client.wait_sweep(created, progress=progress) if wait else created
         _sweep_results(options, result)
