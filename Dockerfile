@@ -13,6 +13,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY service ./service
+COPY scratchnet ./scratchnet
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime: the wheel and its runtime dependencies in a virtual environment ----------------

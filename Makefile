@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor bench-store fuzz clean
+.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor bench-store bench-client fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine service tests benchmarks
-	$(BIN)/ruff format --check engine service tests benchmarks
+	$(BIN)/ruff check engine service scratchnet tests benchmarks
+	$(BIN)/ruff format --check engine service scratchnet tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -48,6 +48,9 @@ bench-executor: $(STAMP)
 
 bench-store: $(STAMP)
 	$(BIN)/python -m benchmarks.store_bench
+
+bench-client: $(STAMP)
+	$(BIN)/python -m benchmarks.client_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -198,7 +198,8 @@ def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
 
 def test_dockerignore_lets_in_only_the_package_sources() -> None:
     rules = dockerignore_rules()
-    for path in ("pyproject.toml", "README.md", "engine/network.py", "service/routers/jobs.py"):
+    sources = ("engine/network.py", "service/api/routers/jobs.py", "scratchnet/__init__.py")
+    for path in ("pyproject.toml", "README.md", *sources):
         assert not ignored(PurePosixPath(path), rules), path
     for path in (".env", ".git/config", ".venv/bin/python", "tests/x.py", "engine/__pycache__/a"):
         assert ignored(PurePosixPath(path), rules), path

@@ -1,0 +1,5 @@
+"""`python -m scratchnet`: the `scratchnet` command."""
+
+from scratchnet.cli import main
+
+main()
