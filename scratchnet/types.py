@@ -148,7 +148,15 @@ class ProgressEvent(HistoryPointPublic):
 class JobErrorPublic(Response):
     """Why a job (or a configuration of a sweep) failed."""
 
-    type: Literal["diverged", "timeout", "worker_lost", "invalid_input", "internal"]
+    type: Literal[
+        "diverged",
+        "timeout",
+        "worker_lost",
+        "invalid_input",
+        "interrupted",
+        "insufficient_storage",
+        "internal",
+    ]
     detail: str
 
 
@@ -185,6 +193,7 @@ class JobPublic(Response):
     error: JobErrorPublic | None
     stop_reason: StopReason | None
     cancel_requested: bool
+    attempt: int
     baseline: JobBaselinePublic | None = None
 
     @property
@@ -302,6 +311,7 @@ class SweepPublic(Response):
     best_index: int | None
     baseline: ConfigurationPublic | None
     cancel_requested: bool
+    attempt: int
 
     @property
     def finished(self) -> bool:
@@ -359,6 +369,7 @@ class Limits(Response):
     max_queued_jobs: int
     job_timeout_seconds: float
     page_size_max: int
+    max_stored_bytes: int
 
 
 class Info(Response):
@@ -371,4 +382,6 @@ class Info(Response):
     ready: bool
     queued_jobs: int
     running_jobs: int
+    store_backend: Literal["memory", "sqlite"]
+    stored_bytes: int
     limits: Limits
