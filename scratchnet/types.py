@@ -370,6 +370,11 @@ class Limits(Response):
     job_timeout_seconds: float
     page_size_max: int
     max_stored_bytes: int
+    max_active_jobs_per_key: int
+    rate_limit: str
+    rate_limit_burst: int
+    request_timeout_seconds: float
+    keys_required: bool
 
 
 class Info(Response):

@@ -425,6 +425,11 @@ class Limits(BaseModel):
     job_timeout_seconds: float = Field(description="Wall-clock time per job.")
     page_size_max: int = Field(description="Items per page.")
     max_stored_bytes: int = Field(description="Bytes of datasets and models kept.")
+    max_active_jobs_per_key: int = Field(description="Queued plus running jobs and sweeps a key.")
+    rate_limit: str = Field(description="Average requests a key, e.g. 100/s.")
+    rate_limit_burst: int = Field(description="Requests a key at once above its rate.")
+    request_timeout_seconds: float = Field(description="Time a prediction or picture may take.")
+    keys_required: bool = Field(description="Whether /v1 routes need an API key.")
 
 
 class Info(BaseModel):

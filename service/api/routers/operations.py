@@ -91,5 +91,10 @@ async def info(state: StateDep) -> Info:
             job_timeout_seconds=settings.job_timeout_seconds,
             page_size_max=settings.page_size_max,
             max_stored_bytes=state.store.max_stored_bytes,
+            max_active_jobs_per_key=settings.max_active_jobs_per_key,
+            rate_limit=settings.rate_limit,
+            rate_limit_burst=settings.rate_limit_burst,
+            request_timeout_seconds=settings.request_timeout_seconds,
+            keys_required=state.keys.enabled,
         ),
     )
