@@ -69,7 +69,7 @@ def create_app(
         )
     store = store or open_store(settings)
     metrics = ServiceMetrics()
-    dispatcher = Dispatcher(executor)
+    dispatcher = Dispatcher(executor, settings.max_queued_jobs)
     job_lifecycle = JobLifecycle(store, store.jobs, dispatcher, settings, metrics)
     sweep_lifecycle = SweepLifecycle(store, store.sweeps, dispatcher, settings, metrics)
 

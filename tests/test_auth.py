@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -307,3 +308,34 @@ async def test_a_prediction_or_picture_past_the_request_timeout_is_a_503() -> No
         assert_problem(picture, 503, "request-timeout")
         quick = await client.post(f"{url}/predict", json={"points": [[0.1, 0.2]]})
         assert quick.status_code == 200  # small predictions run inline, under any timeout
+
+
+async def test_a_key_with_many_queued_jobs_does_not_starve_another() -> None:
+    async with running(**KEYS, max_active_jobs_per_key=10) as (_app, client):
+        alice, bob = as_(ALICE), as_(BOB)
+        datasets = {}
+        for name, headers in (("alice", alice), ("bob", bob)):
+            created = await client.post("/v1/datasets", json={"kind": "moons"}, headers=headers)
+            datasets[name] = created.json()["id"]
+        job = {**QUICK_JOB, "epochs": 400}
+
+        async def submit(name: str, headers: dict[str, str]) -> str:
+            body = {"dataset_id": datasets[name], "hyperparameters": job}
+            response = await client.post("/v1/jobs", json=body, headers=headers)
+            assert response.status_code == 202, response.text
+            job_id: str = response.json()["id"]
+            return job_id
+
+        alices = [await submit("alice", alice) for _ in range(4)]  # one worker: 3 wait
+        bobs = await submit("bob", bob)
+        started: dict[str, str] = {}
+        for job_id, headers in [*((j, alice) for j in alices), (bobs, bob)]:
+            for _ in range(3000):
+                body = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+                if body["status"] in ("succeeded", "failed", "cancelled"):
+                    break
+                await anyio.sleep(0.01)
+            assert body["status"] == "succeeded", body
+            started[job_id] = body["started_at"]
+        order = sorted(started, key=started.__getitem__)
+        assert order.index(bobs) == 1, order  # right after alice's first, not after her fourth

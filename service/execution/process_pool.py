@@ -208,10 +208,11 @@ class LocalProcessExecutor(Executor):
                 raise RuntimeError(f"the executor takes no tasks: it is {self._phase.value}")
             if task_id in self._waiting or any(w.task_id == task_id for w in self._workers):
                 raise ValueError(f"task id {task_id!r} is already queued or running")
-            # tasks an idle worker is about to take are not waiting
+            # tasks an idle worker is about to take are not waiting: this one waits only if
+            # no idle worker is left for it
             idle = sum(1 for w in self._workers if w.takes_work)
             waiting = max(0, len(self._waiting) - idle)
-            if waiting >= self._max_queued:
+            if len(self._waiting) + 1 > idle and waiting >= self._max_queued:
                 raise QueueFull(waiting, self._retry_after_seconds(waiting))
             self._waiting[task_id] = _Waiting(task, deadline_seconds)
             self._wake()

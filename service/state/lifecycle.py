@@ -229,7 +229,8 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
             # outside atomic(): the executor may deliver events from its thread meanwhile
             handler = functools.partial(self._handle, record.id)
             for task_id, task in tasks:
-                self.dispatcher.submit(task_id, task, handler, self.settings.job_timeout_seconds)
+                timeout = self.settings.job_timeout_seconds
+                self.dispatcher.submit(task_id, task, handler, timeout, owner=record.owner)
                 queued.append(task_id)
         except BaseException as exc:
             for task_id in queued:
@@ -424,9 +425,11 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         for record_id, tasks in recovered:
             handler = functools.partial(self._handle, record_id)
             try:
+                owner = self.collection.read(record_id, lambda record: record.owner)
                 for task_id, task in tasks:
+                    timeout = self.settings.job_timeout_seconds
                     self.dispatcher.submit(
-                        task_id, task, handler, self.settings.job_timeout_seconds
+                        task_id, task, handler, timeout, owner=owner, bounded=False
                     )
             except (QueueFull, RuntimeError) as exc:
                 error = WorkError(
