@@ -640,15 +640,6 @@ class SQLiteStore(Store):
                 self._keys[noun] = IdempotencyKeys(noun, on_record=write)
             return self._keys[noun]
 
-    @property
-    def stored_bytes(self) -> int:
-        with self.lock:
-            return self.usage.used
-
-    @property
-    def max_stored_bytes(self) -> int:
-        return self.usage.limit
-
     def close(self) -> None:
         with self.lock:
             self.connection.close()

@@ -146,14 +146,18 @@ class Store(abc.ABC):
     def idempotency(self, noun: str) -> IdempotencyKeys:
         """The Idempotency-Keys used to create one kind of work ("job", "sweep")."""
 
-    @property
-    @abc.abstractmethod
-    def stored_bytes(self) -> int:
-        """Bytes of dataset and model content kept now."""
+    lock: threading.RLock  # every method holds it: one writer at a time
+    usage: Usage  # the bytes kept and their limit (under the lock)
 
     @property
-    @abc.abstractmethod
-    def max_stored_bytes(self) -> int: ...
+    def stored_bytes(self) -> int:
+        """Bytes of dataset and model content kept now."""
+        with self.lock:
+            return self.usage.used
+
+    @property
+    def max_stored_bytes(self) -> int:
+        return self.usage.limit
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -266,29 +270,20 @@ class MemoryStore(Store):
     durable = False
 
     def __init__(self, max_stored_bytes: int) -> None:
-        self._lock = threading.RLock()
-        self._usage = Usage(max_stored_bytes)
-        self.datasets = MemoryCatalog(self._lock, self._usage, "dataset")
-        self.models = MemoryCatalog(self._lock, self._usage, "model")
-        self.jobs = MemoryCollection(self._lock)
-        self.sweeps = MemoryCollection(self._lock)
+        self.lock = threading.RLock()
+        self.usage = Usage(max_stored_bytes)
+        self.datasets = MemoryCatalog(self.lock, self.usage, "dataset")
+        self.models = MemoryCatalog(self.lock, self.usage, "model")
+        self.jobs = MemoryCollection(self.lock)
+        self.sweeps = MemoryCollection(self.lock)
         self._keys: dict[str, IdempotencyKeys] = {}
 
     def atomic(self) -> AbstractContextManager[object]:
-        return self._lock
+        return self.lock
 
     def idempotency(self, noun: str) -> IdempotencyKeys:
-        with self._lock:
+        with self.lock:
             return self._keys.setdefault(noun, IdempotencyKeys(noun))
-
-    @property
-    def stored_bytes(self) -> int:
-        with self._lock:
-            return self._usage.used
-
-    @property
-    def max_stored_bytes(self) -> int:
-        return self._usage.limit
 
     def close(self) -> None:
         """Nothing is held open in memory."""
