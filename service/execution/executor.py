@@ -1,8 +1,9 @@
 """Where training runs: the executor interface the service talks to.
 
 The service hands an executor a `Task` (a picklable object with a `run` method) under an id; the
-executor runs it somewhere else — worker processes on this machine now
-(`service.execution.process_pool`), a distributed backend later — and reports what happens as
+executor runs it somewhere else — worker processes on this machine
+(`service.execution.process_pool`) or the workers of a Dask cluster
+(`service.execution.dask_executor`) — and reports what happens as
 events to one listener (in the service, `service.execution.dispatcher.Dispatcher`):
 
     TaskStarted     a worker picked the task up
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -104,6 +106,22 @@ class QueueFull(Exception):
         super().__init__(f"{queued} tasks are already waiting")
 
 
+def retry_after_seconds(mean_task_seconds: float, waiting: int, workers: int) -> int:
+    """When a refused task may try again: the waiting tasks (and it) shared among the workers at
+    the mean task time seen so far, between 1 s and an hour."""
+    estimate = mean_task_seconds * (waiting + 1) / max(1, workers)
+    return max(1, min(3600, math.ceil(estimate)))
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker of a cluster, as an executor sees it."""
+
+    name: str  # the worker's address, e.g. tcp://10.0.0.5:40123
+    pid: int
+    resources: dict[str, float]  # e.g. {"train": 1.0}
+
+
 class Executor(abc.ABC):
     """Runs tasks away from the event loop and reports their events to `listener`.
 
@@ -142,3 +160,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:
         """{"queued": n, "running": n}."""
+
+    def not_ready_reason(self) -> str | None:
+        """Why the executor is not ready, when it knows (for /readyz); None otherwise."""
+        return None
+
+    def cluster(self) -> list[WorkerInfo] | None:
+        """The workers of the cluster training runs on; None for workers on this machine."""
+        return None

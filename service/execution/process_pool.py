@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import math
 import multiprocessing
 import pickle
 import socket
@@ -46,6 +45,7 @@ from service.execution.executor import (
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
+    retry_after_seconds,
 )
 from service.execution.worker import describe, worker_main
 
@@ -212,7 +212,10 @@ class LocalProcessExecutor(Executor):
             idle = sum(1 for w in self._workers if w.takes_work)
             waiting = max(0, len(self._waiting) - idle)
             if waiting >= self._max_queued:
-                raise QueueFull(waiting, self._retry_after_seconds(waiting))
+                raise QueueFull(
+                    waiting,
+                    retry_after_seconds(self._mean_task_seconds, waiting, self._worker_count),
+                )
             self._waiting[task_id] = _Waiting(task, deadline_seconds)
             self._wake()
 
@@ -285,10 +288,6 @@ class LocalProcessExecutor(Executor):
             return
         with contextlib.suppress(OSError):  # full: a wake-up is already pending
             self._wake_writer.send(b"\0")
-
-    def _retry_after_seconds(self, waiting: int) -> int:
-        estimate = self._mean_task_seconds * (waiting + 1) / self._worker_count
-        return max(1, min(3600, math.ceil(estimate)))
 
     def _request_stop(self, worker: _Worker, reason: _StopReason, now: float) -> None:
         worker.stop_reason = reason
