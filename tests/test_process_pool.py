@@ -355,7 +355,7 @@ def test_a_worker_killed_mid_task_loses_only_that_task(
     assert pool.recorder.terminal("doomed") == TaskFailed(
         "doomed",
         Failure.WORKER_LOST,
-        "the worker process running this task exited unexpectedly (signal 9)",
+        f"worker process {doomed_pid} exited (signal 9)",
     )
     (tmp_path / "go").touch()
     assert pool.recorder.terminal("bystander") == TaskSucceeded("bystander", bystander_pid)
@@ -369,10 +369,9 @@ def test_a_task_that_exits_its_worker_is_lost_and_the_worker_replaced(
     make_pool: PoolFactory,
 ) -> None:
     pool = make_pool()
+    [pid] = pool.pool.worker_pids()
     assert pool.run("exits", pool_tasks.ExitAbruptly(3)) == TaskFailed(
-        "exits",
-        Failure.WORKER_LOST,
-        "the worker process running this task exited unexpectedly (exit code 3)",
+        "exits", Failure.WORKER_LOST, f"worker process {pid} exited (exit code 3)"
     )
     assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
 

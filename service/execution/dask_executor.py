@@ -588,7 +588,11 @@ class DaskExecutor(Executor):
                     if held.future is not None:
                         self._to_cancel.append(held.future)
                     self._finish(
-                        task_id, held, self._lost(task_id, held.worker, "re-run elsewhere")
+                        task_id,
+                        held,
+                        self._lost(
+                            task_id, held.worker, "died; the scheduler re-ran its task elsewhere"
+                        ),
                     )
                     return
                 held.started_at = held.started_at or time.monotonic()
@@ -628,7 +632,9 @@ class DaskExecutor(Executor):
             elif isinstance(outcome, KilledWorker):
                 event = self._lost(task_id, held.worker or _last_worker(outcome), "died")
             elif outcome is None:  # cancelled or lost by the scheduler (its data's worker left)
-                event = self._lost(task_id, held.worker, "left, with data it needed")
+                event = self._lost(
+                    task_id, held.worker, "left, or a worker holding the task's data did"
+                )
             else:
                 detail = f"the task did not run on the cluster: {describe(outcome)}"
                 event = TaskFailed(task_id, Failure.INTERNAL, detail)
@@ -636,8 +642,7 @@ class DaskExecutor(Executor):
 
     @staticmethod
     def _lost(task_id: str, worker: str | None, what: str) -> TaskFailed:
-        name = worker or "unknown"
-        detail = f"the Dask worker {name} running this task {what}"
+        detail = f"Dask worker {worker or '(not known)'} {what}"
         logger.warning("task %s failed: %s", task_id, detail)
         return TaskFailed(task_id, Failure.WORKER_LOST, detail)
 

@@ -504,10 +504,7 @@ class LocalProcessExecutor(Executor):
         with self._lock:
             self._workers.remove(worker)
             if worker.task_id is not None:
-                detail = (
-                    "the worker process running this task exited unexpectedly "
-                    f"({_exit_description(exitcode)})"
-                )
+                detail = f"worker process {worker.pid} exited ({_exit_description(exitcode)})"
                 self._finish(worker, TaskFailed(worker.task_id, Failure.WORKER_LOST, detail))
             if self._phase is _Phase.STARTING and not worker.ready:
                 self._start_error = (
