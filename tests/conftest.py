@@ -37,10 +37,19 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`python -m service` on a free port with 2 workers, shared by the end-to-end tests."""
-    with serve(tmp_path_factory.mktemp("server")) as server:
+@pytest.fixture(scope="session", params=["local", "dask"])
+def live_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """`python -m service` on a free port with 2 workers, shared by the end-to-end tests: once
+    with worker processes of its own, once training on the session's Dask cluster."""
+    cluster: DaskCluster | None = None
+    settings = {}
+    if request.param == "dask":
+        cluster = request.getfixturevalue("shared_cluster")
+        settings["executor"] = cluster.address
+    with serve(tmp_path_factory.mktemp("server"), **settings) as server:
+        server.cluster = cluster
         yield server
 
 

@@ -12,6 +12,8 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 
 from engine.datasets import generate, split
@@ -35,7 +37,9 @@ from service.execution.tasks import (
     TrainingOutcome,
     TrainingTask,
 )
+from service.main import create_app
 from tests import pool_tasks
+from tests.api_support import api_settings, assert_problem, free_port, state_of
 from tests.dask_support import DaskCluster
 from tests.executor_support import Recorder, wait_until
 
@@ -258,3 +262,20 @@ def test_workers_with_another_version_are_refused(cluster: DaskCluster, tmp_path
         wait_until(lambda: executor.ready)
     finally:
         executor.shutdown()
+
+
+@pytest.mark.anyio
+async def test_readyz_says_why_an_unreachable_scheduler_keeps_the_service_unready() -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    executor = DaskExecutor(address, 4, start_timeout_seconds=0.5)
+    app = create_app(api_settings(executor=address), executor=executor)
+    async with app.router.lifespan_context(app):
+        with anyio.fail_after(30):
+            while state_of(app).dispatcher.start_error is None:
+                await anyio.sleep(0.05)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            problem = assert_problem(await client.get("/readyz"), 503, "not-ready")
+            assert f"could not reach the Dask scheduler at {address}" in problem["detail"]
+            info = (await client.get("/v1/info")).json()
+            assert (info["executor_backend"], info["ready"]) == ("DaskExecutor", False)
