@@ -264,6 +264,17 @@ def test_workers_with_another_version_are_refused(cluster: DaskCluster, tmp_path
         executor.shutdown()
 
 
+def test_a_scheduler_that_re_runs_lost_tasks_is_refused(tmp_path: Path) -> None:
+    cluster = DaskCluster(tmp_path)
+    cluster.start_scheduler(env={})  # Dask's default: a task may fail 3 times
+    try:
+        with pytest.raises(RuntimeError, match="ALLOWED_FAILURES=0") as refused:
+            DaskExecutor(cluster.address, 4).start(Recorder())
+        assert "lets a task fail 3 times" in str(refused.value)
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.anyio
 async def test_readyz_says_why_an_unreachable_scheduler_keeps_the_service_unready() -> None:
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there

@@ -243,15 +243,7 @@ class DaskExecutor(Executor):
         self._client = client
         client.subscribe_topic(dask_worker.TOPIC, self._on_topic)
         try:
-            self._check_scheduler()
-            deadline = time.monotonic() + self._start_timeout
-            while True:
-                self._watch_once()
-                with self._lock:
-                    problem, mismatch = self._problem, self._mismatch
-                if problem is None or mismatch is not None or time.monotonic() > deadline:
-                    break  # ready, a version mismatch (waiting will not fix it), or too late
-                time.sleep(0.1)
+            problem = self._scheduler_problem() or self._wait_for_workers()
         except Exception as exc:
             problem = f"the cluster could not be inspected: {describe(exc)}"
         if problem is not None:
@@ -294,9 +286,11 @@ class DaskExecutor(Executor):
                 return False
             if held.started_at is None:
                 del self._held[task_id]
-                self._stop_on_start.add(task_id)
                 if held.future is not None:
                     self._to_cancel.append(held.future)
+                if len(self._stop_on_start) >= dask_worker.MAX_REMEMBERED_STOPS:
+                    self._stop_on_start.clear()  # stale: those tasks never started
+                self._stop_on_start.add(task_id)
                 self._release_arrays(held)
                 self._outbox.append(TaskCancelled(task_id))
                 self._wakeup.notify()
@@ -695,18 +689,30 @@ class DaskExecutor(Executor):
 
     # ---- the cluster ------------------------------------------------------------------------
 
-    def _check_scheduler(self) -> None:
-        """Refuse a scheduler that would re-run a task whose worker died (see the module)."""
+    def _scheduler_problem(self) -> str | None:
+        """Why the scheduler cannot be used: it would re-run a task whose worker died."""
         import dask.config
 
         assert self._client is not None
         allowed = self._client.run_on_scheduler(dask.config.get, ALLOWED_FAILURES_SETTING)
-        if allowed != 0:
-            raise RuntimeError(
-                f"the scheduler allows {allowed} failures a task: start it with "
-                "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 so that a lost worker fails "
-                "its task"
-            )
+        if allowed == 0:
+            return None
+        return (
+            f"the scheduler lets a task fail {allowed} times: start it with "
+            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 so that a lost worker fails its task"
+        )
+
+    def _wait_for_workers(self) -> str | None:
+        """Wait until the workers are usable (None), or return why not: at once for workers of
+        other versions (waiting will not fix them), after the start timeout otherwise."""
+        deadline = time.monotonic() + self._start_timeout
+        while True:
+            self._watch_once()
+            with self._lock:
+                problem, mismatch = self._problem, self._mismatch
+            if problem is None or mismatch is not None or time.monotonic() > deadline:
+                return problem
+            time.sleep(0.1)
 
     def _watch(self) -> None:
         while not self._stopping.wait(self._watch_interval):
