@@ -13,7 +13,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY service ./service
-RUN pip install . \
+# the dask extra: the same image runs the service, a Dask scheduler and Dask workers
+RUN pip install '.[dask]' \
     && useradd --create-home --uid 10001 scratchnet
 
 USER scratchnet

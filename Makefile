@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor fuzz clean
+.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor bench-dask fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench-api: $(STAMP)
 
 bench-executor: $(STAMP)
 	$(BIN)/python -m benchmarks.executor_bench
+
+bench-dask: $(STAMP)
+	$(BIN)/python -m benchmarks.dask_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
