@@ -56,15 +56,7 @@ def service_on(workers: int, executor: str) -> Iterator[Client]:
             cluster = DaskCluster(Path(directory))
             cluster.start_scheduler()
             cluster.add_workers(workers)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    cluster.wait_for_workers(workers)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            cluster.wait_for_workers(workers)
             env["SCRATCHNET_EXECUTOR"] = cluster.address
         try:
             with running_service(env) as server:

@@ -72,10 +72,19 @@ class DaskCluster:
         return pids
 
     def wait_for_workers(self, count: int) -> None:
+        """Wait until `count` workers have joined (and the scheduler listens, at first)."""
         from distributed import Client
 
-        with Client(self.address, timeout=CLUSTER_START_SECONDS, set_as_default=False) as client:
-            client.wait_for_workers(count, timeout=CLUSTER_START_SECONDS)
+        deadline = time.monotonic() + CLUSTER_START_SECONDS
+        while True:
+            try:
+                with Client(self.address, timeout=CLUSTER_START_SECONDS, set_as_default=False) as c:
+                    c.wait_for_workers(count, timeout=CLUSTER_START_SECONDS)
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def stop_group(self, group: subprocess.Popen[bytes]) -> None:
         if group.poll() is None:
@@ -101,17 +110,9 @@ def dask_cluster(directory: Path, workers: int = 2) -> Iterator[DaskCluster]:
     cluster = DaskCluster(directory)
     try:
         cluster.start_scheduler()
-        deadline = time.monotonic() + CLUSTER_START_SECONDS
         if workers:
             cluster.add_workers(workers)
-        while True:  # the scheduler listens before workers can join
-            try:
-                cluster.wait_for_workers(workers)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        cluster.wait_for_workers(workers)
         yield cluster
     finally:
         cluster.stop()

@@ -1,13 +1,16 @@
-"""What the executor tests share: a listener that records events, and a bounded wait."""
+"""What the executor tests share: a listener that records events, a bounded wait, and an
+executor under test that checks every task it was given ended properly."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from service.execution.executor import (
+    Executor,
+    Task,
     TaskCancelled,
     TaskEvent,
     TaskFailed,
@@ -17,6 +20,7 @@ from service.execution.executor import (
 
 WAIT_SECONDS = 30.0
 TERMINAL = (TaskSucceeded, TaskFailed, TaskCancelled)
+E = TypeVar("E", bound=Executor)
 
 
 class Recorder:
@@ -73,3 +77,29 @@ def wait_until(condition: Callable[[], bool]) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         time.sleep(0.01)
+
+
+class PoolUnderTest(Generic[E]):
+    """A started executor (the local pool, the Dask executor), its recorder, and the ids of the
+    tasks a test submitted to it."""
+
+    def __init__(self, pool: E, recorder: Recorder) -> None:
+        self.pool = pool
+        self.recorder = recorder
+        self.submitted: list[str] = []
+
+    def submit(self, task_id: str, task: Task, deadline_seconds: float | None = None) -> None:
+        self.pool.submit(task_id, task, deadline_seconds=deadline_seconds)
+        self.submitted.append(task_id)
+
+    def run(self, task_id: str, task: Task) -> TaskEvent:
+        self.submit(task_id, task)
+        return self.recorder.terminal(task_id)
+
+    def settle(self) -> None:
+        """Cancel what the test left running or waiting; check every task ended properly."""
+        for task_id in self.submitted:
+            self.pool.cancel(task_id)
+        for task_id in self.submitted:
+            self.recorder.terminal(task_id)
+        self.recorder.assert_well_formed()

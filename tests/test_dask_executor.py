@@ -41,40 +41,21 @@ from service.main import create_app
 from tests import pool_tasks
 from tests.api_support import api_settings, assert_problem, free_port, state_of
 from tests.dask_support import DaskCluster
-from tests.executor_support import Recorder, wait_until
+from tests.executor_support import PoolUnderTest, Recorder, wait_until
 
 LONG_GRACE = 60.0
 
 pytestmark = pytest.mark.dask
 
 
-class Running:
-    """A started DaskExecutor and its recorder; on exit, everything submitted is cancelled
-    and must have ended properly."""
-
-    def __init__(self, executor: DaskExecutor, recorder: Recorder) -> None:
-        self.executor = executor
-        self.recorder = recorder
-        self.submitted: list[str] = []
-
-    def submit(self, task_id: str, task: object, deadline_seconds: float | None = None) -> None:
-        self.executor.submit(task_id, task, deadline_seconds=deadline_seconds)  # type: ignore[arg-type]
-        self.submitted.append(task_id)
-
-    def settle(self) -> None:
-        for task_id in self.submitted:
-            self.executor.cancel(task_id)
-        for task_id in self.submitted:
-            self.recorder.terminal(task_id)
-        self.recorder.assert_well_formed()
-
-
 @pytest.fixture
-def running(cluster: DaskCluster) -> Iterator[Running]:
+def running(cluster: DaskCluster) -> Iterator[PoolUnderTest[DaskExecutor]]:
+    """A DaskExecutor on the session's cluster; on exit, what a test submitted is cancelled
+    and must have ended properly."""
     recorder = Recorder()
     executor = DaskExecutor(cluster.address, 4, cancel_grace_seconds=LONG_GRACE)
     executor.start(recorder)
-    under_test = Running(executor, recorder)
+    under_test = PoolUnderTest(executor, recorder)
     try:
         yield under_test
         under_test.settle()
@@ -96,8 +77,8 @@ def cluster_keys(executor: DaskExecutor) -> set[str]:
     return {str(key) for keys in held.values() for key in keys}
 
 
-def test_ready_with_the_cluster_s_training_workers(running: Running) -> None:
-    executor = running.executor
+def test_ready_with_the_cluster_s_training_workers(running: PoolUnderTest[DaskExecutor]) -> None:
+    executor = running.pool
     assert executor.ready and executor.not_ready_reason() is None
     workers = executor.cluster()
     assert workers is not None and len(workers) == 2
@@ -106,7 +87,7 @@ def test_ready_with_the_cluster_s_training_workers(running: Running) -> None:
     assert {worker.pid for worker in workers} == set(executor.worker_pids())
 
 
-def test_history_matches_the_local_pool_bit_for_bit(running: Running) -> None:
+def test_history_matches_the_local_pool_bit_for_bit(running: PoolUnderTest[DaskExecutor]) -> None:
     data = moons_split(21_000)  # X_train is big enough to be scattered, not sent in the task
     assert data.X_train.nbytes >= SHARED_ARRAY_BYTES
     task = TrainingTask(Hyperparameters(hidden_layers=[6], epochs=40, record_every=4), data)
@@ -137,29 +118,27 @@ def test_history_matches_the_local_pool_bit_for_bit(running: Running) -> None:
         assert [p.epoch for p in streamed] == list(range(4, 41, 4))
 
     # the training split crossed once for both tasks; their results were released once read
-    keys = cluster_keys(running.executor)
+    keys = cluster_keys(running.pool)
     assert sum(key.startswith("scratchnet-array-") for key in keys) == 1
-    wait_until(
-        lambda: not any("first" in k or "second" in k for k in cluster_keys(running.executor))
-    )
+    wait_until(lambda: not any("first" in k or "second" in k for k in cluster_keys(running.pool)))
 
 
-def test_cancel_a_running_and_a_queued_task(running: Running) -> None:
+def test_cancel_a_running_and_a_queued_task(running: PoolUnderTest[DaskExecutor]) -> None:
     recorder = running.recorder
     for task_id in ("a", "b"):  # both workers busy
         running.submit(task_id, pool_tasks.ReportThenWait(task_id))
         recorder.wait_for(task_id, TaskProgress)
     running.submit("waiting", pool_tasks.Echo(1))
-    assert running.executor.counts() == {"queued": 1, "running": 2}
-    assert running.executor.cancel("waiting")
+    assert running.pool.counts() == {"queued": 1, "running": 2}
+    assert running.pool.cancel("waiting")
     assert isinstance(recorder.terminal("waiting"), TaskCancelled)
     assert not any(isinstance(e, TaskStarted) for e in recorder.of("waiting"))
 
-    assert running.executor.cancel("a")
+    assert running.pool.cancel("a")
     assert isinstance(recorder.terminal("a"), TaskCancelled)  # the task stopped: grace is 60 s
     running.submit("after", pool_tasks.Echo("done"))  # a's worker is free again
     assert recorder.terminal("after") == TaskSucceeded("after", "done")
-    assert not running.executor.cancel("a")
+    assert not running.pool.cancel("a")
 
 
 def test_deadline_and_queue_limit(cluster: DaskCluster) -> None:
@@ -185,14 +164,14 @@ def test_deadline_and_queue_limit(cluster: DaskCluster) -> None:
 
 
 def test_a_killed_worker_fails_its_task_with_worker_lost(
-    running: Running, cluster: DaskCluster
+    running: PoolUnderTest[DaskExecutor], cluster: DaskCluster
 ) -> None:
     recorder = running.recorder
     running.submit("victim", pool_tasks.ReportThenWait("x"))
     started = recorder.wait_for("victim", TaskStarted)
     recorder.wait_for("victim", TaskProgress)
     assert started.worker_pid in cluster.descendants()
-    [worker] = [w for w in running.executor.cluster() or [] if w.pid == started.worker_pid]
+    [worker] = [w for w in running.pool.cluster() or [] if w.pid == started.worker_pid]
     os.kill(started.worker_pid, signal.SIGKILL)
     failed = recorder.terminal("victim")
     assert isinstance(failed, TaskFailed) and failed.kind is Failure.WORKER_LOST, failed
@@ -201,7 +180,7 @@ def test_a_killed_worker_fails_its_task_with_worker_lost(
     assert recorder.terminal("next") == TaskSucceeded("next", "still here")
 
 
-def test_a_sweep_spreads_over_both_workers(running: Running) -> None:
+def test_a_sweep_spreads_over_both_workers(running: PoolUnderTest[DaskExecutor]) -> None:
     data = moons_split(400)
     hps = [
         Hyperparameters(hidden_layers=[h], epochs=300, learning_rate=lr, record_every=100)
@@ -210,7 +189,7 @@ def test_a_sweep_spreads_over_both_workers(running: Running) -> None:
     ]
     assert data.y_test is not None
     shape = DataShape(len(data.y_train), len(data.y_test), 2, 2)
-    shares = partition(hps, shape, running.executor.worker_count)
+    shares = partition(hps, shape, running.pool.worker_count)
     assert len(shares) == 2
     for number, packs in enumerate(shares):
         positions = sorted(i for pack in packs for i in pack)

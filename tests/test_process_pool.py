@@ -31,7 +31,7 @@ from service.execution.executor import (
 )
 from service.execution.process_pool import LocalProcessExecutor
 from tests import pool_tasks
-from tests.executor_support import TERMINAL, Recorder, wait_until
+from tests.executor_support import TERMINAL, PoolUnderTest, Recorder, wait_until
 
 LONG_GRACE = 60.0
 SHORT_GRACE = 0.3
@@ -45,31 +45,6 @@ def child_pids() -> set[int]:
         for child in psutil.Process().children(recursive=True)
         if "resource_tracker" not in " ".join(child.cmdline())
     }
-
-
-class PoolUnderTest:
-    """A started pool, its recorder, and the ids of the tasks a test submitted to it."""
-
-    def __init__(self, pool: LocalProcessExecutor, recorder: Recorder) -> None:
-        self.pool = pool
-        self.recorder = recorder
-        self.submitted: list[str] = []
-
-    def submit(self, task_id: str, task: Task, deadline_seconds: float | None = None) -> None:
-        self.pool.submit(task_id, task, deadline_seconds=deadline_seconds)
-        self.submitted.append(task_id)
-
-    def run(self, task_id: str, task: Task) -> TaskEvent:
-        self.submit(task_id, task)
-        return self.recorder.terminal(task_id)
-
-    def settle(self) -> None:
-        """Cancel what the test left running or waiting; check every task ended properly."""
-        for task_id in self.submitted:
-            self.pool.cancel(task_id)
-        for task_id in self.submitted:
-            self.recorder.terminal(task_id)
-        self.recorder.assert_well_formed()
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,8 @@ from service.execution.executor import (
     EventListener,
     Executor,
     Failure,
+    Outbox,
+    Phase,
     QueueFull,
     Task,
     TaskCancelled,
@@ -68,6 +70,8 @@ from service.execution.executor import (
     TaskStarted,
     TaskSucceeded,
     WorkerInfo,
+    check_options,
+    check_submission,
     retry_after_seconds,
 )
 from service.execution.worker import describe
@@ -85,14 +89,6 @@ KEPT_ARRAYS = 8  # scattered arrays no task uses any more that stay on the clust
 VERSIONED_PACKAGES = ("scratchnet", "numpy")  # must match between the service and every worker
 TRAIN_RESOURCE = "train"
 ALLOWED_FAILURES_SETTING = "distributed.scheduler.allowed-failures"
-
-
-class _Phase(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 class _StopReason(enum.Enum):
@@ -187,10 +183,7 @@ class DaskExecutor(Executor):
                 f"the executor {address} is a Dask cluster, and Dask is not installed: "
                 "pip install 'scratchnet[dask]'"
             )
-        if max_queued < 0:
-            raise ValueError(f"max_queued must be >= 0, got {max_queued}")
-        if not cancel_grace_seconds > 0:
-            raise ValueError(f"cancel_grace_seconds must be > 0, got {cancel_grace_seconds}")
+        check_options(max_queued, cancel_grace_seconds)
         self._address = address
         self._max_queued = max_queued
         self._grace = cancel_grace_seconds
@@ -201,8 +194,7 @@ class DaskExecutor(Executor):
 
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
-        self._phase = _Phase.NEW
-        self._listener: EventListener | None = None
+        self._phase = Phase.NEW
         self._client: Client | None = None
         self._held: dict[str, _Held] = {}
         self._to_submit: deque[str] = deque()
@@ -212,7 +204,7 @@ class DaskExecutor(Executor):
         self._to_restart: deque[str] = deque()
         self._stop_on_start: set[str] = set()  # cancelled before the service saw them start
         self._shared: OrderedDict[str, _Shared] = OrderedDict()
-        self._outbox: deque[TaskEvent] = deque()
+        self._outbox = Outbox(self._lock)
         self._workers: dict[str, WorkerInfo] = {}
         self._versions_checked: set[str] = set()
         self._problem: str | None = "not connected to the Dask scheduler yet"
@@ -227,15 +219,15 @@ class DaskExecutor(Executor):
         from distributed import Client
 
         with self._lock:
-            if self._phase is not _Phase.NEW:
+            if self._phase is not Phase.NEW:
                 raise RuntimeError(f"the executor cannot start: it is {self._phase.value}")
-            self._phase = _Phase.STARTING
-            self._listener = listener
+            self._phase = Phase.STARTING
+            self._outbox.listener = listener
         try:
             client = Client(self._address, timeout=self._start_timeout, set_as_default=False)
         except Exception as exc:
             with self._lock:
-                self._phase = _Phase.CLOSED
+                self._phase = Phase.CLOSED
             raise RuntimeError(
                 f"the executor could not reach the Dask scheduler at {self._address}: "
                 f"{describe(exc)}"
@@ -249,10 +241,10 @@ class DaskExecutor(Executor):
         if problem is not None:
             self._close_client()
             with self._lock:
-                self._phase = _Phase.CLOSED
+                self._phase = Phase.CLOSED
             raise RuntimeError(f"the Dask cluster is not usable: {problem}")
         with self._lock:
-            self._phase = _Phase.RUNNING
+            self._phase = Phase.RUNNING
             workers = sorted(self._workers)
         for target, name in ((self._supervise, "supervisor"), (self._watch, "watch")):
             thread = threading.Thread(target=target, name=f"scratchnet-dask-{name}", daemon=True)
@@ -261,13 +253,8 @@ class DaskExecutor(Executor):
         logger.info("executor ready: Dask scheduler %s, workers %s", self._address, workers)
 
     def submit(self, task_id: str, task: Task, *, deadline_seconds: float | None = None) -> None:
-        if deadline_seconds is not None and not deadline_seconds > 0:
-            raise ValueError(f"deadline_seconds must be > 0, got {deadline_seconds}")
         with self._lock:
-            if self._phase is not _Phase.RUNNING:
-                raise RuntimeError(f"the executor takes no tasks: it is {self._phase.value}")
-            if task_id in self._held:
-                raise ValueError(f"task id {task_id!r} is already queued or running")
+            check_submission(self._phase, task_id, task_id in self._held, deadline_seconds)
             # tasks a free worker is about to take are not waiting
             running = sum(1 for held in self._held.values() if held.started_at is not None)
             free = max(0, self._slots() - running)
@@ -300,10 +287,10 @@ class DaskExecutor(Executor):
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._phase in (_Phase.NEW, _Phase.CLOSED):
-                self._phase = _Phase.CLOSED
+            if self._phase in (Phase.NEW, Phase.CLOSED):
+                self._phase = Phase.CLOSED
                 return
-            self._phase = _Phase.CLOSING
+            self._phase = Phase.CLOSING
             for task_id, held in self._held.items():
                 if held.worker is not None:
                     self._to_stop.append((task_id, held.worker))
@@ -317,15 +304,15 @@ class DaskExecutor(Executor):
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join()
-        self._deliver_events()
+        self._outbox.deliver()
         self._close_client()
         with self._lock:
-            self._phase = _Phase.CLOSED
+            self._phase = Phase.CLOSED
 
     @property
     def ready(self) -> bool:
         with self._lock:
-            return self._phase is _Phase.RUNNING and self._problem is None
+            return self._phase is Phase.RUNNING and self._problem is None
 
     @property
     def worker_count(self) -> int:
@@ -345,7 +332,7 @@ class DaskExecutor(Executor):
 
     def not_ready_reason(self) -> str | None:
         with self._lock:
-            if self._phase is not _Phase.RUNNING:
+            if self._phase is not Phase.RUNNING:
                 return f"the Dask executor is {self._phase.value}"
             return self._problem
 
@@ -429,7 +416,7 @@ class DaskExecutor(Executor):
                     self._outbox.append(TaskFailed(task_id, Failure.WORKER_LOST, detail))
                 self._held.clear()
         finally:
-            self._deliver_events()
+            self._outbox.deliver()
 
     def _supervise_once(self) -> bool:
         """One round: hand over new tasks, send stops, handle what came back, run the timers,
@@ -443,9 +430,9 @@ class DaskExecutor(Executor):
                 item = self._inbox.popleft()
             self._handle(item)
         self._run_timers(time.monotonic())
-        self._deliver_events()
+        self._outbox.deliver()
         with self._lock:
-            if self._phase is _Phase.CLOSING:
+            if self._phase is Phase.CLOSING:
                 if self._to_stop or self._to_cancel:
                     return True
                 for shared in self._shared.values():
@@ -466,7 +453,7 @@ class DaskExecutor(Executor):
         assert self._client is not None
         while True:
             with self._lock:
-                if self._phase is not _Phase.RUNNING or not self._to_submit:
+                if self._phase is not Phase.RUNNING or not self._to_submit:
                     return
                 task_id = self._to_submit.popleft()
                 held = self._held.get(task_id)
@@ -673,19 +660,6 @@ class DaskExecutor(Executor):
                     if held.worker is not None:
                         self._to_restart.append(held.worker)
                     self._finish(task_id, held, TaskCancelled(task_id))
-
-    def _deliver_events(self) -> None:
-        while True:
-            with self._lock:
-                if not self._outbox:
-                    return
-                event = self._outbox.popleft()
-                listener = self._listener
-            assert listener is not None
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("the executor's listener raised on %r", event)
 
     # ---- the cluster ------------------------------------------------------------------------
 

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 import math
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
+
+logger = logging.getLogger("scratchnet.executor")
 
 
 class Task(Protocol):
@@ -104,6 +109,69 @@ class QueueFull(Exception):
         self.queued = queued
         self.retry_after_seconds = retry_after_seconds
         super().__init__(f"{queued} tasks are already waiting")
+
+
+class Phase(enum.Enum):
+    """An executor's life: new -> starting -> running -> closing -> closed."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+def check_options(max_queued: int, cancel_grace_seconds: float) -> None:
+    """ValueError for option values no executor can work with."""
+    if max_queued < 0:
+        raise ValueError(f"max_queued must be >= 0, got {max_queued}")
+    if not cancel_grace_seconds > 0:
+        raise ValueError(f"cancel_grace_seconds must be > 0, got {cancel_grace_seconds}")
+
+
+def check_submission(
+    phase: Phase, task_id: str, held: bool, deadline_seconds: float | None
+) -> None:
+    """What submit() refuses before queueing: a bad deadline (ValueError), an executor that is
+    not running (RuntimeError), a task id it already holds (ValueError)."""
+    if deadline_seconds is not None and not deadline_seconds > 0:
+        raise ValueError(f"deadline_seconds must be > 0, got {deadline_seconds}")
+    if phase is not Phase.RUNNING:
+        raise RuntimeError(f"the executor takes no tasks: it is {phase.value}")
+    if held:
+        raise ValueError(f"task id {task_id!r} is already queued or running")
+
+
+class Outbox:
+    """The events an executor owes its listener, in order: appended under the executor's
+    `lock` from any thread, delivered by one thread outside it (so the listener may call the
+    executor back)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._events: deque[TaskEvent] = deque()
+        self.listener: EventListener | None = None  # set by start(), before any event
+
+    def append(self, event: TaskEvent) -> None:
+        """Queue an event (the caller holds the lock)."""
+        self._events.append(event)
+
+    def __bool__(self) -> bool:
+        return bool(self._events)
+
+    def deliver(self) -> None:
+        """Hand every queued event to the listener; one that raises is logged and skipped."""
+        while True:
+            with self._lock:
+                if not self._events:
+                    return
+                event = self._events.popleft()
+                listener = self.listener
+            assert listener is not None
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("the executor's listener raised on %r", event)
 
 
 def retry_after_seconds(mean_task_seconds: float, waiting: int, workers: int) -> int:
