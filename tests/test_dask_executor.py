@@ -69,11 +69,12 @@ def moons_split(n_samples: int) -> PreparedSplit:
     return PreparedSplit(parts.X_train, parts.y_train, parts.X_test, parts.y_test, 2)
 
 
-def cluster_keys(executor: DaskExecutor) -> set[str]:
+def cluster_keys(cluster: DaskCluster) -> set[str]:
     """The keys the cluster's workers hold in memory."""
-    client = executor._client
-    assert client is not None
-    held: dict[str, list[str]] = client.has_what()
+    from distributed import Client
+
+    with Client(cluster.address, set_as_default=False) as client:
+        held: dict[str, list[str]] = client.has_what()
     return {str(key) for keys in held.values() for key in keys}
 
 
@@ -87,7 +88,9 @@ def test_ready_with_the_cluster_s_training_workers(running: PoolUnderTest[DaskEx
     assert {worker.pid for worker in workers} == set(executor.worker_pids())
 
 
-def test_history_matches_the_local_pool_bit_for_bit(running: PoolUnderTest[DaskExecutor]) -> None:
+def test_history_matches_the_local_pool_bit_for_bit(
+    running: PoolUnderTest[DaskExecutor], cluster: DaskCluster
+) -> None:
     data = moons_split(21_000)  # X_train is big enough to be scattered, not sent in the task
     assert data.X_train.nbytes >= SHARED_ARRAY_BYTES
     task = TrainingTask(Hyperparameters(hidden_layers=[6], epochs=40, record_every=4), data)
@@ -118,9 +121,9 @@ def test_history_matches_the_local_pool_bit_for_bit(running: PoolUnderTest[DaskE
         assert [p.epoch for p in streamed] == list(range(4, 41, 4))
 
     # the training split crossed once for both tasks; their results were released once read
-    keys = cluster_keys(running.pool)
+    keys = cluster_keys(cluster)
     assert sum(key.startswith("scratchnet-array-") for key in keys) == 1
-    wait_until(lambda: not any("first" in k or "second" in k for k in cluster_keys(running.pool)))
+    wait_until(lambda: not any("first" in k or "second" in k for k in cluster_keys(cluster)))
 
 
 def test_cancel_a_running_and_a_queued_task(running: PoolUnderTest[DaskExecutor]) -> None:

@@ -18,7 +18,8 @@ reports in a local worker process:
 `source` names the executor that submitted the task (several services may share a cluster).
 Events are sent with `Worker.log_event`: they travel on the worker's batched stream to the
 scheduler, so the last progress batch reaches the service before the outcome does, and sending
-one never waits for the network. `blob` is the task pickled with its datasets as persistent ids
+one never waits for the network (the scheduler keeps only a topic's last
+`distributed.admin.low-level-log-length` events, 1,000 by default). `blob` is the task pickled with its datasets as persistent ids
 (`keys`); the datasets themselves arrive as `datasets`, Dask futures the service scattered once
 per content, so a worker fetches each dataset once, not once per task.
 
