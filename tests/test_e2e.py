@@ -211,7 +211,14 @@ def test_a_killed_worker_fails_its_job_and_the_service_goes_on(
         assert time.monotonic() < deadline, info
         time.sleep(0.1)
     assert victim not in info["worker_pids"]
-    assert http.get("/readyz").status_code == 200
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    cluster_now = ready.json()["cluster"]  # a cluster's workers and their resources, or null
+    if live_server.cluster is None:
+        assert cluster_now is None
+    else:
+        assert sorted(w["pid"] for w in cluster_now) == sorted(info["worker_pids"])
+        assert all(w["resources"] == {"train": 1.0} for w in cluster_now)
 
 
 @pytest.mark.slow

@@ -19,9 +19,10 @@ reports in a local worker process:
 Events are sent with `Worker.log_event`: they travel on the worker's batched stream to the
 scheduler, so the last progress batch reaches the service before the outcome does, and sending
 one never waits for the network (the scheduler keeps only a topic's last
-`distributed.admin.low-level-log-length` events, 1,000 by default). `blob` is the task pickled with its datasets as persistent ids
-(`keys`); the datasets themselves arrive as `datasets`, Dask futures the service scattered once
-per content, so a worker fetches each dataset once, not once per task.
+`distributed.admin.low-level-log-length` events, 1,000 by default). `blob` is the task pickled
+with its big arrays (a dataset's split) as persistent ids, `keys`; the arrays themselves arrive
+as `datasets`, Dask futures the service scattered once per content, so a worker fetches each
+once, not once per task.
 
 `request_stop` adds the task's id to a set in the worker process: `should_stop()` is one set
 lookup, no network.
