@@ -37,7 +37,6 @@ The dashboard is the scheduler's own business: the service never serves or proxi
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import importlib.util
@@ -62,6 +61,7 @@ from service.execution.executor import (
     Outbox,
     Phase,
     QueueFull,
+    StopCause,
     Task,
     TaskCancelled,
     TaskEvent,
@@ -72,6 +72,8 @@ from service.execution.executor import (
     WorkerInfo,
     check_options,
     check_submission,
+    ending_of,
+    mean_seconds,
     retry_after_seconds,
 )
 from service.execution.worker import describe
@@ -93,11 +95,6 @@ TRAIN_RESOURCE = "train"
 ALLOWED_FAILURES_SETTING = "distributed.scheduler.allowed-failures"
 
 
-class _StopReason(enum.Enum):
-    CANCEL = "cancel"
-    TIMEOUT = "timeout"
-
-
 @dataclass(eq=False)
 class _Held:
     """A task the executor holds, from submit() to its ending event."""
@@ -109,7 +106,7 @@ class _Held:
     arrays: tuple[str, ...] = ()  # keys of the scattered arrays it uses
     started_at: float | None = None
     worker: str | None = None  # the address of the worker running it
-    stop_reason: _StopReason | None = None
+    stop_reason: StopCause | None = None
     end_at: float | None = None  # when a stopped task that has not ended is ended anyway
 
 
@@ -284,7 +281,7 @@ class DaskExecutor(Executor):
                 self._outbox.append(TaskCancelled(task_id))
                 self._wakeup.notify()
             elif held.stop_reason is None:
-                self._request_stop(task_id, held, _StopReason.CANCEL, time.monotonic())
+                self._request_stop(task_id, held, StopCause.CANCEL, time.monotonic())
             return True
 
     def shutdown(self) -> None:
@@ -347,7 +344,7 @@ class DaskExecutor(Executor):
     def _slots(self) -> int:
         return sum(int(info.resources.get(TRAIN_RESOURCE, 0)) for info in self._workers.values())
 
-    def _request_stop(self, task_id: str, held: _Held, reason: _StopReason, now: float) -> None:
+    def _request_stop(self, task_id: str, held: _Held, reason: StopCause, now: float) -> None:
         held.stop_reason = reason
         held.end_at = now + self._grace
         assert held.worker is not None  # only started tasks are stopped this way
@@ -356,14 +353,10 @@ class DaskExecutor(Executor):
 
     def _finish(self, task_id: str, held: _Held, event: TaskEvent) -> None:
         """End the task with `event`, or as its stop reason says if it was stopped."""
-        if held.stop_reason is _StopReason.CANCEL:
-            event = TaskCancelled(task_id)
-        elif held.stop_reason is _StopReason.TIMEOUT:
-            detail = f"the task exceeded the {held.deadline_seconds:g} s limit"
-            event = TaskFailed(task_id, Failure.TIMEOUT, detail)
+        event = ending_of(event, held.stop_reason, held.deadline_seconds)
         if held.started_at is not None:
             elapsed = time.monotonic() - held.started_at
-            self._mean_task_seconds = 0.8 * self._mean_task_seconds + 0.2 * elapsed
+            self._mean_task_seconds = mean_seconds(self._mean_task_seconds, elapsed)
         del self._held[task_id]
         self._release_arrays(held)
         self._outbox.append(event)
@@ -649,7 +642,7 @@ class DaskExecutor(Executor):
                     and now >= held.started_at + deadline
                 ):
                     logger.info("task %s exceeded its %g s deadline", task_id, deadline)
-                    self._request_stop(task_id, held, _StopReason.TIMEOUT, now)
+                    self._request_stop(task_id, held, StopCause.TIMEOUT, now)
                 elif held.end_at is not None and now >= held.end_at:
                     logger.warning(
                         "Dask worker %s did not stop task %s within %g s; restarting it",

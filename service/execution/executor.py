@@ -121,6 +121,32 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+class StopCause(enum.Enum):
+    """Why an executor asked a running task to stop."""
+
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+
+
+def ending_of(
+    event: TaskEvent, reason: StopCause | None, deadline_seconds: float | None
+) -> TaskEvent:
+    """How a task ends: as `event` says, unless it was asked to stop; then, however it ended,
+    as the reason says (a cancelled task's result is never reported)."""
+    if reason is StopCause.CANCEL:
+        return TaskCancelled(event.task_id)
+    if reason is StopCause.TIMEOUT:
+        detail = f"the task exceeded the {deadline_seconds:g} s limit"
+        return TaskFailed(event.task_id, Failure.TIMEOUT, detail)
+    return event
+
+
+def mean_seconds(mean: float, elapsed: float) -> float:
+    """The running mean of task times that Retry-After estimates from (recent tasks weigh most)."""
+    return 0.8 * mean + 0.2 * elapsed
+
+
 def check_options(max_queued: int, cancel_grace_seconds: float) -> None:
     """ValueError for option values no executor can work with."""
     if max_queued < 0:

@@ -19,7 +19,6 @@ cancelled task's result is never reported.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import multiprocessing
 import pickle
@@ -40,6 +39,7 @@ from service.execution.executor import (
     Outbox,
     Phase,
     QueueFull,
+    StopCause,
     Task,
     TaskCancelled,
     TaskEvent,
@@ -49,6 +49,8 @@ from service.execution.executor import (
     TaskSucceeded,
     check_options,
     check_submission,
+    ending_of,
+    mean_seconds,
     retry_after_seconds,
 )
 from service.execution.worker import describe, worker_main
@@ -58,12 +60,6 @@ logger = logging.getLogger("scratchnet.executor")
 KILL_AFTER_TERMINATE_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 MAX_MESSAGES_PER_WAKE = 64
-
-
-class _StopReason(enum.Enum):
-    CANCEL = "cancel"
-    TIMEOUT = "timeout"
-    SHUTDOWN = "shutdown"
 
 
 @dataclass(eq=False)
@@ -80,7 +76,7 @@ class _Worker:
     task_id: str | None = None
     dispatched_at: float = 0.0
     deadline_seconds: float | None = None
-    stop_reason: _StopReason | None = None
+    stop_reason: StopCause | None = None
     kill_at: float | None = None
 
     @property
@@ -216,7 +212,7 @@ class LocalProcessExecutor(Executor):
             for worker in self._workers:
                 if worker.task_id == task_id:
                     if worker.stop_reason is None:
-                        self._request_stop(worker, _StopReason.CANCEL, time.monotonic())
+                        self._request_stop(worker, StopCause.CANCEL, time.monotonic())
                     return True
             return False
 
@@ -237,7 +233,7 @@ class LocalProcessExecutor(Executor):
                     if worker.task_id is not None:
                         self._outbox.append(TaskCancelled(worker.task_id))
                         worker.task_id = None
-                        worker.stop_reason = _StopReason.SHUTDOWN
+                        worker.stop_reason = StopCause.SHUTDOWN
                 self._wake()
             supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
@@ -277,7 +273,7 @@ class LocalProcessExecutor(Executor):
         with contextlib.suppress(OSError):  # full: a wake-up is already pending
             self._wake_writer.send(b"\0")
 
-    def _request_stop(self, worker: _Worker, reason: _StopReason, now: float) -> None:
+    def _request_stop(self, worker: _Worker, reason: StopCause, now: float) -> None:
         worker.stop_reason = reason
         worker.stop_flag.value = 1
         worker.kill_at = now + self._grace
@@ -287,13 +283,9 @@ class LocalProcessExecutor(Executor):
         """End the worker's task with `event`, or as its stop reason says if it was stopped."""
         task_id = worker.task_id
         assert task_id is not None
-        if worker.stop_reason is _StopReason.CANCEL:
-            event = TaskCancelled(task_id)
-        elif worker.stop_reason is _StopReason.TIMEOUT:
-            detail = f"the task exceeded the {worker.deadline_seconds:g} s limit"
-            event = TaskFailed(task_id, Failure.TIMEOUT, detail)
+        event = ending_of(event, worker.stop_reason, worker.deadline_seconds)
         elapsed = time.monotonic() - worker.dispatched_at
-        self._mean_task_seconds = 0.8 * self._mean_task_seconds + 0.2 * elapsed
+        self._mean_task_seconds = mean_seconds(self._mean_task_seconds, elapsed)
         worker.task_id = None
         worker.stop_reason = None
         worker.kill_at = None
@@ -533,7 +525,7 @@ class LocalProcessExecutor(Executor):
                     and now >= worker.dispatched_at + deadline
                 ):
                     logger.info("task %s exceeded its %g s deadline", worker.task_id, deadline)
-                    self._request_stop(worker, _StopReason.TIMEOUT, now)
+                    self._request_stop(worker, StopCause.TIMEOUT, now)
                 if worker.kill_at is not None and now >= worker.kill_at and not worker.killed:
                     logger.warning(
                         "worker %d did not stop task %s within %g s; killing it",
