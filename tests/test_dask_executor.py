@@ -158,10 +158,25 @@ def test_deadline_and_queue_limit(cluster: DaskCluster) -> None:
         with pytest.raises(QueueFull) as refused:
             executor.submit("refused", pool_tasks.Echo(1))
         assert refused.value.queued == 1 and refused.value.retry_after_seconds >= 1
-        for task_id in ("a", "b", "queued"):
+        for task_id in ("a", "queued", "b"):  # "queued" may start on a's worker meanwhile
             executor.cancel(task_id)
+        executor.shutdown()  # before the service may even hear that "queued" started
+        for task_id in ("a", "b", "queued"):
             assert isinstance(recorder.terminal(task_id), TaskCancelled)
         recorder.assert_well_formed()
+    finally:
+        executor.shutdown()
+    # every stop reached its task: both workers take new work at once
+    again = Recorder()
+    executor = DaskExecutor(cluster.address, 4)
+    executor.start(again)
+    try:
+        for task_id in ("one", "two"):
+            executor.submit(task_id, pool_tasks.ReportThenWait(task_id))
+        for task_id in ("one", "two"):
+            again.wait_for(task_id, TaskProgress)
+            executor.cancel(task_id)
+            assert isinstance(again.terminal(task_id), TaskCancelled)
     finally:
         executor.shutdown()
 
@@ -179,6 +194,7 @@ def test_a_killed_worker_fails_its_task_with_worker_lost(
     failed = recorder.terminal("victim")
     assert isinstance(failed, TaskFailed) and failed.kind is Failure.WORKER_LOST, failed
     assert worker.name in failed.detail
+    assert worker.name not in {w.name for w in running.pool.cluster() or []}  # gone at once
     running.submit("next", pool_tasks.Echo("still here"))
     assert recorder.terminal("next") == TaskSucceeded("next", "still here")
 

@@ -16,9 +16,11 @@ released at once, so no worker keeps it and nothing is recomputed when a worker 
   in a local worker. The outcome carries the authoritative history; a progress event lost on
   the way changes nothing in the end.
 - Cancel, deadline, shutdown: the service asks the task's worker (`Client.run`) to add the
-  task's id to its stop set, which `should_stop()` reads; a task not yet started is cancelled
-  in the scheduler and reported cancelled at once. A task that has not ended
-  `cancel_grace_seconds` after its stop request is reported ended and its worker restarted.
+  task's id to its stop set, which `should_stop()` reads; a task not yet seen to start is
+  cancelled in the scheduler, reported cancelled at once, and every worker is asked to stop it
+  (one may be starting it just then: Dask cannot interrupt a running task). A task that has
+  not ended `cancel_grace_seconds` after its stop request is reported ended and its worker
+  restarted.
 - A worker that dies (its process killed, its machine gone past the scheduler's `worker-ttl`)
   fails its task with Failure.WORKER_LOST naming the worker: the scheduler must run with
   `distributed.scheduler.allowed-failures` 0 so that it fails the task instead of re-running it
@@ -198,13 +200,15 @@ class DaskExecutor(Executor):
         self._held: dict[str, _Held] = {}
         self._to_submit: deque[str] = deque()
         self._inbox: deque[tuple[Any, ...]] = deque()  # from the client's threads
-        self._to_stop: deque[tuple[str, str]] = deque()  # (task id, worker address)
+        # (task id, the address of its worker, or None: every worker, as it may have started
+        # on one the service has not heard from yet)
+        self._to_stop: deque[tuple[str, str | None]] = deque()
         self._to_cancel: deque[Future[Any]] = deque()
         self._to_restart: deque[str] = deque()
-        self._stop_on_start: set[str] = set()  # cancelled before the service saw them start
         self._shared: OrderedDict[str, _Shared] = OrderedDict()
         self._outbox = Outbox(self._lock)
         self._workers: dict[str, WorkerInfo] = {}
+        self._gone: set[str] = set()  # addresses of workers that died (a new one gets a new port)
         self._versions_checked: set[str] = set()
         self._problem: str | None = "not connected to the Dask scheduler yet"
         self._mismatch: str | None = None  # workers whose versions differ from the service's
@@ -272,11 +276,9 @@ class DaskExecutor(Executor):
                 return False
             if held.started_at is None:
                 del self._held[task_id]
-                if held.future is not None:
+                if held.future is not None:  # Dask has it: a worker may be starting it now
+                    self._to_stop.append((task_id, None))
                     self._to_cancel.append(held.future)
-                if len(self._stop_on_start) >= dask_worker.MAX_REMEMBERED_STOPS:
-                    self._stop_on_start.clear()  # stale: those tasks never started
-                self._stop_on_start.add(task_id)
                 self._release_arrays(held)
                 self._outbox.append(TaskCancelled(task_id))
                 self._wakeup.notify()
@@ -291,9 +293,8 @@ class DaskExecutor(Executor):
                 return
             self._phase = Phase.CLOSING
             for task_id, held in self._held.items():
-                if held.worker is not None:
-                    self._to_stop.append((task_id, held.worker))
                 if held.future is not None:
+                    self._to_stop.append((task_id, held.worker))
                     self._to_cancel.append(held.future)
                 self._outbox.append(TaskCancelled(task_id))
             self._held.clear()
@@ -517,9 +518,12 @@ class DaskExecutor(Executor):
             cancels, self._to_cancel = list(self._to_cancel), deque()
             restarts, self._to_restart = list(self._to_restart), deque()
         for task_id, worker in stops:
+            workers = None if worker is None else [worker]
             try:
-                self._client.run(dask_worker.request_stop, task_id, workers=[worker])
-            except Exception as exc:  # the worker left: its task ends on its own
+                self._client.run(
+                    dask_worker.request_stop, task_id, workers=workers, on_error="ignore"
+                )
+            except Exception as exc:  # the scheduler is gone: so are its tasks
                 logger.warning("could not ask %s to stop task %s: %s", worker, task_id, exc)
         for future in cancels:
             future.cancel()
@@ -554,10 +558,7 @@ class DaskExecutor(Executor):
         with self._lock:
             held = self._held.get(task_id)
             if held is None:
-                if kind == "started" and task_id in self._stop_on_start:
-                    self._stop_on_start.discard(task_id)
-                    self._to_stop.append((task_id, worker))
-                return
+                return  # it ended (cancelled while queued: its worker was asked to stop)
             if kind == "started":
                 if held.worker is not None and held.worker != worker:
                     self._to_stop.append((task_id, worker))
@@ -606,7 +607,11 @@ class DaskExecutor(Executor):
                 else:
                     event = TaskCancelled(task_id)
             elif isinstance(outcome, KilledWorker):
-                event = self._lost(task_id, held.worker or _last_worker(outcome), "died")
+                dead = held.worker or _last_worker(outcome)
+                event = self._lost(task_id, dead, "died")
+                if dead is not None:  # gone now, whatever a worker list read before says
+                    self._gone.add(dead)
+                    self._workers.pop(dead, None)
             elif outcome is None:  # cancelled or lost by the scheduler (its data's worker left)
                 event = self._lost(
                     task_id, held.worker, "left, or a worker holding the task's data did"
@@ -700,6 +705,7 @@ class DaskExecutor(Executor):
         assert client is not None
         described = client.scheduler_info(n_workers=-1).get("workers", {})
         with self._lock:
+            described = {a: info for a, info in described.items() if a not in self._gone}
             known = {address: info.pid for address, info in self._workers.items()}
             # while some differ, check them all again: the odd one may have left
             checked = self._versions_checked if self._mismatch is None else set()
@@ -723,7 +729,7 @@ class DaskExecutor(Executor):
             local = get_package_info(VERSIONED_PACKAGES)
             problem = versions_problem(local, {a: v for a, v in versions.items() if a in workers})
         with self._lock:
-            self._workers = workers
+            self._workers = {a: w for a, w in workers.items() if a not in self._gone}
             if new:
                 if problem is None:
                     self._versions_checked = set(workers)
