@@ -17,6 +17,7 @@ COPY scratchnet ./scratchnet
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime: the wheel and its runtime dependencies in a virtual environment ----------------
+# (with the dask extra: the same image runs the service, a Dask scheduler and Dask workers)
 FROM python:3.11-slim-bookworm
 
 # PYTHONSAFEPATH: the working directory is never put on sys.path, so no file that lands in it
@@ -35,7 +36,8 @@ ENV PATH="$VIRTUAL_ENV/bin:$PATH" \
 
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv "$VIRTUAL_ENV" \
-    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check /wheels/*.whl \
+    && wheel="$(echo /wheels/scratchnet-*.whl)" \
+    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check "$wheel[dask]" \
     && groupadd --system --gid 10001 scratchnet \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin scratchnet \

@@ -6,14 +6,14 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor bench-store bench-client fuzz clean
+.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor bench-store bench-client bench-dask fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dask]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -51,6 +51,9 @@ bench-store: $(STAMP)
 
 bench-client: $(STAMP)
 	$(BIN)/python -m benchmarks.client_bench
+
+bench-dask: $(STAMP)
+	$(BIN)/python -m benchmarks.dask_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

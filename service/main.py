@@ -50,9 +50,13 @@ def create_app(
     executor: Executor | None = None,
     store: Store | None = None,
 ) -> FastAPI:
-    """A new app with its own store (default: in memory) and executor (default: worker
-    processes)."""
+    """A new app with its own store (default: in memory) and executor (default: as
+    `settings.executor` says, worker processes on this machine or a Dask cluster)."""
     settings = settings or Settings()
+    if executor is None and settings.executor is not None:
+        from service.execution.dask_executor import DaskExecutor
+
+        executor = DaskExecutor(settings.executor, settings.max_queued_jobs)
     if executor is None:
         from service.execution.process_pool import LocalProcessExecutor
 

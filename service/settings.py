@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -34,9 +34,19 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """TCP port `python -m service` listens on."""
 
+    executor: str | None = Field(default=None, pattern=r"^(tcp|tls)://[^\s/]+:[0-9]+$")
+    """Where training runs. Unset: `workers` worker processes on this machine. The address of a
+    Dask scheduler (`tcp://host:8786`, or `tls://host:8786` with Dask's TLS settings): on that
+    cluster's workers (needs `pip install 'scratchnet[dask]'`; README says how to start it)."""
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # SCRATCHNET_EXECUTOR= (docker compose's default)
+
     workers: int = Field(default_factory=_cpu_count, ge=1, le=256)
-    """Training worker processes (default: the machine's CPU count). Jobs beyond this many wait
-    in the queue."""
+    """Training worker processes (default: the machine's CPU count) when `executor` is unset.
+    Jobs beyond this many wait in the queue."""
 
     max_queued_jobs: int = Field(default=100, ge=0)
     """Jobs that may wait for a free worker; one more is refused with 429 and Retry-After."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import httpx
+import psutil
 from fastapi import FastAPI
 
 from service.api.deps import ServiceState
@@ -189,6 +190,13 @@ class LiveServer:
         self.process = process
         self.url = url
         self.log = log
+        self.cluster: Any = None  # the DaskCluster it trains on, if it does
+
+    def worker_processes(self) -> set[int]:
+        """The processes its training workers may be: its children, or the cluster's."""
+        if self.cluster is not None:
+            return set(self.cluster.descendants())
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

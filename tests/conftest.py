@@ -1,5 +1,6 @@
 """Fixtures for the service tests: an app with its lifespan running (two real worker
-processes) driven through httpx's ASGI transport, and a real `python -m service` process."""
+processes) driven through httpx's ASGI transport, a real `python -m service` process, and a
+real Dask cluster (a scheduler and two worker processes)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.api_support import LiveServer, api_settings, serve, wait_ready
+from tests.dask_support import DaskCluster, dask_cluster
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +37,31 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`python -m service` on a free port with 2 workers, shared by the end-to-end tests."""
-    with serve(tmp_path_factory.mktemp("server")) as server:
+@pytest.fixture(scope="session", params=["local", "dask"])
+def live_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """`python -m service` on a free port with 2 workers, shared by the end-to-end tests: once
+    with worker processes of its own, once training on the session's Dask cluster."""
+    cluster: DaskCluster | None = None
+    settings = {}
+    if request.param == "dask":
+        cluster = request.getfixturevalue("shared_cluster")
+        settings["executor"] = cluster.address
+    with serve(tmp_path_factory.mktemp("server"), **settings) as server:
+        server.cluster = cluster
         yield server
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    with dask_cluster(tmp_path_factory.mktemp("dask"), workers=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(shared_cluster: DaskCluster) -> DaskCluster:
+    """The session's Dask cluster with both its workers up (a test may have killed one: its
+    nanny starts a new one)."""
+    shared_cluster.wait_for_workers(2)
+    return shared_cluster

@@ -84,7 +84,8 @@ async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
-    assert (await client.get("/readyz")).json() == {"status": "ok"}
+    # workers on this machine: no cluster to describe
+    assert (await client.get("/readyz")).json() == {"status": "ok", "cluster": None}
 
 
 async def test_info_reports_workers_and_limits(client: httpx.AsyncClient) -> None:
@@ -93,6 +94,7 @@ async def test_info_reports_workers_and_limits(client: httpx.AsyncClient) -> Non
     assert info["workers"] == 2
     assert len(info["worker_pids"]) == 2
     assert info["ready"] is True
+    assert info["cluster"] is None
     settings = api_settings()
     assert info["limits"]["max_hidden_layers"] == settings.max_hidden_layers
     assert info["limits"]["predict_max_points"] == settings.predict_max_points

@@ -1,4 +1,5 @@
-"""End to end against a real `python -m service` process with two worker processes."""
+"""End to end against a real `python -m service` process with two training workers: its own
+worker processes, and (each test again) the workers of a real Dask cluster."""
 
 from __future__ import annotations
 
@@ -171,15 +172,19 @@ def test_a_killed_worker_fails_its_job_and_the_service_goes_on(
         http, "/v1/jobs", 202, json={"dataset_id": dataset["id"], "hyperparameters": LONG_JOB}
     )
     wait_for_epoch(http, job["id"], 100)
-    pids = http.get("/v1/info").json()["worker_pids"]
-    children = {child.pid for child in psutil.Process(live_server.process.pid).children()}
-    assert set(pids) <= children
+    before = http.get("/v1/info").json()
+    pids = before["worker_pids"]
+    assert set(pids) <= live_server.worker_processes()
     victim = busiest(pids)
     os.kill(victim, signal.SIGKILL)
 
     failed = wait_for(http, job["id"])
     assert failed["status"] == "failed"
     assert failed["error"]["type"] == "worker_lost"
+    # the error names the worker: its process id here, its address on a cluster
+    cluster = before["cluster"] or []
+    names = [w["name"] for w in cluster if w["pid"] == victim] or [f"process {victim}"]
+    assert names[0] in failed["error"]["detail"], failed["error"]
     assert failed["model_id"] is None
 
     quick = post(
@@ -187,14 +192,21 @@ def test_a_killed_worker_fails_its_job_and_the_service_goes_on(
     )
     assert wait_for(http, quick["id"])["status"] == "succeeded"
     deadline = time.monotonic() + 30
-    while True:  # the pool replaces the dead worker
+    while True:  # the pool (or the Dask worker's nanny) replaces the dead worker
         info = http.get("/v1/info").json()
         if info["ready"] and len(info["worker_pids"]) == 2:
             break
         assert time.monotonic() < deadline, info
         time.sleep(0.1)
     assert victim not in info["worker_pids"]
-    assert http.get("/readyz").status_code == 200
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    cluster_now = ready.json()["cluster"]  # a cluster's workers and their resources, or null
+    if live_server.cluster is None:
+        assert cluster_now is None
+    else:
+        assert sorted(w["pid"] for w in cluster_now) == sorted(info["worker_pids"])
+        assert all(w["resources"] == {"train": 1.0} for w in cluster_now)
 
 
 @pytest.mark.slow

@@ -11,11 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
@@ -34,67 +31,11 @@ from service.execution.executor import (
 )
 from service.execution.process_pool import LocalProcessExecutor
 from tests import pool_tasks
+from tests.executor_support import TERMINAL, PoolUnderTest, Recorder, wait_until
 
-WAIT_SECONDS = 30.0
 LONG_GRACE = 60.0
 SHORT_GRACE = 0.3
-TERMINAL = (TaskSucceeded, TaskFailed, TaskCancelled)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class Recorder:
-    """The pool's listener: keeps every event and lets the test wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[TaskEvent] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, event: TaskEvent) -> None:
-        with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def clear(self) -> None:
-        with self._changed:
-            self.events.clear()
-
-    def of(self, task_id: str) -> list[TaskEvent]:
-        with self._changed:
-            return [event for event in self.events if event.task_id == task_id]
-
-    def wait_for(self, task_id: str, kind: type[Any]) -> Any:
-        deadline = time.monotonic() + WAIT_SECONDS
-        with self._changed:
-            while True:
-                found = [e for e in self.events if e.task_id == task_id and isinstance(e, kind)]
-                if found:
-                    return found[0]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"no {kind.__name__} for {task_id}: {self.events}")
-                self._changed.wait(remaining)
-
-    def terminal(self, task_id: str) -> TaskEvent:
-        return self.wait_for(task_id, TERMINAL)  # type: ignore[arg-type]
-
-    def assert_well_formed(self) -> None:
-        """Per task: at most one TaskStarted, first; exactly one terminal event, last."""
-        with self._changed:
-            task_ids = {event.task_id for event in self.events}
-            for task_id in task_ids:
-                events = [event for event in self.events if event.task_id == task_id]
-                started = [i for i, e in enumerate(events) if isinstance(e, TaskStarted)]
-                terminal = [i for i, e in enumerate(events) if isinstance(e, TERMINAL)]
-                assert started in ([], [0]), events
-                assert terminal == [len(events) - 1], events
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 def child_pids() -> set[int]:
@@ -104,31 +45,6 @@ def child_pids() -> set[int]:
         for child in psutil.Process().children(recursive=True)
         if "resource_tracker" not in " ".join(child.cmdline())
     }
-
-
-class PoolUnderTest:
-    """A started pool, its recorder, and the ids of the tasks a test submitted to it."""
-
-    def __init__(self, pool: LocalProcessExecutor, recorder: Recorder) -> None:
-        self.pool = pool
-        self.recorder = recorder
-        self.submitted: list[str] = []
-
-    def submit(self, task_id: str, task: Task, deadline_seconds: float | None = None) -> None:
-        self.pool.submit(task_id, task, deadline_seconds=deadline_seconds)
-        self.submitted.append(task_id)
-
-    def run(self, task_id: str, task: Task) -> TaskEvent:
-        self.submit(task_id, task)
-        return self.recorder.terminal(task_id)
-
-    def settle(self) -> None:
-        """Cancel what the test left running or waiting; check every task ended properly."""
-        for task_id in self.submitted:
-            self.pool.cancel(task_id)
-        for task_id in self.submitted:
-            self.recorder.terminal(task_id)
-        self.recorder.assert_well_formed()
 
 
 @pytest.fixture(scope="module")
@@ -414,7 +330,7 @@ def test_a_worker_killed_mid_task_loses_only_that_task(
     assert pool.recorder.terminal("doomed") == TaskFailed(
         "doomed",
         Failure.WORKER_LOST,
-        "the worker process running this task exited unexpectedly (signal 9)",
+        f"worker process {doomed_pid} exited (signal 9)",
     )
     (tmp_path / "go").touch()
     assert pool.recorder.terminal("bystander") == TaskSucceeded("bystander", bystander_pid)
@@ -428,10 +344,9 @@ def test_a_task_that_exits_its_worker_is_lost_and_the_worker_replaced(
     make_pool: PoolFactory,
 ) -> None:
     pool = make_pool()
+    [pid] = pool.pool.worker_pids()
     assert pool.run("exits", pool_tasks.ExitAbruptly(3)) == TaskFailed(
-        "exits",
-        Failure.WORKER_LOST,
-        "the worker process running this task exited unexpectedly (exit code 3)",
+        "exits", Failure.WORKER_LOST, f"worker process {pid} exited (exit code 3)"
     )
     assert pool.run("next", pool_tasks.Echo(1)) == TaskSucceeded("next", 1)
 

@@ -411,6 +411,28 @@ class Health(BaseModel):
     status: Literal["ok"] = Field(default="ok", description="Always ok.")
 
 
+class ClusterWorker(BaseModel):
+    """One worker of the Dask cluster training runs on."""
+
+    name: str = Field(description="The worker's address.", examples=["tcp://10.0.0.5:40123"])
+    pid: int = Field(description="Its process id, on its own machine.")
+    resources: dict[str, float] = Field(
+        description="The resources it offers; jobs need `train`.", examples=[{"train": 1.0}]
+    )
+
+
+CLUSTER_DESCRIPTION = (
+    "The workers of the Dask cluster training runs on; null when it runs in worker processes "
+    "on this machine."
+)
+
+
+class Readiness(Health):
+    """Every training worker is up."""
+
+    cluster: list[ClusterWorker] | None = Field(description=CLUSTER_DESCRIPTION)
+
+
 class Limits(BaseModel):
     """Deployment limits checked on top of the hyperparameter bounds."""
 
@@ -440,6 +462,7 @@ class Info(BaseModel):
     workers: int = Field(description="Training worker processes.")
     worker_pids: list[int] = Field(description="Process ids of the live workers.")
     ready: bool = Field(description="Every worker is up (as /readyz).")
+    cluster: list[ClusterWorker] | None = Field(description=CLUSTER_DESCRIPTION)
     queued_jobs: int = Field(description="Jobs waiting for a worker.")
     running_jobs: int = Field(description="Jobs on a worker now.")
     store_backend: Literal["memory", "sqlite"] = Field(

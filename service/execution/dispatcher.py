@@ -57,6 +57,7 @@ class Dispatcher:
         self.executor = executor
         self.max_queued = max_queued
         self.started = False  # the workers came up
+        self.start_error: str | None = None  # why they did not
         self.closing = False  # close() was called: event streams end, no new work
         self._handlers: dict[str, EventListener] = {}
         self._on_close: list[Callable[[], None]] = []
@@ -70,13 +71,23 @@ class Dispatcher:
 
     def start(self) -> None:
         """Start the executor's workers (blocking: call from a thread)."""
-        self.executor.start(self._route)
+        try:
+            self.executor.start(self._route)
+        except Exception as exc:
+            self.start_error = str(exc)
+            raise
         self.started = True
         self._pump()
 
     @property
     def ready(self) -> bool:
         return self.started and self.executor.ready
+
+    def not_ready_reason(self) -> str:
+        """Why the dispatcher is not ready, for operators."""
+        if self.start_error is not None:
+            return f"the training workers did not start: {self.start_error}"
+        return self.executor.not_ready_reason() or "the training workers are not all up"
 
     def when_closing(self, callback: Callable[[], None]) -> None:
         """Call `callback` first thing in close() (to end event streams)."""

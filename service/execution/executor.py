@@ -1,8 +1,9 @@
 """Where training runs: the executor interface the service talks to.
 
 The service hands an executor a `Task` (a picklable object with a `run` method) under an id; the
-executor runs it somewhere else — worker processes on this machine now
-(`service.execution.process_pool`), a distributed backend later — and reports what happens as
+executor runs it somewhere else — worker processes on this machine
+(`service.execution.process_pool`) or the workers of a Dask cluster
+(`service.execution.dask_executor`) — and reports what happens as
 events to one listener (in the service, `service.execution.dispatcher.Dispatcher`):
 
     TaskStarted     a worker picked the task up
@@ -18,11 +19,17 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
+import math
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
+
+logger = logging.getLogger("scratchnet.executor")
 
 
 class Task(Protocol):
@@ -104,6 +111,111 @@ class QueueFull(Exception):
         super().__init__(f"{queued} tasks are already waiting")
 
 
+class Phase(enum.Enum):
+    """An executor's life: new -> starting -> running -> closing -> closed."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class StopCause(enum.Enum):
+    """Why an executor asked a running task to stop."""
+
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+
+
+def ending_of(
+    event: TaskEvent, reason: StopCause | None, deadline_seconds: float | None
+) -> TaskEvent:
+    """How a task ends: as `event` says, unless it was asked to stop; then, however it ended,
+    as the reason says (a cancelled task's result is never reported)."""
+    if reason is StopCause.CANCEL:
+        return TaskCancelled(event.task_id)
+    if reason is StopCause.TIMEOUT:
+        detail = f"the task exceeded the {deadline_seconds:g} s limit"
+        return TaskFailed(event.task_id, Failure.TIMEOUT, detail)
+    return event
+
+
+def mean_seconds(mean: float, elapsed: float) -> float:
+    """The running mean of task times that Retry-After estimates from (recent tasks weigh most)."""
+    return 0.8 * mean + 0.2 * elapsed
+
+
+def check_options(max_queued: int, cancel_grace_seconds: float) -> None:
+    """ValueError for option values no executor can work with."""
+    if max_queued < 0:
+        raise ValueError(f"max_queued must be >= 0, got {max_queued}")
+    if not cancel_grace_seconds > 0:
+        raise ValueError(f"cancel_grace_seconds must be > 0, got {cancel_grace_seconds}")
+
+
+def check_submission(
+    phase: Phase, task_id: str, held: bool, deadline_seconds: float | None
+) -> None:
+    """What submit() refuses before queueing: a bad deadline (ValueError), an executor that is
+    not running (RuntimeError), a task id it already holds (ValueError)."""
+    if deadline_seconds is not None and not deadline_seconds > 0:
+        raise ValueError(f"deadline_seconds must be > 0, got {deadline_seconds}")
+    if phase is not Phase.RUNNING:
+        raise RuntimeError(f"the executor takes no tasks: it is {phase.value}")
+    if held:
+        raise ValueError(f"task id {task_id!r} is already queued or running")
+
+
+class Outbox:
+    """The events an executor owes its listener, in order: appended under the executor's
+    `lock` from any thread, delivered by one thread outside it (so the listener may call the
+    executor back)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._events: deque[TaskEvent] = deque()
+        self.listener: EventListener | None = None  # set by start(), before any event
+
+    def append(self, event: TaskEvent) -> None:
+        """Queue an event (the caller holds the lock)."""
+        self._events.append(event)
+
+    def __bool__(self) -> bool:
+        return bool(self._events)
+
+    def deliver(self) -> None:
+        """Hand every queued event to the listener; one that raises is logged and skipped."""
+        while True:
+            with self._lock:
+                if not self._events:
+                    return
+                event = self._events.popleft()
+                listener = self.listener
+            assert listener is not None
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("the executor's listener raised on %r", event)
+
+
+def retry_after_seconds(mean_task_seconds: float, waiting: int, workers: int) -> int:
+    """When a refused task may try again: the waiting tasks (and it) shared among the workers at
+    the mean task time seen so far, between 1 s and an hour."""
+    estimate = mean_task_seconds * (waiting + 1) / max(1, workers)
+    return max(1, min(3600, math.ceil(estimate)))
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker of a cluster, as an executor sees it."""
+
+    name: str  # the worker's address, e.g. tcp://10.0.0.5:40123
+    pid: int
+    resources: dict[str, float]  # e.g. {"train": 1.0}
+
+
 class Executor(abc.ABC):
     """Runs tasks away from the event loop and reports their events to `listener`.
 
@@ -142,3 +254,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:
         """{"queued": n, "running": n}."""
+
+    def not_ready_reason(self) -> str | None:
+        """Why the executor is not ready, when it knows (for /readyz); None otherwise."""
+        return None
+
+    def cluster(self) -> list[WorkerInfo] | None:
+        """The workers of the cluster training runs on; None for workers on this machine."""
+        return None

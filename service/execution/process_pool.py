@@ -19,15 +19,13 @@ cancelled task's result is never reported.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
-import math
 import multiprocessing
 import pickle
 import socket
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -38,7 +36,10 @@ from service.execution.executor import (
     EventListener,
     Executor,
     Failure,
+    Outbox,
+    Phase,
     QueueFull,
+    StopCause,
     Task,
     TaskCancelled,
     TaskEvent,
@@ -46,6 +47,11 @@ from service.execution.executor import (
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
+    check_options,
+    check_submission,
+    ending_of,
+    mean_seconds,
+    retry_after_seconds,
 )
 from service.execution.worker import describe, worker_main
 
@@ -54,20 +60,6 @@ logger = logging.getLogger("scratchnet.executor")
 KILL_AFTER_TERMINATE_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 MAX_MESSAGES_PER_WAKE = 64
-
-
-class _Phase(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-class _StopReason(enum.Enum):
-    CANCEL = "cancel"
-    TIMEOUT = "timeout"
-    SHUTDOWN = "shutdown"
 
 
 @dataclass(eq=False)
@@ -84,7 +76,7 @@ class _Worker:
     task_id: str | None = None
     dispatched_at: float = 0.0
     deadline_seconds: float | None = None
-    stop_reason: _StopReason | None = None
+    stop_reason: StopCause | None = None
     kill_at: float | None = None
 
     @property
@@ -133,15 +125,12 @@ class LocalProcessExecutor(Executor):
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        if max_queued < 0:
-            raise ValueError(f"max_queued must be >= 0, got {max_queued}")
+        check_options(max_queued, cancel_grace_seconds)
         if mp_context not in ("spawn", "forkserver"):
             raise ValueError(
                 f"mp_context must be 'spawn' or 'forkserver', got {mp_context!r}: "
                 "forking a parent that runs threads can deadlock the child"
             )
-        if not cancel_grace_seconds > 0:
-            raise ValueError(f"cancel_grace_seconds must be > 0, got {cancel_grace_seconds}")
         self._context: Any = multiprocessing.get_context(mp_context)
         self._worker_count = workers
         self._max_queued = max_queued
@@ -151,13 +140,12 @@ class LocalProcessExecutor(Executor):
         self._progress_interval = progress_interval_seconds
 
         self._lock = threading.Lock()
-        self._phase = _Phase.NEW
-        self._listener: EventListener | None = None
+        self._phase = Phase.NEW
         self._waiting: OrderedDict[str, _Waiting] = OrderedDict()
         self._workers: list[_Worker] = []
         self._restarts_due: list[float] = []
         self._failed_starts = 0  # consecutive workers that died before reporting ready
-        self._outbox: deque[TaskEvent] = deque()
+        self._outbox = Outbox(self._lock)
         self._started = threading.Event()
         self._start_error: str | None = None
         self._closing_since = 0.0
@@ -171,10 +159,10 @@ class LocalProcessExecutor(Executor):
 
     def start(self, listener: EventListener) -> None:
         with self._lock:
-            if self._phase is not _Phase.NEW:
+            if self._phase is not Phase.NEW:
                 raise RuntimeError(f"the executor cannot start: it is {self._phase.value}")
-            self._phase = _Phase.STARTING
-            self._listener = listener
+            self._phase = Phase.STARTING
+            self._outbox.listener = listener
             self._wake_reader, self._wake_writer = socket.socketpair()
             self._wake_reader.setblocking(False)
             self._wake_writer.setblocking(False)
@@ -193,27 +181,26 @@ class LocalProcessExecutor(Executor):
         with self._lock:
             if not ready_in_time and self._start_error is None:
                 self._start_error = f"the workers were not ready within {self._start_timeout} s"
-            if self._start_error is None and self._phase is _Phase.STARTING:
-                self._phase = _Phase.RUNNING
+            if self._start_error is None and self._phase is Phase.STARTING:
+                self._phase = Phase.RUNNING
                 logger.info("executor ready: %d workers %s", self._worker_count, self._pids())
                 return
         self.shutdown()
         raise RuntimeError(f"the executor could not start: {self._start_error}")
 
     def submit(self, task_id: str, task: Task, *, deadline_seconds: float | None = None) -> None:
-        if deadline_seconds is not None and not deadline_seconds > 0:
-            raise ValueError(f"deadline_seconds must be > 0, got {deadline_seconds}")
         with self._lock:
-            if self._phase is not _Phase.RUNNING:
-                raise RuntimeError(f"the executor takes no tasks: it is {self._phase.value}")
-            if task_id in self._waiting or any(w.task_id == task_id for w in self._workers):
-                raise ValueError(f"task id {task_id!r} is already queued or running")
+            held = task_id in self._waiting or any(w.task_id == task_id for w in self._workers)
+            check_submission(self._phase, task_id, held, deadline_seconds)
             # tasks an idle worker is about to take are not waiting: this one waits only if
             # no idle worker is left for it
             idle = sum(1 for w in self._workers if w.takes_work)
             waiting = max(0, len(self._waiting) - idle)
             if len(self._waiting) + 1 > idle and waiting >= self._max_queued:
-                raise QueueFull(waiting, self._retry_after_seconds(waiting))
+                raise QueueFull(
+                    waiting,
+                    retry_after_seconds(self._mean_task_seconds, waiting, self._worker_count),
+                )
             self._waiting[task_id] = _Waiting(task, deadline_seconds)
             self._wake()
 
@@ -226,17 +213,17 @@ class LocalProcessExecutor(Executor):
             for worker in self._workers:
                 if worker.task_id == task_id:
                     if worker.stop_reason is None:
-                        self._request_stop(worker, _StopReason.CANCEL, time.monotonic())
+                        self._request_stop(worker, StopCause.CANCEL, time.monotonic())
                     return True
             return False
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._phase is _Phase.NEW:
-                self._phase = _Phase.CLOSED
+            if self._phase is Phase.NEW:
+                self._phase = Phase.CLOSED
                 return
-            if self._phase in (_Phase.STARTING, _Phase.RUNNING):
-                self._phase = _Phase.CLOSING
+            if self._phase in (Phase.STARTING, Phase.RUNNING):
+                self._phase = Phase.CLOSING
                 self._closing_since = time.monotonic()
                 for task_id in self._waiting:
                     self._outbox.append(TaskCancelled(task_id))
@@ -247,7 +234,7 @@ class LocalProcessExecutor(Executor):
                     if worker.task_id is not None:
                         self._outbox.append(TaskCancelled(worker.task_id))
                         worker.task_id = None
-                        worker.stop_reason = _StopReason.SHUTDOWN
+                        worker.stop_reason = StopCause.SHUTDOWN
                 self._wake()
             supervisor = self._supervisor
         if supervisor is not None and supervisor is not threading.current_thread():
@@ -257,7 +244,7 @@ class LocalProcessExecutor(Executor):
     def ready(self) -> bool:
         with self._lock:
             return (
-                self._phase is _Phase.RUNNING
+                self._phase is Phase.RUNNING
                 and len(self._workers) == self._worker_count
                 and all(w.ready and not w.killed for w in self._workers)
             )
@@ -287,11 +274,7 @@ class LocalProcessExecutor(Executor):
         with contextlib.suppress(OSError):  # full: a wake-up is already pending
             self._wake_writer.send(b"\0")
 
-    def _retry_after_seconds(self, waiting: int) -> int:
-        estimate = self._mean_task_seconds * (waiting + 1) / self._worker_count
-        return max(1, min(3600, math.ceil(estimate)))
-
-    def _request_stop(self, worker: _Worker, reason: _StopReason, now: float) -> None:
+    def _request_stop(self, worker: _Worker, reason: StopCause, now: float) -> None:
         worker.stop_reason = reason
         worker.stop_flag.value = 1
         worker.kill_at = now + self._grace
@@ -301,13 +284,9 @@ class LocalProcessExecutor(Executor):
         """End the worker's task with `event`, or as its stop reason says if it was stopped."""
         task_id = worker.task_id
         assert task_id is not None
-        if worker.stop_reason is _StopReason.CANCEL:
-            event = TaskCancelled(task_id)
-        elif worker.stop_reason is _StopReason.TIMEOUT:
-            detail = f"the task exceeded the {worker.deadline_seconds:g} s limit"
-            event = TaskFailed(task_id, Failure.TIMEOUT, detail)
+        event = ending_of(event, worker.stop_reason, worker.deadline_seconds)
         elapsed = time.monotonic() - worker.dispatched_at
-        self._mean_task_seconds = 0.8 * self._mean_task_seconds + 0.2 * elapsed
+        self._mean_task_seconds = mean_seconds(self._mean_task_seconds, elapsed)
         worker.task_id = None
         worker.stop_reason = None
         worker.kill_at = None
@@ -324,9 +303,9 @@ class LocalProcessExecutor(Executor):
             logger.exception("the executor's supervisor failed; stopping every worker")
             self._abandon()
         finally:
-            self._deliver_events()
+            self._outbox.deliver()
             with self._lock:
-                self._phase = _Phase.CLOSED
+                self._phase = Phase.CLOSED
                 for sock in (self._wake_reader, self._wake_writer):
                     if sock is not None:
                         sock.close()
@@ -339,9 +318,9 @@ class LocalProcessExecutor(Executor):
         """One round: dispatch, deliver events, wait for anything, react. False when done."""
         self._dispatch()
         self._send_stops()
-        self._deliver_events()
+        self._outbox.deliver()
         with self._lock:
-            if self._phase is _Phase.CLOSING and not self._workers:
+            if self._phase is Phase.CLOSING and not self._workers:
                 return False
             assert self._wake_reader is not None
             conns = {w.conn: w for w in self._workers if w.conn_open}
@@ -368,24 +347,11 @@ class LocalProcessExecutor(Executor):
         except BlockingIOError:
             pass
 
-    def _deliver_events(self) -> None:
-        while True:
-            with self._lock:
-                if not self._outbox:
-                    return
-                event = self._outbox.popleft()
-                listener = self._listener
-            assert listener is not None
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("the executor's listener raised on %r", event)
-
     def _dispatch(self) -> None:
         """Hand waiting tasks, oldest first, to idle workers."""
         while True:
             with self._lock:
-                if self._phase is not _Phase.RUNNING or not self._waiting:
+                if self._phase is not Phase.RUNNING or not self._waiting:
                     return
                 worker = next((w for w in self._workers if w.takes_work), None)
                 if worker is None:
@@ -425,7 +391,7 @@ class LocalProcessExecutor(Executor):
 
     def _send_stops(self) -> None:
         with self._lock:
-            if self._phase is not _Phase.CLOSING:
+            if self._phase is not Phase.CLOSING:
                 return
             unsent = [w for w in self._workers if w.conn_open and not w.stop_sent]
             for worker in unsent:
@@ -493,7 +459,7 @@ class LocalProcessExecutor(Executor):
         worker.ready = True
         self._failed_starts = 0
         logger.debug("worker %d ready", worker.pid)
-        if self._phase is _Phase.STARTING and all(w.ready for w in self._workers):
+        if self._phase is Phase.STARTING and all(w.ready for w in self._workers):
             self._started.set()
 
     def _reap(self, worker: _Worker) -> None:
@@ -506,17 +472,14 @@ class LocalProcessExecutor(Executor):
         with self._lock:
             self._workers.remove(worker)
             if worker.task_id is not None:
-                detail = (
-                    "the worker process running this task exited unexpectedly "
-                    f"({_exit_description(exitcode)})"
-                )
+                detail = f"worker process {worker.pid} exited ({_exit_description(exitcode)})"
                 self._finish(worker, TaskFailed(worker.task_id, Failure.WORKER_LOST, detail))
-            if self._phase is _Phase.STARTING and not worker.ready:
+            if self._phase is Phase.STARTING and not worker.ready:
                 self._start_error = (
                     f"worker {worker.pid} exited while starting ({_exit_description(exitcode)})"
                 )
                 self._started.set()
-            elif self._phase in (_Phase.STARTING, _Phase.RUNNING):
+            elif self._phase in (Phase.STARTING, Phase.RUNNING):
                 delay = 0.0
                 if not worker.ready:
                     self._failed_starts += 1
@@ -545,7 +508,7 @@ class LocalProcessExecutor(Executor):
                 moments.append(worker.dispatched_at + deadline)
             if worker.kill_at is not None and not worker.killed:
                 moments.append(worker.kill_at)
-        if self._phase is _Phase.CLOSING:
+        if self._phase is Phase.CLOSING:
             moments.append(self._closing_since + self._grace)
             moments.append(self._closing_since + self._grace + KILL_AFTER_TERMINATE_SECONDS)
         if not moments:
@@ -563,7 +526,7 @@ class LocalProcessExecutor(Executor):
                     and now >= worker.dispatched_at + deadline
                 ):
                     logger.info("task %s exceeded its %g s deadline", worker.task_id, deadline)
-                    self._request_stop(worker, _StopReason.TIMEOUT, now)
+                    self._request_stop(worker, StopCause.TIMEOUT, now)
                 if worker.kill_at is not None and now >= worker.kill_at and not worker.killed:
                     logger.warning(
                         "worker %d did not stop task %s within %g s; killing it",
@@ -573,7 +536,7 @@ class LocalProcessExecutor(Executor):
                     )
                     worker.process.kill()
                     worker.killed = True
-            if self._phase is _Phase.CLOSING:
+            if self._phase is Phase.CLOSING:
                 self._escalate_shutdown(now)
             due = [moment for moment in self._restarts_due if moment <= now]
             self._restarts_due = [moment for moment in self._restarts_due if moment > now]
@@ -606,7 +569,7 @@ class LocalProcessExecutor(Executor):
             return
         with self._lock:
             self._workers.append(worker)
-            if self._phase is _Phase.CLOSING:
+            if self._phase is Phase.CLOSING:
                 worker.stop_flag.value = 1  # shutdown began while it was spawning
         logger.info("started replacement worker %d", worker.pid)
 
@@ -632,7 +595,7 @@ class LocalProcessExecutor(Executor):
     def _abandon(self) -> None:
         """After a supervisor failure: fail every held task and kill every worker."""
         with self._lock:
-            self._phase = _Phase.CLOSING
+            self._phase = Phase.CLOSING
             if self._start_error is None and not self._started.is_set():
                 self._start_error = "the executor's supervisor failed"
             detail = "the executor stopped unexpectedly"

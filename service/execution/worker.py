@@ -14,18 +14,23 @@ The parent sets the flag (to cancel, on a deadline, on shutdown) and resets it b
 task, so `should_stop()` is one read of shared memory, no system call. Everything a task hands
 over travels pickled inside the messages, so a value that cannot be rebuilt on the other side
 fails that one task, never the pipe.
+
+`Channel` and `run_task` are the part of this loop that does not know the pipe: the Dask worker
+(`service.execution.dask_worker`) runs tasks with them too, so both executors report a task's
+progress and outcome with the same messages.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import pickle
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -44,16 +49,20 @@ def describe(exc: BaseException) -> str:
     return text[:MAX_DETAIL_CHARS]
 
 
-class _Channel:
-    """Sends to the parent from the task thread and the flusher thread, one message at a time.
+Message = tuple[Any, ...]
 
-    `report` only appends to a deque (atomic, no lock): the flusher thread sends what has
-    accumulated as one message every `flush_interval` seconds while a task runs, and `finish`
-    sends the rest before the task's outcome.
+
+class Channel:
+    """Sends a task's messages from the task thread and the flusher thread, one at a time.
+
+    `send` delivers one message (down the pipe, or as a Dask event). `report` only appends to a
+    deque (atomic, no lock): the flusher thread sends what has accumulated as one message every
+    `flush_interval` seconds while a task runs, and `end` sends the rest and returns the task's
+    outcome for the caller to deliver.
     """
 
-    def __init__(self, conn: Connection, flush_interval: float) -> None:
-        self._conn = conn
+    def __init__(self, send: Callable[[Message], None], flush_interval: float) -> None:
+        self._send = send
         self._flush_interval = flush_interval
         self._send_lock = threading.Lock()
         self._task_running = threading.Event()
@@ -62,16 +71,16 @@ class _Channel:
         self._progress_error: str | None = None
         threading.Thread(target=self._flush_forever, name="progress-flusher", daemon=True).start()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: Message) -> None:
         with self._send_lock:
-            self._conn.send(message)
+            self._send(message)
 
     def begin(self, task_id: str) -> None:
         with self._send_lock:
             self._task_id = task_id
             self._items.clear()
             self._progress_error = None
-            self._conn.send(("started", task_id))
+            self._send(("started", task_id))
         self._task_running.set()
 
     def report(self, item: Any) -> None:
@@ -79,8 +88,9 @@ class _Channel:
             raise TypeError(self._progress_error)
         self._items.append(item)
 
-    def finish(self, outcome: tuple[Any, ...]) -> None:
-        """Flush what is left, then send the task's outcome."""
+    def end(self, outcome: Message) -> Message:
+        """Flush what is left; returns the task's outcome (a progress item that could not be
+        pickled turns it into that failure). Nothing of this task is sent after it."""
         self._task_running.clear()
         with self._send_lock:
             self._flush_locked()
@@ -91,9 +101,9 @@ class _Channel:
                     Failure.PROGRESS_UNPICKLABLE.value,
                     self._progress_error,
                 )
-            self._conn.send(outcome)
             self._task_id = None
             self._items.clear()  # anything a thread the task left behind reported since
+        return outcome
 
     def _flush_forever(self) -> None:
         try:
@@ -115,7 +125,7 @@ class _Channel:
         except Exception as exc:
             self._progress_error = f"a reported progress item cannot be pickled: {describe(exc)}"
             return
-        self._conn.send(("progress", self._task_id, blob))
+        self._send(("progress", self._task_id, blob))
 
 
 def _exit_when_orphaned(parent_pid: int) -> None:
@@ -126,11 +136,28 @@ def _exit_when_orphaned(parent_pid: int) -> None:
             os._exit(70)
 
 
-def _run_task(
-    channel: _Channel, task_id: str, blob: bytes, should_stop: Callable[[], bool]
-) -> tuple[Any, ...]:
+class _Unpickler(pickle.Unpickler):
+    """Rebuilds a task whose shared values were pickled as references (see `run_task`)."""
+
+    def __init__(self, blob: bytes, shared: Mapping[str, Any]) -> None:
+        super().__init__(io.BytesIO(blob))
+        self._shared = shared
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._shared[pid]
+
+
+def run_task(
+    channel: Channel,
+    task_id: str,
+    blob: bytes,
+    should_stop: Callable[[], bool],
+    shared: Mapping[str, Any] | None = None,
+) -> Message:
+    """Rebuild the task from `blob`, run it, and return its outcome message. `shared` resolves
+    the persistent ids a task was pickled with (values sent once and shared by many tasks)."""
     try:
-        task = pickle.loads(blob)
+        task = pickle.loads(blob) if shared is None else _Unpickler(blob, shared).load()
     except Exception as exc:
         detail = f"the task could not be rebuilt in the worker: {type(exc).__name__}: "
         return ("failed", task_id, Failure.TASK_UNPICKLABLE.value, detail + describe(exc))
@@ -166,7 +193,7 @@ def worker_main(
     for module_name in preload:
         importlib.import_module(module_name)
 
-    channel = _Channel(conn, flush_interval)
+    channel = Channel(conn.send, flush_interval)
 
     def should_stop() -> bool:
         return stop_flag.value != 0  # one read of shared memory
@@ -178,7 +205,7 @@ def worker_main(
             if message[0] != "run":
                 return
             task_id: str = message[1]
-            outcome = _run_task(channel, task_id, conn.recv_bytes(), should_stop)
-            channel.finish(outcome)
+            outcome = run_task(channel, task_id, conn.recv_bytes(), should_stop)
+            channel.send(channel.end(outcome))
     except (EOFError, OSError):
         return  # the parent closed its end or died

@@ -81,7 +81,7 @@ class Wording:
 
     timed_out: str  # "the job" ran longer than job_timeout_seconds
     timeout_advice: str
-    lost: str  # "the worker process running the job" stopped unexpectedly
+    lost: str  # "the worker process running the job" stopped unexpectedly (how: which worker)
     resubmit: str  # "submit the job again"
     internal: str  # an internal error stopped "the job"
 
@@ -490,7 +490,8 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         if error.kind is Failure.WORKER_LOST:
             return WorkError(
                 "worker_lost",
-                f"{words.lost} stopped unexpectedly (killed or out of memory); {words.resubmit}",
+                f"{words.lost} stopped unexpectedly (killed or out of memory: {error.detail}); "
+                f"{words.resubmit}",
             )
         logger.error("a %s failed with %s: %s", self.noun, error.kind.value, error.detail)
         return WorkError("internal", f"an internal error stopped {words.internal}")

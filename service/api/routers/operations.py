@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.auth import authenticate, authenticate_docs
-from service.api.deps import StateDep
+from service.api.deps import ServiceState, StateDep
 from service.api.problems import problem_responses
-from service.api.schemas import Health, Info, Limits
+from service.api.schemas import ClusterWorker, Health, Info, Limits, Readiness
 from service.errors import NotReady
 
 router = APIRouter(tags=["operations"])
@@ -29,17 +29,27 @@ async def healthz() -> Health:
     return Health()
 
 
+def cluster_of(state: ServiceState) -> list[ClusterWorker] | None:
+    """The Dask cluster's workers as the executor sees them; None for local workers."""
+    workers = state.dispatcher.executor.cluster() if state.dispatcher.started else None
+    if workers is None:
+        return None
+    return [ClusterWorker(name=w.name, pid=w.pid, resources=w.resources) for w in workers]
+
+
 @router.get(
     "/readyz",
-    response_model=Health,
+    response_model=Readiness,
     summary="Readiness",
     responses=problem_responses(503),
 )
-async def readyz(state: StateDep) -> Health:
-    """200 once every training worker is up; 503 while they start (or restart)."""
+async def readyz(state: StateDep) -> Readiness:
+    """200 once every training worker is up (on a Dask cluster: its workers, with their
+    resources); 503 while they start (or restart), or when a cluster's workers cannot be
+    used (the detail says why: a worker's scratchnet or NumPy version differs, say)."""
     if not state.dispatcher.ready:
-        raise NotReady("the training workers are not all up", headers={"Retry-After": "1"})
-    return Health()
+        raise NotReady(state.dispatcher.not_ready_reason(), headers={"Retry-After": "1"})
+    return Readiness(cluster=cluster_of(state))
 
 
 @router.get(
@@ -65,7 +75,8 @@ async def metrics(state: StateDep) -> Response:
     dependencies=[Depends(authenticate)],
 )
 async def info(state: StateDep) -> Info:
-    """Version, executor backend, workers and every deployment limit."""
+    """Version, executor backend, workers (on a Dask cluster: which, with their resources)
+    and every deployment limit."""
     settings = state.settings
     dispatcher = state.dispatcher
     counts = dispatcher.counts()
@@ -75,6 +86,7 @@ async def info(state: StateDep) -> Info:
         workers=dispatcher.executor.worker_count,
         worker_pids=dispatcher.worker_pids(),
         ready=dispatcher.ready,
+        cluster=cluster_of(state),
         queued_jobs=counts["queued"],
         running_jobs=counts["running"],
         store_backend=state.store.backend,
