@@ -356,6 +356,20 @@ class Health(Response):
     status: Literal["ok"] = "ok"
 
 
+class ClusterWorker(Response):
+    """One worker of the Dask cluster training runs on."""
+
+    name: str
+    pid: int
+    resources: dict[str, float]
+
+
+class Readiness(Health):
+    """Every training worker is up (the cluster's workers, on a Dask cluster)."""
+
+    cluster: list[ClusterWorker] | None
+
+
 class Limits(Response):
     """Deployment limits checked on top of the hyperparameter bounds."""
 
@@ -390,3 +404,4 @@ class Info(Response):
     store_backend: Literal["memory", "sqlite"]
     stored_bytes: int
     limits: Limits
+    cluster: list[ClusterWorker] | None

@@ -19,6 +19,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def structured_logs_through_logging() -> None:
+    """The service's structlog lines (service.logs) as standard-library records, where pytest
+    captures them (and caplog sees them), instead of printed to stdout."""
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.KeyValueRenderer(key_order=["event"]),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+
+
 @pytest.fixture(scope="session")
 async def app(anyio_backend: str) -> AsyncIterator[FastAPI]:
     """One app for the API tests: 2 workers, small limits (see api_settings)."""
