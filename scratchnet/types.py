@@ -19,6 +19,7 @@ from engine.datasets import Kind as DatasetKind
 from engine.hyperparameters import Hyperparameters
 
 __all__ = [
+    "ClusterWorker",
     "ConfigurationPublic",
     "DatasetKind",
     "DatasetPublic",
@@ -39,6 +40,7 @@ __all__ = [
     "Prediction",
     "Problem",
     "ProgressEvent",
+    "Readiness",
     "SweepPointEvent",
     "SweepProgress",
     "SweepPublic",
