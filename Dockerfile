@@ -37,7 +37,7 @@ ENV PATH="$VIRTUAL_ENV/bin:$PATH" \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv "$VIRTUAL_ENV" \
     && wheel="$(echo /wheels/scratchnet-*.whl)" \
-    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check "$wheel[dask]" \
+    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --disable-pip-version-check "${wheel}[dask]" \
     && groupadd --system --gid 10001 scratchnet \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin scratchnet \
