@@ -144,6 +144,7 @@ async def create_dataset(
     "", response_model=DatasetsPublic, summary="List datasets", responses=problem_responses(422)
 )
 async def list_datasets(state: StateDep, page: PageDep) -> DatasetsPublic:
+    """Every dataset, oldest first, without its points."""
     return DatasetsPublic.model_validate(page.page(state.store.datasets.select(), dataset_public))
 
 
@@ -161,6 +162,7 @@ async def read_dataset(
         Query(description="Add `points`, `labels` and `split` (the side of each point)."),
     ] = False,
 ) -> DatasetPublic | Response:
+    """A dataset's description and split; with include_points, every point too."""
     record = require_dataset(state, dataset_id)
     if include_points:
         # every point: load, build and serialize in a thread, not on the event loop
@@ -208,6 +210,7 @@ async def dataset_image(
         int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
     ] = 480,
 ) -> Response:
+    """Scatter plot of the first two features, coloured by class (PNG)."""
     record = require_dataset(state, dataset_id)
     return await picture_response(
         request,

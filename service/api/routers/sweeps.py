@@ -110,6 +110,7 @@ async def list_sweeps(
         SweepStatusName | None, Query(description="Only sweeps in this state.")
     ] = None,
 ) -> SweepsPublic:
+    """Every sweep, oldest first, optionally only those in one state."""
     return SweepsPublic.model_validate(page.page(state.sweeps.select(status), sweep_public))
 
 
@@ -120,6 +121,7 @@ async def list_sweeps(
     responses=problem_responses(404),
 )
 async def read_sweep(state: StateDep, sweep_id: str) -> SweepPublic:
+    """A sweep: its progress and one row per configuration, the best one marked."""
     return sweep_public(state.sweeps.require(sweep_id))
 
 
