@@ -225,7 +225,7 @@ async def predict(request: Request, state: StateDep, model_id: str) -> Response:
     return Response(content, media_type="application/json")
 
 
-@png_route(router, f"{MODEL}/decision-boundary.png", "Draw the decision boundary", 404, 422)
+@png_route(router, f"{MODEL}/decision-boundary.png", "Draw the decision boundary", 404, 409, 422)
 async def decision_boundary(
     request: Request,
     state: StateDep,
@@ -240,14 +240,13 @@ async def decision_boundary(
 ) -> Response:
     """Class regions of a 2-feature model. Points come from the model's dataset while it
     exists (training filled, test hollow); imported models and models whose dataset was deleted
-    are drawn without points. A model with other than 2 features is a 422."""
+    are drawn without points. A model with other than 2 features is a 409 (as a loss curve
+    of a model without history): what the model is, not the request, forbids it."""
     record = require_model(state, model_id)
     if record.n_features != 2:
-        raise InvalidRequest.at(
-            ["path", "model_id"],
+        raise Conflict(
             f"model {model_id} has {record.n_features} features; decision boundaries are drawn "
-            "for 2-feature models only",
-            "not_two_dimensional",
+            "for 2-feature models only"
         )
     dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
     key = (model_id, "boundary", width, height, resolution, show, dataset is not None)
