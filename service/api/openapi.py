@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import problems
+from service.api import contract, problems
 from service.api.schemas import DatasetCreate, PredictRequest, ProgressEvent
 
 DOCS_STATIC = "/static/docs"
@@ -79,5 +79,6 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                     response.pop("content", None)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    contract.complete(document, app.state.scratchnet.settings)
     app.openapi_schema = document
     return document
