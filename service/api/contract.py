@@ -34,28 +34,28 @@ Document = dict[str, Any]
 Operation = dict[str, Any]
 SCHEMAS = "#/components/schemas/"
 
+
+def _error_classes() -> dict[int, type[errors.ServiceError]]:
+    """status -> the first error class answering it, walking service.errors' tree breadth
+    first (so InvalidRequest, not LimitExceeded, for 422)."""
+    found: dict[int, type[errors.ServiceError]] = {}
+    level = errors.ServiceError.__subclasses__()
+    while level:
+        for error in level:
+            found.setdefault(error.status, error)
+        level = [child for error in level for child in error.__subclasses__()]
+    return found
+
+
 # status -> the error class answering it (405 and 500 are declared by no operation).
-ERROR_CLASSES: dict[int, type[errors.ServiceError]] = {
-    error.status: error
-    for error in (
-        errors.MalformedRequest,
-        errors.NotFound,
-        errors.Conflict,
-        errors.PayloadTooLarge,
-        errors.UnsupportedMediaType,
-        errors.InvalidRequest,
-        errors.TooManyJobs,
-        errors.NotReady,
-        errors.InsufficientStorage,
-    )
-}
+ERROR_CLASSES = _error_classes()
+# An example detail per status; a status missing here takes its response's description.
 EXAMPLE_DETAILS: dict[int, str] = {
     400: "the body is not valid JSON: EOF while parsing an object at character 11",
-    404: "{noun} {example_id} does not exist",
+    404: "{noun} {example_id} does not exist",  # 422: from the operation (_invalid_value)
     409: "the resource's state forbids this request; the detail says which state and why",
     413: "the request body is larger than max_request_bytes = 67108864",
     415: "Content-Type 'text/plain' is not accepted; send the body as application/json",
-    422: "{field}: {message}",
     429: "100 jobs are queued, the most max_queued_jobs allows; retry after Retry-After seconds",
     503: "the training workers are not all up",
     507: "storing this would pass max_stored_bytes; delete datasets or models first",
@@ -184,15 +184,15 @@ def _add_error_examples(path: str, operation: Operation) -> None:
             "type": PROBLEM_BASE + error.slug,
             "title": error.title,
             "status": error.status,
-            "detail": EXAMPLE_DETAILS[error.status].format(noun=noun, example_id=example_id)
-            if error.status != 422
-            else "",
+            "detail": EXAMPLE_DETAILS[404].format(noun=noun, example_id=example_id)
+            if error.status == 404
+            else EXAMPLE_DETAILS.get(error.status, response["description"]),
         }
         if error.status == 422:
             loc, message, kind = _invalid_value(operation)
             example |= {
                 "type": PROBLEM_BASE + "validation-error",
-                "detail": EXAMPLE_DETAILS[422].format(field=loc[-1], message=message),
+                "detail": f"{loc[-1]}: {message}",
                 "errors": [{"loc": loc, "msg": message, "type": kind}],
             }
         response["content"][PROBLEM_MEDIA_TYPE]["example"] = example
