@@ -49,5 +49,9 @@ bench-executor: $(STAMP)
 bench-store: $(STAMP)
 	$(BIN)/python -m benchmarks.store_bench
 
+# schemathesis against a real server, every phase and check (minutes; needs schemathesis).
+fuzz: $(STAMP)
+	benchmarks/fuzz_api.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
