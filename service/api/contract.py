@@ -54,9 +54,10 @@ EXAMPLE_DETAILS: dict[int, str] = {
     400: "the body is not valid JSON: EOF while parsing an object at character 11",
     404: "{noun} {example_id} does not exist",  # 422: from the operation (_invalid_value)
     409: "the resource's state forbids this request; the detail says which state and why",
-    413: "the request body is larger than max_request_bytes = 67108864",
+    413: "the request body is larger than max_request_bytes = {settings.max_request_bytes}",
     415: "Content-Type 'text/plain' is not accepted; send the body as application/json",
-    429: "100 jobs are queued, the most max_queued_jobs allows; retry after Retry-After seconds",
+    429: "{settings.max_queued_jobs} jobs are queued, the most max_queued_jobs allows; retry "
+    "after Retry-After seconds",
     503: "the training workers are not all up",
     507: "storing this would pass max_stored_bytes; delete datasets or models first",
 }
@@ -77,7 +78,7 @@ def complete(document: Document, settings: Settings) -> None:
             p["name"] == "limit" and p["in"] == "query" for p in operation.get("parameters", [])
         ):
             _limit_page_size(operation, settings)
-        _add_error_examples(path, operation)
+        _add_error_examples(path, operation, settings)
     _add_links(document)
 
 
@@ -171,7 +172,7 @@ def _declare_limits(schemas: dict[str, Any], settings: Settings) -> None:
 # --- error examples -----------------------------------------------------------------------------
 
 
-def _add_error_examples(path: str, operation: Operation) -> None:
+def _add_error_examples(path: str, operation: Operation, settings: Settings) -> None:
     noun, example_id = "resource", "x"
     for name, value in EXAMPLE_IDS.items():
         if "{" + name + "}" in path:
@@ -184,9 +185,11 @@ def _add_error_examples(path: str, operation: Operation) -> None:
             "type": PROBLEM_BASE + error.slug,
             "title": error.title,
             "status": error.status,
-            "detail": EXAMPLE_DETAILS[404].format(noun=noun, example_id=example_id)
-            if error.status == 404
-            else EXAMPLE_DETAILS.get(error.status, response["description"]),
+            "detail": EXAMPLE_DETAILS[error.status].format(
+                noun=noun, example_id=example_id, settings=settings
+            )
+            if error.status in EXAMPLE_DETAILS
+            else response["description"],
         }
         if error.status == 422:
             loc, message, kind = _invalid_value(operation)
