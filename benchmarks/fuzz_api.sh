@@ -5,6 +5,9 @@
 #   benchmarks/fuzz_api.sh                      every operation, 50 examples each, <= 600 s
 #   MAX_EXAMPLES=20 MAX_TIME=120 benchmarks/fuzz_api.sh
 #   SEED=1 benchmarks/fuzz_api.sh               repeat a run
+#   API_KEY=k SCRATCHNET_API_KEYS=fuzz:k benchmarks/fuzz_api.sh   every request with that key
+#   SEED_API_KEY=k API_KEY=wrong SCRATCHNET_API_KEYS=fuzz:k ...    resources made with k,
+#                                               fuzzed with a wrong key (or none: API_KEY=)
 #   benchmarks/fuzz_api.sh --include-path-regex '^/v1/models'   extra schemathesis options
 #
 # Needs schemathesis in the virtualenv (`.venv/bin/pip install schemathesis`; verified with
@@ -37,6 +40,9 @@ MAX_TIME="${MAX_TIME:-600}"
 REPORT_DIR="${REPORT_DIR:-$(mktemp -d -t scratchnet-fuzz-XXXXXX)}"
 SEED_OPTION=()
 if [[ -n "${SEED:-}" ]]; then SEED_OPTION=(--seed "$SEED"); fi
+AUTH_OPTION=()
+if [[ -n "${API_KEY:-}" ]]; then AUTH_OPTION=(--header "Authorization: Bearer $API_KEY"); fi
+export SEED_API_KEY="${SEED_API_KEY:-${API_KEY:-}}"
 
 if [[ ! -x "$SCHEMATHESIS" ]]; then
     echo "schemathesis is not installed: $ROOT/.venv/bin/pip install schemathesis" >&2
@@ -88,13 +94,18 @@ done
 # Resources to fuzz against, and the config binding their ids.
 "$PYTHON" - "$URL" "$CONFIG" "$REPORT_DIR" <<'PYTHON'
 import json
+import os
 import sys
 import time
 
 import httpx
 
 url, config_path, report_dir = sys.argv[1:]
-client = httpx.Client(base_url=url, timeout=60)
+# The resources are made with SEED_API_KEY (default: the key the run uses).
+key = os.environ["SEED_API_KEY"]
+client = httpx.Client(
+    base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"} if key else {}
+)
 
 
 def created(response: httpx.Response) -> dict:
@@ -196,6 +207,7 @@ status=0
     --report junit \
     --report-dir "$REPORT_DIR" \
     "${SEED_OPTION[@]}" \
+    "${AUTH_OPTION[@]}" \
     "$@" || status=$?
 
 stop_server
