@@ -55,5 +55,9 @@ bench-client: $(STAMP)
 bench-dask: $(STAMP)
 	$(BIN)/python -m benchmarks.dask_bench
 
+# schemathesis against a real server, every phase and check (minutes; needs schemathesis).
+fuzz: $(STAMP)
+	benchmarks/fuzz_api.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

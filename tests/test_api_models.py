@@ -128,7 +128,7 @@ async def test_decision_boundary_needs_two_features(client: httpx.AsyncClient) -
     iris = await create_dataset(client, kind="iris")
     model = await trained_model(client, iris)
     response = await client.get(f"/v1/models/{model['id']}/decision-boundary.png")
-    assert "has 4 features" in assert_problem(response, 422, "invalid-request")["detail"]
+    assert "has 4 features" in assert_problem(response, 409, "conflict")["detail"]
 
 
 async def test_loss_curve_png(client: httpx.AsyncClient, moons_model: dict[str, Any]) -> None:

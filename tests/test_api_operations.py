@@ -3,12 +3,14 @@ document."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api_support import api_settings, assert_problem
+from service.errors import Problem
+from tests.api_support import PROBLEM, api_settings, assert_problem
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +36,7 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/models/{model_id}"): {"200", "404"},
     ("delete", "/v1/models/{model_id}"): {"204", "404", "507"},
     ("post", "/v1/models/{model_id}/predict"): {"200", "400", "404", "413", "415", "422", "503"},
-    ("get", "/v1/models/{model_id}/decision-boundary.png"): PICTURE,
+    ("get", "/v1/models/{model_id}/decision-boundary.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/loss-curve.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/export"): {"200", "404"},
     ("get", "/v1/info"): {"200"},
@@ -141,6 +143,15 @@ async def test_wrong_method_is_a_405_problem_with_allow(client: httpx.AsyncClien
     assert on_item.headers["allow"] == "GET, DELETE"
 
 
+async def test_405_lists_only_the_methods_of_the_literal_path(client: httpx.AsyncClient) -> None:
+    # /v1/models/{model_id} must not take "import": that path is POST only.
+    for method in ("GET", "DELETE", "PUT"):
+        response = await client.request(method, "/v1/models/import")
+        assert_problem(response, 405, "method-not-allowed")
+        assert response.headers["allow"] == "POST", method
+    assert (await client.get("/v1/models/imports")).status_code == 404
+
+
 async def test_unexpected_errors_are_a_generic_500_problem() -> None:
     from service.main import create_app
 
@@ -209,9 +220,13 @@ async def test_openapi_errors_are_problem_json_and_successes_have_their_media_ty
         for code, response in operation["responses"].items():
             content = response.get("content", {})
             if int(code) >= 400:
-                assert content == {
-                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-                }, key
+                assert list(content) == ["application/problem+json"], key
+                problem = content["application/problem+json"]
+                assert problem["schema"] == {"$ref": "#/components/schemas/Problem"}, key
+                example = Problem.model_validate(problem["example"])
+                assert example.status == int(code), (key, code)
+                assert example.type.startswith(PROBLEM) and example.detail, (key, code)
+                assert (example.errors is not None) == (code == "422"), (key, code)
             elif code in ("204", "304"):
                 assert content == {}, key
             else:
@@ -230,9 +245,9 @@ async def test_openapi_dataset_creation_takes_json_and_csv(openapi: dict[str, An
 
 async def test_openapi_describes_every_schema_and_field(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
-    assert schemas["JobCreate"]["properties"]["hyperparameters"]["$ref"].endswith(
-        "/Hyperparameters"
-    )
+    for body, field in (("JobCreate", "hyperparameters"), ("SweepCreate", "base")):
+        reference = schemas[body]["properties"][field]["$ref"]
+        assert reference.endswith("/HyperparametersCreate"), body
     own = own_schemas() - {"Request"}  # Request: the base of request bodies, never a component
     assert own <= set(schemas)
     for name in own:
@@ -242,8 +257,6 @@ async def test_openapi_describes_every_schema_and_field(openapi: dict[str, Any])
             assert definition.get("description") or definition.get("$ref"), (name, field)
     for name in ("DatasetCreate", "JobCreate", "PredictRequest", "Hyperparameters", "Problem"):
         assert schemas[name].get("examples"), name
-    for key in DECLARED:
-        assert operations(openapi)[key].get("summary"), key
 
 
 async def test_openapi_declares_location_and_retry_after_headers(openapi: dict[str, Any]) -> None:
@@ -257,3 +270,175 @@ async def test_openapi_declares_location_and_retry_after_headers(openapi: dict[s
     for code in ("429", "503"):
         assert "Retry-After" in paths["/v1/jobs"]["post"]["responses"][code]["headers"]
     assert "ProgressEvent" in openapi["components"]["schemas"]
+
+
+# --- the exact contract (service.api.contract) ---------------------------------------------
+
+
+async def test_every_operation_has_a_summary_a_description_and_only_known_statuses(
+    openapi: dict[str, Any],
+) -> None:
+    from service.api.contract import ERROR_CLASSES
+
+    for key, operation in operations(openapi).items():
+        assert operation.get("summary"), key
+        assert operation.get("description"), key
+        errors = {int(code) for code in operation["responses"] if int(code) >= 400}
+        assert errors <= set(ERROR_CLASSES), key
+
+
+def link_targets(document: dict[str, Any], source: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """operationId -> link, over every success response of `source`."""
+    return {
+        link["operationId"]: link
+        for code, response in source["responses"].items()
+        if code.startswith("2")
+        for link in response.get("links", {}).values()
+    }
+
+
+# The operations creating each kind of resource, and the id name it gets.
+CREATORS = {
+    ("post", "/v1/datasets"): "dataset_id",
+    ("post", "/v1/jobs"): "job_id",
+    ("post", "/v1/sweeps"): "sweep_id",
+    ("post", "/v1/models/import"): "model_id",
+}
+
+
+async def test_links_lead_from_each_creating_operation_to_every_operation_taking_its_id(
+    openapi: dict[str, Any],
+) -> None:
+    by_id = {op["operationId"]: op for op in operations(openapi).values()}
+    for key, name in CREATORS.items():
+        links = link_targets(openapi, operations(openapi)[key])
+        takers = {
+            op["operationId"]
+            for op in operations(openapi).values()
+            if any(p["name"] == name and p["in"] == "path" for p in op.get("parameters", []))
+        }
+        assert takers, name
+        for operation_id in takers:
+            link = links.get(operation_id)
+            assert link is not None, (key, operation_id)
+            assert link["parameters"] == {f"path.{name}": "$response.body#/id"}, (key, link)
+        assert operation_id in by_id
+    dataset_links = link_targets(openapi, operations(openapi)[("post", "/v1/datasets")])
+    for body_taker in ("create_job_v1_jobs_post", "create_sweep_v1_sweeps_post"):
+        assert dataset_links[body_taker]["requestBody"] == {"dataset_id": "$response.body#/id"}
+
+
+async def test_every_id_taking_operation_is_reachable_by_a_link(openapi: dict[str, Any]) -> None:
+    """Stateful clients start from the operations taking no id and follow links: every
+    operation must be reachable that way."""
+    all_operations = list(operations(openapi).values())
+    by_id = {op["operationId"]: op for op in all_operations}
+    reached = {
+        op["operationId"]
+        for op in all_operations
+        if not any(p["in"] == "path" for p in op.get("parameters", []))
+    }
+    frontier = list(reached)
+    while frontier:
+        for target in link_targets(openapi, by_id[frontier.pop()]):
+            assert target in by_id, target
+            if target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    assert reached == set(by_id)
+
+
+async def test_declared_bounds_are_this_apps_settings(openapi: dict[str, Any]) -> None:
+    from service.main import create_app
+
+    def limit_maxima(document: dict[str, Any]) -> set[int]:
+        return {
+            p["schema"]["maximum"]
+            for op in operations(document).values()
+            for p in op.get("parameters", [])
+            if p["name"] == "limit"
+        }
+
+    settings = api_settings()
+    assert limit_maxima(openapi) == {settings.page_size_max}
+    for key, operation in operations(openapi).items():
+        for parameter in operation.get("parameters", []):
+            assert "null" not in json.dumps(parameter["schema"]), (key, parameter["name"])
+    schemas = openapi["components"]["schemas"]
+    options = schemas["HyperparametersCreate"]["properties"]
+    assert options["hidden_layers"]["maxItems"] == settings.max_hidden_layers
+    assert options["hidden_layers"]["items"]["maximum"] == settings.max_units_per_layer
+    assert options["epochs"]["maximum"] == settings.max_epochs
+    assert "maxItems" not in schemas["Hyperparameters"]["properties"]["hidden_layers"]
+    grid = schemas["SweepCreate"]["properties"]["grid"]
+    assert set(grid["properties"]) == set(options)
+    assert grid["additionalProperties"] is False
+    assert {g["maxItems"] for g in grid["properties"].values()} == {
+        settings.max_sweep_configurations
+    }
+    assert schemas["PredictRequest"]["properties"]["points"]["maxItems"] == (
+        settings.predict_max_points
+    )
+    other = create_app(api_settings(page_size_max=7, max_epochs=99)).openapi()
+    assert limit_maxima(other) == {7}
+    assert other["components"]["schemas"]["HyperparametersCreate"]["properties"]["epochs"][
+        "maximum"
+    ] == (99)
+
+
+def dataset_branches(document: dict[str, Any]) -> list[dict[str, Any]]:
+    branches: list[dict[str, Any]] = document["components"]["schemas"]["DatasetCreate"]["oneOf"]
+    return branches
+
+
+async def test_dataset_branches_cover_each_kind_once(openapi: dict[str, Any]) -> None:
+    from engine.datasets import DESCRIPTIONS
+
+    kinds = [k for b in dataset_branches(openapi) for k in b["properties"]["kind"]["enum"]]
+    assert sorted(kinds) == sorted(DESCRIPTIONS)
+    for branch in dataset_branches(openapi):
+        assert branch["additionalProperties"] is False
+        for name, field in branch["properties"].items():
+            assert name == "kind" or field.get("description"), (branch["title"], name)
+
+
+# Fields of DatasetCreate with a value the service takes for the kinds they apply to.
+FIELD_VALUES: dict[str, Any] = {
+    "name": "n",
+    "seed": 3,
+    "test_fraction": 0.25,
+    "standardize": False,
+    "n_samples": 40,
+    "noise": 0.1,
+    "n_classes": 3,
+    "points": [[float(i), float(i % 3)] for i in range(12)],
+    "labels": [i % 2 for i in range(12)],
+    "feature_names": ["a", "b"],
+}
+
+
+async def test_dataset_branches_say_exactly_which_fields_the_service_takes(
+    client: httpx.AsyncClient, openapi: dict[str, Any]
+) -> None:
+    """Each branch's fields, all given at once, are accepted; a field it leaves out is a 422
+    naming it, and so is a missing required field."""
+    for branch in dataset_branches(openapi):
+        listed = set(branch["properties"]) - {"kind"}
+        assert listed <= set(FIELD_VALUES)
+        for kind in branch["properties"]["kind"]["enum"]:
+            body = {"kind": kind, **{name: FIELD_VALUES[name] for name in listed}}
+            response = await client.post("/v1/datasets", json=body)
+            assert response.status_code == 201, (kind, response.text)
+            await client.delete(response.headers["location"])
+            for extra in set(FIELD_VALUES) - listed:
+                refused = await client.post(
+                    "/v1/datasets", json={**body, extra: FIELD_VALUES[extra]}
+                )
+                problem = assert_problem(refused, 422, "invalid-request")
+                assert problem["errors"][0]["loc"] == ["body", extra], (kind, extra)
+            for required in set(branch["required"]) - {"kind"}:
+                missing = {k: v for k, v in body.items() if k != required}
+                problem = assert_problem(
+                    await client.post("/v1/datasets", json=missing), 422, "invalid-request"
+                )
+                assert problem["errors"][0]["loc"] == ["body", required], (kind, required)

@@ -258,7 +258,7 @@ async def test_grid_picture_needs_two_features_and_a_finished_configuration(
         client, dataset_id=iris["id"], base={"epochs": 5}, grid={"hidden_layers": [[2], [3]]}
     )
     refused = await client.get(f"/v1/sweeps/{flowers['id']}/grid.png")
-    detail = assert_problem(refused, 422, "invalid-request")["detail"]
+    detail = assert_problem(refused, 409, "conflict")["detail"]
     assert "4 features" in detail and "2-feature" in detail
 
     slow = await post_sweep(client, dataset_id=moons["id"], base=LONG, grid={"seed": [0]})

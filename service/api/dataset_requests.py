@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 from engine import datasets as engine_datasets
 from engine.datasets import FIXED_N_CLASSES, PARAMETERS, Dataset, Kind
-from service.api.schemas import DEFAULT_SPLIT_SEED, DEFAULT_TEST_FRACTION, DatasetCreate
+from service.api.schemas import (
+    CUSTOM_FIELDS,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    GENERATOR_FIELDS,
+    DatasetCreate,
+    applicable_fields,
+)
 from service.errors import InvalidRequest, LimitExceeded
 from service.settings import Settings
 from service.state.records import DatasetContent, DatasetRecord, new_id, utc_now
-
-GENERATOR_FIELDS = ("n_samples", "noise", "n_classes")
-CUSTOM_FIELDS = ("points", "labels", "feature_names")
 
 
 def _takes(kind: Kind) -> str:
@@ -32,20 +36,16 @@ def check_applicable(body: DatasetCreate) -> None:
     """Refuse a field that does not apply to the kind, naming it (422)."""
     given = body.model_fields_set
     kind = body.kind
-    for field in GENERATOR_FIELDS:
-        if field in given and field not in PARAMETERS[kind]:
+    taken = applicable_fields(kind)
+    for field in (*GENERATOR_FIELDS, *CUSTOM_FIELDS):
+        if field in given and field not in taken:
             fixed = next((n for k, n in FIXED_N_CLASSES.items() if k == kind), None)
             why = f" (it always has {fixed} classes)" if fixed else ""
             raise InvalidRequest.at(
                 ["body", field],
-                f"{field} does not apply to {kind}{why}; {_takes(kind)}",
-                "not_applicable",
-            )
-    for field in CUSTOM_FIELDS:
-        if kind != "custom" and field in given:
-            raise InvalidRequest.at(
-                ["body", field],
-                f"{field} applies only to kind custom; {_takes(kind)}",
+                f"{field} applies only to kind custom; {_takes(kind)}"
+                if field in CUSTOM_FIELDS
+                else f"{field} does not apply to {kind}{why}; {_takes(kind)}",
                 "not_applicable",
             )
     if kind == "custom":

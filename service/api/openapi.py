@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from service.api import problems, ratelimit
+from service.api import contract, problems, ratelimit
 from service.api.auth import authenticate_docs
 from service.api.schemas import DatasetCreate, PredictRequest, ProgressEvent
 
@@ -95,5 +95,6 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                     response.pop("content", None)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    contract.complete(document, app.state.scratchnet.settings)
     app.openapi_schema = document
     return document

@@ -4,11 +4,16 @@ and `XsPublic` (a page of them). Training options are the engine's own `Hyperpar
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from engine.datasets import DESCRIPTIONS, MAX_ABS_VALUE, MAX_FEATURES, PARAMETERS
+from engine.datasets import (
+    DESCRIPTIONS,
+    MAX_ABS_VALUE,
+    MAX_FEATURES,
+    PARAMETERS,
+)
 from engine.datasets import Kind as DatasetKind
 from engine.hyperparameters import Hyperparameters
 from service.state.records import ErrorType
@@ -16,6 +21,11 @@ from service.state.records import ErrorType
 Label = StrictInt | StrictStr
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SPLIT_SEED = 0
+# Which DatasetCreate fields apply to which kind: generator parameters as engine.datasets'
+# PARAMETERS says, the custom fields to custom only; name, seed, test_fraction, standardize to all.
+GENERATOR_FIELDS = ("n_samples", "noise", "n_classes")
+CUSTOM_FIELDS = ("points", "labels", "feature_names")
+SHARED_FIELDS = ("name", "seed", "test_fraction", "standardize")
 
 
 def _kind_table() -> str:
@@ -37,23 +47,104 @@ class Request(BaseModel):
 # --- datasets --------------------------------------------------------------------------------
 
 
+def applicable_fields(kind: DatasetKind) -> tuple[str, ...]:
+    """The DatasetCreate fields, besides kind and SHARED_FIELDS, that `kind` takes."""
+    generator = tuple(name for name in GENERATOR_FIELDS if name in PARAMETERS[kind])
+    return generator + (CUSTOM_FIELDS if kind == "custom" else ())
+
+
+# What the JSON Schema of the custom fields says beyond pydantic's types; the engine checks the
+# same (engine.datasets.from_points), plus what JSON Schema cannot say: one label per point,
+# rows of one length, at least 2 classes, feature names one per column.
+_CUSTOM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "points": {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_FEATURES,
+            "items": {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE},
+        },
+    },
+    "labels": {
+        "anyOf": [
+            {"type": "array", "minItems": 2, "items": {"type": "integer"}},
+            {"type": "array", "minItems": 2, "items": {"type": "string"}},
+        ]
+    },
+    "feature_names": {
+        "anyOf": [
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_FEATURES,
+                "uniqueItems": True,
+                "items": {"type": "string", "pattern": "\\S"},
+            },
+            {"type": "null"},
+        ]
+    },
+}
+
+
+# The fewest points a generated dataset can have: two classes at least, two points a class.
+MIN_GENERATED_SAMPLES = 2 * 2
+
+DATASET_EXAMPLES = [
+    {"kind": "moons", "n_samples": 200, "noise": 0.2, "seed": 0, "test_fraction": 0.2},
+    {"kind": "iris", "test_fraction": 0.3, "standardize": True},
+    {
+        "kind": "custom",
+        "points": [[0, 0], [0, 1], [1, 0], [1, 1], [0.1, 0.1], [0.1, 0.9]],
+        "labels": ["a", "b", "b", "a", "a", "b"],
+        "test_fraction": 0,
+    },
+]
+
+
+def _one_branch_per_kind(schema: dict[str, Any]) -> None:
+    """DatasetCreate's JSON Schema as what the service accepts: `oneOf` one object per group of
+    kinds taking the same fields, each listing only those (a field that does not apply is a
+    422), custom requiring points and labels. The request JSON is the model's, unchanged."""
+    properties = schema.pop("properties")
+    schema.pop("required", None)
+    schema.pop("additionalProperties", None)
+    schema["description"] += "\n\nkind: " + properties["kind"]["description"]
+    groups: dict[tuple[str, ...], list[DatasetKind]] = {}
+    for kind in DESCRIPTIONS:
+        groups.setdefault(applicable_fields(kind), []).append(kind)
+    branches = []
+    for fields, kinds in groups.items():
+        described = {name: properties[name] for name in (*SHARED_FIELDS, *fields)}
+        for name in set(fields) & set(_CUSTOM_SCHEMAS):
+            described[name] = {
+                **_CUSTOM_SCHEMAS[name],
+                "description": properties[name]["description"],
+            }
+        if "n_samples" in fields:
+            counts = {**properties["n_samples"]["anyOf"][0], "minimum": MIN_GENERATED_SAMPLES}
+            described["n_samples"] = {
+                **properties["n_samples"],
+                "anyOf": [counts, {"type": "null"}],
+            }
+        branches.append(
+            {
+                "title": ", ".join(kinds),
+                "type": "object",
+                "properties": {"kind": {"type": "string", "enum": kinds}, **described},
+                "required": ["kind", *(name for name in ("points", "labels") if name in fields)],
+                "additionalProperties": False,
+            }
+        )
+    schema["oneOf"] = branches
+    schema["examples"] = DATASET_EXAMPLES
+
+
 class DatasetCreate(Request):
     """A dataset to generate, load or accept. Only the parameters of its kind may be given."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"kind": "moons", "n_samples": 200, "noise": 0.2, "seed": 0, "test_fraction": 0.2},
-                {"kind": "iris", "test_fraction": 0.3, "standardize": True},
-                {
-                    "kind": "custom",
-                    "points": [[0, 0], [0, 1], [1, 0], [1, 1]],
-                    "labels": ["a", "b", "b", "a"],
-                    "test_fraction": 0,
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=lambda schema, _: _one_branch_per_kind(schema))
 
     kind: DatasetKind = Field(
         description="Where the points come from, and which parameters apply (defaults in "
@@ -69,7 +160,8 @@ class DatasetCreate(Request):
     n_samples: int | None = Field(
         default=None,
         ge=1,
-        description="Points to generate (generated kinds only); at most max_samples.",
+        description="Points to generate (generated kinds only): at least 2 per class, at most "
+        "max_samples.",
         examples=[200],
     )
     noise: float | None = Field(

@@ -148,6 +148,7 @@ async def create_dataset(
     "", response_model=DatasetsPublic, summary="List datasets", responses=problem_responses(422)
 )
 async def list_datasets(state: StateDep, caller: CallerDep, page: PageDep) -> DatasetsPublic:
+    """Every dataset, oldest first, without its points."""
     datasets = state.store.datasets.select(lambda record: caller.sees(record.owner))
     return DatasetsPublic.model_validate(page.page(datasets, dataset_public))
 
@@ -167,6 +168,7 @@ async def read_dataset(
         Query(description="Add `points`, `labels` and `split` (the side of each point)."),
     ] = False,
 ) -> DatasetPublic | Response:
+    """A dataset's description and split; with include_points, every point too."""
     record = require_dataset(state, dataset_id, caller)
     if include_points:
         # every point: load, build and serialize in a thread, not on the event loop
@@ -215,6 +217,7 @@ async def dataset_image(
         int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
     ] = 480,
 ) -> Response:
+    """Scatter plot of the first two features, coloured by class (PNG)."""
     record = require_dataset(state, dataset_id, caller)
     return await picture_response(
         request,

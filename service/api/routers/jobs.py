@@ -96,6 +96,7 @@ async def list_jobs(
     page: PageDep,
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this state.")] = None,
 ) -> JobsPublic:
+    """Every job, oldest first, optionally only those in one state."""
     return JobsPublic.model_validate(page.page(state.jobs.select(status, caller), job_public))
 
 
@@ -103,6 +104,7 @@ async def list_jobs(
     "/{job_id}", response_model=JobPublic, summary="Read a job", responses=problem_responses(404)
 )
 async def read_job(state: StateDep, caller: CallerDep, job_id: str) -> JobPublic:
+    """A job: its status, options, latest metrics, and its model once it succeeded."""
     return job_public(state.jobs.require(job_id, caller))
 
 
@@ -126,6 +128,8 @@ def job_history(
         ),
     ] = None,
 ) -> JobHistory:
+    """The loss and accuracy the job recorded every record_every epochs (and at its last
+    epoch), oldest first; while it runs, the points so far."""
     points = state.jobs.snapshot(job_id, since, caller).entries
     if max_points is not None:
         points = thin(points, max_points)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from engine import plotting, serialize
 from engine.errors import deadline
@@ -30,6 +31,18 @@ from service.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, Un
 from service.state.records import ModelContent, ModelRecord, new_id, utc_now
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class ModelIdConvertor(StringConvertor):
+    """A `{model_id}` path segment: any segment but `import`, the literal one beside it. So
+    GET /v1/models/import is a 405 naming the one method that path takes (Allow: POST), not a
+    lookup of a model called "import"."""
+
+    regex = "(?!import(?:/|$))[^/]+"
+
+
+register_url_convertor("model_id", ModelIdConvertor())
+MODEL = "/{model_id:model_id}"
 
 NPZ_MEDIA_TYPE = "application/octet-stream"
 # Predictions up to this many multiply-adds (points x parameters) run on the event loop: a few
@@ -67,6 +80,7 @@ def _plain(label: Any) -> Label:
     "", response_model=ModelsPublic, summary="List models", responses=problem_responses(422)
 )
 async def list_models(state: StateDep, caller: CallerDep, page: PageDep) -> ModelsPublic:
+    """Every model, oldest first: trained by jobs and sweeps, or imported."""
     models = state.store.models.select(lambda record: caller.sees(record.owner))
     return ModelsPublic.model_validate(page.page(models, model_public))
 
@@ -121,22 +135,24 @@ async def import_model(
 
 
 @router.get(
-    "/{model_id}",
+    MODEL,
     response_model=ModelPublic,
     summary="Read a model",
     responses=problem_responses(404),
 )
 async def read_model(state: StateDep, caller: CallerDep, model_id: str) -> ModelPublic:
+    """A model: its options, final metrics, architecture, features and classes."""
     return model_public(require_model(state, model_id, caller))
 
 
 @router.delete(
-    "/{model_id}",
+    MODEL,
     status_code=204,
     summary="Delete a model",
     responses={204: {"description": "Deleted."}, **problem_responses(404, 507)},
 )
 async def delete_model(state: StateDep, caller: CallerDep, model_id: str) -> Response:
+    """Forget a model and its pictures. The job or sweep that trained it stays."""
     require_model(state, model_id, caller)
     if state.store.models.remove(model_id) is None:
         raise NotFound(f"model {model_id} does not exist")
@@ -167,7 +183,7 @@ def _predict(model: Model, points: list[list[float]]) -> bytes:
 
 
 @router.post(
-    "/{model_id}/predict",
+    f"{MODEL}/predict",
     response_model=Prediction,
     summary="Predict classes",
     responses=problem_responses(400, 404, 413, 415, 422, 503),
@@ -219,7 +235,7 @@ async def predict(request: Request, state: StateDep, caller: CallerDep, model_id
     return Response(content, media_type="application/json")
 
 
-@png_route(router, "/{model_id}/decision-boundary.png", "Draw the decision boundary", 404, 422)
+@png_route(router, f"{MODEL}/decision-boundary.png", "Draw the decision boundary", 404, 409, 422)
 async def decision_boundary(
     request: Request,
     state: StateDep,
@@ -235,14 +251,13 @@ async def decision_boundary(
 ) -> Response:
     """Class regions of a 2-feature model. Points come from the model's dataset while it
     exists (training filled, test hollow); imported models and models whose dataset was deleted
-    are drawn without points. A model with other than 2 features is a 422."""
+    are drawn without points. A model with other than 2 features is a 409 (as a loss curve
+    of a model without history): what the model is, not the request, forbids it."""
     record = require_model(state, model_id, caller)
     if record.n_features != 2:
-        raise InvalidRequest.at(
-            ["path", "model_id"],
+        raise Conflict(
             f"model {model_id} has {record.n_features} features; decision boundaries are drawn "
-            "for 2-feature models only",
-            "not_two_dimensional",
+            "for 2-feature models only"
         )
     dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
     key = (model_id, "boundary", width, height, resolution, show, dataset is not None)
@@ -271,7 +286,7 @@ async def decision_boundary(
     )
 
 
-@png_route(router, "/{model_id}/loss-curve.png", "Draw the loss curve", 404, 409, 422)
+@png_route(router, f"{MODEL}/loss-curve.png", "Draw the loss curve", 404, 409, 422)
 async def loss_curve(
     request: Request,
     state: StateDep,
@@ -303,7 +318,7 @@ async def loss_curve(
 
 
 @router.get(
-    "/{model_id}/export",
+    f"{MODEL}/export",
     response_class=Response,
     summary="Export a model",
     responses={
@@ -315,6 +330,8 @@ async def loss_curve(
     },
 )
 async def export_model(state: StateDep, caller: CallerDep, model_id: str) -> Response:
+    """The model as a NumPy .npz archive (weights, scaler, classes, feature names; no
+    pickles), for POST /v1/models/import here or on another scratchnet."""
     require_model(state, model_id, caller)
     model = (await anyio.to_thread.run_sync(require_weights, state, model_id)).model
     content = await anyio.to_thread.run_sync(serialize.model_to_npz, model)

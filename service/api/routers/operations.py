@@ -65,6 +65,8 @@ async def readyz(state: StateDep) -> Readiness:
     },
 )
 async def metrics(state: StateDep) -> Response:
+    """Request counts and durations by route template, jobs by status, queue depth, workers
+    and open event streams, in the Prometheus text format."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -36,7 +36,7 @@ from service.api.sweep_schemas import (
     SweepStatusName,
 )
 from service.api.views import configuration_public, sweep_public
-from service.errors import Conflict, InvalidRequest
+from service.errors import Conflict
 from service.state.idempotency import IdempotencyClaim
 from service.state.records import ConfigurationRecord
 from service.state.sweep_kind import SweepSnapshot
@@ -114,6 +114,7 @@ async def list_sweeps(
         SweepStatusName | None, Query(description="Only sweeps in this state.")
     ] = None,
 ) -> SweepsPublic:
+    """Every sweep, oldest first, optionally only those in one state."""
     return SweepsPublic.model_validate(page.page(state.sweeps.select(status, caller), sweep_public))
 
 
@@ -124,6 +125,7 @@ async def list_sweeps(
     responses=problem_responses(404),
 )
 async def read_sweep(state: StateDep, caller: CallerDep, sweep_id: str) -> SweepPublic:
+    """A sweep: its progress and one row per configuration, the best one marked."""
     return sweep_public(state.sweeps.require(sweep_id, caller))
 
 
@@ -227,16 +229,14 @@ async def grid_picture(
     """One decision-boundary panel per succeeded configuration (the baseline first when it
     succeeded), titled with what the configuration varies and its test accuracy (training
     accuracy without a test split); the dataset's points drawn while it exists. 2-feature data
-    only (else 422); 409 until a configuration has succeeded."""
+    only (else 409); 409 until a configuration has succeeded."""
     sweep = state.sweeps.require(sweep_id, caller)
     n_features = sweep.data.n_features
     if n_features != 2:
-        raise InvalidRequest.at(
-            ["path", "sweep_id"],
+        raise Conflict(
             f"sweep {sweep_id} trains on {n_features} features; decision boundaries "
             "are drawn for 2-feature data only (use curves.png to compare its "
-            "configurations)",
-            "not_two_dimensional",
+            "configurations)"
         )
     first = [sweep.baseline] if sweep.baseline is not None else []
     has_test = sweep.data.test_size > 0
@@ -305,7 +305,7 @@ async def curves_picture(
 ) -> Response:
     """Every configuration's loss by recorded epoch on one chart, one colour each: training
     loss solid, test loss dashed (the baseline too, when asked for). 409 until a point has
-    been recorded; 422 past plotting.MAX_SERIES configurations."""
+    been recorded, and past plotting.MAX_SERIES configurations."""
     histories = state.sweeps.histories(sweep_id, caller)
     series: list[tuple[str, list[HistoryPoint]]] = [
         (row.label, history) for row, history in histories if history
@@ -313,11 +313,9 @@ async def curves_picture(
     if not series:
         raise Conflict(f"sweep {sweep_id} has not recorded a loss yet; retry shortly")
     if len(series) > plotting.MAX_SERIES:
-        raise InvalidRequest.at(
-            ["path", "sweep_id"],
+        raise Conflict(
             f"sweep {sweep_id} has {len(series)} loss curves and one chart holds at most "
-            f"{plotting.MAX_SERIES}; read the histories from the models instead",
-            "too_many_series",
+            f"{plotting.MAX_SERIES}; read the histories from the models instead"
         )
     version = tuple(len(history) for _label, history in series)
     key = (sweep_id, "curves", version, width, height, log_scale)
