@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,6 +152,29 @@ async def trained_model(client: httpx.AsyncClient, dataset: dict[str, Any]) -> d
     return model
 
 
+async def cancel_unfinished(client: httpx.AsyncClient) -> None:
+    """Cancel every queued or running job and sweep and wait until each has finished, so that
+    work a failed test left behind never keeps a worker busy for the tests after it."""
+    for kind in ("jobs", "sweeps"):
+        unfinished: list[str] = []
+        for status in ("queued", "running"):
+            offset = 0
+            while True:
+                page = (
+                    await client.get(f"/v1/{kind}", params={"status": status, "offset": offset})
+                ).json()
+                unfinished += [item["id"] for item in page["items"]]
+                offset += len(page["items"])
+                if not page["items"] or offset >= page["total"]:
+                    break
+        for item_id in unfinished:
+            await client.post(f"/v1/{kind}/{item_id}/cancel")  # 409 if it finished meanwhile
+        with anyio.fail_after(JOB_SECONDS):
+            for item_id in unfinished:
+                while (await client.get(f"/v1/{kind}/{item_id}")).json()["status"] not in FINISHED:
+                    await anyio.sleep(0.02)
+
+
 def parse_sse(text: str) -> list[dict[str, str]]:
     """Events of an event-stream body as {field: value}; comment lines (pings) dropped."""
     events = []
@@ -182,9 +207,15 @@ def wait_for(
 
 
 def free_port() -> int:
+    """A port free now, for a command that must be told its port up front (another process may
+    take it before the command binds it: prefer port 0, as serve does)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# uvicorn's start-up line; with --port 0 it names the port the kernel chose
+LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+) ")
 
 
 class LiveServer:
@@ -226,41 +257,47 @@ class LiveServer:
 
 @contextmanager
 def serve(directory: Path, **settings: str) -> Iterator[LiveServer]:
-    """Start `python -m service` on a free port (2 workers unless `settings` say otherwise,
-    given as SCRATCHNET_ names without the prefix), wait for /readyz, and on exit stop it with
-    SIGTERM, which must end it cleanly (see LiveServer.stop)."""
-    port = free_port()
+    """Start `python -m service` on port 0 (the kernel picks a free port and uvicorn logs it, so
+    no other process can take the port between choosing and binding it) with 2 workers unless
+    `settings` say otherwise (SCRATCHNET_ names without the prefix), wait for /readyz, and on
+    exit stop it with SIGTERM, which must end it cleanly (see LiveServer.stop)."""
+    descriptor, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=directory)
+    os.close(descriptor)
     env = {
         **os.environ,
         "SCRATCHNET_WORKERS": "2",
         "SCRATCHNET_LOG_LEVEL": "info",
         **{f"SCRATCHNET_{name.upper()}": value for name, value in settings.items()},
     }
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    with launch(command, env, REPO, directory / f"server-{port}.log", port) as server:
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "0"]
+    with launch(command, env, REPO, Path(name)) as server:
         yield server
 
 
 @contextmanager
 def launch(
-    command: list[str], env: dict[str, str], cwd: Path, log: Path, port: int
+    command: list[str], env: dict[str, str], cwd: Path, log: Path, port: int | None = None
 ) -> Iterator[LiveServer]:
-    """Run `command` (a service that listens on 127.0.0.1:`port`) in `cwd` with exactly `env`,
-    its output to `log`; wait for /readyz, and on exit stop it with SIGTERM, which must end it
-    cleanly (see LiveServer.stop)."""
+    """Run `command` (a service that listens on 127.0.0.1:`port`, or on the port its uvicorn
+    start-up line names when `port` is None) in `cwd` with exactly `env`, its output to `log`;
+    wait for /readyz, and on exit stop it with SIGTERM, which must end it cleanly (see
+    LiveServer.stop)."""
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    server = LiveServer(process, f"http://127.0.0.1:{port}", log)
+    server = LiveServer(process, "" if port is None else f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             if process.poll() is not None:
                 raise AssertionError(f"the server exited at start:\n{server.output()}")
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            if not server.url and (listening := LISTENING.search(server.output())):
+                server.url = f"http://127.0.0.1:{listening[1]}"
+            if server.url:
+                try:
+                    if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"the server was not ready in time:\n{server.output()}")
             time.sleep(0.1)
