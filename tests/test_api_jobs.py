@@ -11,7 +11,6 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
-from engine.hyperparameters import Hyperparameters
 from tests.api_support import (
     LONG_JOB,
     QUICK_JOB,
@@ -25,6 +24,7 @@ from tests.api_support import (
     wait_for_job,
     wait_ready,
 )
+from tests.documented import HYPERPARAMETER_DEFAULTS
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,7 @@ async def test_a_job_is_accepted_then_succeeds_and_registers_a_model(
     assert job["id"].startswith("job_")
     assert job["status"] == "queued"
     assert job["name"] == "tiny"
-    expected = Hyperparameters(**QUICK_JOB).model_dump(mode="json")
+    expected = HYPERPARAMETER_DEFAULTS | QUICK_JOB
     assert job["hyperparameters"] == expected  # every option echoed, defaults included
     assert (job["epoch"], job["epochs"], job["model_id"], job["error"]) == (0, 60, None, None)
 

@@ -9,7 +9,6 @@ import anyio
 import httpx
 import pytest
 
-from engine.hyperparameters import Hyperparameters
 from tests.api_support import (
     FINISHED,
     JOB_SECONDS,
@@ -21,6 +20,7 @@ from tests.api_support import (
     state_of,
     wait_ready,
 )
+from tests.documented import HYPERPARAMETER_DEFAULTS
 
 pytestmark = pytest.mark.anyio
 
@@ -78,7 +78,7 @@ async def test_the_tutorial_sweep_trains_every_size_and_the_baseline(
     assert created["id"].startswith("swp_")
     assert created["status"] in ("queued", "running")  # a worker may have started it
     assert created["progress"]["total"] == 7
-    assert created["base"] == Hyperparameters(**TUTORIAL_BASE).model_dump(mode="json")
+    assert created["base"] == HYPERPARAMETER_DEFAULTS | TUTORIAL_BASE
 
     sweep = await wait_for_sweep(client, created["id"])
     assert sweep["status"] == "succeeded"
@@ -98,8 +98,8 @@ async def test_the_tutorial_sweep_trains_every_size_and_the_baseline(
     assert [row["index"] for row in rows] == list(range(7))
     assert [row["varied"] for row in rows] == [{"hidden_layers": h} for h in HIDDEN_SIZES]
     for row, sizes in zip(rows, HIDDEN_SIZES, strict=True):
-        expected = Hyperparameters(**{**TUTORIAL_BASE, "hidden_layers": sizes})
-        assert row["hyperparameters"] == expected.model_dump(mode="json")
+        expected = HYPERPARAMETER_DEFAULTS | TUTORIAL_BASE | {"hidden_layers": sizes}
+        assert row["hyperparameters"] == expected
         assert row["status"] == "succeeded" and row["epochs_run"] == 40
         assert row["test_accuracy"] is not None and row["error"] is None
     best = min(range(7), key=lambda i: rows[i]["test_loss"])
