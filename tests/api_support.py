@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -18,8 +19,10 @@ from typing import Any
 
 import anyio
 import httpx
+import numpy as np
 import psutil
 from fastapi import FastAPI
+from PIL import Image
 
 from service.api.deps import ServiceState
 from service.settings import Settings
@@ -92,6 +95,18 @@ def png_size(content: bytes) -> tuple[int, int]:
     assert content[12:16] == b"IHDR"
     width, height = struct.unpack(">II", content[16:24])
     return int(width), int(height)
+
+
+def png_pixels(content: bytes) -> np.ndarray:
+    """The PNG's pixels as (height, width, 3) RGB values."""
+    png_size(content)
+    return np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))
+
+
+def changed_pixels(picture: bytes, reference: bytes) -> np.ndarray:
+    """(height, width) mask of the pixels where two PNGs of one size differ."""
+    difference: np.ndarray = (png_pixels(picture) != png_pixels(reference)).any(axis=2)
+    return difference
 
 
 async def create_dataset(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
