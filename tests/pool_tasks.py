@@ -196,3 +196,11 @@ class BreaksInWorker:
 
     def run(self, report: Report, should_stop: ShouldStop) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class FailsUnexpectedly:
+    """Raises an error no caller expects, whose message holds a path of the machine."""
+
+    def run(self, report: Report, should_stop: ShouldStop) -> NoReturn:
+        raise RuntimeError("cannot open /srv/scratchnet/secret-state.db")
