@@ -50,7 +50,9 @@ async def test_model_fields(client: httpx.AsyncClient, moons_model: dict[str, An
     assert model["has_history"] is True
     assert model["created_at"].endswith("Z")
     listed = (await client.get("/v1/models", params={"limit": 5})).json()
-    assert listed["total"] >= 1 and listed["limit"] == 5
+    assert listed["limit"] == 5
+    newest = await client.get("/v1/models", params={"limit": 1, "offset": listed["total"] - 1})
+    assert newest.json()["items"] == [model]  # the list holds it, as GET /v1/models/{id} does
 
 
 def forward_pass(npz: bytes, points: list[list[float]]) -> np.ndarray:
