@@ -12,8 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from service.api.deps import ServiceState
+from service.execution.executor import Executor
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,6 +76,22 @@ async def wait_ready(app: FastAPI, seconds: float = SERVER_START_SECONDS) -> Non
     with anyio.fail_after(seconds):
         while not state.dispatcher.ready:
             await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, executor: Executor | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """An app of its own with its lifespan running (its workers up) and a client of it; on exit
+    the lifespan's shutdown cancels whatever is still queued or running."""
+    from service.main import create_app
+
+    app = create_app(settings, executor=executor)
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client, app
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from tests.api_support import (
     create_dataset,
     create_job,
     parse_sse,
+    running_app,
     state_of,
     wait_for_epoch,
     wait_for_job,
-    wait_ready,
 )
 from tests.documented import HYPERPARAMETER_DEFAULTS
 from tests.pool_tasks import FailsUnexpectedly
@@ -414,35 +414,29 @@ async def test_unknown_job_is_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_full_queue_answers_429_with_retry_after() -> None:
-    from service.main import create_app
-
-    app = create_app(api_settings(workers=1, max_queued_jobs=1))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=100)
-            running = await create_job(client, moons["id"], **LONG_JOB)
-            await wait_for_job(client, running["id"], ("running",))
-            waiting = await create_job(client, moons["id"], **LONG_JOB)
-            response = await client.post(
-                "/v1/jobs",
-                json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
-                headers={"idempotency-key": "full"},
-            )
-            problem = assert_problem(response, 429, "queue-full")
-            assert int(response.headers["retry-after"]) >= 1
-            assert "max_queued_jobs = 1" in problem["detail"]
-            assert (await client.get("/v1/jobs")).json()["total"] == 2
-            # the key was not consumed: once there is room, the same key queues a job
-            await client.post(f"/v1/jobs/{waiting['id']}/cancel")
-            assert (await wait_for_job(client, waiting["id"]))["status"] == "cancelled"
-            retry = await client.post(
-                "/v1/jobs",
-                json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
-                headers={"idempotency-key": "full"},
-            )
-            assert retry.status_code == 202
+    async with running_app(api_settings(workers=1, max_queued_jobs=1)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        running = await create_job(client, moons["id"], **LONG_JOB)
+        await wait_for_job(client, running["id"], ("running",))
+        waiting = await create_job(client, moons["id"], **LONG_JOB)
+        response = await client.post(
+            "/v1/jobs",
+            json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
+            headers={"idempotency-key": "full"},
+        )
+        problem = assert_problem(response, 429, "queue-full")
+        assert int(response.headers["retry-after"]) >= 1
+        assert "max_queued_jobs = 1" in problem["detail"]
+        assert (await client.get("/v1/jobs")).json()["total"] == 2
+        # the key was not consumed: once there is room, the same key queues a job
+        await client.post(f"/v1/jobs/{waiting['id']}/cancel")
+        assert (await wait_for_job(client, waiting["id"]))["status"] == "cancelled"
+        retry = await client.post(
+            "/v1/jobs",
+            json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
+            headers={"idempotency-key": "full"},
+        )
+        assert retry.status_code == 202
     # shutting down cancels what was left
     assert state_of(app).store.jobs.get(running["id"]).status == "cancelled"  # type: ignore[union-attr]
 
@@ -462,20 +456,14 @@ async def test_before_the_workers_are_up_jobs_get_503() -> None:
 
 
 async def test_a_job_past_job_timeout_seconds_fails_with_timeout() -> None:
-    from service.main import create_app
-
-    app = create_app(api_settings(workers=1, job_timeout_seconds=0.5))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=100)
-            job = await create_job(client, moons["id"], **LONG_JOB)
-            done = await wait_for_job(client, job["id"])
-            # once the workers stop, new jobs are refused with 503, not a 500
-            await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
-            refused = await client.post("/v1/jobs", json={"dataset_id": moons["id"]})
-            assert_problem(refused, 503, "not-ready")
+    async with running_app(api_settings(workers=1, job_timeout_seconds=0.5)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        job = await create_job(client, moons["id"], **LONG_JOB)
+        done = await wait_for_job(client, job["id"])
+        # once the workers stop, new jobs are refused with 503, not a 500
+        await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
+        refused = await client.post("/v1/jobs", json={"dataset_id": moons["id"]})
+        assert_problem(refused, 503, "not-ready")
     assert done["status"] == "failed"
     assert done["error"]["type"] == "timeout"
     assert "job_timeout_seconds = 0.5" in done["error"]["detail"]
@@ -485,20 +473,14 @@ async def test_a_job_past_job_timeout_seconds_fails_with_timeout() -> None:
 async def test_a_cancelled_job_stops_within_one_epoch() -> None:
     """Epochs of 16,000 single-point steps (about half a second each): the job trains at most
     the epoch it is in when the cancel arrives (minibatch epochs check for it every 16 steps)."""
-    from service.main import create_app
-
-    app = create_app(api_settings(workers=1, max_samples=20_000))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=20_000)
-            slow = {"hidden_layers": [8], "batch_size": 1, "epochs": 1000, "record_every": 1}
-            job = await create_job(client, moons["id"], **slow)
-            at_cancel = (await wait_for_epoch(client, job["id"], 1))["epoch"]
-            cancelled = await client.post(f"/v1/jobs/{job['id']}/cancel")
-            assert cancelled.status_code == 202
-            done = await wait_for_job(client, job["id"])
+    async with running_app(api_settings(workers=1, max_samples=20_000)) as (client, _):
+        moons = await create_dataset(client, kind="moons", n_samples=20_000)
+        slow = {"hidden_layers": [8], "batch_size": 1, "epochs": 1000, "record_every": 1}
+        job = await create_job(client, moons["id"], **slow)
+        at_cancel = (await wait_for_epoch(client, job["id"], 1))["epoch"]
+        cancelled = await client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.status_code == 202
+        done = await wait_for_job(client, job["id"])
     assert (done["status"], done["model_id"]) == ("cancelled", None)
     # the epoch seen when cancelling, or the one after it (in progress, not yet reported)
     assert at_cancel <= done["epoch"] <= at_cancel + 1, (at_cancel, done["epoch"])
@@ -514,18 +496,13 @@ class UnexpectedFailures(LocalProcessExecutor):
 async def test_an_unexpected_error_in_the_worker_fails_the_job_as_internal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from service.main import create_app
-
-    app = create_app(api_settings(workers=1), executor=UnexpectedFailures(1, 4))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=40)
-            job = await create_job(client, moons["id"], **QUICK_JOB)
-            with caplog.at_level(logging.ERROR):
-                done = await wait_for_job(client, job["id"])
-            response = await client.get(f"/v1/jobs/{job['id']}")
+    executor = UnexpectedFailures(1, 4)
+    async with running_app(api_settings(workers=1), executor) as (client, _):
+        moons = await create_dataset(client, kind="moons", n_samples=40)
+        job = await create_job(client, moons["id"], **QUICK_JOB)
+        with caplog.at_level(logging.ERROR, logger="service.jobs"):
+            done = await wait_for_job(client, job["id"])
+        response = await client.get(f"/v1/jobs/{job['id']}")
     assert (done["status"], done["model_id"]) == ("failed", None)
     assert done["error"] == {"type": "internal", "detail": "an internal error stopped the job"}
     assert "secret" not in response.text and "/srv" not in response.text

@@ -17,8 +17,8 @@ from tests.api_support import (
     create_dataset,
     parse_sse,
     png_size,
+    running_app,
     state_of,
-    wait_ready,
 )
 from tests.documented import HYPERPARAMETER_DEFAULTS
 
@@ -420,23 +420,18 @@ async def test_a_job_can_train_a_logistic_regression_baseline(
 async def test_a_share_past_job_timeout_seconds_fails_its_configurations_only() -> None:
     """Each worker's share has the job deadline: the long configuration's share times out,
     the quick one's succeeds, and so does the sweep (one configuration succeeded)."""
-    from service.main import create_app
 
     # 3 s: the quick configuration's share needs a few milliseconds, 1000 times less
-    app = create_app(api_settings(workers=2, job_timeout_seconds=3.0))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=100)
-            created = await post_sweep(
-                client, dataset_id=moons["id"], base=LONG, grid={"epochs": [20, LONG["epochs"]]}
-            )
-            sweep = await wait_for_sweep(client, created["id"])
-            # once the workers stop, new sweeps are refused with 503, not a 500
-            await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
-            body = {"dataset_id": moons["id"], "grid": {"seed": [0]}}
-            assert_problem(await client.post("/v1/sweeps", json=body), 503, "not-ready")
+    async with running_app(api_settings(workers=2, job_timeout_seconds=3.0)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        created = await post_sweep(
+            client, dataset_id=moons["id"], base=LONG, grid={"epochs": [20, LONG["epochs"]]}
+        )
+        sweep = await wait_for_sweep(client, created["id"])
+        # once the workers stop, new sweeps are refused with 503, not a 500
+        await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
+        body = {"dataset_id": moons["id"], "grid": {"seed": [0]}}
+        assert_problem(await client.post("/v1/sweeps", json=body), 503, "not-ready")
     assert sweep["status"] == "succeeded"
     quick, long = sweep["results"]
     assert quick["status"] == "succeeded"
@@ -446,25 +441,19 @@ async def test_a_share_past_job_timeout_seconds_fails_its_configurations_only() 
 
 
 async def test_a_full_queue_refuses_a_sweep_with_429_and_retry_after() -> None:
-    from service.main import create_app
-
-    app = create_app(api_settings(workers=1, max_queued_jobs=1))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=100)
-            body = {"dataset_id": moons["id"], "base": LONG, "grid": {"seed": [0]}}
-            running = await post_sweep(client, **body)
-            await wait_for_sweep(client, running["id"], lambda s: s["status"] == "running")
-            waiting = await post_sweep(client, **body)  # the one place in the queue
-            before = (await client.get("/v1/sweeps")).json()["total"]
-            response = await client.post("/v1/sweeps", json=body)
-            problem = assert_problem(response, 429, "queue-full")
-            assert int(response.headers["retry-after"]) >= 1
-            assert "max_queued_jobs = 1" in problem["detail"]
-            assert (await client.get("/v1/sweeps")).json()["total"] == before
-            assert (await client.get(f"/v1/sweeps/{waiting['id']}")).json()["status"] == "queued"
+    async with running_app(api_settings(workers=1, max_queued_jobs=1)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        body = {"dataset_id": moons["id"], "base": LONG, "grid": {"seed": [0]}}
+        running = await post_sweep(client, **body)
+        await wait_for_sweep(client, running["id"], lambda s: s["status"] == "running")
+        waiting = await post_sweep(client, **body)  # the one place in the queue
+        before = (await client.get("/v1/sweeps")).json()["total"]
+        response = await client.post("/v1/sweeps", json=body)
+        problem = assert_problem(response, 429, "queue-full")
+        assert int(response.headers["retry-after"]) >= 1
+        assert "max_queued_jobs = 1" in problem["detail"]
+        assert (await client.get("/v1/sweeps")).json()["total"] == before
+        assert (await client.get(f"/v1/sweeps/{waiting['id']}")).json()["status"] == "queued"
     # shutting down cancelled what was left
     for sweep in (running, waiting):
         assert state_of(app).sweeps.require(sweep["id"]).status == "cancelled"
