@@ -2,7 +2,9 @@
 routers, error handlers, middleware, OpenAPI document and offline docs, with a lifespan.
 
 The lifespan starts the executor's workers in a background thread (so /healthz answers and
-/readyz says 503 while they boot) and, on shutdown, ends event streams and stops the workers.
+/readyz says 503 while they boot) and, on shutdown, ends event streams and stops the workers,
+which cancels the work still queued or running (a durable store keeps it to run again); each job
+and sweep so stopped is logged with its status.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from service.logs import CorrelationIdMiddleware, request_id_middleware
 from service.metrics import ServiceMetrics, StateReading
 from service.settings import Settings
 from service.state.job_kind import JobLifecycle
+from service.state.records import FINISHED
 from service.state.store import Store, open_store
 from service.state.sweep_kind import SweepLifecycle
 
@@ -123,7 +126,17 @@ def create_app(
             yield
         finally:
             await anyio.to_thread.run_sync(starter.join)
+            unfinished = [
+                (lifecycle, record.id)
+                for lifecycle in (job_lifecycle, sweep_lifecycle)
+                for record in lifecycle.select()
+                if not record.finished
+            ]
             await anyio.to_thread.run_sync(dispatcher.close)
+            for lifecycle, record_id in unfinished:
+                status = lifecycle.require(record_id).status
+                later = "" if status in FINISHED else ", to run again at the next start"
+                logger.info("shutdown: %s %s %s%s", lifecycle.noun, record_id, status, later)
             store.close()
 
     app = FastAPI(

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import numpy as np
 import psutil
 from fastapi import FastAPI
+from PIL import Image
 
 from service.api.deps import ServiceState
+from service.execution.executor import Executor
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,6 +57,10 @@ def api_settings(**overrides: Any) -> Settings:
         "picture_cache_size": 8,
         "page_size_default": 3,
         "page_size_max": 5,
+        # the tests poll and clean up as fast as the in-process transport answers (well over
+        # 100 requests a second); test_auth checks the rate limit with its own settings
+        "rate_limit": "100000/s",
+        "rate_limit_burst": 100_000,
         **overrides,
     }
     return Settings(**values)
@@ -66,6 +76,22 @@ async def wait_ready(app: FastAPI, seconds: float = SERVER_START_SECONDS) -> Non
     with anyio.fail_after(seconds):
         while not state.dispatcher.ready:
             await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, executor: Executor | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """An app of its own with its lifespan running (its workers up) and a client of it; on exit
+    the lifespan's shutdown cancels whatever is still queued or running."""
+    from service.main import create_app
+
+    app = create_app(settings, executor=executor)
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client, app
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
@@ -86,6 +112,18 @@ def png_size(content: bytes) -> tuple[int, int]:
     assert content[12:16] == b"IHDR"
     width, height = struct.unpack(">II", content[16:24])
     return int(width), int(height)
+
+
+def png_pixels(content: bytes) -> np.ndarray:
+    """The PNG's pixels as (height, width, 3) RGB values."""
+    png_size(content)
+    return np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))
+
+
+def changed_pixels(picture: bytes, reference: bytes) -> np.ndarray:
+    """(height, width) mask of the pixels where two PNGs of one size differ."""
+    difference: np.ndarray = (png_pixels(picture) != png_pixels(reference)).any(axis=2)
+    return difference
 
 
 async def create_dataset(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
@@ -146,6 +184,29 @@ async def trained_model(client: httpx.AsyncClient, dataset: dict[str, Any]) -> d
     return model
 
 
+async def cancel_unfinished(client: httpx.AsyncClient) -> None:
+    """Cancel every queued or running job and sweep and wait until each has finished, so that
+    work a failed test left behind never keeps a worker busy for the tests after it."""
+    for kind in ("jobs", "sweeps"):
+        unfinished: list[str] = []
+        for status in ("queued", "running"):
+            offset = 0
+            while True:
+                page = (
+                    await client.get(f"/v1/{kind}", params={"status": status, "offset": offset})
+                ).json()
+                unfinished += [item["id"] for item in page["items"]]
+                offset += len(page["items"])
+                if not page["items"] or offset >= page["total"]:
+                    break
+        for item_id in unfinished:
+            await client.post(f"/v1/{kind}/{item_id}/cancel")  # 409 if it finished meanwhile
+        with anyio.fail_after(JOB_SECONDS):
+            for item_id in unfinished:
+                while (await client.get(f"/v1/{kind}/{item_id}")).json()["status"] not in FINISHED:
+                    await anyio.sleep(0.02)
+
+
 def parse_sse(text: str) -> list[dict[str, str]]:
     """Events of an event-stream body as {field: value}; comment lines (pings) dropped."""
     events = []
@@ -178,9 +239,15 @@ def wait_for(
 
 
 def free_port() -> int:
+    """A port free now, for a command that must be told its port up front (another process may
+    take it before the command binds it: prefer port 0, as serve does)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# uvicorn's start-up line; with --port 0 it names the port the kernel chose
+LISTENING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+) ")
 
 
 class LiveServer:
@@ -222,41 +289,47 @@ class LiveServer:
 
 @contextmanager
 def serve(directory: Path, **settings: str) -> Iterator[LiveServer]:
-    """Start `python -m service` on a free port (2 workers unless `settings` say otherwise,
-    given as SCRATCHNET_ names without the prefix), wait for /readyz, and on exit stop it with
-    SIGTERM, which must end it cleanly (see LiveServer.stop)."""
-    port = free_port()
+    """Start `python -m service` on port 0 (the kernel picks a free port and uvicorn logs it, so
+    no other process can take the port between choosing and binding it) with 2 workers unless
+    `settings` say otherwise (SCRATCHNET_ names without the prefix), wait for /readyz, and on
+    exit stop it with SIGTERM, which must end it cleanly (see LiveServer.stop)."""
+    descriptor, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=directory)
+    os.close(descriptor)
     env = {
         **os.environ,
         "SCRATCHNET_WORKERS": "2",
         "SCRATCHNET_LOG_LEVEL": "info",
         **{f"SCRATCHNET_{name.upper()}": value for name, value in settings.items()},
     }
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    with launch(command, env, REPO, directory / f"server-{port}.log", port) as server:
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", "0"]
+    with launch(command, env, REPO, Path(name)) as server:
         yield server
 
 
 @contextmanager
 def launch(
-    command: list[str], env: dict[str, str], cwd: Path, log: Path, port: int
+    command: list[str], env: dict[str, str], cwd: Path, log: Path, port: int | None = None
 ) -> Iterator[LiveServer]:
-    """Run `command` (a service that listens on 127.0.0.1:`port`) in `cwd` with exactly `env`,
-    its output to `log`; wait for /readyz, and on exit stop it with SIGTERM, which must end it
-    cleanly (see LiveServer.stop)."""
+    """Run `command` (a service that listens on 127.0.0.1:`port`, or on the port its uvicorn
+    start-up line names when `port` is None) in `cwd` with exactly `env`, its output to `log`;
+    wait for /readyz, and on exit stop it with SIGTERM, which must end it cleanly (see
+    LiveServer.stop)."""
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    server = LiveServer(process, f"http://127.0.0.1:{port}", log)
+    server = LiveServer(process, "" if port is None else f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             if process.poll() is not None:
                 raise AssertionError(f"the server exited at start:\n{server.output()}")
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            if not server.url and (listening := LISTENING.search(server.output())):
+                server.url = f"http://127.0.0.1:{listening[1]}"
+            if server.url:
+                try:
+                    if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"the server was not ready in time:\n{server.output()}")
             time.sleep(0.1)

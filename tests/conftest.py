@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.api_support import LiveServer, api_settings, serve, wait_ready
+from tests.api_support import LiveServer, api_settings, cancel_unfinished, serve, wait_ready
 from tests.dask_support import DaskCluster, dask_cluster
 
 
@@ -48,16 +48,19 @@ async def app(anyio_backend: str) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the shared app; whatever a test leaves training (it failed before its own
+    cancel, say) is cancelled after it, so no failure cascades into busy workers."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
+        await cancel_unfinished(client)
 
 
 @pytest.fixture(scope="session", params=["local", "dask"])
 def live_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    """`python -m service` on a free port with 2 workers, shared by the end-to-end tests: once
+    """`python -m service` on port 0 with 2 workers, shared by the end-to-end tests: once
     with worker processes of its own, once training on the session's Dask cluster."""
     cluster: DaskCluster | None = None
     settings = {}

@@ -132,17 +132,23 @@ class CallSysExit:
 
 
 @dataclass(frozen=True)
-class Timed:
-    """Spins the CPU for `iterations` and returns (start, end) as the task measured them."""
+class Rendezvous:
+    """Creates the file `mine`, then waits for the file `other` (polling should_stop) and
+    returns its pid: two of them pointing at each other both return only if they run at the
+    same time, however slow the machine."""
 
-    iterations: int
+    mine: str
+    other: str
 
-    def run(self, report: Report, should_stop: ShouldStop) -> tuple[float, float]:
-        start = time.monotonic()
-        total = 0
-        for i in range(self.iterations):
-            total += i * i
-        return start, time.monotonic()
+    def run(self, report: Report, should_stop: ShouldStop) -> int:
+        Path(self.mine).touch()
+        epoch = 0
+        while not Path(self.other).exists():
+            if should_stop():
+                raise TrainingCancelled(epoch)
+            time.sleep(POLL_SECONDS)
+            epoch += 1
+        return os.getpid()
 
 
 @dataclass(frozen=True)
@@ -196,3 +202,11 @@ class BreaksInWorker:
 
     def run(self, report: Report, should_stop: ShouldStop) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class FailsUnexpectedly:
+    """Raises an error no caller expects, whose message holds a path of the machine."""
+
+    def run(self, report: Report, should_stop: ShouldStop) -> NoReturn:
+        raise RuntimeError("cannot open /srv/scratchnet/secret-state.db")

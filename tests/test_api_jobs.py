@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -11,7 +13,8 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
-from engine.hyperparameters import Hyperparameters
+from service.execution.executor import Task
+from service.execution.process_pool import LocalProcessExecutor
 from tests.api_support import (
     LONG_JOB,
     QUICK_JOB,
@@ -20,11 +23,13 @@ from tests.api_support import (
     create_dataset,
     create_job,
     parse_sse,
+    running_app,
     state_of,
     wait_for_epoch,
     wait_for_job,
-    wait_ready,
 )
+from tests.documented import HYPERPARAMETER_DEFAULTS
+from tests.pool_tasks import FailsUnexpectedly
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +57,7 @@ async def test_a_job_is_accepted_then_succeeds_and_registers_a_model(
     assert job["id"].startswith("job_")
     assert job["status"] == "queued"
     assert job["name"] == "tiny"
-    expected = Hyperparameters(**QUICK_JOB).model_dump(mode="json")
+    expected = HYPERPARAMETER_DEFAULTS | QUICK_JOB
     assert job["hyperparameters"] == expected  # every option echoed, defaults included
     assert (job["epoch"], job["epochs"], job["model_id"], job["error"]) == (0, 60, None, None)
 
@@ -60,8 +65,11 @@ async def test_a_job_is_accepted_then_succeeds_and_registers_a_model(
     assert done["status"] == "succeeded"
     assert (done["epoch"], done["stop_reason"]) == (60, "completed")
     assert done["model_id"].startswith("mdl_")
-    assert done["started_at"] is not None and done["finished_at"] is not None
-    assert done["elapsed_seconds"] >= 0
+    started, finished = (
+        datetime.fromisoformat(done[name]) for name in ("started_at", "finished_at")
+    )
+    assert done["elapsed_seconds"] == round((finished - started).total_seconds(), 3)
+    assert datetime.fromisoformat(done["created_at"]) <= started <= finished
     assert set(done["metrics"]) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}
     history = (await client.get(f"/v1/jobs/{job['id']}/history")).json()["history"]
     assert history[-1]["train_loss"] == done["metrics"]["train_loss"]
@@ -329,12 +337,66 @@ async def test_a_diverging_job_fails_with_the_epoch_and_advice(
     assert "learning rate" in done["error"]["detail"]
 
 
+async def test_max_seconds_ends_a_job_with_time_budget(
+    client: httpx.AsyncClient, moons: dict[str, Any]
+) -> None:
+    job = await create_job(client, moons["id"], **{**LONG_JOB, "max_seconds": 0.3})
+    done = await wait_for_job(client, job["id"])
+    assert (done["status"], done["stop_reason"], done["error"]) == (
+        "succeeded",
+        "time_budget",
+        None,
+    )
+    assert 0 < done["epoch"] < LONG_JOB["epochs"]
+    model = (await client.get(f"/v1/models/{done['model_id']}")).json()
+    assert model["metrics"] == done["metrics"]
+    history = (await client.get(f"/v1/jobs/{job['id']}/history")).json()["history"]
+    assert history[-1]["epoch"] == done["epoch"]  # a point for the last epoch trained
+
+
+async def test_features_past_the_float32_range_fail_the_job_with_invalid_input(
+    client: httpx.AsyncClient,
+) -> None:
+    huge = await create_dataset(
+        client,
+        kind="custom",
+        points=[[float(i), 1e50 * (i % 3)] for i in range(20)],
+        labels=[i % 2 for i in range(20)],
+        standardize=False,
+    )
+    job = await create_job(client, huge["id"], **{**QUICK_JOB, "dtype": "float32"})
+    done = await wait_for_job(client, job["id"])
+    assert (done["status"], done["model_id"]) == ("failed", None)
+    assert done["error"]["type"] == "invalid_input"
+    assert "beyond the float32 range" in done["error"]["detail"]
+    assert "max |x| = 2e+50" in done["error"]["detail"]
+
+
+async def test_a_json_body_over_max_request_bytes_is_413(
+    client: httpx.AsyncClient, moons: dict[str, Any]
+) -> None:
+    before = await job_count(client)
+    body = {"dataset_id": moons["id"], "hyperparameters": QUICK_JOB, "name": "x" * 65 * 1024}
+    response = await client.post("/v1/jobs", json=body)
+    assert (
+        "max_request_bytes = 65536" in assert_problem(response, 413, "payload-too-large")["detail"]
+    )
+    assert await job_count(client) == before
+
+
 async def test_list_jobs_by_status(client: httpx.AsyncClient, moons: dict[str, Any]) -> None:
     job = await create_job(client, moons["id"], **QUICK_JOB)
     await wait_for_job(client, job["id"])
-    page = (await client.get("/v1/jobs", params={"status": "succeeded", "limit": 5})).json()
-    assert page["items"] and all(item["status"] == "succeeded" for item in page["items"])
-    assert page["total"] >= 1
+    listed: list[dict[str, Any]] = []
+    while True:
+        params = {"status": "succeeded", "limit": 5, "offset": len(listed)}
+        page = (await client.get("/v1/jobs", params=params)).json()
+        listed += page["items"]
+        if not page["items"]:
+            break
+    assert page["total"] == len(listed) == len({item["id"] for item in listed})
+    assert all(item["status"] == "succeeded" for item in listed)
+    assert job["id"] in {item["id"] for item in listed}
     assert_problem(await client.get("/v1/jobs?status=done"), 422, "validation-error")
 
 
@@ -352,35 +414,29 @@ async def test_unknown_job_is_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_full_queue_answers_429_with_retry_after() -> None:
-    from service.main import create_app
-
-    app = create_app(api_settings(workers=1, max_queued_jobs=1))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=100)
-            running = await create_job(client, moons["id"], **LONG_JOB)
-            await wait_for_job(client, running["id"], ("running",))
-            waiting = await create_job(client, moons["id"], **LONG_JOB)
-            response = await client.post(
-                "/v1/jobs",
-                json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
-                headers={"idempotency-key": "full"},
-            )
-            problem = assert_problem(response, 429, "queue-full")
-            assert int(response.headers["retry-after"]) >= 1
-            assert "max_queued_jobs = 1" in problem["detail"]
-            assert (await client.get("/v1/jobs")).json()["total"] == 2
-            # the key was not consumed: once there is room, the same key queues a job
-            await client.post(f"/v1/jobs/{waiting['id']}/cancel")
-            assert (await wait_for_job(client, waiting["id"]))["status"] == "cancelled"
-            retry = await client.post(
-                "/v1/jobs",
-                json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
-                headers={"idempotency-key": "full"},
-            )
-            assert retry.status_code == 202
+    async with running_app(api_settings(workers=1, max_queued_jobs=1)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        running = await create_job(client, moons["id"], **LONG_JOB)
+        await wait_for_job(client, running["id"], ("running",))
+        waiting = await create_job(client, moons["id"], **LONG_JOB)
+        response = await client.post(
+            "/v1/jobs",
+            json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
+            headers={"idempotency-key": "full"},
+        )
+        problem = assert_problem(response, 429, "queue-full")
+        assert int(response.headers["retry-after"]) >= 1
+        assert "max_queued_jobs = 1" in problem["detail"]
+        assert (await client.get("/v1/jobs")).json()["total"] == 2
+        # the key was not consumed: once there is room, the same key queues a job
+        await client.post(f"/v1/jobs/{waiting['id']}/cancel")
+        assert (await wait_for_job(client, waiting["id"]))["status"] == "cancelled"
+        retry = await client.post(
+            "/v1/jobs",
+            json={"dataset_id": moons["id"], "hyperparameters": LONG_JOB},
+            headers={"idempotency-key": "full"},
+        )
+        assert retry.status_code == 202
     # shutting down cancels what was left
     assert state_of(app).store.jobs.get(running["id"]).status == "cancelled"  # type: ignore[union-attr]
 
@@ -400,21 +456,55 @@ async def test_before_the_workers_are_up_jobs_get_503() -> None:
 
 
 async def test_a_job_past_job_timeout_seconds_fails_with_timeout() -> None:
-    from service.main import create_app
-
-    app = create_app(api_settings(workers=1, job_timeout_seconds=0.5))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=100)
-            job = await create_job(client, moons["id"], **LONG_JOB)
-            done = await wait_for_job(client, job["id"])
-            # once the workers stop, new jobs are refused with 503, not a 500
-            await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
-            refused = await client.post("/v1/jobs", json={"dataset_id": moons["id"]})
-            assert_problem(refused, 503, "not-ready")
+    async with running_app(api_settings(workers=1, job_timeout_seconds=0.5)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        job = await create_job(client, moons["id"], **LONG_JOB)
+        done = await wait_for_job(client, job["id"])
+        # once the workers stop, new jobs are refused with 503, not a 500
+        await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
+        refused = await client.post("/v1/jobs", json={"dataset_id": moons["id"]})
+        assert_problem(refused, 503, "not-ready")
     assert done["status"] == "failed"
     assert done["error"]["type"] == "timeout"
     assert "job_timeout_seconds = 0.5" in done["error"]["detail"]
     assert done["model_id"] is None
+
+
+async def test_a_cancelled_job_stops_within_one_epoch() -> None:
+    """Epochs of 16,000 single-point steps (about half a second each): the job trains at most
+    the epoch it is in when the cancel arrives (minibatch epochs check for it every 16 steps)."""
+    async with running_app(api_settings(workers=1, max_samples=20_000)) as (client, _):
+        moons = await create_dataset(client, kind="moons", n_samples=20_000)
+        slow = {"hidden_layers": [8], "batch_size": 1, "epochs": 1000, "record_every": 1}
+        job = await create_job(client, moons["id"], **slow)
+        at_cancel = (await wait_for_epoch(client, job["id"], 1))["epoch"]
+        cancelled = await client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.status_code == 202
+        done = await wait_for_job(client, job["id"])
+    assert (done["status"], done["model_id"]) == ("cancelled", None)
+    # the epoch seen when cancelling, or the one after it (in progress, not yet reported)
+    assert at_cancel <= done["epoch"] <= at_cancel + 1, (at_cancel, done["epoch"])
+
+
+class UnexpectedFailures(LocalProcessExecutor):
+    """Real worker processes, each task replaced by one that raises an error nobody expects."""
+
+    def submit(self, task_id: str, task: Task, *, deadline_seconds: float | None = None) -> None:
+        super().submit(task_id, FailsUnexpectedly(), deadline_seconds=deadline_seconds)
+
+
+async def test_an_unexpected_error_in_the_worker_fails_the_job_as_internal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    executor = UnexpectedFailures(1, 4)
+    async with running_app(api_settings(workers=1), executor) as (client, _):
+        moons = await create_dataset(client, kind="moons", n_samples=40)
+        job = await create_job(client, moons["id"], **QUICK_JOB)
+        with caplog.at_level(logging.ERROR, logger="service.jobs"):
+            done = await wait_for_job(client, job["id"])
+        response = await client.get(f"/v1/jobs/{job['id']}")
+    assert (done["status"], done["model_id"]) == ("failed", None)
+    assert done["error"] == {"type": "internal", "detail": "an internal error stopped the job"}
+    assert "secret" not in response.text and "/srv" not in response.text
+    # the operator's log keeps what happened
+    assert any("secret-state.db" in record.getMessage() for record in caplog.records)

@@ -10,7 +10,15 @@ import httpx
 import pytest
 
 from service.errors import Problem
-from tests.api_support import PROBLEM, api_settings, assert_problem
+from tests.api_support import (
+    PROBLEM,
+    QUICK_JOB,
+    api_settings,
+    assert_problem,
+    create_dataset,
+    create_job,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +47,13 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/models/{model_id}/decision-boundary.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/loss-curve.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/export"): {"200", "404"},
+    ("post", "/v1/sweeps"): {"202", "400", "409", "413", "415", "422", "429", "503"},
+    ("get", "/v1/sweeps"): {"200", "422"},
+    ("get", "/v1/sweeps/{sweep_id}"): {"200", "404"},
+    ("post", "/v1/sweeps/{sweep_id}/cancel"): {"202", "404", "409"},
+    ("get", "/v1/sweeps/{sweep_id}/events"): {"200", "404", "422"},
+    ("get", "/v1/sweeps/{sweep_id}/grid.png"): PICTURE | {"409"},
+    ("get", "/v1/sweeps/{sweep_id}/curves.png"): PICTURE | {"409"},
     ("get", "/v1/info"): {"200"},
 }
 DECLARED = {key: codes | ALL_V1 for key, codes in DECLARED.items()} | {
@@ -103,29 +118,53 @@ async def test_info_reports_workers_and_limits(client: httpx.AsyncClient) -> Non
     assert info["limits"]["max_work"] == settings.max_work
 
 
-async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
-    await client.get("/v1/datasets/ds_nothing")
-    await client.get("/v1/nowhere")
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    text = response.text
-    assert (
-        'scratchnet_http_requests_total{method="GET",route="/v1/datasets/{dataset_id}",'
-        'status="404"}' in text
-    )
-    assert 'route="unmatched"' in text
-    assert "ds_nothing" not in text
-    assert "scratchnet_http_request_duration_seconds_bucket{" in text
-    for name in (
-        "scratchnet_jobs{status=",
-        "scratchnet_epochs_trained_total",
-        "scratchnet_queue_depth",
-        "scratchnet_running_jobs",
-        "scratchnet_workers 2.0",
-        "scratchnet_event_streams",
-    ):
-        assert name in text
+def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_values_follow_known_traffic(client: httpx.AsyncClient) -> None:
+    """Counters move by exactly the traffic sent; gauges show the state after it. (The shared
+    app runs one test at a time, and the client fixture leaves nothing training.)"""
+    first = await client.get("/metrics")
+    assert first.status_code == 200
+    assert first.headers["content-type"].startswith("text/plain")
+    before = scrape(first.text)
+    for _ in range(3):
+        assert (await client.get("/v1/datasets/ds_nothing")).status_code == 404
+    assert (await client.get("/v1/nowhere")).status_code == 404
+    moons = await create_dataset(client, kind="moons", n_samples=40)
+    job = await create_job(client, moons["id"], **QUICK_JOB)
+    assert (await wait_for_job(client, job["id"]))["status"] == "succeeded"
+    text = (await client.get("/metrics")).text
+    after = scrape(text)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    missing = {"method": "GET", "route": "/v1/datasets/{dataset_id}", "status": "404"}
+    assert moved("scratchnet_http_requests_total", **missing) == 3
+    assert moved("scratchnet_http_request_duration_seconds_count", **missing) == 3
+    assert moved("scratchnet_http_request_duration_seconds_bucket", **missing, le="+Inf") == 3
+    unmatched = {"method": "GET", "route": "unmatched", "status": "404"}
+    assert moved("scratchnet_http_requests_total", **unmatched) == 1
+    created = {"method": "POST", "route": "/v1/jobs", "status": "202"}
+    assert moved("scratchnet_http_requests_total", **created) == 1
+    assert "ds_nothing" not in text and "nowhere" not in text  # templates, never raw paths
+    assert moved("scratchnet_epochs_trained_total") == QUICK_JOB["epochs"]
+    assert moved("scratchnet_jobs", status="succeeded") == 1
+    assert after[("scratchnet_jobs", (("status", "running"),))] == 0
+    assert after[("scratchnet_queue_depth", ())] == 0
+    assert after[("scratchnet_running_jobs", ())] == 0
+    assert after[("scratchnet_workers", ())] == 2
+    assert after[("scratchnet_event_streams", ())] == 0
 
 
 async def test_unknown_path_is_a_404_problem(client: httpx.AsyncClient) -> None:
@@ -210,7 +249,7 @@ async def test_openapi_declares_every_status_code_of_every_route(
     openapi: dict[str, Any],
 ) -> None:
     declared = {key: set(op["responses"]) for key, op in operations(openapi).items()}
-    assert {key: declared.get(key) for key in DECLARED} == DECLARED
+    assert declared == DECLARED  # every operation, none left out
 
 
 async def test_openapi_errors_are_problem_json_and_successes_have_their_media_type(
@@ -265,10 +304,12 @@ async def test_openapi_declares_location_and_retry_after_headers(openapi: dict[s
         ("/v1/datasets", "post", "201"),
         ("/v1/models/import", "post", "201"),
         ("/v1/jobs", "post", "202"),
+        ("/v1/sweeps", "post", "202"),
     ):
         assert "Location" in paths[path][method]["responses"][code]["headers"], path
-    for code in ("429", "503"):
-        assert "Retry-After" in paths["/v1/jobs"]["post"]["responses"][code]["headers"]
+    for path in ("/v1/jobs", "/v1/sweeps"):
+        for code in ("429", "503"):
+            assert "Retry-After" in paths[path]["post"]["responses"][code]["headers"], path
     assert "ProgressEvent" in openapi["components"]["schemas"]
 
 

@@ -9,7 +9,6 @@ import anyio
 import httpx
 import pytest
 
-from engine.hyperparameters import Hyperparameters
 from tests.api_support import (
     FINISHED,
     JOB_SECONDS,
@@ -18,9 +17,10 @@ from tests.api_support import (
     create_dataset,
     parse_sse,
     png_size,
+    running_app,
     state_of,
-    wait_ready,
 )
+from tests.documented import HYPERPARAMETER_DEFAULTS
 
 pytestmark = pytest.mark.anyio
 
@@ -78,7 +78,7 @@ async def test_the_tutorial_sweep_trains_every_size_and_the_baseline(
     assert created["id"].startswith("swp_")
     assert created["status"] in ("queued", "running")  # a worker may have started it
     assert created["progress"]["total"] == 7
-    assert created["base"] == Hyperparameters(**TUTORIAL_BASE).model_dump(mode="json")
+    assert created["base"] == HYPERPARAMETER_DEFAULTS | TUTORIAL_BASE
 
     sweep = await wait_for_sweep(client, created["id"])
     assert sweep["status"] == "succeeded"
@@ -98,8 +98,8 @@ async def test_the_tutorial_sweep_trains_every_size_and_the_baseline(
     assert [row["index"] for row in rows] == list(range(7))
     assert [row["varied"] for row in rows] == [{"hidden_layers": h} for h in HIDDEN_SIZES]
     for row, sizes in zip(rows, HIDDEN_SIZES, strict=True):
-        expected = Hyperparameters(**{**TUTORIAL_BASE, "hidden_layers": sizes})
-        assert row["hyperparameters"] == expected.model_dump(mode="json")
+        expected = HYPERPARAMETER_DEFAULTS | TUTORIAL_BASE | {"hidden_layers": sizes}
+        assert row["hyperparameters"] == expected
         assert row["status"] == "succeeded" and row["epochs_run"] == 40
         assert row["test_accuracy"] is not None and row["error"] is None
     best = min(range(7), key=lambda i: rows[i]["test_loss"])
@@ -341,11 +341,48 @@ async def test_list_sweeps_by_status_in_pages(
     page = (await client.get("/v1/sweeps", params={"status": "succeeded", "limit": 5})).json()
     assert page["limit"] == 5 and page["total"] >= 2
     assert all(item["status"] == "succeeded" for item in page["items"])
-    everything = (await client.get("/v1/sweeps", params={"limit": 5, "offset": 0})).json()
-    ids = [item["id"] for item in everything["items"]]
-    assert len(ids) <= 5
+    # pages of 2 from every offset: each sweep once, in creation order, the totals agreeing
+    total = (await client.get("/v1/sweeps")).json()["total"]
+    pages = [
+        (await client.get("/v1/sweeps", params={"limit": 2, "offset": offset})).json()
+        for offset in range(0, total + 2, 2)
+    ]
+    assert [(p["limit"], p["offset"], p["total"]) for p in pages] == [
+        (2, offset, total) for offset in range(0, total + 2, 2)
+    ]
+    assert [len(p["items"]) for p in pages] == [
+        min(2, max(0, total - o)) for o in range(0, total + 2, 2)
+    ]
+    ids = [item["id"] for p in pages for item in p["items"]]
+    assert len(ids) == len(set(ids)) == total
+    assert ids[-2:] == [sweep["id"] for sweep in created]  # the newest last
+    created_at = [item["created_at"] for p in pages for item in p["items"]]
+    assert created_at == sorted(created_at)
+    one = (await client.get("/v1/sweeps", params={"limit": 1, "offset": total - 1})).json()
+    assert [item["id"] for item in one["items"]] == [created[-1]["id"]]
     bad = await client.get("/v1/sweeps", params={"status": "sleeping"})
     assert_problem(bad, 422, "validation-error")
+
+
+async def test_without_a_test_split_the_best_configuration_has_the_lowest_train_loss(
+    client: httpx.AsyncClient,
+) -> None:
+    no_test = await create_dataset(client, kind="moons", n_samples=100, test_fraction=0)
+    created = await post_sweep(
+        client,
+        dataset_id=no_test["id"],
+        base={"hidden_layers": [4], "epochs": 30, "record_every": 10},
+        grid={"learning_rate": [0.001, 0.03, 0.1]},
+    )
+    sweep = await wait_for_sweep(client, created["id"])
+    rows = sweep["results"]
+    assert [row["status"] for row in rows] == ["succeeded"] * 3
+    assert all(row["test_loss"] is None and row["test_accuracy"] is None for row in rows)
+    train_losses = [row["train_loss"] for row in rows]
+    assert len(set(train_losses)) == 3
+    best = train_losses.index(min(train_losses))
+    assert sweep["best_index"] == best
+    assert [row["best"] for row in rows] == [i == best for i in range(3)]
 
 
 async def test_a_job_can_train_a_logistic_regression_baseline(
@@ -383,25 +420,40 @@ async def test_a_job_can_train_a_logistic_regression_baseline(
 async def test_a_share_past_job_timeout_seconds_fails_its_configurations_only() -> None:
     """Each worker's share has the job deadline: the long configuration's share times out,
     the quick one's succeeds, and so does the sweep (one configuration succeeded)."""
-    from service.main import create_app
 
-    app = create_app(api_settings(workers=2, job_timeout_seconds=1.0))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            moons = await create_dataset(client, kind="moons", n_samples=100)
-            created = await post_sweep(
-                client, dataset_id=moons["id"], base=LONG, grid={"epochs": [20, LONG["epochs"]]}
-            )
-            sweep = await wait_for_sweep(client, created["id"])
-            # once the workers stop, new sweeps are refused with 503, not a 500
-            await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
-            body = {"dataset_id": moons["id"], "grid": {"seed": [0]}}
-            assert_problem(await client.post("/v1/sweeps", json=body), 503, "not-ready")
+    # 3 s: the quick configuration's share needs a few milliseconds, 1000 times less
+    async with running_app(api_settings(workers=2, job_timeout_seconds=3.0)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        created = await post_sweep(
+            client, dataset_id=moons["id"], base=LONG, grid={"epochs": [20, LONG["epochs"]]}
+        )
+        sweep = await wait_for_sweep(client, created["id"])
+        # once the workers stop, new sweeps are refused with 503, not a 500
+        await anyio.to_thread.run_sync(state_of(app).dispatcher.executor.shutdown)
+        body = {"dataset_id": moons["id"], "grid": {"seed": [0]}}
+        assert_problem(await client.post("/v1/sweeps", json=body), 503, "not-ready")
     assert sweep["status"] == "succeeded"
     quick, long = sweep["results"]
     assert quick["status"] == "succeeded"
     assert long["status"] == "failed" and long["model_id"] is None
     assert long["error"]["type"] == "timeout"
-    assert "job_timeout_seconds = 1" in long["error"]["detail"]
+    assert "job_timeout_seconds = 3" in long["error"]["detail"]
+
+
+async def test_a_full_queue_refuses_a_sweep_with_429_and_retry_after() -> None:
+    async with running_app(api_settings(workers=1, max_queued_jobs=1)) as (client, app):
+        moons = await create_dataset(client, kind="moons", n_samples=100)
+        body = {"dataset_id": moons["id"], "base": LONG, "grid": {"seed": [0]}}
+        running = await post_sweep(client, **body)
+        await wait_for_sweep(client, running["id"], lambda s: s["status"] == "running")
+        waiting = await post_sweep(client, **body)  # the one place in the queue
+        before = (await client.get("/v1/sweeps")).json()["total"]
+        response = await client.post("/v1/sweeps", json=body)
+        problem = assert_problem(response, 429, "queue-full")
+        assert int(response.headers["retry-after"]) >= 1
+        assert "max_queued_jobs = 1" in problem["detail"]
+        assert (await client.get("/v1/sweeps")).json()["total"] == before
+        assert (await client.get(f"/v1/sweeps/{waiting['id']}")).json()["status"] == "queued"
+    # shutting down cancelled what was left
+    for sweep in (running, waiting):
+        assert state_of(app).sweeps.require(sweep["id"]).status == "cancelled"

@@ -40,15 +40,6 @@ def test_parameters_say_which_apply() -> None:
     assert datasets.PARAMETERS["custom"] == {}
 
 
-@pytest.mark.parametrize("kind", datasets.GENERATED_KINDS)
-def test_defaults_are_the_documented_ones(kind: str) -> None:
-    explicit = generate(kind, **datasets.PARAMETERS[kind])  # type: ignore[arg-type,index]
-    implicit = generate(kind)
-    assert np.array_equal(explicit.X, implicit.X)
-    assert np.array_equal(explicit.y, implicit.y)
-    assert implicit.n_samples == datasets.PARAMETERS[kind]["n_samples"]  # type: ignore[index]
-
-
 def test_importing_datasets_does_not_import_sklearn() -> None:
     code = "import sys, engine.datasets; print('sklearn' in sys.modules)"
     result = subprocess.run(

@@ -218,15 +218,15 @@ def test_a_large_dataset_goes_in_and_large_weights_come_out(pool: PoolUnderTest)
     assert pool.recorder.wait_for("big", TaskProgress) == TaskProgress("big", [(1_000_000, 2)])
 
 
-def test_two_workers_run_two_tasks_at_the_same_time(pool: PoolUnderTest) -> None:
-    pool.submit("a", pool_tasks.Timed(3_000_000))
-    pool.submit("b", pool_tasks.Timed(3_000_000))
-    a, b = pool.recorder.terminal("a"), pool.recorder.terminal("b")
-    assert isinstance(a, TaskSucceeded) and isinstance(b, TaskSucceeded)
-    (a_start, a_end), (b_start, b_end) = a.result, b.result
-    assert a_start < b_end and b_start < a_end  # the intervals the tasks measured overlap
+def test_two_workers_run_two_tasks_at_the_same_time(pool: PoolUnderTest, tmp_path: Path) -> None:
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    pool.submit("a", pool_tasks.Rendezvous(a, b))  # each waits until the other has started
+    pool.submit("b", pool_tasks.Rendezvous(b, a))
+    a_done, b_done = pool.recorder.terminal("a"), pool.recorder.terminal("b")
+    assert isinstance(a_done, TaskSucceeded) and isinstance(b_done, TaskSucceeded)
+    assert a_done.result != b_done.result  # two worker processes
     pids = {e.worker_pid for e in pool.recorder.events if isinstance(e, TaskStarted)}
-    assert len(pids) == 2
+    assert pids == {a_done.result, b_done.result}
 
 
 def test_a_listener_that_raises_is_logged_and_the_pool_carries_on(

@@ -380,4 +380,6 @@ def _final_status(sweep: SweepRecord) -> WorkStatus:
         return "cancelled"
     if any(row.status == "succeeded" for row in sweep.configurations):
         return "succeeded"
-    return "cancelled" if sweep.cancel_requested else "failed"
+    if sweep.cancel_requested or any(r.status == "cancelled" for r in sweep.rows()):
+        return "cancelled"  # asked to, or stopped by the service shutting down
+    return "failed"
