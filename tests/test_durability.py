@@ -27,6 +27,9 @@ INTERRUPTED_JOB: dict[str, Any] = {
     "optimizer": "sgd",
     "record_every": 500,
 }
+# What resident memory may exceed the stored-bytes bound by: a 1M-point dataset built and then
+# refused (~60 MB of arrays) plus what the allocator keeps; measured peaks ~60-110 MB over it.
+MEMORY_MARGIN = 200_000_000
 POINTS = {"points": [[x / 4, y / 4] for x in range(-6, 10) for y in range(-4, 6)]}
 
 
@@ -181,12 +184,16 @@ def test_without_a_data_directory_memory_stays_bounded(tmp_path: Path) -> None:
     with serve(tmp_path, max_stored_bytes=str(cap)) as server:
         process = psutil.Process(server.process.pid)
         with httpx.Client(base_url=server.url, timeout=60.0) as http:
+            # warm: the first dataset imports the generators, the first JSON answer pydantic's
+            warm = http.post("/v1/datasets", json={"kind": "moons", "n_samples": 1000})
+            assert warm.status_code == 201 and http.delete(warm.headers["location"]).is_success
             baseline = process.memory_info().rss
             statuses = []
             for _ in range(4):
                 response = http.post("/v1/datasets", json={"kind": "moons", "n_samples": 1_000_000})
                 statuses.append(response.status_code)
-                assert process.memory_info().rss < baseline + cap + 150_000_000
+                # the bound, plus one refused dataset being built (~60 MB) and the allocator's slack
+                assert process.memory_info().rss < baseline + cap + MEMORY_MARGIN
             assert statuses[:2] == [201, 201] and set(statuses[2:]) == {507}, statuses
             problem = response.json()
             assert f"max_stored_bytes = {cap}" in problem["detail"]
