@@ -265,7 +265,8 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -
         assert loaded is not None
         np.testing.assert_array_equal(loaded.split.X_train, content.split.X_train)
         revision = store.connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-        assert revision.scalar_one() == "0002"
+        assert revision.scalar_one() == "0003"
+        assert "model_aliases" in sa.inspect(store.connection).get_table_names()  # 0003
         store.connection.rollback()
     finally:
         store.close()
@@ -274,7 +275,7 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -
     with database:
         database.execute("UPDATE alembic_version SET version_num = '0099'")
     database.close()
-    with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0002"):
+    with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0003"):
         SQLiteStore(tmp_path, 1 << 30, cache_bytes=1 << 20)
 
 
