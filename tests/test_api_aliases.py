@@ -180,3 +180,26 @@ async def test_each_key_has_its_own_aliases() -> None:
         assert_problem(await client.get("/v1/models/best", headers=bob), 404, "not-found")
         assert (await client.get("/v1/models/best", headers=alice)).json()["id"] == alice_id
         assert_problem(await client.get("/v1/models/best"), 401, "unauthorized")
+
+
+async def test_a_refused_write_changes_no_alias(tmp_path: Path) -> None:
+    from tests.test_store import sql
+
+    async with running(data_dir=tmp_path) as (app, client):
+        first, second = await two_models(client)
+        await client.put(f"/v1/models/{first['id']}/aliases/kept")
+        sql(app, "PRAGMA query_only = ON")  # SQLite refuses every write, as for a read-only file
+        for method, url in (
+            ("PUT", f"/v1/models/{second['id']}/aliases/kept"),  # a move
+            ("PUT", f"/v1/models/{second['id']}/aliases/new"),
+            ("DELETE", f"/v1/models/{first['id']}/aliases/kept"),
+            ("DELETE", "/v1/models/kept"),  # the model and its alias
+        ):
+            refused = await client.request(method, url)
+            assert_problem(refused, 507, "insufficient-storage")
+        assert (await client.get("/v1/models/kept")).json()["id"] == first["id"]
+        assert await aliases_of(client, second["id"]) == []
+        sql(app, "PRAGMA query_only = OFF")
+    async with running(data_dir=tmp_path) as (_app, client):
+        assert await aliases_of(client, first["id"]) == ["kept"]
+        assert await aliases_of(client, second["id"]) == []
