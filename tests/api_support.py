@@ -9,8 +9,8 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,20 @@ async def wait_ready(app: FastAPI, seconds: float = SERVER_START_SECONDS) -> Non
     with anyio.fail_after(seconds):
         while not state.dispatcher.ready:
             await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app of api_settings (one worker unless `settings` say otherwise) with its lifespan,
+    and a client for it."""
+    from service.main import create_app
+
+    app = create_app(api_settings(**{"workers": 1, **settings}))
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:

@@ -3,22 +3,18 @@ has its own, they outlive a restart with a data directory, and they go with thei
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from tests.api_support import (
-    api_settings,
     assert_problem,
     create_dataset,
+    running,
     state_of,
     trained_model,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.anyio
@@ -26,18 +22,6 @@ pytestmark = pytest.mark.anyio
 ALICE = "alice-key-0123456789abcdef"
 BOB = "bob-key-0123456789abcdef"
 KEYS = {"api_keys": f"alice:{ALICE},bob:{BOB}"}
-
-
-@asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    from service.main import create_app
-
-    app = create_app(api_settings(**{"workers": 1, **settings}))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
 
 
 async def two_models(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -6,24 +6,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.settings import Settings
 from tests.api_support import (
     LONG_JOB,
     QUICK_JOB,
-    api_settings,
     assert_problem,
+    running,
     serve,
     wait_for,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.anyio
@@ -38,18 +34,6 @@ DOCS = {"/metrics"}
 
 def as_(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    from service.main import create_app
-
-    app = create_app(api_settings(**{"workers": 1, **settings}))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str]]:

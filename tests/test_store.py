@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +19,18 @@ from pydantic import TypeAdapter
 
 from tests.api_support import (
     QUICK_JOB,
-    api_settings,
     assert_problem,
     create_dataset,
     create_job,
+    running,
     state_of,
     trained_model,
     wait_for_job,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.anyio
 
 GRID = [[x, y] for x in np.linspace(-1.5, 2.5, 5) for y in np.linspace(-1.0, 1.5, 5)]
-
-
-@asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app with its lifespan (one worker) and a client for it."""
-    from service.main import create_app
-
-    app = create_app(api_settings(**{"workers": 1, **settings}))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
 
 
 def sql(app: FastAPI, statement: str) -> None:
