@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import numpy as np
+from fastapi import Request
 
 from engine.errors import deadline
 from engine.model import Label, Model
@@ -21,8 +22,15 @@ from service.state.records import ModelContent, ModelRecord
 # Predictions up to this many multiply-adds (points x parameters) run on the event loop: a few
 # microseconds of NumPy, cheaper than a hop to a thread.
 INLINE_PREDICT_WORK = 50_000
+# Request bodies up to this size are parsed on the event loop; larger ones in a thread.
+INLINE_PARSE_BYTES = 32 * 1024
 
 T = TypeVar("T")
+
+
+def media_type(request: Request) -> str:
+    """The Content-Type without parameters, lower case ('' when there is none)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def require_model(state: StateDep, model_id: str, caller: Caller) -> ModelRecord:

@@ -42,7 +42,9 @@ from service.api.inference_schemas import (
     TensorMetadata,
 )
 from service.api.predictions import (
+    INLINE_PARSE_BYTES,
     check_point_count,
+    media_type,
     plain,
     predicted,
     probabilities,
@@ -68,7 +70,6 @@ INPUT_DATATYPES: dict[str, np.dtype[np.floating]] = {
     "FP32": np.dtype("<f4"),
 }
 BINARY_HEADER = "inference-header-content-length"
-INLINE_PARSE_BYTES = 32 * 1024  # larger bodies are parsed in a thread (as for /v1 predict)
 
 ModelName = Annotated[str, Path(description=MODEL_REF_DESCRIPTION)]
 
@@ -278,7 +279,7 @@ async def infer(request: Request, state: StateDep, caller: CallerDep, name: Mode
     standardization). `outputs`, when given, chooses the outputs and their order; `id` is
     echoed. At most predict_max_points rows."""
     record = require_model(state, name, caller)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request)
     if content_type not in ("application/json", "application/octet-stream", ""):
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send the request as application/json"

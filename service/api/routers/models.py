@@ -26,7 +26,9 @@ from service.api.pictures import (
     split_points,
 )
 from service.api.predictions import (
+    INLINE_PARSE_BYTES,
     check_point_count,
+    media_type,
     plain,
     predicted,
     probabilities,
@@ -50,8 +52,6 @@ from service.state.records import ModelContent, ModelRecord, new_id, utc_now
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 NPZ_MEDIA_TYPE = "application/octet-stream"
-# Request bodies up to this size are parsed on the event loop; larger ones in a thread.
-INLINE_PARSE_BYTES = 32 * 1024
 
 
 ModelRef = Annotated[str, Path(description=MODEL_REF_DESCRIPTION)]
@@ -61,11 +61,6 @@ Alias = Annotated[str, Path(pattern=ALIAS_PATTERN, description=ALIAS_DESCRIPTION
 def public(state: StateDep, caller: Caller, record: ModelRecord) -> ModelPublic:
     """The model as this caller sees it, with its aliases."""
     return model_public(record, state.store.aliases.of(caller.name, record.id))
-
-
-def _media_type(request: Request) -> str:
-    """The Content-Type without parameters, lower case ('' when there is none)."""
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 @router.get(
@@ -107,7 +102,7 @@ async def import_model(
 ) -> ModelPublic:
     """A new model that predicts exactly like the exported one. It has no job, no dataset and
     no training history."""
-    content_type = _media_type(request)
+    content_type = media_type(request)
     if content_type != NPZ_MEDIA_TYPE:
         raise UnsupportedMediaType(
             f"send the exported .npz bytes as {NPZ_MEDIA_TYPE}, not {content_type or 'nothing'}"
@@ -241,7 +236,7 @@ async def predict(
     """Classify raw points (the model applies its own standardization). At most
     predict_max_points per call; each point needs exactly n_features values."""
     record = require_model(state, model_id, caller)
-    content_type = _media_type(request)
+    content_type = media_type(request)
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send the points as application/json"
