@@ -74,7 +74,7 @@ RECONNECT_SECONDS = 0.5
 # Something a resource id may be given as: the id, or the object the service answered.
 DatasetRef = str | DatasetPublic
 JobRef = str | JobPublic
-ModelRef = str | ModelPublic
+ModelRef = str | ModelPublic  # a model id, an alias, or the model
 SweepRef = str | SweepPublic
 Destination = str | os.PathLike[str] | None
 Show = Literal["all", "train", "test", "none"]
@@ -591,6 +591,17 @@ class BaseClient:
     def _delete_model(self, model: ModelRef) -> Call[None]:
         """Delete a model."""
         return Call("DELETE", f"/v1/models/{ref(model)}", _nothing)
+
+    def _set_alias(self, model: ModelRef, alias: str) -> Call[ModelPublic]:
+        """Give the model a stable name (`moons-best`), taken in one step from whichever model
+        had it; the alias then names the model wherever a model id is taken."""
+        return Call(
+            "PUT", f"/v1/models/{ref(model)}/aliases/{ref(alias)}", model_reader(ModelPublic)
+        )
+
+    def _delete_alias(self, model: ModelRef, alias: str) -> Call[None]:
+        """Remove one of the model's aliases (NotFound when it is not one of them)."""
+        return Call("DELETE", f"/v1/models/{ref(model)}/aliases/{ref(alias)}", _nothing)
 
     def _predict(self, model: ModelRef, X: Any) -> Call[Prediction]:
         """Classes and probabilities of raw points: X an array (n_points, n_features), nested

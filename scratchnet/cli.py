@@ -91,7 +91,10 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Create, list, show and delete datasets.", no_args_is_help=True)
 jobs_app = typer.Typer(help="List, show, follow and cancel training jobs.", no_args_is_help=True)
-models_app = typer.Typer(help="List, show and delete models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List, show, delete and alias models (a model is named by its id or an alias).",
+    no_args_is_help=True,
+)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
@@ -511,6 +514,22 @@ def models_delete(ctx: typer.Context, model: str) -> None:
     """Delete a model."""
     with _connected(ctx) as (client, _options):
         client.delete_model(model)
+
+
+@models_app.command("alias")
+@handled
+def models_alias(ctx: typer.Context, model: str, alias: str) -> None:
+    """Give a model an alias (moved from whichever model had it); show the model."""
+    with _connected(ctx) as (client, options):
+        _show(options, client.set_alias(model, alias))
+
+
+@models_app.command("unalias")
+@handled
+def models_unalias(ctx: typer.Context, model: str, alias: str) -> None:
+    """Remove one of a model's aliases."""
+    with _connected(ctx) as (client, _options):
+        client.delete_alias(model, alias)
 
 
 def read_points(text: str) -> list[list[float]]:

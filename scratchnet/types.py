@@ -241,6 +241,7 @@ class ModelPublic(Response):
     activation: str
     has_history: bool
     created_at: datetime
+    aliases: list[str] = []
 
 
 class ModelsPublic(Response):

@@ -25,7 +25,7 @@ from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_docs, openapi_document
 from service.api.pictures import PictureCache
 from service.api.ratelimit import RateLimitMiddleware
-from service.api.routers import datasets, jobs, models, operations, sweeps
+from service.api.routers import datasets, inference, jobs, models, operations, sweeps
 from service.execution.dispatcher import Dispatcher
 from service.execution.executor import Executor
 from service.logs import CorrelationIdMiddleware, request_id_middleware
@@ -44,7 +44,8 @@ Train small neural networks over HTTP.
 Create a **dataset**, queue a training **job** on it, follow the job (polling, history or
 server-sent events) and use the **model** it registers: predict, draw its decision boundary and
 loss curve, export and import it. A **sweep** trains a grid of hyperparameters together and
-compares them side by side. Every error is an RFC 9457 `application/problem+json`.
+compares them side by side. Give a model an **alias** to call it by a stable name. Every /v1
+error is an RFC 9457 `application/problem+json`; /v2 speaks the Open Inference Protocol.
 """
 
 
@@ -156,6 +157,11 @@ def create_app(
                 "description": "Grids of configurations trained together, side by side.",
             },
             {"name": "operations", "description": "Health, readiness, metrics, info."},
+            {
+                "name": "inference",
+                "description": "The Open Inference Protocol (KServe v2): models by id or "
+                'alias for KServe, Triton and Seldon clients; errors as `{"error": ...}`.',
+            },
         ],
     )
     app.state.scratchnet = state
@@ -182,7 +188,7 @@ def create_app(
     # Routes are matched in order: the busiest (predict, job polling) first. The routes
     # themselves, not app.include_router(): FastAPI wraps an included router in a node it
     # matches twice per request, which made a one-point predict ~40% slower.
-    for module in (models, jobs, datasets, sweeps, operations):
+    for module in (models, inference, jobs, datasets, sweeps, operations):
         app.router.routes.extend(module.router.routes)
     install_docs(app)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

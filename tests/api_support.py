@@ -94,6 +94,13 @@ async def running_app(
             yield client, app
 
 
+@asynccontextmanager
+async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """running_app with api_settings (one worker unless `settings` say otherwise)."""
+    async with running_app(api_settings(**{"workers": 1, **settings})) as (client, app):
+        yield app, client
+
+
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
     """The response is an RFC 9457 problem of this status and type; returns its body."""
     assert response.status_code == status, response.text

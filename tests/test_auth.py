@@ -6,25 +6,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.settings import Settings
 from tests.api_support import (
     LONG_JOB,
     QUICK_JOB,
-    api_settings,
     assert_problem,
+    running,
     serve,
     wait_for,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.anyio
@@ -33,24 +29,12 @@ ALICE = "alice-key-0123456789abcdef"
 BOB = "bob-key-0123456789abcdef"
 ROOT = "root-key-0123456789abcdef"
 KEYS = {"api_keys": f"alice:{ALICE},bob:{BOB}", "admin_api_keys": f"root:{ROOT}"}
-OPEN = {"/healthz", "/readyz"}
+OPEN = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
 DOCS = {"/metrics"}
 
 
 def as_(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    from service.main import create_app
-
-    app = create_app(api_settings(**{"workers": 1, **settings}))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str]]:
@@ -80,11 +64,15 @@ async def test_every_v1_operation_needs_a_key_and_the_document_says_so() -> None
             assert "401" in operation["responses"], (method, path)
             for headers in ({}, as_("wrong-key-0123456789abcdef"), {"X-API-Key": "nope"}):
                 response = await client.request(method, concrete(path), headers=headers)
-                body = assert_problem(response, 401, "unauthorized")
+                if path.startswith("/v2"):  # the Open Inference Protocol's error shape
+                    assert response.status_code == 401 and set(response.json()) == {"error"}
+                    detail = response.json()["error"]
+                else:
+                    detail = assert_problem(response, 401, "unauthorized")["detail"]
                 assert response.headers["www-authenticate"] == "Bearer", path
-                assert "wrong-key" not in response.text and "nope" not in body["detail"]
+                assert "wrong-key" not in response.text and "nope" not in detail
             seen += 1
-        assert seen >= 20  # every route of datasets, jobs, models and sweeps, and info
+        assert seen >= 25  # every route of datasets, jobs, models, sweeps and /v2, and info
         for path in OPEN | DOCS | {"/docs", "/openapi.json"}:
             assert (await client.get(path)).status_code == 200, path
         info = await client.get("/v1/info", headers={"X-API-Key": BOB})
@@ -148,7 +136,7 @@ async def test_another_key_sees_nothing_of_what_a_key_created(
             if "{" not in path or kind not in ids:
                 continue
             for model in (model_id, baseline_id, imported.json()["id"]):
-                url = path.replace("{model_id}", model)
+                url = path.replace("{model_id}", model).replace("{alias}", "best")
                 for name, value in ids.items():
                     url = url.replace("{" + name[:-1] + "_id}", value)
                 body = {"points": [[0.0, 0.0]]} if url.endswith("/predict") else None
@@ -161,6 +149,17 @@ async def test_another_key_sees_nothing_of_what_a_key_created(
                 owned = await client.request(method, url, headers=root)
                 assert owned.status_code in (200, 409), (url, owned.text)
         assert checked >= 20
+        infer = {
+            "inputs": [{"name": "points", "shape": [1, 2], "datatype": "FP64", "data": [0, 0]}]
+        }
+        for method, url, body in (
+            ("GET", f"/v2/models/{model_id}", None),
+            ("GET", f"/v2/models/{model_id}/ready", None),
+            ("POST", f"/v2/models/{model_id}/infer", infer),
+        ):
+            hidden = await client.request(method, url, json=body, headers=bob)
+            assert hidden.status_code == 404 and "does not exist" in hidden.json()["error"], url
+            assert (await client.request(method, url, json=body, headers=alice)).status_code == 200
         refused = await client.post(
             "/v1/jobs",
             json={"dataset_id": dataset["id"], "hyperparameters": QUICK_JOB},
@@ -306,6 +305,13 @@ async def test_a_prediction_or_picture_past_the_request_timeout_is_a_503() -> No
         assert "request_timeout_seconds = 0.001" in problem["detail"]
         picture = await client.get(f"{url}/decision-boundary.png?resolution=1000")
         assert_problem(picture, 503, "request-timeout")
+        tensor = {"name": "points", "shape": [100_000, 2], "datatype": "FP64"}
+        slow = await client.post(
+            f"/v2/models/{finished['model_id']}/infer",
+            json={"inputs": [{**tensor, "data": [0.1, 0.2] * 100_000}]},
+        )
+        assert slow.status_code == 503 and slow.headers["retry-after"] == "1"
+        assert "request_timeout_seconds = 0.001" in slow.json()["error"]  # the protocol's shape
         quick = await client.post(f"{url}/predict", json={"points": [[0.1, 0.2]]})
         assert quick.status_code == 200  # small predictions run inline, under any timeout
 

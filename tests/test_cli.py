@@ -103,6 +103,15 @@ def test_predict_picture_export_import(shell: Shell, trained: dict[str, Any]) ->
     shell.run("export", model_id, "-o", "model.npz")
     imported = shell.json("import", "model.npz", "--name", "copy")
     assert imported["name"] == "copy" and imported["architecture"] == [2, 3, 2]
+    aliased = shell.json("models", "alias", imported["id"], "cli-copy")
+    assert aliased["id"] == imported["id"] and aliased["aliases"] == ["cli-copy"]
+    assert shell.json("models", "show", "cli-copy")["id"] == imported["id"]
+    assert shell.json("predict", "cli-copy", "points.csv") == prediction  # the same weights
+    shell.run("models", "unalias", imported["id"], "cli-copy")
+    assert (
+        "no alias 'cli-copy'"
+        in shell.run("models", "unalias", imported["id"], "cli-copy", code=3).stderr
+    )
     shell.run("models", "delete", imported["id"])
     with (
         scratchnet.Client(shell.env["SCRATCHNET_URL"]) as client,

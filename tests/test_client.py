@@ -151,6 +151,18 @@ def test_train_follow_history_predict_pictures_export_import(
     assert client.predict(imported, points) == prediction
     assert client.get_model(imported.id).architecture == [2, 4, 2]
     assert any(m.id == imported.id for m in client.list_models(limit=500).items)
+    aliased = client.set_alias(imported, "client-copy")
+    assert aliased.id == imported.id and aliased.aliases == ["client-copy"]
+    assert client.predict("client-copy", points) == prediction  # an alias wherever an id goes
+    assert client.set_alias(job.model_id, "client-copy").aliases == ["client-copy"]  # moved
+    assert client.get_model("client-copy").id == job.model_id
+    assert client.get_model(imported).aliases == []
+    with pytest.raises(scratchnet.InvalidRequest) as refused:
+        client.set_alias(imported, "not_an_alias")
+    assert refused.value.status == 422 and refused.value.errors[0].loc == ["path", "alias"]
+    client.delete_alias(job.model_id, "client-copy")
+    with pytest.raises(scratchnet.NotFound):
+        client.delete_alias(job.model_id, "client-copy")
     client.delete_model(imported)
     with pytest.raises(scratchnet.NotFound):
         client.get_model(imported.id)
@@ -271,6 +283,11 @@ async def test_async_client(
         exported = await client.export_model(job.model_id)
         imported = await client.import_model(exported)
         assert await client.predict(imported, [[0.0, 0.5]]) == prediction
+        assert (await client.set_alias(imported, "async-copy")).aliases == ["async-copy"]
+        assert (await client.get_model("async-copy")).id == imported.id
+        await client.delete_alias(imported, "async-copy")
+        with pytest.raises(scratchnet.NotFound):
+            await client.get_model("async-copy")
         assert (await client.decision_boundary(imported, tmp_path / "a.png")).startswith(
             PNG_SIGNATURE
         )

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +19,18 @@ from pydantic import TypeAdapter
 
 from tests.api_support import (
     QUICK_JOB,
-    api_settings,
     assert_problem,
     create_dataset,
     create_job,
+    running,
     state_of,
     trained_model,
     wait_for_job,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.anyio
 
 GRID = [[x, y] for x in np.linspace(-1.5, 2.5, 5) for y in np.linspace(-1.0, 1.5, 5)]
-
-
-@asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app with its lifespan (one worker) and a client for it."""
-    from service.main import create_app
-
-    app = create_app(api_settings(**{"workers": 1, **settings}))
-    async with app.router.lifespan_context(app):
-        await wait_ready(app)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
 
 
 def sql(app: FastAPI, statement: str) -> None:
@@ -265,7 +249,8 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -
         assert loaded is not None
         np.testing.assert_array_equal(loaded.split.X_train, content.split.X_train)
         revision = store.connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-        assert revision.scalar_one() == "0002"
+        assert revision.scalar_one() == "0003"
+        assert "model_aliases" in sa.inspect(store.connection).get_table_names()  # 0003
         store.connection.rollback()
     finally:
         store.close()
@@ -274,7 +259,7 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -
     with database:
         database.execute("UPDATE alembic_version SET version_num = '0099'")
     database.close()
-    with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0002"):
+    with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0003"):
         SQLiteStore(tmp_path, 1 << 30, cache_bytes=1 << 20)
 
 

@@ -180,6 +180,11 @@ def _add_error_examples(path: str, operation: Operation, settings: Settings) -> 
     for code, response in operation["responses"].items():
         if not (code.isdigit() and int(code) >= 400):
             continue
+        if PROBLEM_MEDIA_TYPE not in response.get("content", {}):  # /v2: the protocol's errors
+            json_content = response.get("content", {}).get("application/json")
+            if json_content is not None:
+                json_content["example"] = {"error": response["description"]}
+            continue
         error = ERROR_CLASSES[int(code)]
         example: dict[str, Any] = {
             "type": PROBLEM_BASE + error.slug,
@@ -245,14 +250,17 @@ def _body_properties(document: Document, operation: Operation) -> dict[str, Any]
     return properties
 
 
-def _takers(document: Document, name: str) -> Iterator[tuple[str, Operation, str]]:
-    """(operationId, operation, where) of every operation taking the id `name`: where is
-    `path` or `body`."""
-    for _path, _method, operation in operations(document):
-        if any(p["name"] == name and p["in"] == "path" for p in operation.get("parameters", [])):
-            yield operation["operationId"], operation, "path"
+def _takers(document: Document, name: str) -> Iterator[tuple[str, Operation, str, str]]:
+    """(operationId, operation, where, parameter) of every operation taking the id `name`:
+    where is `path` or `body`. The Open Inference Protocol's `{name}` takes a model id."""
+    for path, _method, operation in operations(document):
+        parameters = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+        if name in parameters:
+            yield operation["operationId"], operation, "path", name
+        elif name == "model_id" and path.startswith("/v2/models/") and "name" in parameters:
+            yield operation["operationId"], operation, "path", "name"
         elif name in _body_properties(document, operation):
-            yield operation["operationId"], operation, "body"
+            yield operation["operationId"], operation, "body", name
 
 
 def _add_links(document: Document) -> None:
@@ -282,7 +290,7 @@ def _add_links(document: Document) -> None:
             links: dict[str, Any] = {}
             for field, name in names.items():
                 expression = f"$response.body#/{field}"
-                for operation_id, target, where in _takers(document, name):
+                for operation_id, target, where, parameter in _takers(document, name):
                     if target is source:
                         continue
                     link: dict[str, Any] = {
@@ -291,7 +299,7 @@ def _add_links(document: Document) -> None:
                         f"{target['summary']!r}.",
                     }
                     if where == "path":
-                        link["parameters"] = {f"path.{name}": expression}
+                        link["parameters"] = {f"path.{parameter}": expression}
                     else:
                         link["requestBody"] = {name: expression}
                     links[operation_id] = link

@@ -72,6 +72,7 @@ class BodySizeLimitMiddleware:
             "payload-too-large",
             "Payload too large",
             f"the request body exceeds max_request_bytes = {self.max_bytes}",
+            path=scope["path"],
         )
         await response(scope, receive, send)
 

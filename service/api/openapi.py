@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service.api import contract, problems, ratelimit
 from service.api.auth import authenticate_docs
+from service.api.inference_schemas import InferenceRequest
 from service.api.schemas import DatasetCreate, PredictRequest, ProgressEvent
 
 DOCS_STATIC = "/static/docs"
@@ -67,9 +68,14 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for body in (DatasetCreate, PredictRequest, ProgressEvent):
         schemas[body.__name__] = body.model_json_schema(ref_template="#/components/schemas/{model}")
+    inference = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(inference.pop("$defs"), InferenceRequest=inference)  # the /v2 infer body
     problem = {"$ref": "#/components/schemas/Problem"}
     for path, path_item in document["paths"].items():
         for operation in path_item.values():
+            if problems.protocol_path(path):  # /v2 declares its errors in the protocol's shape
+                operation["responses"].pop("422", None)  # FastAPI's guess: a name cannot fail
+                continue
             responses = operation.get("responses", {})
             added = {
                 401: bool(operation.get("security")),  # service.api.auth

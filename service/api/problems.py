@@ -8,6 +8,11 @@ path for requests without one). FastAPI's request validation -> 422 validation-e
 unparseable JSON, 415 for a body whose Content-Type is not JSON); Starlette's 404/405 keep
 their status (405 with Allow). Anything else -> 500 with a generic detail, logged with its
 traceback. Every 422 carries `errors`.
+
+The Open Inference Protocol's paths (under /v2) answer the same errors in that protocol's
+shape instead: `{"error": "<detail>"}` as application/json, with the same status and headers,
+except that a 422 is the protocol's 400 (its clients know no 422). `problem_response` decides,
+from the path, for every handler here and for the middleware.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ logger = logging.getLogger("service.errors")
 BODY_METHODS = ("POST", "PUT", "PATCH")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+PROTOCOL_PREFIX = "/v2"  # the Open Inference Protocol (service.api.routers.inference)
+
+
+def protocol_path(path: str) -> bool:
+    """Whether `path` belongs to the Open Inference Protocol, which has its own error shape."""
+    return path == PROTOCOL_PREFIX or path.startswith(PROTOCOL_PREFIX + "/")
+
 
 # status -> (type slug, title) for statuses raised without a more specific problem type.
 _GENERIC: dict[int, tuple[str, str]] = {
@@ -56,7 +68,13 @@ def problem_response(
     *,
     errors: Iterable[ValidationIssue] | None = None,
     headers: Mapping[str, str] | None = None,
+    path: str = "",
 ) -> JSONResponse:
+    """The error for a request to `path`: problem+json, or the protocol's shape on /v2."""
+    if protocol_path(path):
+        return JSONResponse(
+            {"error": detail}, status_code=400 if status == 422 else status, headers=headers
+        )
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
         "title": title,
@@ -96,7 +114,7 @@ def parse_json_body(model: type[Body], raw: bytes) -> Body:
         raise RequestValidationError(errors) from None
 
 
-def validation_problem(raw_errors: Sequence[Any]) -> JSONResponse:
+def validation_problem(raw_errors: Sequence[Any], path: str = "") -> JSONResponse:
     """A 422 for pydantic errors (400 when the body was not valid JSON at all)."""
     for error in raw_errors:
         if error.get("type") == "json_invalid":
@@ -108,6 +126,7 @@ def validation_problem(raw_errors: Sequence[Any]) -> JSONResponse:
                 "malformed-request",
                 "Malformed request",
                 f"the body is not valid JSON: {reason}{where}",
+                path=path,
             )
     issues = _issues(raw_errors)
     detail = "; ".join(
@@ -118,7 +137,9 @@ def validation_problem(raw_errors: Sequence[Any]) -> JSONResponse:
     )
     if len(issues) > 5:
         detail += f"; and {len(issues) - 5} more"
-    return problem_response(422, "validation-error", "Invalid request", detail, errors=issues)
+    return problem_response(
+        422, "validation-error", "Invalid request", detail, errors=issues, path=path
+    )
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -127,7 +148,13 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     if errors is None and exc.status == 422:
         errors = _whole_request(request, exc.detail, exc.slug.replace("-", "_"))
     return problem_response(
-        exc.status, exc.slug, exc.title, exc.detail, errors=errors, headers=exc.headers
+        exc.status,
+        exc.slug,
+        exc.title,
+        exc.detail,
+        errors=errors,
+        headers=exc.headers,
+        path=request.url.path,
     )
 
 
@@ -143,8 +170,9 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
             f"Content-Type {given!r} is not accepted; send the body as application/json"
             if given
             else "the body has no Content-Type; send it as application/json",
+            path=request.url.path,
         )
-    return validation_problem(raw_errors)
+    return validation_problem(raw_errors, request.url.path)
 
 
 def _unparsed_body(error: Any) -> bool:
@@ -172,6 +200,7 @@ async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
         "Invalid input",
         detail,
         errors=_whole_request(request, detail, "invalid_input"),
+        path=request.url.path,
     )
 
 
@@ -183,6 +212,7 @@ async def _model_format(request: Request, exc: Exception) -> JSONResponse:
         "Invalid model file",
         detail,
         errors=_whole_request(request, detail, "invalid_model_file"),
+        path=request.url.path,
     )
 
 
@@ -195,6 +225,7 @@ async def _deadline_passed(request: Request, exc: Exception) -> JSONResponse:
         f"this request took longer than request_timeout_seconds = {exc.seconds:g} and was "
         "abandoned; ask for fewer points or a smaller picture",
         headers={"Retry-After": "1"},
+        path=request.url.path,
     )
 
 
@@ -209,10 +240,12 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
         detail = (
             f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
         )
-        return problem_response(405, slug, title, detail, headers=headers)
+        return problem_response(405, slug, title, detail, headers=headers, path=request.url.path)
     else:
         detail = str(exc.detail)
-    return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+    return problem_response(
+        exc.status_code, slug, title, detail, headers=exc.headers, path=request.url.path
+    )
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -231,7 +264,11 @@ def _allowed_methods(request: Request) -> list[str]:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
-        500, "internal-error", "Internal server error", "an unexpected error occurred"
+        500,
+        "internal-error",
+        "Internal server error",
+        "an unexpected error occurred",
+        path=request.url.path,
     )
 
 

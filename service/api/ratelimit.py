@@ -4,8 +4,9 @@ a valid key), so one client cannot take the service's event loop from everyone e
 A bucket holds SCRATCHNET_RATE_LIMIT_BURST tokens and refills at SCRATCHNET_RATE_LIMIT; each
 request takes one. An empty bucket answers 429 (problem+json, `rate-limited`) with
 `Retry-After`; every counted response carries `RateLimit-Limit`, `RateLimit-Remaining` and
-`RateLimit-Reset` (seconds until the bucket is full again). Health, readiness and metrics are
-not counted. The caller it identifies is left on the request for `service.api.auth`.
+`RateLimit-Reset` (seconds until the bucket is full again). Health, readiness (also the
+Open Inference Protocol's) and metrics are not counted. The caller it identifies is left on
+the request for `service.api.auth`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from service.api import problems
 from service.api.auth import KeyRing, presented_key
 from service.metrics import ServiceMetrics
 
-EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 PER = {"s": 1.0, "min": 60.0, "h": 3600.0}
 # Buckets kept at most (the least recently used go first): a flood of client addresses cannot
 # grow this table without bound; a dropped bucket comes back full, as it would have refilled.
@@ -111,6 +112,7 @@ class RateLimitMiddleware:
                 f"more than {self.burst} requests at once, or more than {self.rate:g} a second "
                 f"on average (rate_limit); retry after {wait} s",
                 headers={"Retry-After": str(wait), **{k.decode(): v.decode() for k, v in limits}},
+                path=scope["path"],
             )
             await response(scope, receive, send)
             return

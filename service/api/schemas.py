@@ -434,6 +434,17 @@ class JobHistory(BaseModel):
 # --- models ----------------------------------------------------------------------------------
 
 
+# An alias: a stable name a key gives one of its models (MLflow's registry convention). No
+# underscore, so an alias can never look like an id (`mdl_2b7e41f09ac35d86`); 1 to 63 letters,
+# digits, `-` and `.`, starting with a letter or digit.
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$"
+ALIAS_DESCRIPTION = (
+    "A model's alias: 1 to 63 letters, digits, `-` and `.`, starting with a letter or digit "
+    "(no `_`, so it never looks like a model id). Each API key has its own aliases."
+)
+MODEL_REF_DESCRIPTION = "A model id (`mdl_...`) or one of this key's aliases of a model."
+
+
 class ModelPublic(BaseModel):
     """A trained network, ready to predict."""
 
@@ -462,6 +473,12 @@ class ModelPublic(BaseModel):
     activation: str = Field(description="Hidden-layer activation.", examples=["tanh"])
     has_history: bool = Field(description="Whether loss-curve.png is available.")
     created_at: datetime = Field(description="When it was registered, UTC.")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="The aliases this API key gave the model, sorted; any of them names it "
+        "wherever a model id is taken.",
+        examples=[["moons-best"]],
+    )
 
 
 class ModelsPublic(BaseModel):

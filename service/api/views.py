@@ -122,7 +122,7 @@ def history_public(points: list[HistoryPoint]) -> list[HistoryPointPublic]:
     return [HistoryPointPublic.model_validate(point.as_dict()) for point in points]
 
 
-def model_public(record: ModelRecord) -> ModelPublic:
+def model_public(record: ModelRecord, aliases: list[str] | None = None) -> ModelPublic:
     return ModelPublic(
         id=record.id,
         name=record.name,
@@ -139,6 +139,7 @@ def model_public(record: ModelRecord) -> ModelPublic:
         activation=record.activation,
         has_history=record.has_history,
         created_at=record.created_at,
+        aliases=aliases or [],
     )
 
 

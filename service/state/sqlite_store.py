@@ -5,6 +5,7 @@
     work              seq, id, kind (job | sweep), status, record (without history points)
     work_points       work_id, series, position, point    appended as they are recorded
     idempotency_keys  noun, key, fingerprint, resource_id
+    model_aliases     owner ('' without keys), alias, model_id -> models.id
     alembic_version   the schema's revision
 
 SQLAlchemy Core on one connection, in WAL mode with foreign keys on; `atomic()` is one
@@ -63,7 +64,7 @@ from service.state.records import (
     SweepRecord,
     WorkRecord,
 )
-from service.state.store import Catalog, Collection, Store, Usage
+from service.state.store import Catalog, Collection, MemoryAliases, Store, Usage
 
 logger = logging.getLogger("service.store")
 
@@ -118,6 +119,20 @@ keys_table = sa.Table(
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("resource_id", sa.String(64), nullable=False),
+)
+
+aliases_table = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),  # '' for a service without keys
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column(
+        "model_id",
+        sa.String(64),
+        sa.ForeignKey("models.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
 )
 
 R = TypeVar("R", bound=WorkRecord)
@@ -528,6 +543,57 @@ class SQLiteWork(Collection[R], Generic[R]):
             return len(self._items)
 
 
+class SQLiteAliases(MemoryAliases):
+    """The aliases in memory, each change written through in its own transaction (or the
+    caller's) and undone in memory if that transaction rolls back."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(store.lock)
+        self._store = store
+
+    def load(self, connection: sa.Connection) -> None:
+        rows = connection.execute(
+            sa.select(aliases_table.c.owner, aliases_table.c.alias, aliases_table.c.model_id)
+        )
+        for owner, alias, model_id in rows:
+            super().assign(owner or None, alias, model_id)
+
+    def assign(self, owner: str | None, alias: str, model_id: str) -> str | None:
+        with self._store.atomic() as connection:
+            connection.execute(
+                aliases_table.insert()
+                .prefix_with("OR REPLACE")
+                .values(owner=owner or "", alias=alias, model_id=model_id)
+            )
+            previous = super().assign(owner, alias, model_id)
+            self._store.on_rollback(lambda: self._restore(owner, alias, previous))
+            return previous
+
+    def remove(self, owner: str | None, alias: str) -> str | None:
+        with self._store.atomic() as connection:
+            connection.execute(
+                aliases_table.delete().where(
+                    (aliases_table.c.owner == (owner or "")) & (aliases_table.c.alias == alias)
+                )
+            )
+            previous = super().remove(owner, alias)
+            self._store.on_rollback(lambda: self._restore(owner, alias, previous))
+            return previous
+
+    def drop(self, model_id: str) -> None:
+        with self._store.atomic() as connection:
+            connection.execute(aliases_table.delete().where(aliases_table.c.model_id == model_id))
+            owned = [key for key, named in self._models.items() if named == model_id]
+            super().drop(model_id)
+            self._store.on_rollback(lambda: self._models.update(dict.fromkeys(owned, model_id)))
+
+    def _restore(self, owner: str | None, alias: str, model_id: str | None) -> None:
+        if model_id is None:
+            self._models.pop((owner, alias), None)
+        else:
+            self._models[(owner, alias)] = model_id
+
+
 class SQLiteStore(Store):
     backend = "sqlite"
     durable = True
@@ -561,9 +627,10 @@ class SQLiteStore(Store):
         )
         self.jobs = SQLiteWork(self, "job", TypeAdapter(JobRecord))
         self.sweeps = SQLiteWork(self, "sweep", TypeAdapter(SweepRecord))
+        self.aliases = SQLiteAliases(self)
         self._keys: dict[str, IdempotencyKeys] = {}
         with self.connection.begin():
-            for part in (self.datasets, self.models, self.jobs, self.sweeps):
+            for part in (self.datasets, self.models, self.jobs, self.sweeps, self.aliases):
                 part.load(self.connection)
             for noun, key, fingerprint, resource_id in self.connection.execute(
                 sa.select(

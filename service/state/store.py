@@ -5,6 +5,7 @@
     ├── models        Catalog[ModelRecord, ModelContent]       never change once added
     ├── jobs          Collection[JobRecord]                    change by update() only
     ├── sweeps        Collection[SweepRecord]                  change by update() only
+    ├── aliases       Aliases                                  names of models, per owner
     └── idempotency   IdempotencyKeys per kind of work
 
 Every method is one atomic step — one transaction for a database — and `atomic()` groups the
@@ -130,6 +131,32 @@ class Catalog(abc.ABC, Generic[CR, C]):
     def __len__(self) -> int: ...
 
 
+class Aliases(abc.ABC):
+    """Stable names for models (`moons-best`), one namespace per owner: (owner, alias) names
+    one model, and a model has any number of aliases. Every method is one atomic step."""
+
+    @abc.abstractmethod
+    def resolve(self, owner: str | None, alias: str) -> str | None:
+        """The id of the model `owner`'s alias names, or None."""
+
+    @abc.abstractmethod
+    def of(self, owner: str | None, model_id: str) -> list[str]:
+        """The aliases `owner` gave the model, sorted."""
+
+    @abc.abstractmethod
+    def assign(self, owner: str | None, alias: str, model_id: str) -> str | None:
+        """Point the alias at the model, taking it from whichever model had it (one step);
+        returns that model's id (None when the alias is new)."""
+
+    @abc.abstractmethod
+    def remove(self, owner: str | None, alias: str) -> str | None:
+        """Forget the alias; returns the id of the model it named (None when there was none)."""
+
+    @abc.abstractmethod
+    def drop(self, model_id: str) -> None:
+        """Forget every alias of the model (it is being deleted)."""
+
+
 class Store(abc.ABC):
     backend: ClassVar[Literal["memory", "sqlite"]]
     durable: ClassVar[bool]  # what it keeps outlives the process: interrupted work resumes
@@ -137,6 +164,13 @@ class Store(abc.ABC):
     models: Catalog[ModelRecord, ModelContent]
     jobs: Collection[JobRecord]
     sweeps: Collection[SweepRecord]
+    aliases: Aliases
+
+    def remove_model(self, model_id: str) -> ModelRecord | None:
+        """Delete a model and its aliases, in one atomic step."""
+        with self.atomic():
+            self.aliases.drop(model_id)
+            return self.models.remove(model_id)
 
     @abc.abstractmethod
     def atomic(self) -> AbstractContextManager[object]:
@@ -263,6 +297,44 @@ class MemoryCatalog(Catalog[CR, C]):
             return len(self._items)
 
 
+AliasKey = tuple[str | None, str]  # (owner, alias)
+
+
+class MemoryAliases(Aliases):
+    """Aliases in a dict; the SQLite store keeps the same dict and writes it through."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self._models: dict[AliasKey, str] = {}  # (owner, alias) -> model id
+
+    def resolve(self, owner: str | None, alias: str) -> str | None:
+        with self._lock:
+            return self._models.get((owner, alias))
+
+    def of(self, owner: str | None, model_id: str) -> list[str]:
+        with self._lock:
+            return sorted(
+                alias
+                for (o, alias), named in self._models.items()
+                if (o, named) == (owner, model_id)
+            )
+
+    def assign(self, owner: str | None, alias: str, model_id: str) -> str | None:
+        with self._lock:
+            previous = self._models.get((owner, alias))
+            self._models[(owner, alias)] = model_id
+            return previous
+
+    def remove(self, owner: str | None, alias: str) -> str | None:
+        with self._lock:
+            return self._models.pop((owner, alias), None)
+
+    def drop(self, model_id: str) -> None:
+        with self._lock:
+            for key in [key for key, named in self._models.items() if named == model_id]:
+                del self._models[key]
+
+
 class MemoryStore(Store):
     """Everything in this process's memory; lost when it stops."""
 
@@ -276,6 +348,7 @@ class MemoryStore(Store):
         self.models = MemoryCatalog(self.lock, self.usage, "model")
         self.jobs = MemoryCollection(self.lock)
         self.sweeps = MemoryCollection(self.lock)
+        self.aliases = MemoryAliases(self.lock)
         self._keys: dict[str, IdempotencyKeys] = {}
 
     def atomic(self) -> AbstractContextManager[object]:

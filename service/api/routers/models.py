@@ -1,18 +1,20 @@
-"""/v1/models: trained networks — read, predict, draw, export, import, delete."""
+"""/v1/models: trained networks — read, predict, draw, export, import, delete, and name.
+
+Every `{model_id}` is a model id or one of the caller's aliases (`service.state.store.Aliases`):
+`require_model` resolves it, and the route goes on with the record's id.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio.to_thread
-import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from engine import plotting, serialize
-from engine.errors import deadline
-from engine.model import Label, Model
+from engine.model import Model
 from service.api.auth import Caller, CallerDep
 from service.api.deps import PageDep, StateDep
 from service.api.pictures import (
@@ -24,10 +26,28 @@ from service.api.pictures import (
     resolution_query,
     split_points,
 )
+from service.api.predictions import (
+    INLINE_PARSE_BYTES,
+    check_point_count,
+    media_type,
+    plain,
+    predicted,
+    probabilities,
+    require_model,
+    require_weights,
+)
 from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
-from service.api.schemas import ModelPublic, ModelsPublic, Prediction, PredictRequest
+from service.api.schemas import (
+    ALIAS_DESCRIPTION,
+    ALIAS_PATTERN,
+    MODEL_REF_DESCRIPTION,
+    ModelPublic,
+    ModelsPublic,
+    Prediction,
+    PredictRequest,
+)
 from service.api.views import model_public
-from service.errors import Conflict, InvalidRequest, LimitExceeded, NotFound, UnsupportedMediaType
+from service.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from service.state.records import ModelContent, ModelRecord, new_id, utc_now
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -45,35 +65,15 @@ register_url_convertor("model_id", ModelIdConvertor())
 MODEL = "/{model_id:model_id}"
 
 NPZ_MEDIA_TYPE = "application/octet-stream"
-# Predictions up to this many multiply-adds (points x parameters) run on the event loop: a few
-# microseconds of NumPy, cheaper than a hop to a thread.
-INLINE_PREDICT_WORK = 50_000
-# Request bodies up to this size are parsed on the event loop; larger ones in a thread.
-INLINE_PARSE_BYTES = 32 * 1024
 
 
-def require_model(state: StateDep, model_id: str, caller: Caller) -> ModelRecord:
-    record = state.store.models.get(model_id)
-    if record is None or not caller.sees(record.owner):
-        raise NotFound(f"model {model_id} does not exist")
-    return record
+ModelRef = Annotated[str, Path(description=MODEL_REF_DESCRIPTION)]
+Alias = Annotated[str, Path(pattern=ALIAS_PATTERN, description=ALIAS_DESCRIPTION)]
 
 
-def require_weights(state: StateDep, model_id: str) -> ModelContent:
-    content = state.store.models.content(model_id)
-    if content is None:
-        raise NotFound(f"model {model_id} does not exist")
-    return content
-
-
-def _media_type(request: Request) -> str:
-    """The Content-Type without parameters, lower case ('' when there is none)."""
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def _plain(label: Any) -> Label:
-    plain: Label = label.item() if isinstance(label, np.generic) else label
-    return plain
+def public(state: StateDep, caller: Caller, record: ModelRecord) -> ModelPublic:
+    """The model as this caller sees it, with its aliases."""
+    return model_public(record, state.store.aliases.of(caller.name, record.id))
 
 
 @router.get(
@@ -82,7 +82,9 @@ def _plain(label: Any) -> Label:
 async def list_models(state: StateDep, caller: CallerDep, page: PageDep) -> ModelsPublic:
     """Every model, oldest first: trained by jobs and sweeps, or imported."""
     models = state.store.models.select(lambda record: caller.sees(record.owner))
-    return ModelsPublic.model_validate(page.page(models, model_public))
+    return ModelsPublic.model_validate(
+        page.page(models, lambda record: public(state, caller, record))
+    )
 
 
 @router.post(
@@ -114,7 +116,7 @@ async def import_model(
 ) -> ModelPublic:
     """A new model that predicts exactly like the exported one. It has no job, no dataset and
     no training history."""
-    content_type = _media_type(request)
+    content_type = media_type(request)
     if content_type != NPZ_MEDIA_TYPE:
         raise UnsupportedMediaType(
             f"send the exported .npz bytes as {NPZ_MEDIA_TYPE}, not {content_type or 'nothing'}"
@@ -131,7 +133,7 @@ async def import_model(
     )
     await anyio.to_thread.run_sync(state.store.models.add, record, content)
     response.headers["Location"] = f"/v1/models/{record.id}"
-    return model_public(record)
+    return public(state, caller, record)
 
 
 @router.get(
@@ -140,9 +142,10 @@ async def import_model(
     summary="Read a model",
     responses=problem_responses(404),
 )
-async def read_model(state: StateDep, caller: CallerDep, model_id: str) -> ModelPublic:
-    """A model: its options, final metrics, architecture, features and classes."""
-    return model_public(require_model(state, model_id, caller))
+async def read_model(state: StateDep, caller: CallerDep, model_id: ModelRef) -> ModelPublic:
+    """A model, named by its id or an alias: its options, final metrics, architecture,
+    features, classes and aliases."""
+    return public(state, caller, require_model(state, model_id, caller))
 
 
 @router.delete(
@@ -151,12 +154,68 @@ async def read_model(state: StateDep, caller: CallerDep, model_id: str) -> Model
     summary="Delete a model",
     responses={204: {"description": "Deleted."}, **problem_responses(404, 507)},
 )
-async def delete_model(state: StateDep, caller: CallerDep, model_id: str) -> Response:
-    """Forget a model and its pictures. The job or sweep that trained it stays."""
-    require_model(state, model_id, caller)
-    if state.store.models.remove(model_id) is None:
+async def delete_model(state: StateDep, caller: CallerDep, model_id: ModelRef) -> Response:
+    """Forget a model, its pictures and every alias of it (the aliases name nothing
+    afterwards). The job or sweep that trained it stays."""
+    record = require_model(state, model_id, caller)
+    if state.store.remove_model(record.id) is None:
         raise NotFound(f"model {model_id} does not exist")
-    state.pictures.forget(model_id)
+    state.pictures.forget(record.id)
+    return Response(status_code=204)
+
+
+@router.put(
+    "/{model_id}/aliases/{alias}",
+    response_model=ModelPublic,
+    summary="Give a model an alias",
+    responses={
+        200: {"description": "The model, with the alias among its aliases."},
+        **problem_responses(404, 422, 507),
+    },
+)
+async def set_alias(
+    state: StateDep, caller: CallerDep, model_id: ModelRef, alias: Alias
+) -> ModelPublic:
+    """Make `alias` name this model for this API key, moving it in one step from whichever
+    model had it (that model loses it). Setting an alias the model already has changes
+    nothing. Other keys' aliases are their own: the same name can name another model of theirs."""
+    record = require_model(state, model_id, caller)
+    store = state.store
+
+    def assign() -> None:
+        with store.atomic():  # the model may have been deleted since it was read
+            if store.models.get(record.id) is None:
+                raise NotFound(f"model {model_id} does not exist")
+            store.aliases.assign(caller.name, alias, record.id)
+
+    await anyio.to_thread.run_sync(assign)
+    return public(state, caller, record)
+
+
+@router.delete(
+    "/{model_id}/aliases/{alias}",
+    status_code=204,
+    summary="Remove a model's alias",
+    responses={
+        204: {"description": "Removed; the alias names nothing."},
+        **problem_responses(404, 422, 507),
+    },
+)
+async def delete_alias(
+    state: StateDep, caller: CallerDep, model_id: ModelRef, alias: Alias
+) -> Response:
+    """Forget the alias. A 404 when the model does not exist or the alias is not one of its
+    aliases (for this key)."""
+    record = require_model(state, model_id, caller)
+    store = state.store
+
+    def remove() -> None:
+        with store.atomic():
+            if store.aliases.resolve(caller.name, alias) != record.id:
+                raise NotFound(f"model {record.id} has no alias {alias!r}")
+            store.aliases.remove(caller.name, alias)
+
+    await anyio.to_thread.run_sync(remove)
     return Response(status_code=204)
 
 
@@ -166,19 +225,10 @@ def _parse_points(raw: bytes) -> list[list[float]]:
 
 
 def _predict(model: Model, points: list[list[float]]) -> bytes:
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
-        probabilities = model.predict_proba(points)  # (n_points, n_classes)
-    if not np.isfinite(probabilities).all():  # values so large the network's arithmetic overflows
-        index = int(np.argmin(np.isfinite(probabilities).all(axis=1)))
-        raise InvalidRequest.at(
-            ["body", "points", index],
-            f"point {index} is too large for this model: its class probabilities are not "
-            "finite numbers; send values on the scale of the training data",
-            "not_finite_output",
-        )
-    classes = [_plain(c) for c in model.classes]
-    labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
-    body = {"classes": labels, "probabilities": probabilities.tolist()}
+    result = probabilities(model, points)  # (n_points, n_classes)
+    classes = [plain(c) for c in model.classes]
+    labels = [classes[i] for i in result.argmax(axis=1).tolist()]
+    body = {"classes": labels, "probabilities": result.tolist()}
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
 
 
@@ -196,11 +246,13 @@ def _predict(model: Model, points: list[list[float]]) -> bytes:
         }
     },
 )
-async def predict(request: Request, state: StateDep, caller: CallerDep, model_id: str) -> Response:
+async def predict(
+    request: Request, state: StateDep, caller: CallerDep, model_id: ModelRef
+) -> Response:
     """Classify raw points (the model applies its own standardization). At most
     predict_max_points per call; each point needs exactly n_features values."""
     record = require_model(state, model_id, caller)
-    content_type = _media_type(request)
+    content_type = media_type(request)
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send the points as application/json"
@@ -210,13 +262,7 @@ async def predict(request: Request, state: StateDep, caller: CallerDep, model_id
         points = _parse_points(raw)
     else:  # parsing megabytes of JSON would stall the event loop
         points = await anyio.to_thread.run_sync(_parse_points, raw)
-    limit = state.settings.predict_max_points
-    if len(points) > limit:
-        raise LimitExceeded.at(
-            ["body", "points"],
-            f"{len(points)} points exceed predict_max_points = {limit}; split the request",
-            "limit_exceeded",
-        )
+    check_point_count(state, len(points), ["body", "points"])
     n_features = record.n_features
     for index, point in enumerate(points):
         if len(point) != n_features:
@@ -226,12 +272,7 @@ async def predict(request: Request, state: StateDep, caller: CallerDep, model_id
                 f"{n_features}",
                 "wrong_dimension",
             )
-    model = require_weights(state, model_id).model
-    if len(points) * record.n_parameters <= INLINE_PREDICT_WORK:
-        content = _predict(model, points)
-    else:
-        with deadline(state.settings.request_timeout_seconds):  # the thread copies the context
-            content = await anyio.to_thread.run_sync(_predict, model, points)
+    content = await predicted(state, record, len(points), lambda model: _predict(model, points))
     return Response(content, media_type="application/json")
 
 
@@ -240,7 +281,7 @@ async def decision_boundary(
     request: Request,
     state: StateDep,
     caller: CallerDep,
-    model_id: str,
+    model_id: ModelRef,
     width: Width = 640,
     height: Height = 480,
     resolution: int = resolution_query(200, "Grid points per axis."),
@@ -260,10 +301,10 @@ async def decision_boundary(
             "for 2-feature models only"
         )
     dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
-    key = (model_id, "boundary", width, height, resolution, show, dataset is not None)
+    key = (record.id, "boundary", width, height, resolution, show, dataset is not None)
 
     def render() -> bytes:
-        model = require_weights(state, model_id).model
+        model = require_weights(state, record.id).model
         points = state.store.datasets.content(dataset.id) if dataset is not None else None
         train, test = split_points(points)
         return plotting.decision_boundary_png(
@@ -291,7 +332,7 @@ async def loss_curve(
     request: Request,
     state: StateDep,
     caller: CallerDep,
-    model_id: str,
+    model_id: ModelRef,
     width: Width = 640,
     height: Height = 480,
     log_scale: LogScale = False,
@@ -306,9 +347,9 @@ async def loss_curve(
     return await picture_response(
         request,
         state.pictures,
-        (model_id, "loss", width, height, log_scale),
+        (record.id, "loss", width, height, log_scale),
         lambda: plotting.loss_curve_png(
-            require_weights(state, model_id).history,
+            require_weights(state, record.id).history,
             log_scale=log_scale,
             width=width,
             height=height,
@@ -329,14 +370,14 @@ async def loss_curve(
         **problem_responses(404),
     },
 )
-async def export_model(state: StateDep, caller: CallerDep, model_id: str) -> Response:
+async def export_model(state: StateDep, caller: CallerDep, model_id: ModelRef) -> Response:
     """The model as a NumPy .npz archive (weights, scaler, classes, feature names; no
     pickles), for POST /v1/models/import here or on another scratchnet."""
-    require_model(state, model_id, caller)
-    model = (await anyio.to_thread.run_sync(require_weights, state, model_id)).model
+    record = require_model(state, model_id, caller)
+    model = (await anyio.to_thread.run_sync(require_weights, state, record.id)).model
     content = await anyio.to_thread.run_sync(serialize.model_to_npz, model)
     return Response(
         content,
         media_type=NPZ_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{model_id}.npz"'},
+        headers={"Content-Disposition": f'attachment; filename="{record.id}.npz"'},
     )
