@@ -222,7 +222,15 @@ class Server:
 def running_service(env_overrides: dict[str, str]) -> Iterator[Server]:
     """`python -m service` on a free port with two workers; waits for /readyz, stops it after."""
     port = free_port()
-    env = {**os.environ, "SCRATCHNET_WORKERS": "2", **env_overrides}
+    env = {
+        **os.environ,
+        "SCRATCHNET_WORKERS": "2",
+        # the load generators send thousands of requests a second from one address: the rate
+        # limit (its cost per request stays in the numbers) must not be what they measure
+        "SCRATCHNET_RATE_LIMIT": "1000000/s",
+        "SCRATCHNET_RATE_LIMIT_BURST": "1000000",
+        **env_overrides,
+    }
     with tempfile.TemporaryDirectory(prefix="api-bench-") as directory:
         log_path = Path(directory) / "service.log"
         with log_path.open("wb") as log:
@@ -685,21 +693,21 @@ def bare_render(model: Model, X: np.ndarray, resolution: int) -> bytes:
 
 def local_model(dataset: dict[str, Any], hyperparameters: dict[str, Any]) -> tuple[Model, Any]:
     """The service's model trained again in this process (training is seeded: same weights),
-    and the dataset record it trained on."""
-    record = dataset_builders.build(DatasetCreate.model_validate(dataset), Settings())
+    and the dataset content (points and split) it trained on."""
+    _record, content = dataset_builders.build(DatasetCreate.model_validate(dataset), Settings())
     hp = Hyperparameters.model_validate(hyperparameters)
-    split = record.split
-    result = train(hp, split.X_train, split.y_train, record.dataset.n_classes)
+    split = content.split
+    result = train(hp, split.X_train, split.y_train, content.dataset.n_classes)
     model = Model(
         weights=list(result.weights),
         biases=list(result.biases),
         activation=hp.activation,
-        classes=record.dataset.classes,
+        classes=content.dataset.classes,
         hyperparameters=hp,
         scaler=split.scaler,
-        feature_names=record.dataset.feature_names,
+        feature_names=content.dataset.feature_names,
     )
-    return model, record
+    return model, content
 
 
 def measure_png(
@@ -707,8 +715,8 @@ def measure_png(
 ) -> Row:
     repeats = 5 if quick else 15
     path = f"/v1/models/{model_id}/decision-boundary.png?width=640&height=480&resolution=200"
-    model, record = local_model(dataset, PICTURE_JOB)
-    X = record.dataset.X  # (n_samples, 2) raw
+    model, content = local_model(dataset, PICTURE_JOB)
+    X = content.dataset.X  # (n_samples, 2) raw
 
     def served() -> bytes:
         status, content = client.request("GET", path)
@@ -755,12 +763,14 @@ def measure_tutorial(server: Server, client: Client, quick: bool, follow: str) -
     repeats = 1 if quick else 3
     hyperparameters = {**TUTORIAL_JOB, "epochs": 5000 if quick else 20000}
     dataset_id = create_dataset(client, TUTORIAL_DATASET)
-    record = dataset_builders.build(DatasetCreate.model_validate(TUTORIAL_DATASET), Settings())
-    split = record.split
+    _record, content = dataset_builders.build(
+        DatasetCreate.model_validate(TUTORIAL_DATASET), Settings()
+    )
+    split = content.split
     hp = Hyperparameters.model_validate(hyperparameters)
 
     def in_process() -> dict[str, float | None]:
-        return train(hp, split.X_train, split.y_train, record.dataset.n_classes).final_metrics()
+        return train(hp, split.X_train, split.y_train, content.dataset.n_classes).final_metrics()
 
     timed_jobs(client, dataset_id, {**hyperparameters, "epochs": 100}, 1, follow)  # warm-up
     in_process()
