@@ -40,7 +40,7 @@ from service.execution.tasks import (
 from service.main import create_app
 from tests import pool_tasks
 from tests.api_support import api_settings, assert_problem, free_port, state_of
-from tests.dask_support import DaskCluster
+from tests.dask_support import DaskCluster, dask_cluster
 from tests.executor_support import PoolUnderTest, Recorder, wait_until
 
 LONG_GRACE = 60.0
@@ -234,7 +234,15 @@ def test_a_sweep_spreads_over_both_workers(running: PoolUnderTest[DaskExecutor])
     assert all(item.status == "succeeded" for item in finished)
 
 
-def test_workers_with_another_version_are_refused(cluster: DaskCluster, tmp_path: Path) -> None:
+def test_workers_with_another_version_are_refused(tmp_path: Path) -> None:
+    # a cluster of its own: a stranger worker joining the session's cluster would make every
+    # service using it (the shared end-to-end server) log that its workers do not match
+    (tmp_path / "cluster").mkdir()
+    with dask_cluster(tmp_path / "cluster", workers=1) as cluster:
+        refuses_another_version(cluster, tmp_path)
+
+
+def refuses_another_version(cluster: DaskCluster, tmp_path: Path) -> None:
     fake = tmp_path / "site"
     (fake / "scratchnet-9.9.9.dist-info").mkdir(parents=True)
     (fake / "scratchnet-9.9.9.dist-info" / "METADATA").write_text(
