@@ -17,6 +17,7 @@ from service.api.inference_schemas import InferenceRequest
 from service.api.schemas import DatasetCreate, PredictRequest, ProgressEvent
 
 DOCS_STATIC = "/static/docs"
+DOCS_PATHS = frozenset({"/metrics"})  # behind SCRATCHNET_PROTECT_DOCS, as /docs and /redoc
 
 
 def install_docs(app: FastAPI) -> None:
@@ -71,10 +72,17 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     inference = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(inference.pop("$defs"), InferenceRequest=inference)  # the /v2 infer body
     problem = {"$ref": "#/components/schemas/Problem"}
+    state = app.state.scratchnet
     for path, path_item in document["paths"].items():
         for operation in path_item.values():
+            # this deployment's contract: a key is declared only where one is asked for
+            guarded_docs = state.settings.protect_docs and state.keys.enabled
+            if not state.keys.enabled or (path in DOCS_PATHS and not guarded_docs):
+                operation.pop("security", None)
             if problems.protocol_path(path):  # /v2 declares its errors in the protocol's shape
                 operation["responses"].pop("422", None)  # FastAPI's guess: a name cannot fail
+                if not state.keys.enabled:
+                    operation["responses"].pop("401", None)
                 continue
             responses = operation.get("responses", {})
             added = {
@@ -101,6 +109,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                     response.pop("content", None)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    if not state.keys.enabled:
+        document["components"].pop("securitySchemes", None)
     contract.complete(document, app.state.scratchnet.settings)
     app.openapi_schema = document
     return document
