@@ -259,7 +259,7 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
     def _check_quota(self, caller: Caller) -> None:
         limit = self.settings.max_active_jobs_per_key
         active = sum(
-            len(work.select(lambda r: r.owner == caller.name and not r.finished))
+            work.count(lambda r: r.owner == caller.name and not r.finished)
             for work in (self.store.jobs, self.store.sweeps)
         )
         if active >= limit:
@@ -288,10 +288,10 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         )
 
     def counts_by_status(self) -> dict[str, int]:
-        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        for record in self.select():
-            counts[record.status] += 1
-        return counts
+        def in_status(status: WorkStatus) -> Callable[[R], bool]:
+            return lambda record: record.submitted and record.status == status
+
+        return {status: self.collection.count(in_status(status)) for status in STATUSES}
 
     def uses_dataset(self, dataset_id: str) -> list[str]:
         """Ids of queued or running work that trains on `dataset_id`."""

@@ -538,6 +538,10 @@ class SQLiteWork(Collection[R], Generic[R]):
         with self._store.lock:
             return [r.snapshot() for r in self._items.values() if keep is None or keep(r)]
 
+    def count(self, keep: Callable[[R], bool]) -> int:
+        with self._store.lock:
+            return sum(1 for r in self._items.values() if keep(r))
+
     def __len__(self) -> int:
         with self._store.lock:
             return len(self._items)

@@ -104,6 +104,10 @@ class Collection(abc.ABC, Generic[R]):
         """Snapshots of the records `keep` accepts, in insertion order."""
 
     @abc.abstractmethod
+    def count(self, keep: Callable[[R], bool]) -> int:
+        """How many records `keep` accepts (no snapshot is made)."""
+
+    @abc.abstractmethod
     def __len__(self) -> int: ...
 
 
@@ -249,6 +253,10 @@ class MemoryCollection(Collection[R]):
     def select(self, keep: Callable[[R], bool] | None = None) -> list[R]:
         with self._lock:
             return [item.snapshot() for item in self._items.values() if keep is None or keep(item)]
+
+    def count(self, keep: Callable[[R], bool]) -> int:
+        with self._lock:
+            return sum(1 for item in self._items.values() if keep(item))
 
     def __iter__(self) -> Iterator[R]:
         return iter(self.select())
