@@ -10,15 +10,21 @@ from fastapi import Depends, Header, Query, Request
 
 from service.api.auth import KeyRing
 from service.api.pictures import PictureCache
+from service.api.schemas import JobCreate
+from service.api.sweep_schemas import SweepCreate
 from service.errors import InvalidRequest
 from service.execution.dispatcher import Dispatcher
 from service.metrics import ServiceMetrics
 from service.settings import Settings
+from service.state.callers import Caller
+from service.state.idempotency import IdempotencyClaim
 from service.state.job_kind import JobLifecycle
+from service.state.lifecycle import Submission
 from service.state.store import Store
 from service.state.sweep_kind import SweepLifecycle
 
 Item = TypeVar("Item")
+Submitted = TypeVar("Submitted", bound=Submission)
 
 
 @dataclass(frozen=True)
@@ -93,4 +99,23 @@ def idempotency_key_header(noun: str) -> Any:
         max_length=200,
         description=f"Makes retries safe: the same key with the same body returns the {noun} "
         "created first; with a different body it is refused (422).",
+    )
+
+
+def submission(
+    kind: type[Submitted],
+    body: JobCreate | SweepCreate,
+    idempotency_key: str | None,
+    caller: Caller,
+    **options: Any,
+) -> Submitted:
+    """What a create body submits: its dataset, name and baseline, the retry claim of its
+    Idempotency-Key and the caller, with the kind's `options`."""
+    return kind(
+        dataset_id=body.dataset_id,
+        name=body.name,
+        baseline=body.baseline,
+        claim=IdempotencyClaim.of(idempotency_key, body),
+        caller=caller,
+        **options,
     )

@@ -75,7 +75,7 @@ def last_event_id_header(cursor: str) -> Any:
 
 
 def follow_response(
-    lifecycle: Lifecycle[Any, Any],
+    lifecycle: Lifecycle[Any, Any, Any],
     record_id: str,
     since: int | None,
     last_event_id: int | None,

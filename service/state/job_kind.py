@@ -7,7 +7,7 @@ is its history, one entry per recorded epoch (the cursor is the last epoch sent)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +16,7 @@ from engine.training import HistoryPoint
 from service.errors import InsufficientStorage
 from service.execution.executor import Task, TaskStarted
 from service.execution.tasks import TrainingOutcome, TrainingTask
-from service.state.callers import EVERYONE, Caller
-from service.state.idempotency import IdempotencyClaim
-from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, prepared
+from service.state.lifecycle import Lifecycle, Snapshot, Submission, Wording, prepared
 from service.state.limits import check_limits
 from service.state.records import (
     BASELINE_LABEL,
@@ -28,6 +26,7 @@ from service.state.records import (
     JobRecord,
     TrainingData,
     WorkError,
+    append_point,
     metrics_of,
     new_id,
     utc_now,
@@ -36,50 +35,36 @@ from service.state.records import (
 JobSnapshot = Snapshot[JobRecord, HistoryPoint]
 
 
+@dataclass(frozen=True, kw_only=True)
+class JobSubmission(Submission):
+    hyperparameters: Hyperparameters
+
+
 def baseline_of(hp: Hyperparameters) -> Hyperparameters:
     """The baseline of a network's options: the same with no hidden layer."""
     return hp.model_copy(update={"hidden_layers": []})
 
 
-class JobLifecycle(Lifecycle[JobRecord, HistoryPoint]):
+class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
     noun = "job"
-    wording = Wording(
-        timed_out="the job",
-        timeout_advice="use fewer epochs or a smaller network",
-        lost="the worker process running the job",
-        resubmit="submit the job again",
-        internal="the job",
-    )
+    wording = Wording(timeout_advice="use fewer epochs or a smaller network")
 
-    def submit(
-        self,
-        dataset_id: str,
-        hyperparameters: Hyperparameters,
-        *,
-        name: str | None,
-        baseline: bool,
-        claim: IdempotencyClaim | None,
-        caller: Caller = EVERYONE,
-    ) -> tuple[JobRecord, bool]:
-        """Check the options against the limits, then queue the job; returns (job, created)."""
-
-        def build(
-            dataset: DatasetRecord, content: DatasetContent
-        ) -> tuple[JobRecord, list[tuple[str, Task]]]:
-            data = TrainingData.of(dataset, content)
-            check_limits(hyperparameters, data, dataset.id, self.settings)
-            job = JobRecord(
-                id=new_id("job"),
-                name=name or dataset.name,
-                dataset_id=dataset.id,
-                created_at=utc_now(),
-                data=data,
-                hyperparameters=hyperparameters,
-                baseline_requested=baseline,
-            )
-            return job, [(job.id, self._task(hyperparameters, content, baseline))]
-
-        return self._submit(dataset_id, claim, build, caller)
+    def _build(
+        self, request: JobSubmission, dataset: DatasetRecord, content: DatasetContent
+    ) -> tuple[JobRecord, list[tuple[str, Task]]]:
+        """Check the options against the limits; the job and its one task."""
+        hp, data = request.hyperparameters, TrainingData.of(dataset, content)
+        check_limits(hp, data, dataset.id, self.settings)
+        job = JobRecord(
+            id=new_id("job"),
+            name=request.name or dataset.name,
+            dataset_id=dataset.id,
+            created_at=utc_now(),
+            data=data,
+            hyperparameters=hp,
+            baseline_requested=request.baseline,
+        )
+        return job, [(job.id, self._task(hp, content, request.baseline))]
 
     # --- executor events ---------------------------------------------------------------------
 

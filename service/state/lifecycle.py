@@ -66,6 +66,7 @@ logger = logging.getLogger("service.lifecycle")
 work_log = get_logger("service.work")
 
 R = TypeVar("R", bound=WorkRecord)
+S = TypeVar("S", bound="Submission")
 
 # Runs a piece of work gets: one interrupted by a restart runs again once, then fails.
 MAX_ATTEMPTS = 2
@@ -77,13 +78,13 @@ Rendered = TypeVar("Rendered")
 
 @dataclass(frozen=True)
 class Wording:
-    """How a kind of work names itself in failures shown to clients."""
+    """How a kind of work names itself in failures shown to clients. What a kind leaves None
+    names the work itself ("the job"): a kind whose parts fail alone names the part."""
 
-    timed_out: str  # "the job" ran longer than job_timeout_seconds
-    timeout_advice: str
-    lost: str  # "the worker process running the job" stopped unexpectedly (how: which worker)
-    resubmit: str  # "submit the job again"
-    internal: str  # an internal error stopped "the job"
+    timeout_advice: str  # what to change when it ran longer than job_timeout_seconds
+    timed_out: str | None = None  # what ran too long
+    lost: str | None = None  # what a worker process stopped unexpectedly while running
+    internal: str | None = None  # what an internal error stopped
 
 
 def refusal_error(error: TaskError) -> WorkError | None:
@@ -109,12 +110,15 @@ def prepared(content: DatasetContent) -> PreparedSplit:
     )
 
 
-def append_point(history: list[HistoryPoint], point: HistoryPoint) -> bool:
-    """Append a point newer than the last; False (nothing appended) for a repeated epoch."""
-    if history and point.epoch <= history[-1].epoch:
-        return False
-    history.append(point)
-    return True
+@dataclass(frozen=True, kw_only=True)
+class Submission:
+    """A request to train, as every kind takes it; a kind's subclass adds its options."""
+
+    dataset_id: str
+    name: str | None  # None: the dataset's name
+    baseline: bool  # also train the logistic-regression baseline
+    claim: IdempotencyClaim | None
+    caller: Caller = EVERYONE
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,8 @@ class Snapshot(Generic[R, Entry]):
     cursor: int  # where the next snapshot starts
 
 
-class Lifecycle(abc.ABC, Generic[R, Entry]):
-    """The lifecycle of one kind of work, its records kept in `collection`."""
+class Lifecycle(abc.ABC, Generic[R, Entry, S]):
+    """The lifecycle of one kind of work, its records kept in `collection`, submitted as `S`."""
 
     noun: ClassVar[str]  # "job", "sweep"
     wording: ClassVar[Wording]
@@ -151,6 +155,12 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         dispatcher.when_closing(self._subscribers.wake_all)
 
     # --- what a kind supplies ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _build(
+        self, request: S, dataset: DatasetRecord, content: DatasetContent
+    ) -> tuple[R, list[tuple[str, Task]]]:
+        """The record `request` makes from the dataset, and its tasks (422 past a limit)."""
 
     @abc.abstractmethod
     def _accepts(self, record: R, task_id: str) -> bool:
@@ -192,16 +202,11 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
                 headers={"Retry-After": "1"},
             )
 
-    def _submit(
-        self,
-        dataset_id: str,
-        claim: IdempotencyClaim | None,
-        build: Callable[[DatasetRecord, DatasetContent], tuple[R, list[tuple[str, Task]]]],
-        caller: Caller,
-    ) -> tuple[R, bool]:
-        """Create the record `build` makes from the dataset and queue its tasks, all or none;
+    def submit(self, request: S) -> tuple[R, bool]:
+        """Create the record `request` makes from its dataset and queue its tasks, all or none;
         returns (record, created). A repeated Idempotency-Key (of the same caller) returns its
         record. 429 when the caller has max_active_jobs_per_key queued or running."""
+        dataset_id, claim, caller = request.dataset_id, request.claim, request.caller
         self.require_started()
         if claim is not None:  # keys are per caller: names hold no ":"
             claim = replace(claim, key=f"{caller.name or ''}:{claim.key}")
@@ -220,7 +225,7 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
                 raise InvalidRequest.at(
                     ["body", "dataset_id"], f"dataset {dataset_id} does not exist", "not_found"
                 )
-            record, tasks = build(dataset, content)
+            record, tasks = self._build(request, dataset, content)
             record.owner = caller.name
             self.collection.add(record)
             self._keys.reserve(claim)
@@ -480,21 +485,22 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
         refused = refusal_error(error)
         if refused is not None:
             return refused
-        words = self.wording
+        words, work = self.wording, f"the {self.noun}"
         if error.kind is Failure.TIMEOUT:
             return WorkError(
                 "timeout",
-                f"{words.timed_out} ran longer than job_timeout_seconds = "
+                f"{words.timed_out or work} ran longer than job_timeout_seconds = "
                 f"{self.settings.job_timeout_seconds:g}; {words.timeout_advice}",
             )
         if error.kind is Failure.WORKER_LOST:
+            lost = words.lost or f"the worker process running {work}"
             return WorkError(
                 "worker_lost",
-                f"{words.lost} stopped unexpectedly (killed or out of memory: {error.detail}); "
-                f"{words.resubmit}",
+                f"{lost} stopped unexpectedly (killed or out of memory: {error.detail}); "
+                f"submit {work} again",
             )
         logger.error("a %s failed with %s: %s", self.noun, error.kind.value, error.detail)
-        return WorkError("internal", f"an internal error stopped {words.internal}")
+        return WorkError("internal", f"an internal error stopped {words.internal or work}")
 
     def register_model(
         self,
@@ -568,7 +574,7 @@ class Lifecycle(abc.ABC, Generic[R, Entry]):
 
 
 def delete_unused_dataset(
-    store: Store, dataset_id: str, kinds: Sequence[Lifecycle[Any, Any]], caller: Caller
+    store: Store, dataset_id: str, kinds: Sequence[Lifecycle[Any, Any, Any]], caller: Caller
 ) -> None:
     """Forget a dataset in one atomic step: 404 if there is none (for this caller), 409 while
     queued or running work of any kind trains on it."""

@@ -59,6 +59,14 @@ def metrics_of(point: HistoryPoint | Metrics) -> Metrics:
     return {key: point.get(key) for key in METRIC_KEYS}
 
 
+def append_point(history: list[HistoryPoint], point: HistoryPoint) -> bool:
+    """Append a point newer than the last; False (nothing appended) for a repeated epoch."""
+    if history and point.epoch <= history[-1].epoch:
+        return False
+    history.append(point)
+    return True
+
+
 def nbytes(*arrays: np.ndarray | None) -> int:
     """Bytes the arrays hold (what counts against max_stored_bytes)."""
     return sum(int(array.nbytes) for array in arrays if array is not None)

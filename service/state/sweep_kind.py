@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,9 +38,8 @@ from service.execution.tasks import (
 )
 from service.settings import Settings
 from service.state.callers import EVERYONE, Caller
-from service.state.idempotency import IdempotencyClaim
 from service.state.job_kind import baseline_of
-from service.state.lifecycle import Lifecycle, Snapshot, Wording, append_point, prepared
+from service.state.lifecycle import Lifecycle, Snapshot, Submission, Wording, prepared
 from service.state.limits import check_configuration, check_sweep_work, work_units
 from service.state.records import (
     ConfigurationRecord,
@@ -51,6 +50,7 @@ from service.state.records import (
     TrainingData,
     WorkError,
     WorkStatus,
+    append_point,
     metrics_of,
     new_id,
     utc_now,
@@ -60,6 +60,14 @@ Grid = dict[str, list[JsonValue]]  # hyperparameter name -> the values to try
 # (number, stream entry, what it shows: the point, or the row as it was when it ended)
 SweepEntry = tuple[int, StreamEntry, HistoryPoint | ConfigurationRecord]
 SweepSnapshot = Snapshot[SweepRecord, SweepEntry]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSubmission(Submission):
+    base: Hyperparameters  # what every configuration shares
+    grid: Grid
+
+
 NO_RESULT = WorkError("internal", "the configuration ended without a result")
 
 
@@ -151,39 +159,25 @@ def check_sweep(sweep: SweepRecord, settings: Settings) -> None:
 # -- the lifecycle -------------------------------------------------------------------------------
 
 
-class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry]):
+class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry, SweepSubmission]):
     noun = "sweep"
     wording = Wording(
-        timed_out="the sweep's share",
         timeout_advice="use fewer epochs or configurations",
+        timed_out="the sweep's share",
         lost="the worker process training this configuration",
-        resubmit="submit the sweep again",
         internal="the configuration",
     )
 
-    def submit(
-        self,
-        dataset_id: str,
-        base: Hyperparameters,
-        grid: Grid,
-        *,
-        name: str | None,
-        baseline: bool,
-        claim: IdempotencyClaim | None,
-        caller: Caller = EVERYONE,
-    ) -> tuple[SweepRecord, bool]:
-        """Check the grid and limits, then queue the sweep's shares; returns (sweep, created)."""
-
-        def build(
-            dataset: DatasetRecord, content: DatasetContent
-        ) -> tuple[SweepRecord, list[tuple[str, Task]]]:
-            sweep = self._new_sweep(dataset, TrainingData.of(dataset, content), base, grid, name)
-            if baseline:
-                sweep.baseline = ConfigurationRecord(None, baseline_of(base), varied={})
-            check_sweep(sweep, self.settings)
-            return sweep, self._tasks(sweep, sweep.rows(), prepared(content))
-
-        return self._submit(dataset_id, claim, build, caller)
+    def _build(
+        self, request: SweepSubmission, dataset: DatasetRecord, content: DatasetContent
+    ) -> tuple[SweepRecord, list[tuple[str, Task]]]:
+        """Check the grid and limits; the sweep and one task per worker share."""
+        data = TrainingData.of(dataset, content)
+        sweep = self._new_sweep(dataset, data, request.base, request.grid, request.name)
+        if request.baseline:
+            sweep.baseline = ConfigurationRecord(None, baseline_of(request.base), varied={})
+        check_sweep(sweep, self.settings)
+        return sweep, self._tasks(sweep, sweep.rows(), prepared(content))
 
     def _new_sweep(
         self,

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from engine.training import HistoryPoint
 from service.api.auth import CallerDep
-from service.api.deps import PageDep, StateDep, idempotency_key_header
+from service.api.deps import PageDep, StateDep, idempotency_key_header, submission
 from service.api.problems import LOCATION_HEADER, problem_responses
 from service.api.schemas import (
     JobCreate,
@@ -27,8 +27,7 @@ from service.api.streams import (
     since_query,
 )
 from service.api.views import history_public, job_public
-from service.state.idempotency import IdempotencyClaim
-from service.state.job_kind import JobSnapshot
+from service.state.job_kind import JobSnapshot, JobSubmission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -77,14 +76,10 @@ async def create_job(
 ) -> JobPublic:
     """Check the options against this deployment's limits (each refusal names the limit and
     the value), then queue the job for a worker. An unknown `dataset_id` is a 422."""
-    job, _created = state.jobs.submit(
-        body.dataset_id,
-        body.hyperparameters,
-        name=body.name,
-        baseline=body.baseline,
-        claim=IdempotencyClaim.of(idempotency_key, body),
-        caller=caller,
+    request = submission(
+        JobSubmission, body, idempotency_key, caller, hyperparameters=body.hyperparameters
     )
+    job, _created = state.jobs.submit(request)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_public(job)
 

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from engine import plotting
 from engine.training import HistoryPoint
 from service.api.auth import CallerDep
-from service.api.deps import PageDep, StateDep, idempotency_key_header
+from service.api.deps import PageDep, StateDep, idempotency_key_header, submission
 from service.api.pictures import (
     Height,
     LogScale,
@@ -37,9 +37,8 @@ from service.api.sweep_schemas import (
 )
 from service.api.views import configuration_public, sweep_public
 from service.errors import Conflict
-from service.state.idempotency import IdempotencyClaim
 from service.state.records import ConfigurationRecord
-from service.state.sweep_kind import SweepSnapshot
+from service.state.sweep_kind import SweepSnapshot, SweepSubmission
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -90,15 +89,10 @@ async def create_sweep(
     as a full set of options against this deployment's limits (the work summed), then queue
     it: the configurations are split between the workers and trained packed together where
     they can be. Each refusal names the grid key and value."""
-    sweep, _created = state.sweeps.submit(
-        body.dataset_id,
-        body.base,
-        body.grid,
-        name=body.name,
-        baseline=body.baseline,
-        claim=IdempotencyClaim.of(idempotency_key, body),
-        caller=caller,
+    request = submission(
+        SweepSubmission, body, idempotency_key, caller, base=body.base, grid=body.grid
     )
+    sweep, _created = state.sweeps.submit(request)
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
     return sweep_public(sweep)
 
