@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 from pydantic import JsonValue, PlainSerializer, PlainValidator
@@ -120,30 +120,12 @@ class DatasetRecord:
     owner: str | None = None  # the name of the API key that created it
 
     @classmethod
-    def describe(
-        cls,
-        content: DatasetContent,
-        *,
-        id: str,
-        name: str,
-        kind: Kind,
-        parameters: dict[str, int | float],
-        test_fraction: float,
-        standardize: bool,
-        seed: int,
-        created_at: datetime,
-        owner: str | None = None,
-    ) -> DatasetRecord:
+    def describe(cls, content: DatasetContent, **given: Any) -> DatasetRecord:
+        """The record of `content`, with what it cannot tell (`given`: id, name, kind,
+        parameters, test_fraction, standardize, seed, created_at, owner) as given."""
         data, split = content.dataset, content.split
         return cls(
-            id=id,
-            name=name,
-            kind=kind,
-            parameters=parameters,
-            test_fraction=test_fraction,
-            standardize=standardize,
-            seed=seed,
-            created_at=created_at,
+            **given,
             n_samples=data.n_samples,
             n_features=data.n_features,
             classes=data.classes,
@@ -152,7 +134,6 @@ class DatasetRecord:
             train_size=int(split.train_index.size),
             test_size=int(split.test_index.size),
             nbytes=content.nbytes,
-            owner=owner,
         )
 
     @property
@@ -197,15 +178,9 @@ class TrainingData:
 
     @classmethod
     def of(cls, record: DatasetRecord, content: DatasetContent) -> TrainingData:
-        return cls(
-            n_features=record.n_features,
-            n_classes=record.n_classes,
-            train_size=record.train_size,
-            test_size=record.test_size,
-            classes=record.classes,
-            feature_names=record.feature_names,
-            scaler=content.split.scaler,
-        )
+        """The dataset's fields of these names, and its split's scaler."""
+        copied = {f.name: getattr(record, f.name) for f in fields(cls) if f.name != "scaler"}
+        return cls(**copied, scaler=content.split.scaler)
 
 
 @dataclass(frozen=True)

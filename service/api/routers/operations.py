@@ -11,6 +11,7 @@ from service.api.auth import authenticate, authenticate_docs
 from service.api.deps import ServiceState, StateDep
 from service.api.problems import problem_responses
 from service.api.schemas import ClusterWorker, Health, Info, Limits, Readiness
+from service.api.views import from_record
 from service.errors import NotReady
 
 router = APIRouter(tags=["operations"])
@@ -93,22 +94,10 @@ async def info(state: StateDep) -> Info:
         running_jobs=counts["running"],
         store_backend=state.store.backend,
         stored_bytes=state.store.stored_bytes,
-        limits=Limits(
-            max_hidden_layers=settings.max_hidden_layers,
-            max_units_per_layer=settings.max_units_per_layer,
-            max_samples=settings.max_samples,
-            max_epochs=settings.max_epochs,
-            max_work=settings.max_work,
-            predict_max_points=settings.predict_max_points,
-            max_request_bytes=settings.max_request_bytes,
-            max_queued_jobs=settings.max_queued_jobs,
-            job_timeout_seconds=settings.job_timeout_seconds,
-            page_size_max=settings.page_size_max,
+        limits=from_record(
+            Limits,
+            settings,
             max_stored_bytes=state.store.max_stored_bytes,
-            max_active_jobs_per_key=settings.max_active_jobs_per_key,
-            rate_limit=settings.rate_limit,
-            rate_limit_burst=settings.rate_limit_burst,
-            request_timeout_seconds=settings.request_timeout_seconds,
             keys_required=state.keys.enabled,
         ),
     )
