@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 PROBLEM_BASE = "https://scratchnet.dev/problems/"
 
@@ -39,21 +40,18 @@ class ValidationIssue(BaseModel):
     type: str = Field(description="Kind of error.", examples=["greater_than"])
 
 
+PROBLEM_EXAMPLE: JsonDict = {
+    "type": "https://scratchnet.dev/problems/not-found",
+    "title": "Not found",
+    "status": 404,
+    "detail": "dataset ds_0123456789abcdef does not exist",
+}
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem detail: every error response has this shape."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "https://scratchnet.dev/problems/not-found",
-                    "title": "Not found",
-                    "status": 404,
-                    "detail": "dataset ds_0123456789abcdef does not exist",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [PROBLEM_EXAMPLE]})
 
     type: str = Field(description="URI naming the kind of problem.")
     title: str = Field(description="Short summary of the kind of problem.")
@@ -85,36 +83,42 @@ class ServiceError(Exception):
         self.errors = list(errors) if errors is not None else None
         self.headers = dict(headers or {})
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """A subclass that sets no title has its slug in words (`not-found`: "Not found")."""
+        super().__init_subclass__(**kwargs)
+        if "title" not in cls.__dict__:
+            cls.title = cls.slug.replace("-", " ").capitalize()
+
 
 class MalformedRequest(ServiceError):
-    status, slug, title = 400, "malformed-request", "Malformed request"
+    status, slug = 400, "malformed-request"
 
 
 class Unauthorized(ServiceError):
-    status, slug, title = 401, "unauthorized", "Unauthorized"
+    status, slug = 401, "unauthorized"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 class NotFound(ServiceError):
-    status, slug, title = 404, "not-found", "Not found"
+    status, slug = 404, "not-found"
 
 
 class Conflict(ServiceError):
-    status, slug, title = 409, "conflict", "Conflict"
+    status, slug = 409, "conflict"
 
 
 class PayloadTooLarge(ServiceError):
-    status, slug, title = 413, "payload-too-large", "Payload too large"
+    status, slug = 413, "payload-too-large"
 
 
 class UnsupportedMediaType(ServiceError):
-    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+    status, slug = 415, "unsupported-media-type"
 
 
 class InvalidRequest(ServiceError):
-    status, slug, title = 422, "invalid-request", "Invalid request"
+    status, slug = 422, "invalid-request"
 
     @classmethod
     def at(cls, loc: Sequence[str | int], msg: str, kind: str = "value_error") -> InvalidRequest:
@@ -124,7 +128,7 @@ class InvalidRequest(ServiceError):
 
 
 class LimitExceeded(InvalidRequest):
-    status, slug, title = 422, "limit-exceeded", "Limit exceeded"
+    status, slug = 422, "limit-exceeded"
 
 
 class TooManyJobs(ServiceError):
@@ -140,4 +144,4 @@ class NotReady(ServiceError):
 
 
 class InsufficientStorage(ServiceError):
-    status, slug, title = 507, "insufficient-storage", "Insufficient storage"
+    status, slug = 507, "insufficient-storage"

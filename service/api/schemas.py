@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.json_schema import JsonDict
 
 from engine.datasets import (
     DESCRIPTIONS,
@@ -253,7 +254,17 @@ class DatasetPublic(BaseModel):
     )
 
 
-class DatasetsPublic(BaseModel):
+class Page(BaseModel):
+    """A page of a listing, oldest first: a listing names its items and what its total
+    counts."""
+
+    items: list[Any]
+    total: int
+    limit: int = Field(description="Page size used.")
+    offset: int = Field(description="Items skipped before this page.")
+
+
+class DatasetsPublic(Page):
     """A page of datasets, oldest first."""
 
     items: list[DatasetPublic] = Field(description="This page's datasets.")
@@ -265,27 +276,25 @@ class DatasetsPublic(BaseModel):
 # --- jobs ------------------------------------------------------------------------------------
 
 
+# The options of the job and sweep examples: the tutorial's, as README's quick start trains them.
+EXAMPLE_OPTIONS: JsonDict = {
+    "activation": "tanh",
+    "optimizer": "sgd",
+    "learning_rate": 2.0,
+    "l2": 0.01,
+    "epochs": 20000,
+}
+JOB_EXAMPLE: JsonDict = {
+    "dataset_id": "ds_5f0c2a9e81d34b7a",
+    "name": "three tanh units",
+    "hyperparameters": {"hidden_layers": [3], **EXAMPLE_OPTIONS},
+}
+
+
 class JobCreate(Request):
     """Train a network on a dataset's training split."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "dataset_id": "ds_5f0c2a9e81d34b7a",
-                    "name": "three tanh units",
-                    "hyperparameters": {
-                        "hidden_layers": [3],
-                        "activation": "tanh",
-                        "optimizer": "sgd",
-                        "learning_rate": 2.0,
-                        "l2": 0.01,
-                        "epochs": 20000,
-                    },
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
 
     dataset_id: str = Field(
         description="The dataset to train on (422 if it does not exist).",
@@ -413,13 +422,11 @@ class JobPublic(BaseModel):
     )
 
 
-class JobsPublic(BaseModel):
+class JobsPublic(Page):
     """A page of jobs, oldest first."""
 
     items: list[JobPublic] = Field(description="This page's jobs.")
     total: int = Field(description="Jobs in all pages (after the status filter).")
-    limit: int = Field(description="Page size used.")
-    offset: int = Field(description="Items skipped before this page.")
 
 
 class JobHistory(BaseModel):
@@ -481,13 +488,11 @@ class ModelPublic(BaseModel):
     )
 
 
-class ModelsPublic(BaseModel):
+class ModelsPublic(Page):
     """A page of models, oldest first."""
 
     items: list[ModelPublic] = Field(description="This page's models.")
     total: int = Field(description="Models in all pages.")
-    limit: int = Field(description="Page size used.")
-    offset: int = Field(description="Items skipped before this page.")
 
 
 class PredictRequest(Request):

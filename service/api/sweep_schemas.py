@@ -7,36 +7,28 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic.json_schema import JsonDict
 
 from engine.hyperparameters import Hyperparameters
-from service.api.schemas import JobErrorPublic, JobStatusName, Request
+from service.api.schemas import EXAMPLE_OPTIONS, JobErrorPublic, JobStatusName, Page, Request
 
 SweepStatusName = JobStatusName
 ConfigurationStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+SWEEP_EXAMPLE: JsonDict = {
+    "dataset_id": "ds_5f0c2a9e81d34b7a",
+    "name": "hidden layer size",
+    "base": EXAMPLE_OPTIONS,
+    "grid": {"hidden_layers": [[1], [2], [3], [4], [5], [20], [50]]},
+    "baseline": True,
+}
+
+
 class SweepCreate(Request):
     """Train every combination of the grid's values on one dataset, together."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "dataset_id": "ds_5f0c2a9e81d34b7a",
-                    "name": "hidden layer size",
-                    "base": {
-                        "activation": "tanh",
-                        "optimizer": "sgd",
-                        "learning_rate": 2.0,
-                        "l2": 0.01,
-                        "epochs": 20000,
-                    },
-                    "grid": {"hidden_layers": [[1], [2], [3], [4], [5], [20], [50]]},
-                    "baseline": True,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [SWEEP_EXAMPLE]})
 
     dataset_id: str = Field(
         description="The dataset every configuration trains on (422 if it does not exist).",
@@ -151,13 +143,11 @@ class SweepPublic(BaseModel):
     )
 
 
-class SweepsPublic(BaseModel):
+class SweepsPublic(Page):
     """A page of sweeps, oldest first."""
 
     items: list[SweepPublic] = Field(description="This page's sweeps.")
     total: int = Field(description="Sweeps in all pages (after the status filter).")
-    limit: int = Field(description="Page size used.")
-    offset: int = Field(description="Items skipped before this page.")
 
 
 class SweepPointEvent(BaseModel):
