@@ -11,12 +11,15 @@ Conventions shared by every picture:
 - `X_*` are RAW feature values (the model's scaler applies inside `predict_proba`) and `y_*` are
   class indices 0..n_classes-1, as `engine.datasets.Split` and `Dataset.y` hold them;
 - a history is a sequence of points with `epoch`, `train_loss` and `test_loss` (None when there
-  is no test set), given either as attributes (`engine.training.HistoryPoint`) or as dict keys.
+  is no test set), given either as attributes (`engine.training.HistoryPoint`) or as dict keys;
+- a PNG of one plot (a dataset, a decision boundary, a loss curve) says where that plot lies in
+  a text chunk `plot-area` (see `plot_area`), so a viewer can map a pixel to data coordinates.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from engine.datasets import Dataset
 from engine.errors import InvalidInput
@@ -129,15 +133,44 @@ def _new_figure(width: int, height: int) -> Figure:
     return figure
 
 
+PLOT_AREA_KEY = "plot-area"
+
+
+def plot_area(figure: Figure) -> dict[str, object] | None:
+    """Where the figure's one plot lies, once drawn: `left`, `top`, `width`, `height` of its axes
+    in pixels from the picture's top-left corner, the data ranges `x` and `y` at its edges
+    ([left, right] and [bottom, top]) and their scales (`linear` or `log`). None when the figure
+    has several plots (a panel grid)."""
+    axes = figure.get_axes()
+    if len(axes) != 1:
+        return None
+    ax = axes[0]
+    box = ax.get_window_extent()  # display pixels, origin at the bottom-left
+    return {
+        "left": round(float(box.x0), 2),
+        "top": round(float(figure.bbox.height - box.y1), 2),
+        "width": round(float(box.width), 2),
+        "height": round(float(box.height), 2),
+        "x": [float(v) for v in ax.get_xlim()],
+        "y": [float(v) for v in ax.get_ylim()],
+        "x_scale": ax.get_xscale(),
+        "y_scale": ax.get_yscale(),
+    }
+
+
 def _png(figure: Figure) -> bytes:
     """Render with Agg and encode RGB (the figure is opaque) with Pillow: markedly faster than
-    savefig's RGBA encoding, and no metadata, so the same picture gives the same bytes."""
+    savefig's RGBA encoding. No metadata but the plot area (see `plot_area`), so the same
+    picture gives the same bytes."""
     canvas = figure.canvas
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]  # (height, width, 4)
+    info = PngInfo()
+    if (area := plot_area(figure)) is not None:
+        info.add_text(PLOT_AREA_KEY, json.dumps(area, separators=(",", ":")))
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
-        buffer, format="png", compress_level=PNG_COMPRESS_LEVEL
+        buffer, format="png", compress_level=PNG_COMPRESS_LEVEL, pnginfo=info
     )
     return buffer.getvalue()
 

@@ -24,6 +24,7 @@ from service.api.deps import ServiceState
 from service.api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_docs, openapi_document
 from service.api.pictures import PictureCache
+from service.api.playground import install_playground
 from service.api.ratelimit import RateLimitMiddleware
 from service.api.routers import datasets, inference, jobs, models, operations, sweeps
 from service.execution.dispatcher import Dispatcher
@@ -191,5 +192,6 @@ def create_app(
     for module in (models, inference, jobs, datasets, sweeps, operations):
         app.router.routes.extend(module.router.routes)
     install_docs(app)
+    install_playground(app)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app

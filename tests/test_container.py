@@ -365,7 +365,7 @@ def healthcheck(installed: Installed, environment: dict[str, str]) -> int:
 
 
 @pytest.mark.e2e
-def test_the_image_command_serves_docs_trains_draws_and_stops_on_sigterm(
+def test_the_image_command_serves_docs_and_the_page_trains_draws_and_stops_on_sigterm(
     installed: Installed,
 ) -> None:
     port = free_port()
@@ -385,7 +385,7 @@ def test_the_image_command_serves_docs_trains_draws_and_stops_on_sigterm(
         assert http.get("/healthz").status_code == 200
         assert healthcheck(installed, env) == 0
 
-        for page in ("/docs", "/redoc"):
+        for page in ("/docs", "/redoc", "/"):  # "/": the playground
             for url in page_assets(http, page):
                 asset = http.get(url)
                 assert asset.status_code == 200, url

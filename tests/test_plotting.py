@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import subprocess
 import sys
 import weakref
@@ -242,6 +243,45 @@ def test_boundary_png_size_and_determinism() -> None:
     second = plotting.decision_boundary_png(_hidden_model(), **kwargs)  # type: ignore[arg-type]
     assert first == second
     assert _decode(first).shape == (200, 300, 3)
+
+
+def test_the_png_says_where_its_plot_lies() -> None:
+    X = np.array([[-2.0, -1.0], [3.0, 4.0]])
+    picture = plotting.decision_boundary_png(
+        _x_model(), X_train=X, y_train=np.array([0, 1]), width=400, height=300, show="none"
+    )
+    area = json.loads(Image.open(io.BytesIO(picture)).info[plotting.PLOT_AREA_KEY])
+    # the data's extent plus 10% on each side: x -2..3, y -1..4
+    assert area["x"] == pytest.approx([-2.5, 3.5])
+    assert area["y"] == pytest.approx([-1.5, 4.5])
+    assert (area["x_scale"], area["y_scale"]) == ("linear", "linear")
+    pixels = np.asarray(Image.open(io.BytesIO(picture)).convert("RGB")).astype(int)
+    left, top = round(area["left"]), round(area["top"])
+    right, bottom = left + round(area["width"]), top + round(area["height"])
+    assert 0 < left < right < 400 and 0 < top < bottom < 300
+    # inside the box every pixel is shaded (no white), the class by x: class 0 left of x = 0
+    inside = pixels[top + 2 : bottom - 2, left + 2 : right - 2]
+    assert (inside.min(axis=2) < 250).all()
+    zero = left + (0 - area["x"][0]) / (area["x"][1] - area["x"][0]) * area["width"]
+    blue, orange = (plotting._rgb(colour) for colour in plotting.CLASS_COLOURS[:2])
+
+    def nearer(pixel: np.ndarray) -> np.ndarray:
+        strength = 255 - pixel  # distance from white, towards the class colour
+        return np.array([np.dot(strength, 255 - blue), np.dot(strength, 255 - orange)])
+
+    middle = (top + bottom) // 2
+    assert nearer(pixels[middle, round(zero) - 6]).argmax() == 0
+    assert nearer(pixels[middle, round(zero) + 6]).argmax() == 1
+    # just outside, right of the frame and under the title: white
+    assert (pixels[middle, right + 3] == 255).all()
+    assert (pixels[top - 3, left + 3] == 255).all()
+
+
+def test_panel_grids_have_no_single_plot_area() -> None:
+    figure = plotting.panels_figure(
+        [plotting.PanelSpec(_x_model(), np.zeros((1, 2)), np.array([0]))] * 2
+    )
+    assert plotting.plot_area(figure) is None
 
 
 def test_user_text_is_never_parsed_as_mathtext() -> None:
