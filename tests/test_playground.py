@@ -5,7 +5,7 @@ hidden-size comparison, the URL hash reproducing the experiment, and a service t
 API keys. Any error in the browser's console fails a browser test.
 
 Screenshots go to a temporary folder (printed); with SCRATCHNET_WRITE_DOCS_IMAGES=1 the browser
-test also writes README's pictures: docs/playground.png and docs/evolution.gif.
+test also writes README's picture of the page, docs/playground.png.
 """
 
 from __future__ import annotations
@@ -284,8 +284,8 @@ def probe_and_check(page: Page, http: httpx.Client, model_id: str) -> None:
     assert sum(shown) == pytest.approx(1.0)
 
 
-def write_docs_images(page: Page, http: httpx.Client, job_id: str) -> None:
-    """README's pictures: the whole page, as tall as its training results, at 1280 px wide."""
+def write_docs_image(page: Page) -> None:
+    """README's picture of the page: all of it down to its training results, 1280 px wide."""
     DOCS.mkdir(exist_ok=True)
     height = page.driver.execute_script(
         "return document.getElementById('training-heading').closest('section')"
@@ -335,7 +335,7 @@ def test_the_tutorial_in_the_browser(tmp_path: Path, browser: Any, shots: Path) 
         probe_and_check(page, http, model_id)
         page.shot("probed")
         if WRITE_DOCS_IMAGES:
-            write_docs_images(page, http, job["job_id"])
+            write_docs_image(page)
 
         # the comparison: the tutorial's hidden sizes, the best marked
         page.set("epochs", COMPARE_EPOCHS)

@@ -12,6 +12,10 @@ const SCHEDULES_WITH_DECAY = ["step", "exponential", "inverse_time", "plateau"];
 const DATASET_DEBOUNCE_MS = 300;
 const SWEEP_POLL_MS = 500;
 const PROBE_STEP = 0.02; // arrow keys move the probe by this share of the plot
+// The animation's size: each frame is a whole decision-boundary figure. The tutorial job's at
+// the service's default (50 frames of 480x360) took 29 s on 2 cores at a load average of 20,
+// against the 30 s request limit; 25 frames of 400x300 on a 60-point grid took 10 s.
+const EVOLUTION_QUERY = "max_frames=25&width=400&height=300&resolution=60";
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,6 +58,7 @@ const page = {
   stream: null, // AbortController of the event stream
   history: [], // progress points of the current job
   snapshotEpoch: null,
+  liveFrames: 0, // live boundaries shown while the current job trained
   liveRefresh: null, // { running, pending } while the live boundary is fetched
   plotArea: null, // where the final boundary's plot lies in its picture (its PNG says)
   probe: null, // [x, y] data coordinates of the last probed point
@@ -91,8 +96,8 @@ async function problemOf(response) {
   }
 }
 
-async function send(method, path, { json, body, contentType, signal } = {}) {
-  const init = { method, headers: authHeaders(), signal };
+async function send(method, path, { json, body, contentType, signal, cache } = {}) {
+  const init = { method, headers: authHeaders(), signal, cache };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -130,11 +135,14 @@ function pngText(bytes) {
   return texts;
 }
 
-// Fetch a picture with the key and show it in <img id=imageId>; returns its PNG text chunks.
-async function picture(imageId, path) {
-  const response = await send("GET", path);
+// Fetch a picture with the key and show it in <img id=imageId>, unless `still()` says it is no
+// longer wanted once it arrived; returns its PNG text chunks (null when not shown).
+// `cache: "no-cache"` for a picture that changes under one URL (a running job's latest).
+async function picture(imageId, path, { cache = "default", still = () => true } = {}) {
+  const response = await send("GET", path, { cache });
   const blob = await response.blob();
   const bytes = new Uint8Array(await blob.arrayBuffer());
+  if (!still()) return null;
   const image = $(imageId);
   const old = page.pictureUrls.get(imageId);
   const url = URL.createObjectURL(blob);
@@ -462,11 +470,14 @@ function resetResults() {
   delete document.body.dataset.trained;
   page.history = [];
   page.snapshotEpoch = null;
+  page.liveFrames = 0;
+  delete document.body.dataset.liveFrames;
   page.model = null;
   page.plotArea = null;
   page.probe = null;
   for (const id of ["boundary", "baseline-boundary", "evolution", "neurons"]) $(id).hidden = true;
   $("boundary").classList.remove("clickable");
+  $("probe-marker").hidden = true;
   $("boundary").removeAttribute("tabindex");
   $("probabilities").replaceChildren();
   for (const id of ["baseline-caption", "evolution-caption", "neurons-caption"]) $(id).textContent = "";
@@ -566,7 +577,8 @@ function progress(point, epochs) {
   }
 }
 
-// The latest snapshot's boundary; one request at a time, the newest asked for last.
+// The latest snapshot's boundary; one request at a time, the newest asked for last. The latest,
+// not ?epoch=: a job thins the snapshots it keeps, so an epoch named by an event may be gone.
 async function refreshLiveBoundary() {
   if (!page.features.jobBoundary || !page.job) return;
   if (page.liveRefresh) {
@@ -579,10 +591,16 @@ async function refreshLiveBoundary() {
     do {
       page.liveRefresh.pending = false;
       const epoch = page.snapshotEpoch;
-      if (page.model) break; // the final boundary is shown already
-      await picture("boundary", `/v1/jobs/${job.id}/decision-boundary.png?epoch=${epoch}`);
-      $("boundary-caption").textContent = `Epoch ${epoch} (live; it refreshes as training goes on).`;
-      $("boundary").dataset.epoch = String(epoch);
+      const live = () => page.job === job && !page.model; // not once the final one is shown
+      if (!live()) break;
+      const shown = await picture("boundary", `/v1/jobs/${job.id}/decision-boundary.png`, {
+        cache: "no-cache",
+        still: live,
+      });
+      if (!shown) break;
+      $("boundary-caption").textContent = `Epoch ${epoch} or later (live: it refreshes as training goes on).`;
+      page.liveFrames += 1;
+      document.body.dataset.liveFrames = String(page.liveFrames);
     } while (page.liveRefresh.pending);
   } catch (error) {
     $("boundary-caption").textContent = `The live boundary could not be drawn: ${error.message}`;
@@ -658,7 +676,7 @@ async function finish(job) {
   }
   if (page.features.evolution && job.snapshot_epoch != null) {
     extras.push(
-      picture("evolution", `/v1/jobs/${job.id}/evolution.gif`).then(() => {
+      picture("evolution", `/v1/jobs/${job.id}/evolution.gif?${EVOLUTION_QUERY}`).then(() => {
         $("evolution-caption").textContent = "How the boundary evolved while it trained.";
       }),
     );
@@ -739,9 +757,22 @@ async function probe(point) {
     where.dataset.y = String(point[1]);
     where.textContent = `At (${point[0].toFixed(3)}, ${point[1].toFixed(3)}): predicted class ${answer.classes[0]}`;
     output.replaceChildren(where, ...rows);
+    placeMarker(point);
   } catch (error) {
     output.textContent = `No prediction: ${error.message}`;
   }
+}
+
+// The probed point's marker over the picture, where the picture's axes put it.
+function placeMarker([x, y]) {
+  const area = page.plotArea;
+  const image = $("boundary");
+  const marker = $("probe-marker");
+  const px = area.left + ((x - area.x[0]) / (area.x[1] - area.x[0])) * area.width;
+  const py = area.top + ((area.y[1] - y) / (area.y[1] - area.y[0])) * area.height;
+  marker.style.left = `${(100 * px) / image.naturalWidth}%`;
+  marker.style.top = `${(100 * py) / image.naturalHeight}%`;
+  marker.hidden = false;
 }
 
 function planeClicked(event) {
