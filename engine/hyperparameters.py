@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Activation = Literal["tanh", "relu", "leaky_relu", "sigmoid", "identity"]
-OptimizerName = Literal["sgd", "momentum", "nesterov", "adam"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "lbfgs"]
 Schedule = Literal["constant", "step", "exponential", "inverse_time", "plateau"]
 Init = Literal["lecun", "xavier", "he"]
 DType = Literal["float64", "float32"]
@@ -21,6 +21,9 @@ DType = Literal["float64", "float32"]
 # absurd, and the service's own limits are far smaller.
 MAX_COUNT = 2**31 - 1
 PositiveInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+# L-BFGS curvature pairs: past ~100 (PyTorch's default) more pairs no longer pay for the
+# 2 x m parameter-sized vectors each iteration reads twice.
+MAX_LBFGS_MEMORY = 100
 
 
 class Hyperparameters(BaseModel):
@@ -60,14 +63,18 @@ class Hyperparameters(BaseModel):
     optimizer: OptimizerName = Field(
         default="adam",
         description="sgd: plain gradient descent (full batch when batch_size is null); "
-        "momentum / nesterov: heavy-ball and Nesterov momentum; adam: Adam with bias correction.",
+        "momentum / nesterov: heavy-ball and Nesterov momentum; adam: Adam with bias correction; "
+        "lbfgs: limited-memory BFGS with a strong Wolfe line search, full batch (an epoch is "
+        "one iteration; see tolerance and lbfgs_memory).",
     )
     learning_rate: float = Field(
         default=0.01,
         gt=0,
         le=1e3,
         description="Step size applied to the gradient of the MEAN loss over a batch. "
-        "Gradient descent on the summed loss with step eps equals learning_rate = eps * n.",
+        "Gradient descent on the summed loss with step eps equals learning_rate = eps * n. "
+        "lbfgs: the first trial step of the line search along -gradient (the gradient-descent "
+        "step of this rate); later iterations try the quasi-Newton step 1.",
     )
     lr_schedule: Schedule = Field(
         default="constant",
@@ -127,10 +134,47 @@ class Hyperparameters(BaseModel):
     max_seconds: float | None = Field(
         default=None, gt=0, description="Wall-clock budget; training stops when it is spent."
     )
+    tolerance: float = Field(
+        default=1e-5,
+        ge=0,
+        le=1e3,
+        description="lbfgs: stop (stop_reason converged) once the largest absolute entry of "
+        "the loss gradient is at most this (SciPy's gtol default); 0 runs every epoch. Other "
+        "optimizers ignore it.",
+    )
+    lbfgs_memory: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_LBFGS_MEMORY,
+        description="lbfgs: curvature pairs kept (m), SciPy's default; each costs two "
+        "parameter-sized vectors. Other optimizers ignore it.",
+    )
 
-    @field_validator("learning_rate", "l1", "l2", "max_seconds")
+    @field_validator("learning_rate", "l1", "l2", "max_seconds", "tolerance")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _lbfgs_options(self) -> Hyperparameters:
+        """lbfgs trains full batch on a smooth loss with its own step lengths."""
+        if self.optimizer != "lbfgs":
+            return self
+        if self.batch_size is not None:
+            raise ValueError(
+                f"optimizer lbfgs trains full batch: batch_size must be null, got "
+                f"{self.batch_size}; use sgd, momentum, nesterov or adam for minibatches"
+            )
+        if self.lr_schedule != "constant":
+            raise ValueError(
+                f"optimizer lbfgs chooses each step by its line search: lr_schedule must be "
+                f"constant, got {self.lr_schedule}"
+            )
+        if self.l1 != 0:
+            raise ValueError(
+                f"optimizer lbfgs needs a differentiable loss: l1 must be 0, got {self.l1}; "
+                "use l2, or another optimizer for l1"
+            )
+        return self

@@ -33,6 +33,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import DTypeLike
 
+from engine.errors import InvalidInput
 from engine.hyperparameters import Hyperparameters
 
 Array = np.ndarray
@@ -286,4 +287,7 @@ def make_optimizer(
         return Momentum(size, dtype, momentum)
     if hp.optimizer == "nesterov":
         return Nesterov(size, dtype, momentum)
-    return Adam(size, dtype, hp.beta_1, hp.beta_2, hp.epsilon)
+    if hp.optimizer == "adam":
+        return Adam(size, dtype, hp.beta_1, hp.beta_2, hp.epsilon)
+    # lbfgs searches a line per iteration (engine.lbfgs, driven by engine.training.train)
+    raise InvalidInput(f"optimizer {hp.optimizer} has no per-step update rule; train it alone")

@@ -41,6 +41,14 @@ Conventions (the service documents these):
   `engine.network.init_params`), then one `rng.permutation(n)` per epoch in minibatch training
   (batch_size < n; a batch_size >= n trains full-batch and draws nothing more). Bit for bit on
   one machine: blocks and thread splits depend only on the shapes.
+- L-BFGS (optimizer lbfgs, engine.lbfgs): an epoch is one iteration, full batch; the history's
+  `learning_rate` is the step length its line search accepted. Each iteration's last
+  evaluation is at the accepted weights, so records are taken on the spot (no pending record)
+  and the training loss is computed, and checked by rule (b), every iteration. Training stops
+  with `converged` when the gradient's largest entry is at most `tolerance`, and `stalled`
+  when no step along -gradient lowers the loss; early stopping, the time budget and
+  cancellation apply as to every optimizer (early stopping and `converged` on one epoch:
+  early stopping).
 - Threads: BLAS is pinned to one thread during training unless the network's largest matrix
   product is big (engine.network.BLAS_THREADS_MIN_MACS); large full-batch passes split over two
   threads of their own instead.
@@ -58,6 +66,7 @@ import numpy as np
 
 from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from engine.hyperparameters import Hyperparameters
+from engine.lbfgs import LBFGS
 from engine.network import (
     BLAS_THREADS_MIN_MACS,
     Network,
@@ -73,7 +82,7 @@ from engine.optimizers import Penalty, make_optimizer
 from engine.schedules import make_schedule
 
 Array = np.ndarray
-StopReason = Literal["completed", "early_stopping", "time_budget"]
+StopReason = Literal["completed", "early_stopping", "time_budget", "converged", "stalled"]
 
 EXPLOSION_FACTOR = 100.0
 POLL_EVERY_BATCHES = 16
@@ -320,9 +329,11 @@ class Progress:
         loss: Callable[[Which], float],
         keep_best: Callable[[], None],
         elapsed: Callable[[], float],
+        finished: StopReason | None = None,
     ) -> tuple[bool, StopReason | None]:
         """The rules after `epoch` (trained at `learning_rate`): early stopping, the plateau
-        schedule, the time budget, then the history. `loss(which)` gives a split's loss after
+        schedule, the optimizer's own stop (`finished`: L-BFGS converged or stalled), the time
+        budget, then the history. `loss(which)` gives a split's loss after
         the epoch (checked: it may raise TrainingDiverged), `keep_best()` copies the current
         parameters as the best, `elapsed()` the seconds since training started.
 
@@ -341,6 +352,8 @@ class Progress:
                     stop = "early_stopping"
         if self.monitor_each_epoch:
             self.schedule.observe(loss(self.monitored))
+        if stop is None:
+            stop = finished
         if stop is None and hp.max_seconds is not None and elapsed() >= hp.max_seconds:
             stop = "time_budget"
         if stop is None and epoch == hp.epochs:
@@ -381,10 +394,26 @@ class _Trainer:
         # big products: BLAS threads, passes unsplit (never both: 2 cores).
         self.blas_threads = largest_product(network.layer_sizes, pass_rows) >= BLAS_THREADS_MIN_MACS
         self.passes = Passes(network, largest_rows, threads=not self.blas_threads)
-        self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
         self.penalty = Penalty(network.weight_mask, hp.l1, hp.l2)
+        self.lbfgs: LBFGS | None = None
+        self.finished: StopReason | None = None  # the optimizer's own stop (L-BFGS)
+        if hp.optimizer == "lbfgs":
+            self.lbfgs = LBFGS(
+                self._loss_and_gradient,
+                network.params,
+                memory=hp.lbfgs_memory,
+                tolerance=hp.tolerance,
+                initial_step=hp.learning_rate,
+            )
+            self.lbfgs_gradient = np.empty_like(network.params)
+            self.lbfgs_stats: tuple[float, int] = (math.nan, 0)
+        else:
+            self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
         self.progress = Progress(
-            hp, full_batch=self.batch_size is None, has_test=test_split is not None
+            hp,
+            # L-BFGS records on the spot: its last evaluation is at the accepted weights
+            full_batch=self.batch_size is None and self.lbfgs is None,
+            has_test=test_split is not None,
         )
         self.schedule = self.progress.schedule
         # Metrics of the parameters after epoch `cache_epoch`, by split.
@@ -397,13 +426,17 @@ class _Trainer:
         """(loss, accuracy) from a pass's stats, after the divergence checks; cached."""
         split = self.train_split if which == "train" else self.test_split
         assert split is not None
-        hp = self.hp
-        value = ce_sum / split.n + self.network.penalty(self.train_split.n, hp.l1, hp.l2)
+        value = self._loss_value(split, ce_sum)
         self.progress.check_loss(which, epoch, value)
         if self.cache_epoch != epoch:
             self.cache_epoch, self.cache = epoch, {}
         result = self.cache[which] = (value, correct / split.n)
         return result
+
+    def _loss_value(self, split: CheckedSplit, ce_sum: float) -> float:
+        """The loss from a split's summed cross-entropy: its mean plus the penalty."""
+        hp = self.hp
+        return ce_sum / split.n + self.network.penalty(self.train_split.n, hp.l1, hp.l2)
 
     def _metrics(self, which: Which, epoch: int) -> tuple[float, float]:
         """(loss, accuracy) of the current parameters (those after `epoch`) on a split."""
@@ -468,6 +501,34 @@ class _Trainer:
         self.optimizer.step(self.params, grad_sum, self.n_train, learning_rate, self.penalty)
         return learning_rate
 
+    def _loss_and_gradient(self, x: Array) -> tuple[float, Array]:
+        """L-BFGS's objective: the training loss at x and its gradient (mean CE + penalties,
+        a buffer reused by the next call); the pass's stats are kept in lbfgs_stats."""
+        params = self.params
+        if x is not params:
+            np.copyto(params, x)
+        split = self.train_split
+        assert split.targets is not None
+        grad_sum, stats = self.passes.summed_gradient(split.X_aug, split.targets, split.y)
+        assert stats is not None
+        self.lbfgs_stats = stats
+        gradient = self.lbfgs_gradient
+        np.multiply(grad_sum, 1.0 / split.n, out=gradient)
+        self.penalty.add_gradient(gradient, params, split.n, grad_sum)  # grad_sum: scratch now
+        return self._loss_value(split, stats[0]), gradient
+
+    def _lbfgs_epoch(self, epoch: int) -> float:
+        """One L-BFGS iteration; returns the step length its line search accepted."""
+        assert self.lbfgs is not None
+        if epoch == 1:
+            self.lbfgs.start()
+            self._set_explosion_limit(self.lbfgs_stats)
+        iteration = self.lbfgs.iterate()
+        if iteration.status != "moved":
+            self.finished = iteration.status
+        self._store("train", epoch, *self.lbfgs_stats)  # the accepted weights' (last) pass
+        return iteration.step
+
     def _minibatch_epoch(self, epoch: int) -> float:
         """One pass of minibatch updates over a fresh permutation; returns the learning rate."""
         assert self.batch_size is not None
@@ -516,6 +577,8 @@ class _Trainer:
         epochs, record_every, every_epoch = hp.epochs, hp.record_every, progress.every_epoch
         polled = self.controls.should_stop is not None
         one_epoch = self._full_batch_epoch if full_batch else self._minibatch_epoch
+        if self.lbfgs is not None:
+            one_epoch = self._lbfgs_epoch
 
         def loss(which: Which) -> float:
             return self._metrics(which, epoch)[0]
@@ -526,10 +589,10 @@ class _Trainer:
             learning_rate = one_epoch(epoch)
             if not math.isfinite(dot(params, ones)):  # the sum: NaN/inf-propagating
                 raise weights_diverged(epoch, learning_rate)
-            if not (every_epoch or epoch % record_every == 0 or epoch == epochs):
+            if not (every_epoch or epoch % record_every == 0 or epoch == epochs or self.finished):
                 continue
             record, stop = progress.after_epoch(
-                epoch, learning_rate, loss, self._keep_best, self.controls.elapsed
+                epoch, learning_rate, loss, self._keep_best, self.controls.elapsed, self.finished
             )
             if record:
                 self._record(epoch, learning_rate)

@@ -37,8 +37,10 @@ def pack_key(hp: Hyperparameters, n_train: int) -> PackKey | None:
     Depth, activation, optimizer, effective batch size, dtype and Adam's constants must match;
     learning rate, schedule, l1, l2, momentum, init, seed, epochs, record_every, early stopping
     and the widths may differ. A time budget (max_seconds) is measured per run: alone.
+    L-BFGS (optimizer lbfgs) trains alone: its line search takes a different number of
+    evaluations per configuration and iteration, so configurations cannot share passes.
     """
-    if hp.max_seconds is not None:
+    if hp.max_seconds is not None or hp.optimizer == "lbfgs":
         return None
     adam = (hp.beta_1, hp.beta_2, hp.epsilon) if hp.optimizer == "adam" else None
     return (
