@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, StrictInt, StrictStr
 
 from engine.datasets import Kind as DatasetKind
 from engine.hyperparameters import Hyperparameters
+from engine.training import StopReason
 
 __all__ = [
     "ClusterWorker",
@@ -51,7 +52,6 @@ __all__ = [
 
 Label = StrictInt | StrictStr
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-StopReason = Literal["completed", "early_stopping", "time_budget"]
 FINISHED: tuple[JobStatusName, ...] = ("succeeded", "failed", "cancelled")
 
 

@@ -51,6 +51,8 @@ HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
     "patience": 100,
     "record_every": 10,
     "max_seconds": None,
+    "tolerance": 1e-5,
+    "lbfgs_memory": 10,
 }
 
 # README "Configuration": the settings whose default is a value...

@@ -17,7 +17,7 @@ from engine.datasets import (
 )
 from engine.datasets import Kind as DatasetKind
 from engine.hyperparameters import Hyperparameters
-from service.state.records import ErrorType
+from service.state.records import ErrorType, StopReason
 
 Label = StrictInt | StrictStr
 DEFAULT_TEST_FRACTION = 0.2
@@ -36,6 +36,13 @@ def _kind_table() -> str:
         extra = "; takes points, labels, feature_names" if kind == "custom" else ""
         lines.append(f"- {kind}: {description} ({taken or 'no generator parameters'}{extra})")
     return "\n".join(lines)
+
+
+STOP_REASON_DESCRIPTION = (
+    "Why training stopped, once succeeded: completed (every epoch ran), early_stopping, "
+    "time_budget (max_seconds spent); lbfgs only: converged (the gradient's largest entry "
+    "reached tolerance), stalled (no step along the gradient lowers the loss any more)."
+)
 
 
 class Request(BaseModel):
@@ -407,9 +414,7 @@ class JobPublic(BaseModel):
     )
     model_id: str | None = Field(description="The trained model, once succeeded.")
     error: JobErrorPublic | None = Field(description="Set when failed.")
-    stop_reason: Literal["completed", "early_stopping", "time_budget"] | None = Field(
-        description="Why training stopped, once succeeded."
-    )
+    stop_reason: StopReason | None = Field(description=STOP_REASON_DESCRIPTION)
     cancel_requested: bool = Field(description="A cancel was asked for.")
     attempt: int = Field(
         description="Runs started: 2 after the service restarted while it ran (it ran again "

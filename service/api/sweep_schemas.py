@@ -10,7 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.json_schema import JsonDict
 
 from engine.hyperparameters import Hyperparameters
-from service.api.schemas import EXAMPLE_OPTIONS, JobErrorPublic, JobStatusName, Page, Request
+from service.api.schemas import (
+    EXAMPLE_OPTIONS,
+    STOP_REASON_DESCRIPTION,
+    JobErrorPublic,
+    JobStatusName,
+    Page,
+    Request,
+    StopReason,
+)
 
 SweepStatusName = JobStatusName
 ConfigurationStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -87,9 +95,7 @@ class ConfigurationPublic(BaseModel):
         description="Seconds from the start of its worker's share to its end (configurations "
         "trained together share a clock)."
     )
-    stop_reason: Literal["completed", "early_stopping", "time_budget"] | None = Field(
-        description="Why training stopped, once succeeded."
-    )
+    stop_reason: StopReason | None = Field(description=STOP_REASON_DESCRIPTION)
     error: JobErrorPublic | None = Field(description="Set when it failed.")
     best: bool = Field(
         description="The succeeded configuration with the lowest test loss (training loss "
