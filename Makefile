@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit bench bench-engine bench-sweep bench-api bench-executor bench-store bench-client bench-dask fuzz clean
+.PHONY: run test lint typecheck unit bench bench-engine bench-lbfgs bench-sweep bench-api bench-executor bench-store bench-client bench-dask fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,13 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 # Benchmarks run on demand, never in `make test`; each prints its side-by-side ratios.
-bench: bench-engine bench-sweep bench-api bench-store
+bench: bench-engine bench-lbfgs bench-sweep bench-api bench-store
 
 bench-engine: $(STAMP)
 	$(BIN)/python -m benchmarks.engine_bench
+
+bench-lbfgs: $(STAMP)
+	$(BIN)/python -m benchmarks.lbfgs_bench
 
 bench-sweep: $(STAMP)
 	$(BIN)/python -m benchmarks.sweep_bench

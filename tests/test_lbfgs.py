@@ -25,7 +25,7 @@ from engine.lbfgs import (
     strong_wolfe_search,
 )
 from engine.optimizers import make_optimizer
-from engine.packed.planner import pack_key
+from engine.packed.planner import DataShape, estimate_seconds, pack_key
 from engine.training import train
 
 Array = np.ndarray
@@ -393,6 +393,11 @@ def test_options_that_do_not_fit_lbfgs_are_refused(overrides: dict[str, Any], me
 
 def test_lbfgs_trains_alone_in_sweeps() -> None:
     assert pack_key(_lbfgs_hp(), 200) is None
+    # the cost model: an iteration costs more than an sgd epoch, more with more pairs
+    shape = DataShape(n_train=200, n_test=0, n_features=2, n_classes=2)
+    sgd_seconds = estimate_seconds([_lbfgs_hp(optimizer="sgd")], shape)
+    lbfgs_seconds = [estimate_seconds([_lbfgs_hp(lbfgs_memory=m)], shape) for m in (5, 10)]
+    assert sgd_seconds < lbfgs_seconds[0] < lbfgs_seconds[1]
     assert pack_key(_lbfgs_hp(optimizer="sgd"), 200) is not None
     with pytest.raises(InvalidInput, match="optimizer lbfgs has no per-step update rule"):
         make_optimizer(_lbfgs_hp(), 10, np.float64)

@@ -29,6 +29,12 @@ ACTIVATION_SECONDS: dict[str, float] = {  # one unit on one row: activation and 
     "identity": 0.5e-9,
 }
 EXP_SECONDS = 4e-9  # one exponential of the softmax
+# L-BFGS iterations (alone only), measured on the tutorial's [3] and [50] networks under load
+# and scaled by the load's factor on sgd epochs (3.1x): 1.12 loss evaluations an iteration,
+# ~50 us of line-search bookkeeping and ~12 us per curvature pair in the two-loop recursion.
+LBFGS_EVALUATIONS = 1.12
+LBFGS_ITERATION_SECONDS = 50e-6
+LBFGS_PAIR_SECONDS = 12e-6
 
 
 def pack_key(hp: Hyperparameters, n_train: int) -> PackKey | None:
@@ -89,6 +95,12 @@ def estimate_seconds(hps: Sequence[Hyperparameters], shape: DataShape) -> float:
         step += PACK_STEP_SECONDS
         step += NETWORK_STEP_SECONDS * len(hps) * (len(first.hidden_layers) or 1)
     per_epoch = steps * (step + rows * row_step) + EPOCH_SECONDS * len(hps)
+    if first.optimizer == "lbfgs":  # alone; epochs bound its iterations (tolerance may end it)
+        per_epoch = (
+            LBFGS_EVALUATIONS * per_epoch
+            + LBFGS_ITERATION_SECONDS
+            + LBFGS_PAIR_SECONDS * first.lbfgs_memory
+        )
     return max(hp.epochs for hp in hps) * (per_epoch + evaluated * row_forward)
 
 
