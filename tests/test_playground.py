@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -379,9 +380,21 @@ def test_the_tutorial_in_the_browser(tmp_path: Path, browser: Any, shots: Path) 
         assert errors == [], errors
 
 
+def write_csv(path: Path) -> None:
+    """Two gaussian clouds, class 0 around (-1, 0) and class 1 around (1, 0)."""
+    rng = np.random.default_rng(0)
+    rows = ["x1,x2,label"]
+    for label, centre in ((0, -1.0), (1, 1.0)):
+        for x1, x2 in rng.normal((centre, 0.0), 0.5, size=(40, 2)):
+            rows.append(f"{x1:.6f},{x2:.6f},{label}")
+    path.write_text("\n".join(rows) + "\n")
+
+
 @browser_only
 @pytest.mark.e2e
-def test_the_page_with_an_api_key(tmp_path: Path, browser: Any, shots: Path) -> None:
+def test_an_uploaded_csv_keys_cancel_and_the_keyboard(
+    tmp_path: Path, browser: Any, shots: Path
+) -> None:
     with serve(tmp_path, api_keys=f"student:{API_KEY}") as server:
         page = Page(browser, server.url, shots)
         page.driver.get(server.url + "/")
@@ -389,16 +402,64 @@ def test_the_page_with_an_api_key(tmp_path: Path, browser: Any, shots: Path) -> 
         assert "needs an API key" in page.element("api-key-error").text
         page.set("api-key", API_KEY)
         page.wait("the page starts", lambda: page.body("ready") == "true")
-        assert (
-            page.driver.execute_script("return sessionStorage.getItem('scratchnet-api-key')")
-            == API_KEY
-        )
+        stored = page.driver.execute_script("return sessionStorage.getItem('scratchnet-api-key')")
+        assert stored == API_KEY
         assert page.driver.execute_script("return localStorage.length") == 0
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        http = httpx.Client(base_url=server.url, headers=headers, timeout=30.0)
+
+        # a CSV file of the user's own points
+        csv = tmp_path / "clouds.csv"
+        write_csv(csv)
+        page.set("kind", "csv")
+        assert not page.element("n_samples").is_displayed()
+        page.element("csv").send_keys(str(csv))
+        dataset_id = page.wait("the upload", lambda: page.body("dataset"))
+        dataset = http.get(f"/v1/datasets/{dataset_id}").json()
+        assert (dataset["name"], dataset["n_samples"], dataset["kind"]) == (
+            "clouds.csv",
+            80,
+            "custom",
+        )
+        assert page.element("dataset-image").is_displayed()
+        assert f"dataset={dataset_id}" in urlsplit(page.driver.current_url).fragment
+
         page.set("epochs", "2000")
         model_id = train(page)
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        with httpx.Client(base_url=server.url, headers=headers, timeout=30.0) as http:
-            assert http.get(f"/v1/models/{model_id}").status_code == 200
-            probe_and_check(page, http, model_id)
+        assert http.get(f"/v1/models/{model_id}").json()["dataset_id"] == dataset_id
+        probe_and_check(page, http, model_id)
+
+        # the keyboard: the arrow keys move the probe by 2% of the plot, Enter probes again
+        from selenium.webdriver.common.keys import Keys
+
+        probed = page.driver.find_element("css selector", ".probe")
+        x = float(probed.get_attribute("data-x"))
+        page.element("boundary").send_keys(Keys.ARROW_RIGHT)
+        page.wait(
+            "the probe moves",
+            lambda: (
+                float(page.driver.find_element("css selector", ".probe").get_attribute("data-x"))
+                != x
+            ),
+        )
+        moved = page.driver.find_element("css selector", ".probe")
+        area = json.loads(
+            Image.open(
+                io.BytesIO(http.get(f"/v1/models/{model_id}/decision-boundary.png").content)
+            ).info[PLOT_AREA_KEY]
+        )
+        step = 0.02 * (area["x"][1] - area["x"][0])
+        assert float(moved.get_attribute("data-x")) == pytest.approx(x + step)
         page.shot("with-key")
+
+        # Cancel stops a long job
+        page.set("epochs", "1000000")
+        page.element("train").click()
+        page.wait("training starts", lambda: (page.number("epoch-counter") or 0) > 0)
+        page.element("cancel").click()
+        page.wait("the cancel", lambda: "Cancelled" in page.element("status").text)
+        jobs = http.get("/v1/jobs", params={"status": "cancelled"}).json()
+        assert jobs["total"] == 1 and jobs["items"][0]["epochs"] == 1_000_000
+        assert not page.element("cancel").is_enabled() and page.element("train").is_enabled()
+        http.close()
         assert console_errors(page.console()) == []

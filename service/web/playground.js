@@ -1088,6 +1088,7 @@ async function start() {
   $("data-form").addEventListener("input", (event) => {
     if (event.target.id !== "csv") datasetChanged();
   });
+  $("kind").addEventListener("change", () => datasetChanged());
   $("csv").addEventListener("change", () => {
     page.uploadedDatasetId = null;
     datasetChanged();
