@@ -5,8 +5,8 @@ Each derivative is written in terms of the activation's OUTPUT `A = f(Z)`, so th
 needs no copy of the pre-activations: tanh' = 1 - A², sigmoid' = A(1 - A), relu' = [A > 0].
 Activations work in place on `Z` (the caller owns it) and return it; derivatives multiply a
 delta `D` in place by f'(Z), with a scratch buffer `S` of the same shape (no allocation).
-Run them under np.errstate(all="ignore"): -2z overflows for |z| beyond half the dtype's range
-(the result is still right), and non-finite values are the divergence checks' business.
+Run them under np.errstate(all="ignore"): non-finite inputs give non-finite outputs
+(NumPy would warn), and non-finite values are the divergence checks' business.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from numpy._core import umath as _umath
 
 from engine.hyperparameters import Activation
 
@@ -34,25 +33,14 @@ def _exp_cap(dtype: np.dtype) -> float:
     return cap if cap is not None else math.floor(math.log(float(np.finfo(dtype).max)))
 
 
-# tanh z = 2/(1 + e^x) - 1 with x = -2z. NumPy vectorises exp but, on this kind of CPU, not
-# tanh: this form is ~2x faster for float64 and ~10% for float32, with absolute error <= 2 ulp
-# of 1. x is clipped to +-SATURATION by the clip ufunc (one SIMD pass; np.minimum with a
-# scalar costs ~3-4 multiplies): float32 tanh of a (983, 100) block ~420 -> ~370 us. Below
-# -SATURATION, 1 + e^x rounds to 1 (tanh = 1); above +SATURATION, 2/(1 + e^x) is below half an
-# ulp of 1 (tanh = -1). So the bits are those of the form that caps x at exp's limit (a test
-# checks), and exp never takes a slow overflow/underflow path.
-SATURATION = {np.dtype(np.float32): 20.0, np.dtype(np.float64): 40.0}
-_clip: Callable[..., Array] = _umath.clip  # type: ignore[attr-defined]  # np.clip: +2 us
-
-
+# tanh is NumPy's own ufunc: NumPy 2.4 vectorises it (AVX-512/AVX2) for both dtypes. Measured
+# (one thread, CPU time) against the former 2/(1 + e^(-2z)) - 1 with its argument clipped (six
+# passes): float32 (983, 100) 36 vs 86 us, (128, 64) 3.6 vs 11.4 us; float64 (983, 100) 168 vs
+# 171 us, (200, 3) 1.4 vs 4.7 us (one call instead of six). It is also accurate near 0, where
+# the other form lost relative precision to the cancellation 2/(1 + e^x) - 1. Its saturated
+# values are exactly +-1 and it never overflows.
 def _tanh(Z: Array) -> Array:
-    bound = SATURATION.get(Z.dtype, 40.0)
-    np.multiply(Z, -2.0, out=Z)
-    _clip(Z, -bound, bound, out=Z)
-    np.exp(Z, out=Z)
-    np.add(Z, 1.0, out=Z)
-    np.divide(2.0, Z, out=Z)
-    return np.subtract(Z, 1.0, out=Z)
+    return np.tanh(Z, out=Z)
 
 
 def _relu(Z: Array) -> Array:

@@ -10,6 +10,7 @@ every activation.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -195,41 +196,25 @@ def test_loss_is_finite_for_huge_logits() -> None:
     assert all(np.isfinite(g).all() for g in [*dW, *db])
 
 
-def _guarded_tanh(Z: np.ndarray) -> np.ndarray:
-    """tanh z = 2/(1 + e^(-2z)) - 1 with -2z capped where exp is still finite (88 in float32,
-    709 in float64): the form the engine's clipped tanh must equal bit for bit."""
-    np.multiply(Z, -2.0, out=Z)
-    np.minimum(Z, 88.0 if Z.dtype == np.float32 else 709.0, out=Z)
-    np.exp(Z, out=Z)
-    np.add(Z, 1.0, out=Z)
-    np.divide(2.0, Z, out=Z)
-    return np.subtract(Z, 1.0, out=Z)
-
-
-# What each engine activation must equal bit for bit: the guarded tanh for the clipped one;
-# the others have one form.
-GUARDED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    **ACTIVATIONS,
-    "tanh": _guarded_tanh,
-}
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
-def test_pass_activations_give_the_guarded_activations_bits(
-    activation: Activation, dtype: type[np.floating]
-) -> None:
-    # Values beyond exp's range on both sides, where only the guarded form caps the argument.
+def test_tanh_is_within_4_ulp_of_math_tanh_and_saturates_exactly(dtype: type[np.floating]) -> None:
+    # math.tanh (float64, within 1 ulp) per element is the oracle; the kernel is NumPy's
+    # vectorised tanh (measured: <= 1.4 ulp in float32, <= 3 ulp in float64 of math.tanh).
     big = float(np.finfo(dtype).max)
-    values = np.array(
-        [[-big, -1e4, -400.0, -60.0, -1.0, -1e-30, 0.0], [1e-30, 0.5, 30.0, 45.0, 400.0, 1e4, big]]
-    )
-    # ... and around the clip bounds of the pass tanh (-2z = +-20 in float32, +-40 in float64).
-    near = np.linspace(-22.0, 22.0, 7 * 25).reshape(25, 7)
-    values = np.concatenate([values, near, near / 2.0])
-    values = np.concatenate([values, np.random.default_rng(3).normal(0, 8, (5, 7))]).astype(dtype)
-    with np.errstate(all="ignore"):  # -2 * (-max) overflows before either form's exp
-        expected = GUARDED[activation](values.copy())
-        got = ACTIVATIONS[activation](values.copy())
+    rng = np.random.default_rng(3)
+    values = np.concatenate(
+        [
+            [-big, -1e4, -400.0, -60.0, -30.0, -1.0, -1e-30, 0.0],
+            [1e-30, 0.5, 30.0, 45.0, 400.0, 1e4, big],
+            np.linspace(-22.0, 22.0, 175),
+            rng.normal(0, 8, 35),
+            rng.normal(0, 1e-3, 35),  # near 0, where 2/(1 + e^(-2z)) - 1 cancels
+        ]
+    ).astype(dtype)
+    got = ACTIVATIONS["tanh"](values.copy())
     assert got.dtype == dtype
-    np.testing.assert_array_equal(got, expected)
+    expected = np.array([math.tanh(float(z)) for z in values])
+    ulps = np.spacing(np.abs(expected).astype(dtype)).astype(np.float64)
+    assert (np.abs(got.astype(np.float64) - expected) <= 4 * ulps).all()
+    saturated = np.abs(values) >= 30.0
+    np.testing.assert_array_equal(got[saturated], np.sign(values[saturated]))
