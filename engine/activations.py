@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from numpy._core import umath as _umath
 
 from engine.hyperparameters import Activation
 
@@ -43,8 +44,14 @@ def _tanh(Z: Array) -> Array:
     return np.tanh(Z, out=Z)
 
 
+# The clip ufunc (np.clip's kernel without its Python wrapper, ~2 us) vectorises scalar bounds;
+# np.maximum/np.minimum with a scalar do not: relu of a (128, 64) float64 block 2.7 vs 4.6 us.
+# Same bits, NaN propagated alike.
+_clip: Callable[..., Array] = _umath.clip  # type: ignore[attr-defined]
+
+
 def _relu(Z: Array) -> Array:
-    return np.maximum(Z, 0, out=Z)
+    return _clip(Z, 0.0, np.inf, out=Z)
 
 
 def _leaky_relu(Z: Array) -> Array:
@@ -55,9 +62,8 @@ def _leaky_relu(Z: Array) -> Array:
 def _sigmoid(Z: Array) -> Array:
     # 1/(1 + e^-z) with -z capped so e^-z stays finite (the result there is ~1e-38 or less,
     # and exact to rounding everywhere else, unlike 0.5*(1 + tanh(z/2)), which rounds to 0).
-    # Clipping like tanh's measured no gain.
     np.negative(Z, out=Z)
-    np.minimum(Z, _exp_cap(Z.dtype), out=Z)
+    _clip(Z, -np.inf, _exp_cap(Z.dtype), out=Z)
     np.exp(Z, out=Z)
     np.add(Z, 1.0, out=Z)
     return np.divide(1.0, Z, out=Z)
