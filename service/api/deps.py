@@ -12,7 +12,7 @@ from service.api.auth import KeyRing
 from service.api.pictures import PictureCache
 from service.api.schemas import JobCreate
 from service.api.sweep_schemas import SweepCreate
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, NotFound
 from service.execution.dispatcher import Dispatcher
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -20,10 +20,13 @@ from service.state.callers import Caller
 from service.state.idempotency import IdempotencyClaim
 from service.state.job_kind import JobLifecycle
 from service.state.lifecycle import Submission
+from service.state.records import DatasetRecord, ModelRecord
 from service.state.store import Store
 from service.state.sweep_kind import SweepLifecycle
 
 Item = TypeVar("Item")
+Content = TypeVar("Content")
+Owned = TypeVar("Owned", DatasetRecord, ModelRecord)
 Submitted = TypeVar("Submitted", bound=Submission)
 
 
@@ -47,6 +50,20 @@ async def get_state(request: Request) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def seen(record: Owned | None, noun: str, record_id: str, caller: Caller) -> Owned:
+    """The record, when it exists for this caller; 404 naming `record_id` otherwise."""
+    if record is None or not caller.sees(record.owner):
+        raise NotFound(f"{noun} {record_id} does not exist")
+    return record
+
+
+def loaded(content: Content | None, noun: str, record_id: str) -> Content:
+    """The content, when it is still there; 404 naming `record_id` otherwise."""
+    if content is None:
+        raise NotFound(f"{noun} {record_id} does not exist")
+    return content
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from fastapi import Request
 from engine.errors import deadline
 from engine.model import Label, Model
 from service.api.auth import Caller
-from service.api.deps import StateDep
-from service.errors import InvalidRequest, LimitExceeded, NotFound
+from service.api.deps import StateDep, loaded, seen
+from service.errors import InvalidRequest, LimitExceeded, UnsupportedMediaType
 from service.state.records import ModelContent, ModelRecord
 
 # Predictions up to this many multiply-adds (points x parameters) run on the event loop: a few
@@ -33,6 +33,24 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def accept_json(request: Request, also: tuple[str, ...], what: str) -> None:
+    """UnsupportedMediaType (415) unless the body is application/json (or `also`, or has no
+    Content-Type)."""
+    content_type = media_type(request)
+    if content_type not in ("application/json", "", *also):
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not accepted; send {what} as application/json"
+        )
+
+
+async def parsed(parse: Callable[[bytes], T], raw: bytes) -> T:
+    """`parse(raw)`: on the event loop for a small body, in a thread for a large one (parsing
+    megabytes of JSON would stall the event loop)."""
+    if len(raw) <= INLINE_PARSE_BYTES:
+        return parse(raw)
+    return await anyio.to_thread.run_sync(parse, raw)
+
+
 def require_model(state: StateDep, model_id: str, caller: Caller) -> ModelRecord:
     """The model `model_id` names for this caller: its id, or one of the caller's aliases;
     NotFound (404) otherwise, and for a model of another key."""
@@ -40,16 +58,11 @@ def require_model(state: StateDep, model_id: str, caller: Caller) -> ModelRecord
     if record is None:
         named = state.store.aliases.resolve(caller.name, model_id)
         record = state.store.models.get(named) if named is not None else None
-    if record is None or not caller.sees(record.owner):
-        raise NotFound(f"model {model_id} does not exist")
-    return record
+    return seen(record, "model", model_id, caller)
 
 
 def require_weights(state: StateDep, model_id: str) -> ModelContent:
-    content = state.store.models.content(model_id)
-    if content is None:
-        raise NotFound(f"model {model_id} does not exist")
-    return content
+    return loaded(state.store.models.content(model_id), "model", model_id)
 
 
 def check_point_count(state: StateDep, count: int, loc: list[str | int]) -> None:
@@ -83,6 +96,15 @@ def probabilities(model: Model, points: Sequence[Sequence[float]] | np.ndarray) 
             "not_finite_output",
         )
     return result
+
+
+def classified(
+    model: Model, points: Sequence[Sequence[float]] | np.ndarray
+) -> tuple[np.ndarray, list[Label]]:
+    """The class probabilities (n_points, n_classes) and each point's most probable label."""
+    result = probabilities(model, points)  # (n_points, n_classes)
+    classes = [plain(c) for c in model.classes]
+    return result, [classes[i] for i in result.argmax(axis=1).tolist()]
 
 
 async def predicted(

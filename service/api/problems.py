@@ -18,7 +18,7 @@ from the path, for every handler here and for the middleware.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -192,28 +192,31 @@ def _whole_request(request: Request, msg: str, kind: str) -> list[ValidationIssu
     return [ValidationIssue(loc=[where], msg=msg, type=kind)]
 
 
-async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
-    detail = str(exc)
-    return problem_response(
-        422,
-        "invalid-input",
-        "Invalid input",
-        detail,
-        errors=_whole_request(request, detail, "invalid_input"),
-        path=request.url.path,
-    )
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 
-async def _model_format(request: Request, exc: Exception) -> JSONResponse:
-    detail = f"not a scratchnet model file: {exc}"
-    return problem_response(
-        422,
-        "invalid-model-file",
-        "Invalid model file",
-        detail,
-        errors=_whole_request(request, detail, "invalid_model_file"),
-        path=request.url.path,
-    )
+def _whole_request_problem(slug: str, detail_of: Callable[[Exception], str]) -> Handler:
+    """A handler answering 422 `slug` (titled with it in words; its `errors` entry of that
+    kind) for an engine error about the whole request, worded by `detail_of`."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        detail = detail_of(exc)
+        return problem_response(
+            422,
+            slug,
+            slug.replace("-", " ").capitalize(),
+            detail,
+            errors=_whole_request(request, detail, slug.replace("-", "_")),
+            path=request.url.path,
+        )
+
+    return handle
+
+
+_invalid_input = _whole_request_problem("invalid-input", str)
+_model_format = _whole_request_problem(
+    "invalid-model-file", lambda exc: f"not a scratchnet model file: {exc}"
+)
 
 
 async def _deadline_passed(request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from engine import plotting
 from service.api import dataset_requests as builders
 from service.api.auth import Caller, CallerDep
-from service.api.deps import PageDep, StateDep
+from service.api.deps import PageDep, StateDep, loaded, seen
 from service.api.pictures import picture_response, png_route
 from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
 from service.api.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
@@ -19,7 +19,6 @@ from service.api.views import dataset_public
 from service.errors import (
     InvalidRequest,
     MalformedRequest,
-    NotFound,
     UnsupportedMediaType,
 )
 from service.state.lifecycle import delete_unused_dataset
@@ -49,17 +48,11 @@ CREATE_BODY: dict[str, Any] = {
 
 
 def require_dataset(state: StateDep, dataset_id: str, caller: Caller) -> DatasetRecord:
-    record = state.store.datasets.get(dataset_id)
-    if record is None or not caller.sees(record.owner):
-        raise NotFound(f"dataset {dataset_id} does not exist")
-    return record
+    return seen(state.store.datasets.get(dataset_id), "dataset", dataset_id, caller)
 
 
 def require_points(state: StateDep, dataset_id: str) -> DatasetContent:
-    content = state.store.datasets.content(dataset_id)
-    if content is None:
-        raise NotFound(f"dataset {dataset_id} does not exist")
-    return content
+    return loaded(state.store.datasets.content(dataset_id), "dataset", dataset_id)
 
 
 @router.post(

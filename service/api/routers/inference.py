@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 
@@ -42,18 +41,17 @@ from service.api.inference_schemas import (
     TensorMetadata,
 )
 from service.api.predictions import (
-    INLINE_PARSE_BYTES,
+    accept_json,
     check_point_count,
-    media_type,
-    plain,
+    classified,
+    parsed,
     predicted,
-    probabilities,
     require_model,
 )
 from service.api.problems import parse_json_body
 from service.api.routers.operations import package_version
 from service.api.schemas import MODEL_REF_DESCRIPTION
-from service.errors import InvalidRequest, UnsupportedMediaType, ValidationIssue
+from service.errors import InvalidRequest, ValidationIssue
 from service.state.records import ModelRecord
 
 router = APIRouter(prefix="/v2", tags=["inference"])
@@ -232,8 +230,7 @@ def _read(raw: bytes, header_length: str | None) -> tuple[InferenceRequest, byte
 def _answer(
     model: Model, points: np.ndarray, outputs: list[str], name: str, request_id: str | None
 ) -> bytes:
-    result = probabilities(model, points)  # (n_points, n_classes)
-    classes = [plain(c) for c in model.classes]
+    result, labels = classified(model, points)  # (n_points, n_classes), (n_points,)
     tensors = {
         PROBABILITIES: {
             "name": PROBABILITIES,
@@ -243,9 +240,9 @@ def _answer(
         },
         CLASS: {
             "name": CLASS,
-            "datatype": "BYTES" if any(isinstance(c, str) for c in classes) else "INT64",
+            "datatype": "BYTES" if any(isinstance(c, str) for c in model.classes) else "INT64",
             "shape": [len(points)],
-            "data": [classes[i] for i in result.argmax(axis=1).tolist()],
+            "data": labels,
         },
     }
     body: dict[str, Any] = {"model_name": name}
@@ -279,17 +276,9 @@ async def infer(request: Request, state: StateDep, caller: CallerDep, name: Mode
     standardization). `outputs`, when given, chooses the outputs and their order; `id` is
     echoed. At most predict_max_points rows."""
     record = require_model(state, name, caller)
-    content_type = media_type(request)
-    if content_type not in ("application/json", "application/octet-stream", ""):
-        raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not accepted; send the request as application/json"
-        )
-    raw = await request.body()
+    accept_json(request, ("application/octet-stream",), "the request")
     header_length = request.headers.get(BINARY_HEADER)
-    if len(raw) <= INLINE_PARSE_BYTES:
-        body, binary = _read(raw, header_length)
-    else:  # parsing megabytes of JSON would stall the event loop
-        body, binary = await anyio.to_thread.run_sync(_read, raw, header_length)
+    body, binary = await parsed(lambda raw: _read(raw, header_length), await request.body())
     if len(body.inputs) != 1:
         raise _bad(f"this model takes one input, {INPUT!r}; got {len(body.inputs)}")
     given = body.inputs[0]

@@ -27,12 +27,12 @@ from service.api.pictures import (
     split_points,
 )
 from service.api.predictions import (
-    INLINE_PARSE_BYTES,
+    accept_json,
     check_point_count,
+    classified,
     media_type,
-    plain,
+    parsed,
     predicted,
-    probabilities,
     require_model,
     require_weights,
 )
@@ -225,9 +225,7 @@ def _parse_points(raw: bytes) -> list[list[float]]:
 
 
 def _predict(model: Model, points: list[list[float]]) -> bytes:
-    result = probabilities(model, points)  # (n_points, n_classes)
-    classes = [plain(c) for c in model.classes]
-    labels = [classes[i] for i in result.argmax(axis=1).tolist()]
+    result, labels = classified(model, points)  # (n_points, n_classes), (n_points,)
     body = {"classes": labels, "probabilities": result.tolist()}
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
 
@@ -252,16 +250,8 @@ async def predict(
     """Classify raw points (the model applies its own standardization). At most
     predict_max_points per call; each point needs exactly n_features values."""
     record = require_model(state, model_id, caller)
-    content_type = media_type(request)
-    if content_type not in ("application/json", ""):
-        raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not accepted; send the points as application/json"
-        )
-    raw = await request.body()
-    if len(raw) <= INLINE_PARSE_BYTES:
-        points = _parse_points(raw)
-    else:  # parsing megabytes of JSON would stall the event loop
-        points = await anyio.to_thread.run_sync(_parse_points, raw)
+    accept_json(request, (), "the points")
+    points = await parsed(_parse_points, await request.body())
     check_point_count(state, len(points), ["body", "points"])
     n_features = record.n_features
     for index, point in enumerate(points):
