@@ -52,6 +52,17 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
+def name_field(default: str, **extra: Any) -> Any:
+    """A create body's optional `name`: a label for people, 1 to 200 characters."""
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description=f"A label for people; defaults to {default}.",
+        **extra,
+    )
+
+
 # --- datasets --------------------------------------------------------------------------------
 
 
@@ -158,13 +169,7 @@ class DatasetCreate(Request):
         description="Where the points come from, and which parameters apply (defaults in "
         "brackets):\n" + _kind_table()
     )
-    name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="A label for people; defaults to the kind.",
-        examples=["moons, a bit noisy"],
-    )
+    name: str | None = name_field("the kind", examples=["moons, a bit noisy"])
     n_samples: int | None = Field(
         default=None,
         ge=1,
@@ -312,12 +317,7 @@ class JobCreate(Request):
         description="Training options; every one is optional and the full set, defaults "
         "included, is echoed back.",
     )
-    name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="A label for people; defaults to the dataset's name.",
-    )
+    name: str | None = name_field("the dataset's name")
     baseline: bool = Field(
         default=False,
         description="Also train softmax (logistic) regression: the same options with "

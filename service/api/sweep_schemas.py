@@ -18,6 +18,7 @@ from service.api.schemas import (
     Page,
     Request,
     StopReason,
+    name_field,
 )
 
 SweepStatusName = JobStatusName
@@ -42,12 +43,7 @@ class SweepCreate(Request):
         description="The dataset every configuration trains on (422 if it does not exist).",
         examples=["ds_5f0c2a9e81d34b7a"],
     )
-    name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="A label for people; defaults to the dataset's name.",
-    )
+    name: str | None = name_field("the dataset's name")
     base: Hyperparameters = Field(
         default_factory=Hyperparameters,
         description="Options shared by every configuration (all optional); a grid key "
