@@ -319,3 +319,14 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 LOCATION_HEADER: dict[str, Any] = {
     "Location": {"description": "Path of the resource.", "schema": {"type": "string"}}
 }
+
+
+def answers(
+    status: int, description: str, problems: tuple[int, ...], *, location: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route: its success `status` (with the Location header when
+    `location`), then the problem statuses it can answer."""
+    success: dict[str, Any] = {"description": description}
+    if location:
+        success["headers"] = LOCATION_HEADER
+    return {status: success, **problem_responses(*problems)}

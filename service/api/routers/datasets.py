@@ -13,7 +13,7 @@ from service.api import dataset_requests as builders
 from service.api.auth import Caller, CallerDep
 from service.api.deps import PageDep, StateDep, loaded, seen
 from service.api.pictures import picture_response, png_route
-from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
+from service.api.problems import answers, parse_json_body, problem_responses
 from service.api.schemas import DatasetCreate, DatasetPublic, DatasetsPublic
 from service.api.views import dataset_public
 from service.errors import (
@@ -60,13 +60,9 @@ def require_points(state: StateDep, dataset_id: str) -> DatasetContent:
     status_code=201,
     response_model=DatasetPublic,
     summary="Create a dataset",
-    responses={
-        201: {
-            "description": "Created; Location names the new dataset.",
-            "headers": LOCATION_HEADER,
-        },
-        **problem_responses(400, 413, 415, 422, 507),
-    },
+    responses=answers(
+        201, "Created; Location names the new dataset.", (400, 413, 415, 422, 507), location=True
+    ),
     openapi_extra=CREATE_BODY,
 )
 async def create_dataset(
@@ -178,10 +174,7 @@ async def read_dataset(
     "/{dataset_id}",
     status_code=204,
     summary="Delete a dataset",
-    responses={
-        204: {"description": "Deleted. Models trained on it stay."},
-        **problem_responses(404, 409, 507),
-    },
+    responses=answers(204, "Deleted. Models trained on it stay.", (404, 409, 507)),
 )
 async def delete_dataset(state: StateDep, caller: CallerDep, dataset_id: str) -> Response:
     """Forget a dataset. Refused (409) while a queued or running job or sweep trains on it."""

@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from engine.training import HistoryPoint
 from service.api.auth import CallerDep
 from service.api.deps import PageDep, StateDep, idempotency_key_header, submission
-from service.api.problems import LOCATION_HEADER, problem_responses
+from service.api.problems import answers, problem_responses
 from service.api.schemas import (
     JobCreate,
     JobHistory,
@@ -58,14 +58,13 @@ def thin(points: list[HistoryPoint], max_points: int) -> list[HistoryPoint]:
     status_code=202,
     response_model=JobPublic,
     summary="Queue a training job",
-    responses={
-        202: {
-            "description": "Queued; Location names the job. A retry with the same "
-            "Idempotency-Key and body answers the same job.",
-            "headers": LOCATION_HEADER,
-        },
-        **problem_responses(400, 409, 413, 422, 429, 503),
-    },
+    responses=answers(
+        202,
+        "Queued; Location names the job. A retry with the same Idempotency-Key and body "
+        "answers the same job.",
+        (400, 409, 413, 422, 429, 503),
+        location=True,
+    ),
 )
 async def create_job(
     body: JobCreate,
@@ -178,13 +177,12 @@ async def job_events(
     status_code=202,
     response_model=JobPublic,
     summary="Cancel a job",
-    responses={
-        202: {
-            "description": "Cancel requested; the job reaches `cancelled` within one epoch "
-            "(a queued job at once) and registers no model."
-        },
-        **problem_responses(404, 409),
-    },
+    responses=answers(
+        202,
+        "Cancel requested; the job reaches `cancelled` within one epoch (a queued job at "
+        "once) and registers no model.",
+        (404, 409),
+    ),
 )
 async def cancel_job(state: StateDep, caller: CallerDep, job_id: str) -> JobPublic:
     """Ask a queued or running job to stop. A finished job answers 409 with its status."""

@@ -36,7 +36,7 @@ from service.api.predictions import (
     require_model,
     require_weights,
 )
-from service.api.problems import LOCATION_HEADER, parse_json_body, problem_responses
+from service.api.problems import answers, parse_json_body, problem_responses
 from service.api.schemas import (
     ALIAS_DESCRIPTION,
     ALIAS_PATTERN,
@@ -92,10 +92,9 @@ async def list_models(state: StateDep, caller: CallerDep, page: PageDep) -> Mode
     status_code=201,
     response_model=ModelPublic,
     summary="Import an exported model",
-    responses={
-        201: {"description": "Imported; Location names the new model.", "headers": LOCATION_HEADER},
-        **problem_responses(413, 415, 422, 507),
-    },
+    responses=answers(
+        201, "Imported; Location names the new model.", (413, 415, 422, 507), location=True
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -152,7 +151,7 @@ async def read_model(state: StateDep, caller: CallerDep, model_id: ModelRef) -> 
     MODEL,
     status_code=204,
     summary="Delete a model",
-    responses={204: {"description": "Deleted."}, **problem_responses(404, 507)},
+    responses=answers(204, "Deleted.", (404, 507)),
 )
 async def delete_model(state: StateDep, caller: CallerDep, model_id: ModelRef) -> Response:
     """Forget a model, its pictures and every alias of it (the aliases name nothing
@@ -168,10 +167,7 @@ async def delete_model(state: StateDep, caller: CallerDep, model_id: ModelRef) -
     "/{model_id}/aliases/{alias}",
     response_model=ModelPublic,
     summary="Give a model an alias",
-    responses={
-        200: {"description": "The model, with the alias among its aliases."},
-        **problem_responses(404, 422, 507),
-    },
+    responses=answers(200, "The model, with the alias among its aliases.", (404, 422, 507)),
 )
 async def set_alias(
     state: StateDep, caller: CallerDep, model_id: ModelRef, alias: Alias
@@ -196,10 +192,7 @@ async def set_alias(
     "/{model_id}/aliases/{alias}",
     status_code=204,
     summary="Remove a model's alias",
-    responses={
-        204: {"description": "Removed; the alias names nothing."},
-        **problem_responses(404, 422, 507),
-    },
+    responses=answers(204, "Removed; the alias names nothing.", (404, 422, 507)),
 )
 async def delete_alias(
     state: StateDep, caller: CallerDep, model_id: ModelRef, alias: Alias

@@ -20,7 +20,7 @@ from service.api.pictures import (
     resolution_query,
     split_points,
 )
-from service.api.problems import LOCATION_HEADER, problem_responses
+from service.api.problems import answers, problem_responses
 from service.api.streams import (
     event_stream_200,
     follow_response,
@@ -69,14 +69,13 @@ configuration records and one `result` event per configuration that ends; then o
     status_code=202,
     response_model=SweepPublic,
     summary="Queue a sweep",
-    responses={
-        202: {
-            "description": "Queued; Location names the sweep. A retry with the same "
-            "Idempotency-Key and body answers the same sweep.",
-            "headers": LOCATION_HEADER,
-        },
-        **problem_responses(400, 409, 413, 422, 429, 503),
-    },
+    responses=answers(
+        202,
+        "Queued; Location names the sweep. A retry with the same Idempotency-Key and body "
+        "answers the same sweep.",
+        (400, 409, 413, 422, 429, 503),
+        location=True,
+    ),
 )
 async def create_sweep(
     body: SweepCreate,
@@ -128,13 +127,12 @@ async def read_sweep(state: StateDep, caller: CallerDep, sweep_id: str) -> Sweep
     status_code=202,
     response_model=SweepPublic,
     summary="Cancel a sweep",
-    responses={
-        202: {
-            "description": "Cancel requested: configurations still training stop within an "
-            "epoch and end `cancelled`; those that ended keep their results and models."
-        },
-        **problem_responses(404, 409),
-    },
+    responses=answers(
+        202,
+        "Cancel requested: configurations still training stop within an epoch and end "
+        "`cancelled`; those that ended keep their results and models.",
+        (404, 409),
+    ),
 )
 async def cancel_sweep(state: StateDep, caller: CallerDep, sweep_id: str) -> SweepPublic:
     """Ask a queued or running sweep to stop. A finished sweep answers 409 with its status."""
