@@ -20,10 +20,12 @@ POST /v1/models/{model_id}/predict.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel
 
 from engine.model import Model
 from service.api.auth import CallerDep
@@ -55,6 +57,7 @@ from service.errors import InvalidRequest, ValidationIssue
 from service.state.records import ModelRecord
 
 router = APIRouter(prefix="/v2", tags=["inference"])
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 PLATFORM = "scratchnet"
 EXTENSIONS = ["binary_tensor_data"]
@@ -91,16 +94,20 @@ def protocol_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _get(
+    path: str, model: type[BaseModel], summary: str, *statuses: int
+) -> Callable[[Endpoint], Endpoint]:
+    """Declare a GET route answering `model`, or the protocol's error body for `statuses`."""
+    return router.get(
+        path, response_model=model, summary=summary, responses=protocol_errors(*statuses)
+    )
+
+
 def _class_datatype(record: ModelRecord) -> str:
     return "BYTES" if any(isinstance(label, str) for label in record.classes) else "INT64"
 
 
-@router.get(
-    "",
-    response_model=ServerMetadata,
-    summary="Server metadata",
-    responses=protocol_errors(401, 429),
-)
+@_get("", ServerMetadata, "Server metadata", 401, 429)
 async def server_metadata(caller: CallerDep) -> ServerMetadata:
     """The server's name, version and the protocol extensions it implements."""
     return ServerMetadata(name=PLATFORM, version=package_version(), extensions=EXTENSIONS)
@@ -119,12 +126,7 @@ async def server_ready() -> ServerReady:
     return ServerReady(ready=True)
 
 
-@router.get(
-    "/models/{name}",
-    response_model=ModelMetadata,
-    summary="Model metadata",
-    responses=protocol_errors(401, 404, 429),
-)
+@_get("/models/{name}", ModelMetadata, "Model metadata", 401, 404, 429)
 async def model_metadata(state: StateDep, caller: CallerDep, name: ModelName) -> ModelMetadata:
     """The model's input tensor (`points`, [-1, n_features], FP64 or FP32) and its outputs
     (`probabilities`, [-1, n_classes], FP64; `class`, [-1], INT64 or BYTES for string labels)."""
@@ -140,12 +142,7 @@ async def model_metadata(state: StateDep, caller: CallerDep, name: ModelName) ->
     )
 
 
-@router.get(
-    "/models/{name}/ready",
-    response_model=ModelReady,
-    summary="Model readiness",
-    responses=protocol_errors(401, 404, 429),
-)
+@_get("/models/{name}/ready", ModelReady, "Model readiness", 401, 404, 429)
 async def model_ready(state: StateDep, caller: CallerDep, name: ModelName) -> ModelReady:
     """200 when the model exists for this key (a stored model is always ready); 404 otherwise."""
     require_model(state, name, caller)
