@@ -68,13 +68,11 @@ from service.execution.executor import (
     TaskCancelled,
     TaskEvent,
     TaskFailed,
-    TaskProgress,
-    TaskStarted,
-    TaskSucceeded,
     WorkerInfo,
     check_options,
     check_submission,
     ending_of,
+    event_of,
     mean_seconds,
     retry_after_seconds,
 )
@@ -574,9 +572,9 @@ class DaskExecutor(Executor):
                     return
                 held.started_at = held.started_at or time.monotonic()
                 held.worker = worker
-                self._outbox.append(TaskStarted(task_id, int(pid)))
+                self._outbox.append(event_of(task_id, (kind,), worker_pid=int(pid)))
             elif kind == "progress" and held.worker == worker:
-                self._outbox.append(TaskProgress(task_id, decoded))
+                self._outbox.append(event_of(task_id, (kind,), decoded))
 
     def _on_outcome(self, task_id: str, future: Future[Any], outcome: Any) -> None:
         from distributed.scheduler import KilledWorker
@@ -599,13 +597,7 @@ class DaskExecutor(Executor):
                 return  # it already ended (cancelled, shut down)
             event: TaskEvent
             if isinstance(outcome, tuple) and outcome:
-                kind = outcome[0]
-                if kind == "succeeded":
-                    event = TaskSucceeded(task_id, decoded)
-                elif kind == "failed":
-                    event = TaskFailed(task_id, Failure(outcome[2]), outcome[3])
-                else:
-                    event = TaskCancelled(task_id)
+                event = event_of(task_id, outcome, decoded)
             elif isinstance(outcome, KilledWorker):
                 dead = held.worker or _last_worker(outcome)
                 event = self._lost(task_id, dead, "died")

@@ -142,6 +142,28 @@ def ending_of(
     return event
 
 
+# The worker protocol's messages (`service.execution.worker`) that end a task.
+ENDINGS = ("succeeded", "failed", "stopped")
+
+
+def event_of(
+    task_id: str, message: tuple[Any, ...], decoded: Any = None, worker_pid: int = 0
+) -> TaskEvent:
+    """The event a worker's message about task `task_id` stands for, in either executor:
+    `decoded` is the unpickled payload of a progress or succeeded message, `worker_pid` the
+    process that sent a started one."""
+    kind = message[0]
+    if kind == "started":
+        return TaskStarted(task_id, worker_pid)
+    if kind == "progress":
+        return TaskProgress(task_id, decoded)
+    if kind == "succeeded":
+        return TaskSucceeded(task_id, decoded)
+    if kind == "failed":
+        return TaskFailed(task_id, Failure(message[2]), message[3])
+    return TaskCancelled(task_id)  # stopped
+
+
 def mean_seconds(mean: float, elapsed: float) -> float:
     """The running mean of task times that Retry-After estimates from (recent tasks weigh most)."""
     return 0.8 * mean + 0.2 * elapsed

@@ -33,6 +33,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from service.execution.executor import (
+    ENDINGS,
     EventListener,
     Executor,
     Failure,
@@ -44,12 +45,10 @@ from service.execution.executor import (
     TaskCancelled,
     TaskEvent,
     TaskFailed,
-    TaskProgress,
-    TaskStarted,
-    TaskSucceeded,
     check_options,
     check_submission,
     ending_of,
+    event_of,
     mean_seconds,
     retry_after_seconds,
 )
@@ -444,16 +443,10 @@ class LocalProcessExecutor(Executor):
             task_id = message[1]
             if task_id is None or task_id != worker.task_id:
                 return  # a task already ended (reported cancelled at shutdown, say)
-            if kind == "started":
-                self._outbox.append(TaskStarted(task_id, worker.pid))
-            elif kind == "progress":
-                self._outbox.append(TaskProgress(task_id, decoded))
-            elif kind == "succeeded":
-                self._finish(worker, TaskSucceeded(task_id, decoded))
-            elif kind == "failed":
-                self._finish(worker, TaskFailed(task_id, Failure(message[2]), message[3]))
-            elif kind == "stopped":
-                self._finish(worker, TaskCancelled(task_id))
+            if kind in ("started", "progress"):
+                self._outbox.append(event_of(task_id, message, decoded, worker.pid))
+            elif kind in ENDINGS:
+                self._finish(worker, event_of(task_id, message, decoded))
 
     def _on_ready(self, worker: _Worker) -> None:
         worker.ready = True
