@@ -14,18 +14,32 @@ from service.metrics import ServiceMetrics
 request_log = get_logger("service.requests")
 
 
-class BodySizeLimitMiddleware:
-    """Answers 413 (problem+json) to bodies over `max_bytes`, whether declared by
-    Content-Length or streamed in chunks."""
+class HTTPMiddleware:
+    """Pure ASGI middleware that acts on HTTP requests only (`http`); lifespan and other
+    traffic pass through untouched."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimitMiddleware(HTTPMiddleware):
+    """Answers 413 (problem+json) to bodies over `max_bytes`, whether declared by
+    Content-Length or streamed in chunks."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        super().__init__(app)
+        self.max_bytes = max_bytes
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -77,17 +91,14 @@ class BodySizeLimitMiddleware:
         await response(scope, receive, send)
 
 
-class MetricsMiddleware:
-    """Pure ASGI middleware timing every HTTP request by route template."""
+class MetricsMiddleware(HTTPMiddleware):
+    """Times every HTTP request by route template."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500
 
