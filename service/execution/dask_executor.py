@@ -70,7 +70,9 @@ from service.execution.executor import (
     TaskFailed,
     WorkerInfo,
     check_options,
+    check_start,
     check_submission,
+    deadline_at,
     ending_of,
     event_of,
     mean_seconds,
@@ -220,8 +222,7 @@ class DaskExecutor(Executor):
         from distributed import Client
 
         with self._lock:
-            if self._phase is not Phase.NEW:
-                raise RuntimeError(f"the executor cannot start: it is {self._phase.value}")
+            check_start(self._phase)
             self._phase = Phase.STARTING
             self._outbox.listener = listener
         try:
@@ -622,8 +623,9 @@ class DaskExecutor(Executor):
     def _seconds_to_next_timer(self, now: float) -> float | None:
         moments = []
         for held in self._held.values():
-            if held.started_at is not None and held.stop_reason is None and held.deadline_seconds:
-                moments.append(held.started_at + held.deadline_seconds)
+            due = deadline_at(held.started_at, held.stop_reason, held.deadline_seconds)
+            if due is not None:
+                moments.append(due)
             if held.end_at is not None:
                 moments.append(held.end_at)
         return max(0.0, min(moments) - now) if moments else None
@@ -631,14 +633,11 @@ class DaskExecutor(Executor):
     def _run_timers(self, now: float) -> None:
         with self._lock:
             for task_id, held in list(self._held.items()):
-                deadline = held.deadline_seconds
-                if (
-                    held.started_at is not None
-                    and held.stop_reason is None
-                    and deadline is not None
-                    and now >= held.started_at + deadline
-                ):
-                    logger.info("task %s exceeded its %g s deadline", task_id, deadline)
+                deadline = deadline_at(held.started_at, held.stop_reason, held.deadline_seconds)
+                if deadline is not None and now >= deadline:
+                    logger.info(
+                        "task %s exceeded its %g s deadline", task_id, held.deadline_seconds
+                    )
                     self._request_stop(task_id, held, StopCause.TIMEOUT, now)
                 elif held.end_at is not None and now >= held.end_at:
                     logger.warning(

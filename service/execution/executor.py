@@ -164,6 +164,22 @@ def event_of(
     return TaskCancelled(task_id)  # stopped
 
 
+def deadline_at(
+    started_at: float | None, stop_reason: StopCause | None, deadline_seconds: float | None
+) -> float | None:
+    """When a task's deadline passes (monotonic seconds); None while it is not running, once it
+    was asked to stop, or without a deadline."""
+    if started_at is None or stop_reason is not None or deadline_seconds is None:
+        return None
+    return started_at + deadline_seconds
+
+
+def check_start(phase: Phase) -> None:
+    """RuntimeError unless the executor is new: an executor starts once."""
+    if phase is not Phase.NEW:
+        raise RuntimeError(f"the executor cannot start: it is {phase.value}")
+
+
 def mean_seconds(mean: float, elapsed: float) -> float:
     """The running mean of task times that Retry-After estimates from (recent tasks weigh most)."""
     return 0.8 * mean + 0.2 * elapsed

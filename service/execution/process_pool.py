@@ -46,7 +46,9 @@ from service.execution.executor import (
     TaskEvent,
     TaskFailed,
     check_options,
+    check_start,
     check_submission,
+    deadline_at,
     ending_of,
     event_of,
     mean_seconds,
@@ -158,8 +160,7 @@ class LocalProcessExecutor(Executor):
 
     def start(self, listener: EventListener) -> None:
         with self._lock:
-            if self._phase is not Phase.NEW:
-                raise RuntimeError(f"the executor cannot start: it is {self._phase.value}")
+            check_start(self._phase)
             self._phase = Phase.STARTING
             self._outbox.listener = listener
             self._wake_reader, self._wake_writer = socket.socketpair()
@@ -272,6 +273,11 @@ class LocalProcessExecutor(Executor):
             return
         with contextlib.suppress(OSError):  # full: a wake-up is already pending
             self._wake_writer.send(b"\0")
+
+    @staticmethod
+    def _deadline_at(worker: _Worker) -> float | None:
+        started = worker.dispatched_at if worker.task_id is not None else None
+        return deadline_at(started, worker.stop_reason, worker.deadline_seconds)
 
     def _request_stop(self, worker: _Worker, reason: StopCause, now: float) -> None:
         worker.stop_reason = reason
@@ -496,9 +502,9 @@ class LocalProcessExecutor(Executor):
     def _seconds_to_next_timer(self, now: float) -> float | None:
         moments = list(self._restarts_due)
         for worker in self._workers:
-            deadline = worker.deadline_seconds
-            if worker.task_id is not None and worker.stop_reason is None and deadline is not None:
-                moments.append(worker.dispatched_at + deadline)
+            due = self._deadline_at(worker)
+            if due is not None:
+                moments.append(due)
             if worker.kill_at is not None and not worker.killed:
                 moments.append(worker.kill_at)
         if self._phase is Phase.CLOSING:
@@ -511,14 +517,13 @@ class LocalProcessExecutor(Executor):
     def _run_timers(self, now: float) -> None:
         with self._lock:
             for worker in self._workers:
-                deadline = worker.deadline_seconds
-                if (
-                    worker.task_id is not None
-                    and worker.stop_reason is None
-                    and deadline is not None
-                    and now >= worker.dispatched_at + deadline
-                ):
-                    logger.info("task %s exceeded its %g s deadline", worker.task_id, deadline)
+                deadline = self._deadline_at(worker)
+                if deadline is not None and now >= deadline:
+                    logger.info(
+                        "task %s exceeded its %g s deadline",
+                        worker.task_id,
+                        worker.deadline_seconds,
+                    )
                     self._request_stop(worker, StopCause.TIMEOUT, now)
                 if worker.kill_at is not None and now >= worker.kill_at and not worker.killed:
                     logger.warning(
