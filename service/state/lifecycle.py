@@ -130,29 +130,24 @@ class Snapshot(Generic[R, Entry]):
     cursor: int  # where the next snapshot starts
 
 
+@dataclass(eq=False)
 class Lifecycle(abc.ABC, Generic[R, Entry, S]):
     """The lifecycle of one kind of work, its records kept in `collection`, submitted as `S`."""
 
     noun: ClassVar[str]  # "job", "sweep"
     wording: ClassVar[Wording]
 
-    def __init__(
-        self,
-        store: Store,
-        collection: Collection[R],
-        dispatcher: Dispatcher,
-        settings: Settings,
-        metrics: ServiceMetrics,
-    ) -> None:
-        self.store = store
-        self.collection = collection
-        self.dispatcher = dispatcher
-        self.settings = settings
-        self.metrics = metrics
-        self._keys = store.idempotency(self.noun)
+    store: Store
+    collection: Collection[R]
+    dispatcher: Dispatcher
+    settings: Settings
+    metrics: ServiceMetrics
+
+    def __post_init__(self) -> None:
+        self._keys = self.store.idempotency(self.noun)
         self._subscribers = Subscribers()
         self._recovered: list[tuple[str, list[tuple[str, Task]]]] = []
-        dispatcher.when_closing(self._subscribers.wake_all)
+        self.dispatcher.when_closing(self._subscribers.wake_all)
 
     # --- what a kind supplies ----------------------------------------------------------------
 
