@@ -455,7 +455,13 @@ def test_an_uploaded_csv_keys_cancel_and_the_keyboard(
         # Cancel stops a long job
         page.set("epochs", "1000000")
         page.element("train").click()
-        page.wait("training starts", lambda: (page.number("epoch-counter") or 0) > 0)
+        page.wait(
+            "training starts",
+            lambda: (
+                page.element("epoch-counter").text.endswith("/ 1000000")
+                and (page.number("epoch-counter") or 0) > 0
+            ),
+        )
         page.element("cancel").click()
         page.wait("the cancel", lambda: "Cancelled" in page.element("status").text)
         jobs = http.get("/v1/jobs", params={"status": "cancelled"}).json()

@@ -705,7 +705,7 @@ async function cancel() {
   $("cancel").disabled = true;
   try {
     await api("POST", `/v1/jobs/${page.job.id}/cancel`);
-    say("Cancelling…");
+    if (page.stream) say("Cancelling…"); // unless its final status came first
   } catch (error) {
     showProblem(error, $("network-error"), () => null);
   }
