@@ -35,6 +35,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -231,27 +232,19 @@ def _refused(exc: OperationalError) -> InsufficientStorage:
     )
 
 
+@dataclass(eq=False)
 class SQLiteCatalog(Catalog[CR, C], Generic[CR, C]):
     """Records in memory (loaded at start-up), contents on disk and in an LRU cache."""
 
-    def __init__(
-        self,
-        store: SQLiteStore,
-        table: sa.Table,
-        noun: str,
-        adapter: TypeAdapter[CR],
-        encode: Callable[[C], bytes],
-        decode: Callable[[CR, bytes], C],
-    ) -> None:
-        self._store = store
-        self._table = table
-        self._noun = noun
-        self._adapter = adapter
-        self._encode = encode
-        self._decode = decode
-        self._records: dict[str, CR] = {}
-        self._cache: OrderedDict[str, C] = OrderedDict()
-        self._cached_bytes = 0
+    _store: SQLiteStore
+    _table: sa.Table
+    _noun: str
+    _adapter: TypeAdapter[CR]
+    _encode: Callable[[C], bytes]
+    _decode: Callable[[CR, bytes], C]
+    _records: dict[str, CR] = field(default_factory=dict, init=False)
+    _cache: OrderedDict[str, C] = field(default_factory=OrderedDict, init=False)
+    _cached_bytes: int = field(default=0, init=False)
 
     def load(self, connection: sa.Connection) -> None:
         rows = connection.execute(
