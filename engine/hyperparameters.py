@@ -65,7 +65,8 @@ class Hyperparameters(BaseModel):
         description="sgd: plain gradient descent (full batch when batch_size is null); "
         "momentum / nesterov: heavy-ball and Nesterov momentum; adam: Adam with bias correction; "
         "lbfgs: limited-memory BFGS with a strong Wolfe line search, full batch (an epoch is "
-        "one iteration; see tolerance and lbfgs_memory).",
+        "one iteration; see tolerance and lbfgs_memory); with lbfgs, batch_size must be null, "
+        "lr_schedule constant and l1 0 (a 422 otherwise).",
     )
     learning_rate: float = Field(
         default=0.01,

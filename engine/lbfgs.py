@@ -115,7 +115,8 @@ def strong_wolfe_search(
     Trial points are written into `x` (x0 is left unchanged). On return x holds x0 + step *
     direction, `gradient_out` its gradient, and the last evaluation of `objective` was at x
     (re-evaluated when the accepted point was not the last one tried). With `satisfied` False
-    the step is the lowest point tried (0.0, x = x0, when none was lower than f0)."""
+    the step is the lowest point tried (0.0, x = x0, when none was lower than f0), evaluated
+    once more when it was not the last tried: at most MAX_EVALUATIONS + 1 evaluations."""
     slope0 = float(np.dot(g0, direction))
     evaluations = 0
     best_step, best_loss = 0.0, f0
@@ -137,14 +138,11 @@ def strong_wolfe_search(
 
     def accept(step: float, loss: float, satisfied: bool) -> SearchResult:
         if step != last_step:  # the contract: the last evaluation is at the returned x
-            if step == 0.0:
-                np.copyto(x, x0)
-                _, gradient = objective(x)
-            else:
-                np.multiply(direction, step, out=x)
-                np.add(x, x0, out=x)
-                _, gradient = objective(x)
+            np.multiply(direction, step, out=x)
+            np.add(x, x0, out=x)
+            _, gradient = objective(x)
             np.copyto(gradient_out, gradient)
+            return SearchResult(step, loss, satisfied, evaluations + 1)
         return SearchResult(step, loss, satisfied, evaluations)
 
     def armijo(step: float, loss: float) -> bool:

@@ -162,7 +162,8 @@ def test_an_iteration_that_lowers_nothing_stalls_where_it_was() -> None:
     assert (iteration.status, iteration.step) == ("stalled", 0.0)
     assert x.tolist() == [0.5, 0.5]
     assert calls[-1].tolist() == [0.5, 0.5]  # the last evaluation is at the returned x
-    assert iteration.evaluations == MAX_EVALUATIONS
+    # one search along -g (no pairs yet): its MAX_EVALUATIONS trials, then x0 once more
+    assert iteration.evaluations == MAX_EVALUATIONS + 1 == len(calls) - 1
 
 
 # -- the two-loop recursion --------------------------------------------------------------------
