@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit bench bench-engine bench-lbfgs bench-sweep bench-api bench-executor bench-store bench-client bench-dask fuzz clean
+.PHONY: run test lint typecheck unit bench bench-engine bench-lbfgs bench-sweep bench-api bench-executor bench-store bench-client bench-dask bench-snapshots docs-pictures fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ bench-client: $(STAMP)
 
 bench-dask: $(STAMP)
 	$(BIN)/python -m benchmarks.dask_bench
+
+bench-snapshots: $(STAMP)
+	$(BIN)/python -m benchmarks.snapshot_bench
+
+# README's animation, docs/evolution.gif, drawn by the service from the tutorial job.
+docs-pictures: $(STAMP)
+	PYTHONPATH=. $(BIN)/python docs/make_evolution.py
 
 # schemathesis against a real server, every phase and check (minutes; needs schemathesis).
 fuzz: $(STAMP)

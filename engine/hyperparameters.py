@@ -132,6 +132,14 @@ class Hyperparameters(BaseModel):
     record_every: PositiveInt = Field(
         default=10, description="Record a history point every this many epochs."
     )
+    snapshot_every: PositiveInt | None = Field(
+        default=100,
+        description="Keep a snapshot of a job's parameters with the first history point at or "
+        "after every this many epochs, and with the last point, for pictures of the network "
+        "while it learns (decision boundary by epoch, evolution animation); null: none. A job "
+        "keeps at most 100 snapshots, thinned evenly (the first and the latest kept). Sweeps "
+        "keep none.",
+    )
     max_seconds: float | None = Field(
         default=None, gt=0, description="Wall-clock budget; training stops when it is spent."
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.activations import ACTIVATIONS
 from engine.errors import InvalidInput
 from engine.hyperparameters import Activation, Hyperparameters
 from engine.network import predict_proba
@@ -80,6 +81,20 @@ class Model:
         if self.scaler is not None:
             points = self.scaler.transform(points)
         return predict_proba(self.weights, self.biases, self.activation, points)
+
+    def hidden_activations(self, X: np.ndarray | Sequence[Sequence[float]]) -> list[np.ndarray]:
+        """Each hidden layer's activations for raw inputs, input side first: (n_points, units)
+        per layer, float64; [] without hidden layers. The output layer's logits are these last
+        activations times its weights plus its bias (what `predict_proba` takes the softmax of)."""
+        A = self._check_points(X)  # (n_points, n_features)
+        if self.scaler is not None:
+            A = self.scaler.transform(A)
+        layers = []
+        with np.errstate(all="ignore"):  # tanh and sigmoid saturate; nothing here overflows
+            for W, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+                A = ACTIVATIONS[self.activation](A @ W.astype(np.float64) + b)  # (n, units)
+                layers.append(A)
+        return layers
 
     def predict(self, X: np.ndarray | Sequence[Sequence[float]]) -> list[Label]:
         """The most probable class label for each raw input point."""

@@ -1,4 +1,5 @@
-"""PNG pictures: datasets, decision boundaries, loss curves, panel grids of models.
+"""PNG pictures: datasets, decision boundaries, loss curves, panel grids of models, hidden-unit
+panels; and GIF animations of figures (a decision boundary's evolution).
 
 Each picture has a `*_figure` function building a plain `matplotlib.figure.Figure` (for tests or
 other formats) and a `*_png` function returning PNG bytes. pyplot is never imported, so nothing
@@ -29,6 +30,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.legend import Legend
@@ -75,6 +77,21 @@ REGION_MIN_STRENGTH = 0.08
 REGION_MAX_STRENGTH = 0.6
 
 Show = Literal["all", "train", "test", "none"]
+
+# Animations: at most MAX_FRAMES frames of at most MAX_ANIMATION_PIXELS a side (a 100-frame
+# 1024x768 GIF of shaded regions is ~10 MB and takes ~10 s to render on one core).
+MAX_FRAMES = 100
+MAX_ANIMATION_PIXELS = 1024
+FRAME_MS = 150  # 100 frames: a 15 s animation
+LAST_FRAME_MS = 2000  # the final boundary stays a moment before the loop restarts
+
+# Hidden-unit panels: at most NEURON_COLUMNS a row (a wider layer wraps onto more rows); the
+# colour map runs from the second class's colour (low) through white to the first's (high),
+# the palette of the decision boundaries.
+NEURON_COLUMNS = 10
+NEURON_COLOURS = LinearSegmentedColormap.from_list(
+    "neurons", [CLASS_COLOURS[1], "#ffffff", CLASS_COLOURS[0]]
+)
 
 
 @dataclass(frozen=True)
@@ -158,20 +175,24 @@ def plot_area(figure: Figure) -> dict[str, object] | None:
     }
 
 
-def _png(figure: Figure) -> bytes:
-    """Render with Agg and encode RGB (the figure is opaque) with Pillow: markedly faster than
-    savefig's RGBA encoding. No metadata but the plot area (see `plot_area`), so the same
-    picture gives the same bytes."""
+def _rgb_image(figure: Figure) -> Image.Image:
+    """The figure rendered with Agg, as an RGB image (the figure is opaque)."""
     canvas = figure.canvas
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]  # (height, width, 4)
+    return Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
+
+
+def _png(figure: Figure) -> bytes:
+    """Render with Agg and encode RGB with Pillow: markedly faster than savefig's RGBA
+    encoding. No metadata but the plot area (see `plot_area`), so the same picture gives the
+    same bytes."""
+    image = _rgb_image(figure)
     info = PngInfo()
     if (area := plot_area(figure)) is not None:
         info.add_text(PLOT_AREA_KEY, json.dumps(area, separators=(",", ":")))
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
-        buffer, format="png", compress_level=PNG_COMPRESS_LEVEL, pnginfo=info
-    )
+    image.save(buffer, format="png", compress_level=PNG_COMPRESS_LEVEL, pnginfo=info)
     return buffer.getvalue()
 
 
@@ -551,6 +572,148 @@ def decision_boundary_figure(
 
 
 decision_boundary_png = _as_png(decision_boundary_figure)
+
+
+def boundary_animation_gif(
+    figure: Figure, frames: Sequence[tuple[Model, str]], *, resolution: int
+) -> bytes:
+    """An animated GIF (looping) of `figure`, a `decision_boundary_figure` drawn at
+    `resolution`, redrawn for each (model, title) of `frames`: the model's class regions over the
+    same view and the title, everything else kept (so each frame is what
+    decision_boundary_figure draws for that model and title, ~5x faster than drawing it anew).
+    The models must have the first's classes and scaler. FRAME_MS a frame, LAST_FRAME_MS on the
+    last; at most MAX_FRAMES frames of at most MAX_ANIMATION_PIXELS a side."""
+    if not frames:
+        raise InvalidInput("an animation needs at least one frame")
+    if len(frames) > MAX_FRAMES:
+        raise InvalidInput(f"an animation has at most {MAX_FRAMES} frames, got {len(frames)}")
+    width, height = (round(float(v)) for v in figure.get_size_inches() * DPI)
+    if max(width, height) > MAX_ANIMATION_PIXELS:
+        raise InvalidInput(
+            f"an animation's frames are at most {MAX_ANIMATION_PIXELS} pixels a side, "
+            f"got {width}x{height}"
+        )
+    ax = figure.axes[0]
+    (regions,) = ax.get_images()
+    x_range, y_range = ax.get_xlim(), ax.get_ylim()
+    images: list[Image.Image] = []
+    for model, title in frames:
+        _, _, proba = decision_boundary_grid(model, x_range, y_range, resolution)
+        regions.set_data(region_image(proba))
+        ax.set_title(_plain(title), fontsize=11)
+        # fast octree: a few flat colours and antialiased text, ~7x faster than median cut
+        images.append(_rgb_image(figure).quantize(method=Image.Quantize.FASTOCTREE))
+    durations = [FRAME_MS] * (len(images) - 1) + [LAST_FRAME_MS]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format="gif", save_all=True, append_images=images[1:], duration=durations, loop=0
+    )
+    return buffer.getvalue()
+
+
+def _neuron_scale(activation: str, values: np.ndarray) -> Normalize:
+    """Colour limits of one layer's activations: the activation's own range when it is bounded
+    (tanh -1..1, sigmoid 0..1), else symmetric about 0 over the values drawn."""
+    if activation == "tanh":
+        return Normalize(-1.0, 1.0)
+    if activation == "sigmoid":
+        return Normalize(0.0, 1.0)
+    largest = float(np.max(np.abs(values))) if values.size else 0.0
+    largest = largest if math.isfinite(largest) and largest > 0 else 1.0
+    return Normalize(-largest, largest)
+
+
+def neurons_figure(
+    model: Model,
+    *,
+    X: np.ndarray | None = None,
+    panel_size: int = 110,
+    resolution: int = 60,
+) -> Figure:
+    """One panel per hidden unit: its activation over the plane of a 2-feature model, a row
+    of panels (wrapping after NEURON_COLUMNS) per hidden layer, input side first, each layer
+    with its colour bar. The plane is the decision boundary's view of the points `X` (raw
+    features; none: where the model's training data lay), which are not drawn."""
+    if model.n_features != 2:
+        raise InvalidInput(
+            f"the model has {model.n_features} features and hidden-unit panels need 2"
+        )
+    widths = [int(b.shape[0]) for b in model.biases[:-1]]  # units per hidden layer
+    if not widths:
+        raise InvalidInput("the model has no hidden layer: there are no hidden units to draw")
+    if sum(widths) > MAX_PANELS:
+        raise InvalidInput(
+            f"the model has {sum(widths)} hidden units; at most {MAX_PANELS} panels fit in "
+            "one picture"
+        )
+    _check_resolution(resolution)
+    _check_pixels(panel_size, panel_size)
+    columns = min(max(widths), NEURON_COLUMNS)
+    layer_rows = [math.ceil(units / columns) for units in widths]
+    # a colour bar 12 px wide after a 10 px gap, 40 px for its labels
+    bar_px, left_px, top_px, title_px, right_px = 12, 34, 36, 16, 40
+    width = left_px + columns * panel_size + 10 + bar_px + right_px
+    height = top_px + sum(layer_rows) * (panel_size + title_px) + 8
+    if width > MAX_PIXELS or height > MAX_PIXELS:
+        raise InvalidInput(
+            f"{sum(layer_rows)} rows of {columns} panels of {panel_size} pixels make a "
+            f"{width}x{height} picture; the limit is {MAX_PIXELS} on each side: use smaller panels"
+        )
+    points = np.empty((0, 2)) if X is None else _points(model, X, np.zeros(len(X), int), "X")[0]
+    x_range, y_range = _view(model, points)
+    xs = np.linspace(x_range[0], x_range[1], resolution)
+    ys = np.linspace(y_range[0], y_range[1], resolution)
+    xx, yy = np.meshgrid(xs, ys)  # (resolution, resolution) each
+    layers = model.hidden_activations(np.column_stack([xx.ravel(), yy.ravel()]))
+
+    figure = _new_figure(width, height)
+    grid = figure.add_gridspec(
+        sum(layer_rows),
+        columns + 1,
+        width_ratios=[1.0] * columns + [bar_px / panel_size],
+        left=left_px / width,
+        right=1 - right_px / width,
+        top=1 - top_px / height,
+        bottom=8 / height,
+        hspace=title_px / panel_size,
+        wspace=6 / panel_size,
+    )
+    first_row = 0
+    for layer, (activations, rows) in enumerate(zip(layers, layer_rows, strict=True), start=1):
+        scale = _neuron_scale(model.activation, activations)  # activations: (resolution², units)
+        image = None
+        for unit in range(activations.shape[1]):
+            row, column = first_row + unit // columns, unit % columns
+            ax = figure.add_subplot(grid[row, column])
+            image = ax.imshow(
+                activations[:, unit].reshape(resolution, resolution),
+                origin="lower",
+                extent=(*x_range, *y_range),
+                aspect="auto",
+                interpolation="nearest",
+                cmap=NEURON_COLOURS,
+                norm=scale,
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"unit {unit + 1}", fontsize=7.5, pad=2)
+            if column == 0 and row == first_row:
+                ax.set_ylabel(f"layer {layer}", fontsize=8.5)
+        assert image is not None  # a hidden layer has at least one unit
+        bar = figure.add_subplot(grid[first_row : first_row + rows, columns])
+        colourbar = figure.colorbar(image, cax=bar)
+        colourbar.ax.tick_params(labelsize=7)
+        first_row += rows
+    figure.suptitle(
+        _plain(f"Hidden units of {architecture_label(model)}: activation over the plane"),
+        fontsize=10,
+        y=1 - 6 / height,
+        va="top",
+    )
+    return figure
+
+
+neurons_png = _as_png(neurons_figure)
 
 
 def default_columns(n_panels: int) -> int:

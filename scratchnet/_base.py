@@ -40,6 +40,7 @@ from scratchnet.types import (
     Info,
     JobHistory,
     JobPublic,
+    JobSnapshots,
     JobsPublic,
     JobStatusName,
     ModelPublic,
@@ -573,6 +574,45 @@ class BaseClient:
         params = _params(since=since, max_points=max_points)
         return Call("GET", f"/v1/jobs/{ref(job)}/history", model_reader(JobHistory), params)
 
+    def _job_snapshots(self, job: JobRef) -> Call[JobSnapshots]:
+        """The epochs of the job's kept parameter snapshots, oldest first."""
+        return Call("GET", f"/v1/jobs/{ref(job)}/snapshots", model_reader(JobSnapshots))
+
+    def _job_picture(
+        self,
+        job: JobRef,
+        path: Destination = None,
+        *,
+        epoch: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        resolution: int | None = None,
+        show: Show | None = None,
+    ) -> Call[bytes]:
+        """The class regions of a running or finished job's network at its latest snapshot
+        (or at `epoch`, one of `job_snapshots`) as PNG bytes, also saved to `path`."""
+        params = _params(epoch=epoch, width=width, height=height, resolution=resolution, show=show)
+        path_ = f"/v1/jobs/{ref(job)}/decision-boundary.png"
+        return Call("GET", path_, bytes_reader(path), params)
+
+    def _job_evolution(
+        self,
+        job: JobRef,
+        path: Destination = None,
+        *,
+        max_frames: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        resolution: int | None = None,
+        show: Show | None = None,
+    ) -> Call[bytes]:
+        """The decision boundary over the job's snapshots as animated GIF bytes, also saved to
+        `path`."""
+        params = _params(
+            max_frames=max_frames, width=width, height=height, resolution=resolution, show=show
+        )
+        return Call("GET", f"/v1/jobs/{ref(job)}/evolution.gif", bytes_reader(path), params)
+
     def _cancel_job(self, job: JobRef) -> Call[JobPublic]:
         """Ask a queued or running job to stop (Conflict once it has finished)."""
         return Call("POST", f"/v1/jobs/{ref(job)}/cancel", model_reader(JobPublic))
@@ -646,6 +686,19 @@ class BaseClient:
         params = _params(width=width, height=height, log_scale=log_scale)
         path_ = f"/v1/models/{ref(model)}/loss-curve.png"
         return Call("GET", path_, bytes_reader(path), params)
+
+    def _neurons(
+        self,
+        model: ModelRef,
+        path: Destination = None,
+        *,
+        panel_size: int | None = None,
+        resolution: int | None = None,
+    ) -> Call[bytes]:
+        """One panel per hidden unit of a 2-feature model (its activation over the plane) as
+        PNG bytes, also saved to `path`."""
+        params = _params(panel_size=panel_size, resolution=resolution)
+        return Call("GET", f"/v1/models/{ref(model)}/neurons.png", bytes_reader(path), params)
 
     def _export_model(self, model: ModelRef, path: Destination = None) -> Call[bytes]:
         """The model as .npz bytes (weights, architecture, options, classes, scaling), also

@@ -33,6 +33,7 @@ __all__ = [
     "JobErrorPublic",
     "JobHistory",
     "JobPublic",
+    "JobSnapshots",
     "JobsPublic",
     "Limits",
     "Metrics",
@@ -145,6 +146,7 @@ class ProgressEvent(HistoryPointPublic):
     """A job's `progress` event: one recorded epoch."""
 
     job_id: str
+    snapshot_epoch: int | None = None  # the latest parameter snapshot's, when it was recorded
 
 
 class JobErrorPublic(Response):
@@ -197,6 +199,7 @@ class JobPublic(Response):
     cancel_requested: bool
     attempt: int
     baseline: JobBaselinePublic | None = None
+    snapshot_epoch: int | None = None  # the latest parameter snapshot's epoch
 
     @property
     def finished(self) -> bool:
@@ -211,6 +214,13 @@ class JobsPublic(Response):
     total: int
     limit: int
     offset: int
+
+
+class JobSnapshots(Response):
+    """The epochs of a job's kept parameter snapshots, oldest first."""
+
+    job_id: str
+    epochs: list[int]
 
 
 class JobHistory(Response):

@@ -50,6 +50,7 @@ HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
     "early_stopping": False,
     "patience": 100,
     "record_every": 10,
+    "snapshot_every": 100,
     "max_seconds": None,
     "tolerance": 1e-5,
     "lbfgs_memory": 10,

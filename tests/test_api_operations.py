@@ -39,6 +39,9 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/jobs/{job_id}/history"): {"200", "404", "422"},
     ("get", "/v1/jobs/{job_id}/events"): {"200", "404", "422"},
     ("post", "/v1/jobs/{job_id}/cancel"): {"202", "404", "409"},
+    ("get", "/v1/jobs/{job_id}/snapshots"): {"200", "404"},
+    ("get", "/v1/jobs/{job_id}/decision-boundary.png"): PICTURE | {"409"},
+    ("get", "/v1/jobs/{job_id}/evolution.gif"): PICTURE | {"409"},
     ("get", "/v1/models"): {"200", "422"},
     ("post", "/v1/models/import"): {"201", "413", "415", "422", "507"},
     ("get", "/v1/models/{model_id}"): {"200", "404"},
@@ -46,6 +49,7 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/models/{model_id}/predict"): {"200", "400", "404", "413", "415", "422", "503"},
     ("get", "/v1/models/{model_id}/decision-boundary.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/loss-curve.png"): PICTURE | {"409"},
+    ("get", "/v1/models/{model_id}/neurons.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/export"): {"200", "404"},
     ("post", "/v1/sweeps"): {"202", "400", "409", "413", "415", "422", "429", "503"},
     ("get", "/v1/sweeps"): {"200", "422"},
@@ -74,6 +78,8 @@ DECLARED = {key: codes | ALL_V1 for key, codes in DECLARED.items()} | {
 def success_media_type(path: str) -> str:
     if path.endswith(".png"):
         return "image/png"
+    if path.endswith(".gif"):
+        return "image/gif"
     if path.endswith("/events"):
         return "text/event-stream"
     if path.endswith("/export"):

@@ -104,6 +104,8 @@ def test_dataset_job_events_model_predict_pictures_export_import(http: httpx.Cli
     assert final is not None and final["status"] == "succeeded"
     assert [point["epoch"] for point in progress] == list(range(100, 3001, 100))
     assert {point["job_id"] for point in progress} == {job["id"]}
+    # a snapshot (snapshot_every 100) came through the worker protocol with every point
+    assert [point["snapshot_epoch"] for point in progress] == list(range(100, 3001, 100))
 
     polled = wait_for(http, job["id"])
     assert polled == final | {"elapsed_seconds": polled["elapsed_seconds"]}
@@ -128,6 +130,13 @@ def test_dataset_job_events_model_predict_pictures_export_import(http: httpx.Cli
         assert picture.status_code == 200, picture.text
         assert picture.headers["content-type"] == "image/png"
         assert png_size(picture.content) == size
+
+    # the job's latest snapshot is the model: the same boundary, byte for byte
+    boundary = "decision-boundary.png?width=320&height=240&resolution=60"
+    assert http.get(f"/v1/jobs/{job['id']}/{boundary}").content == (
+        http.get(f"/v1/models/{model_id}/{boundary}").content
+    )
+    assert len(http.get(f"/v1/jobs/{job['id']}/snapshots").json()["epochs"]) == 30
 
     exported = http.get(f"/v1/models/{model_id}/export")
     assert exported.status_code == 200

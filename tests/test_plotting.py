@@ -584,3 +584,96 @@ def test_repeated_renders_do_not_grow_memory() -> None:
     )
     growth_mb = float(result.stdout.strip())
     assert growth_mb < 8, f"memory grew by {growth_mb:.1f} MB over 20 renders"
+
+
+# --- hidden units and animations ------------------------------------------------------------
+
+
+def test_hidden_activations_lead_to_the_predictions() -> None:
+    """The last hidden layer's activations times the output layer, softmaxed, are
+    predict_proba (the training forward pass) to rounding; relu's are never negative."""
+    rng = np.random.default_rng(1)
+    model = Model(
+        weights=[rng.normal(size=(2, 4)), rng.normal(size=(4, 3)), rng.normal(size=(3, 2))],
+        biases=[rng.normal(size=4), rng.normal(size=3), rng.normal(size=2)],
+        activation="relu",
+        classes=(0, 1),
+        hyperparameters=Hyperparameters(hidden_layers=[4, 3], activation="relu"),
+        scaler=Scaler(mean=np.array([1.0, -2.0]), scale=np.array([2.0, 0.5])),
+    )
+    X = rng.normal(size=(50, 2))
+    layers = model.hidden_activations(X)
+    assert [layer.shape for layer in layers] == [(50, 4), (50, 3)]
+    assert all((layer >= 0).all() for layer in layers)
+    first = np.maximum(model.scaler.transform(X) @ model.weights[0] + model.biases[0], 0)
+    np.testing.assert_allclose(layers[0], first, rtol=1e-12)
+    logits = layers[1] @ model.weights[2] + model.biases[2]
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10, atol=1e-12)
+    assert _x_model().hidden_activations(X) == []
+
+
+def test_neuron_panels_show_each_units_activation() -> None:
+    """One panel per unit (a row per layer), coloured from the second class's colour (low)
+    through white to the first's (high): a unit that is x itself (identity) is blue on the right,
+    orange on the left, white in the middle."""
+    model = Model(
+        weights=[np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([[1.0], [0.0]]) @ np.ones((1, 2))],
+        biases=[np.zeros(2), np.zeros(2)],
+        activation="identity",
+        classes=(0, 1),
+        hyperparameters=Hyperparameters(hidden_layers=[2], activation="identity"),
+    )
+    figure = plotting.neurons_figure(model, X=SQUARE)
+    panels = [ax for ax in figure.axes if ax.get_title().startswith("unit")]
+    assert [ax.get_title() for ax in panels] == ["unit 1", "unit 2"]
+    image = panels[0].get_images()[0]
+    values = image.get_array()  # (resolution, resolution), rows from y low to high
+    assert values[0, -1] > 0 > values[0, 0]
+    rgb = (np.array(image.to_rgba(values)[..., :3]) * 255).round()
+    np.testing.assert_allclose(rgb[0, -1], plotting._rgb(plotting.CLASS_COLOURS[0]), atol=1)
+    np.testing.assert_allclose(rgb[0, 0], plotting._rgb(plotting.CLASS_COLOURS[1]), atol=1)
+    # the second unit is -x: the mirror picture
+    np.testing.assert_allclose(panels[1].get_images()[0].get_array(), -values)
+    with pytest.raises(InvalidInput, match="no hidden layer"):
+        plotting.neurons_figure(_x_model())
+
+
+def test_an_animation_redraws_the_boundary_of_each_model() -> None:
+    labels = np.array([0, 1, 0, 1])
+    models = [(_x_model(), "epoch 1"), (_y_model(), "epoch 2"), (_x_model(), "epoch 3")]
+
+    def figure(model: Model, title: str) -> Figure:
+        return plotting.decision_boundary_figure(
+            model, X_train=SQUARE, y_train=labels, width=200, height=150, resolution=40, title=title
+        )
+
+    gif = plotting.boundary_animation_gif(figure(*models[0]), models, resolution=40)
+    image = Image.open(io.BytesIO(gif))
+    assert (image.format, image.n_frames, image.size) == ("GIF", 3, (200, 150))
+    durations = []
+    for index, (model, title) in enumerate(models):
+        image.seek(index)
+        durations.append(image.info["duration"])
+        # each frame is the figure drawn anew for its model and title, to the GIF's palette
+        # (a pixel is off when a channel differs by more than the palette's rounding)
+        frame = np.asarray(image.convert("RGB"), dtype=np.int64)
+        off = [
+            float((np.abs(frame - drawn).max(axis=2) > 40).mean())
+            for drawn in (
+                _decode(plotting._png(figure(candidate, title))).astype(np.int64)
+                for candidate in (model, models[1 - index % 2][0])
+            )
+        ]
+        assert off[0] < 0.005 and off[1] > 0.03, (
+            off
+        )  # its model's regions, not the other's (a quarter of the small axes)
+    assert durations == [plotting.FRAME_MS, plotting.FRAME_MS, plotting.LAST_FRAME_MS]
+    with pytest.raises(InvalidInput, match="at most 100 frames"):
+        plotting.boundary_animation_gif(figure(*models[0]), models * 34, resolution=40)
+    big = plotting.decision_boundary_figure(_x_model(), X_train=SQUARE, y_train=labels, width=1100)
+    with pytest.raises(InvalidInput, match="at most 1024 pixels"):
+        plotting.boundary_animation_gif(big, models, resolution=40)
+    with pytest.raises(InvalidInput, match="at least one frame"):
+        plotting.boundary_animation_gif(figure(*models[0]), [], resolution=40)

@@ -4,6 +4,7 @@ and the bound on stored bytes, through the API with the app's lifespan and real 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -249,8 +250,10 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -
         assert loaded is not None
         np.testing.assert_array_equal(loaded.split.X_train, content.split.X_train)
         revision = store.connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-        assert revision.scalar_one() == "0003"
-        assert "model_aliases" in sa.inspect(store.connection).get_table_names()  # 0003
+        assert revision.scalar_one() == "0004"
+        tables = sa.inspect(store.connection).get_table_names()
+        assert "model_aliases" in tables  # 0003
+        assert "work_snapshots" in tables  # 0004
         store.connection.rollback()
     finally:
         store.close()
@@ -259,7 +262,7 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path: Path) -
     with database:
         database.execute("UPDATE alembic_version SET version_num = '0099'")
     database.close()
-    with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0003"):
+    with pytest.raises(NewerDatabase, match=r"revision 0099.*newer scratchnet.*up to 0004"):
         SQLiteStore(tmp_path, 1 << 30, cache_bytes=1 << 20)
 
 
@@ -279,3 +282,25 @@ async def test_an_online_backup_restores_everything(tmp_path: Path) -> None:
         copy.close()
     async with running(data_dir=restored) as (_app, client):
         assert await snapshot(client) == before
+
+
+def test_snapshots_are_thinned_evenly_keeping_the_first_and_the_latest() -> None:
+    from engine.training import ParameterSnapshot
+    from service.state.records import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOTS, keep_snapshot
+
+    small = [np.zeros((2, 3))], [np.zeros(3)]
+    kept: list[ParameterSnapshot] = []
+    for index in range(1000):
+        keep_snapshot(kept, ParameterSnapshot(index, 10 * (index + 1), *small))
+        assert len(kept) <= MAX_SNAPSHOTS
+        assert kept[0].index == 0 and kept[-1].index == index
+        gaps = {b.index - a.index for a, b in itertools.pairwise(kept[:-1])}
+        assert len(gaps) <= 1  # evenly spaced (the latest aside)
+    # 1000 taken: a stride of 16 keeps 0, 16, ..., 992 and the latest, 999
+    assert [s.index for s in kept] == [*range(0, 1000, 16), 999]
+    # a network too big for two snapshots in the bound keeps only its latest
+    big = [np.zeros(MAX_SNAPSHOT_BYTES // 8 // 2 + 1)], [np.zeros(1)]
+    huge: list[ParameterSnapshot] = []
+    for index in range(3):
+        keep_snapshot(huge, ParameterSnapshot(index, index + 1, *big))
+        assert [s.index for s in huge] == [index]

@@ -411,3 +411,70 @@ def test_blocked_two_thread_training_is_reproducible_and_matches_one_block(
     for blocked, single in zip(first.history, whole.history, strict=True):
         assert blocked.train_loss == pytest.approx(single.train_loss, rel=1e-10)
         assert blocked.train_accuracy == single.train_accuracy
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def test_snapshots_come_every_snapshot_every_epochs_and_at_the_last(
+    moons: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, y = moons
+    events: list[tuple[str, int]] = []
+    snapshots: list[Any] = []
+
+    def on_snapshot(snapshot: Any) -> None:
+        events.append(("snapshot", snapshot.epoch))
+        snapshots.append(snapshot)
+
+    hp = _tutorial_hp(epochs=1005, record_every=10, snapshot_every=100)
+    result = train(
+        hp,
+        X,
+        y,
+        2,
+        on_record=lambda point: events.append(("point", point.epoch)),
+        on_snapshot=on_snapshot,
+    )
+    assert [(s.index, s.epoch) for s in snapshots] == [
+        *((i, 100 * (i + 1)) for i in range(10)),
+        (10, 1005),
+    ]
+    # each right before its epoch's point
+    for snapshot in snapshots:
+        at = events.index(("snapshot", snapshot.epoch))
+        assert events[at + 1] == ("point", snapshot.epoch)
+
+    # the last is the returned network; an earlier one is what a run that stopped there returns
+    def same(arrays: list[np.ndarray], others: list[np.ndarray]) -> bool:
+        return all(np.array_equal(a, b) for a, b in zip(arrays, others, strict=True))
+
+    assert same(snapshots[-1].weights, result.weights)
+    shorter = train(_tutorial_hp(epochs=300), X, y, 2)
+    assert same(snapshots[2].weights, shorter.weights)
+    assert same(snapshots[2].biases, shorter.biases)
+    assert snapshots[0].nbytes == (2 * 3 + 3 + 3 * 2 + 2) * 8
+    # copies: training on does not change a snapshot taken
+    assert not np.array_equal(snapshots[0].weights[0], snapshots[1].weights[0])
+
+
+def test_snapshots_come_with_the_first_point_past_each_multiple(
+    moons: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """record_every 7 does not divide 100: the first points at or after 100, 200, ..."""
+    X, y = moons
+    snapshots: list[Any] = []
+    hp = _tutorial_hp(epochs=450, record_every=7, snapshot_every=100, batch_size=50)
+    train(hp, X, y, 2, on_snapshot=snapshots.append)
+    assert [s.epoch for s in snapshots] == [105, 203, 301, 406, 450]
+    assert [s.index for s in snapshots] == [0, 1, 2, 3, 4]
+
+
+def test_no_snapshot_without_snapshot_every(moons: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = moons
+    snapshots: list[Any] = []
+    train(_tutorial_hp(epochs=200, snapshot_every=None), X, y, 2, on_snapshot=snapshots.append)
+    assert snapshots == []
+    # a run shorter than snapshot_every still has its last epoch's
+    train(_tutorial_hp(epochs=50, snapshot_every=100), X, y, 2, on_snapshot=snapshots.append)
+    assert [s.epoch for s in snapshots] == [50]

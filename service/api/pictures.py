@@ -1,7 +1,9 @@
-"""PNG pictures: rendered in a worker thread (never on the event loop), kept in a small LRU cache.
+"""Pictures (PNG, and GIF animations): rendered in a worker thread (never on the event loop),
+kept in a small LRU cache.
 
-Datasets and models never change once created, so a picture is identified by what it shows: the
-resource id, the picture kind and its parameters. That key is also the ETag.
+Datasets and models never change once created, and a job's snapshot never changes once taken, so
+a picture is identified by what it shows: the resource id, the picture kind and its parameters
+(for a job: the snapshot epochs drawn). That key is also the ETag.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypedDict, TypeVar
 
 import anyio.to_thread
 import numpy as np
@@ -19,11 +21,18 @@ from fastapi.responses import Response
 
 from engine import plotting
 from engine.errors import deadline
+from engine.model import Model
 from service.api.problems import problem_responses
+from service.errors import Conflict
 from service.state.records import DatasetContent
+from service.state.store import Store
 
 PNG_MEDIA_TYPE = "image/png"
+GIF_MEDIA_TYPE = "image/gif"
 CACHE_CONTROL = "private, max-age=3600"
+# A running job's latest picture changes with its next snapshot: kept, but asked for again
+# (a matching ETag answers 304).
+REVALIDATE = "private, no-cache"
 
 
 Points = tuple[np.ndarray, np.ndarray]  # (n, n_features) values, (n,) class indices
@@ -37,27 +46,73 @@ Height = Annotated[
     int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
 ]
 LogScale = Annotated[bool, Query(description="Logarithmic loss axis.")]
+ShowQuery = Annotated[
+    Literal["all", "train", "test", "none"],
+    Query(description="Which of the dataset's points to draw over the class regions."),
+]
 
 
-def resolution_query(default: int, description: str) -> Any:
+def resolution_query(default: int, description: str, le: int = plotting.MAX_RESOLUTION) -> Any:
     """The `resolution` query parameter of a picture of class regions."""
-    return Query(
-        default, ge=plotting.MIN_RESOLUTION, le=plotting.MAX_RESOLUTION, description=description
-    )
+    return Query(default, ge=plotting.MIN_RESOLUTION, le=le, description=description)
+
+
+def require_plane(what: str, n_features: int) -> None:
+    """409 unless `what` (a model, a job) has 2 features: what it is, not the request, forbids
+    drawing it over the plane."""
+    if n_features != 2:
+        raise Conflict(
+            f"{what} has {n_features} features; decision boundaries are drawn for 2-feature "
+            "models only"
+        )
+
+
+def dataset_points(store: Store, dataset_id: str | None) -> DatasetContent | None:
+    """The points of a model's or job's dataset while it exists (None once deleted)."""
+    dataset = store.datasets.get(dataset_id) if dataset_id else None
+    return store.datasets.content(dataset.id) if dataset is not None else None
+
+
+class PointArguments(TypedDict):
+    X_train: np.ndarray  # (n_train, 2) raw features
+    y_train: np.ndarray  # (n_train,) class indices
+    X_test: np.ndarray  # (n_test, 2)
+    y_test: np.ndarray  # (n_test,)
+
+
+def point_arguments(dataset: DatasetContent | None) -> PointArguments:
+    """X_train, y_train, X_test, y_test of a picture of class regions: the dataset's split
+    (none when the dataset is gone)."""
+    (X_train, y_train), (X_test, y_test) = split_points(dataset)
+    return PointArguments(X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test)
+
+
+def boundary_png(model: Model, dataset: DatasetContent | None, **options: Any) -> bytes:
+    """A model's decision boundary over its dataset's points (none without a dataset);
+    `options` are decision_boundary_png's width, height, resolution and show."""
+    return plotting.decision_boundary_png(model, **point_arguments(dataset), **options)
 
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 def png_route(
-    router: APIRouter, path: str, summary: str, *statuses: int, description: str | None = None
+    router: APIRouter,
+    path: str,
+    summary: str,
+    *statuses: int,
+    description: str | None = None,
+    media_type: str = PNG_MEDIA_TYPE,
 ) -> Callable[[Endpoint], Endpoint]:
-    """Declare a GET route answering a PNG (200, or 304 for a matching ETag), with the problem
-    statuses it can answer; `description` describes the 200."""
-    ok = dict(PNG_200[200]) if description is None else {**PNG_200[200], "description": description}
+    """Declare a GET route answering a picture, a PNG unless `media_type` says otherwise (200,
+    or 304 for a matching ETag), with the problem statuses it can answer; `description`
+    describes the 200."""
+    ok: dict[str, Any] = {"content": {media_type: PNG_200[200]["content"][PNG_MEDIA_TYPE]}}
+    if description is not None:
+        ok["description"] = description
     return router.get(
         path,
-        response_class=PNGResponse,
+        response_class=PNGResponse if media_type == PNG_MEDIA_TYPE else GIFResponse,
         summary=summary,
         responses={200: ok, 304: PNG_200[304], **problem_responses(*statuses, 503)},
     )
@@ -65,6 +120,10 @@ def png_route(
 
 class PNGResponse(Response):
     media_type = PNG_MEDIA_TYPE
+
+
+class GIFResponse(Response):
+    media_type = GIF_MEDIA_TYPE
 
 
 class PictureCache:
@@ -112,12 +171,18 @@ def _etag(key: Hashable) -> str:
 
 
 async def picture_response(
-    request: Request, cache: PictureCache, key: tuple[Hashable, ...], render: Callable[[], bytes]
+    request: Request,
+    cache: PictureCache,
+    key: tuple[Hashable, ...],
+    render: Callable[[], bytes],
+    media_type: str = PNG_MEDIA_TYPE,
+    *,
+    cache_control: str = CACHE_CONTROL,
 ) -> Response:
-    """The PNG for `key`: 304 when the client already has it, from the cache when there, else
-    rendered in a thread (engine InvalidInput propagates as a 422 problem)."""
+    """The picture for `key`: 304 when the client already has it, from the cache when there,
+    else rendered in a thread (engine InvalidInput propagates as a 422 problem)."""
     etag = _etag(key)
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    headers = {"ETag": etag, "Cache-Control": cache_control}
     if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
         return Response(status_code=304, headers=headers)
     png = cache.get(key)
@@ -126,7 +191,7 @@ async def picture_response(
         with deadline(state.settings.request_timeout_seconds):  # the thread copies the context
             png = await anyio.to_thread.run_sync(render)
         cache.put(key, png)
-    return PNGResponse(png, headers=headers)
+    return Response(png, headers=headers, media_type=media_type)
 
 
 def split_points(dataset: DatasetContent | None) -> tuple[Points, Points]:

@@ -353,6 +353,12 @@ class ProgressEvent(HistoryPointPublic):
     """`data` of an SSE `progress` event."""
 
     job_id: str = Field(description="The job.", examples=["job_91c3d0a4e5f67b28"])
+    snapshot_epoch: int | None = Field(
+        default=None,
+        description="Epoch of the latest parameter snapshot when this point was recorded: a new "
+        "value means a new decision boundary to draw. null before the first snapshot.",
+        examples=[1000],
+    )
 
 
 class JobErrorPublic(BaseModel):
@@ -425,6 +431,12 @@ class JobPublic(BaseModel):
         default=None,
         description="With baseline: true, the logistic-regression baseline once the job succeeded.",
     )
+    snapshot_epoch: int | None = Field(
+        default=None,
+        description="Epoch of the latest parameter snapshot (GET /v1/jobs/{job_id}/"
+        "decision-boundary.png draws it); null before the first or with snapshot_every null.",
+        examples=[2000],
+    )
 
 
 class JobsPublic(Page):
@@ -432,6 +444,17 @@ class JobsPublic(Page):
 
     items: list[JobPublic] = Field(description="This page's jobs.")
     total: int = Field(description="Jobs in all pages (after the status filter).")
+
+
+class JobSnapshots(BaseModel):
+    """The epochs of a job's kept parameter snapshots, oldest first."""
+
+    job_id: str = Field(description="The job.", examples=["job_91c3d0a4e5f67b28"])
+    epochs: list[int] = Field(
+        description="One per kept snapshot (at most 100, thinned evenly, the first and the "
+        "latest kept); each is a valid `epoch` for the job's decision-boundary.png.",
+        examples=[[100, 200, 300]],
+    )
 
 
 class JobHistory(BaseModel):

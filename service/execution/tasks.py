@@ -4,6 +4,7 @@ Importing this module must stay cheap (a worker imports it to unpickle a task): 
 the engine and NumPy. Every value crossing between service and worker is a frozen dataclass:
 
     TrainingTask  progress: HistoryPoint (one per recorded epoch)
+                            ParameterSnapshot (before its epoch's point, every snapshot_every)
                   result:   TrainingOutcome (the network's, with its baseline's when asked for)
     SweepTask     progress: ConfigurationPoint   a configuration recorded a history point
                             ConfigurationEnded   a configuration succeeded or failed
@@ -99,7 +100,13 @@ class TrainingTask:
 
         data = self.data
         splits = (data.X_train, data.y_train, data.n_classes, data.X_test, data.y_test)
-        result = train(self.hyperparameters, *splits, on_record=report, should_stop=should_stop)
+        result = train(
+            self.hyperparameters,
+            *splits,
+            on_record=report,
+            on_snapshot=report,
+            should_stop=should_stop,
+        )
         outcome = TrainingOutcome.of(result)
         if self.baseline is None:
             return outcome

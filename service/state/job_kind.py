@@ -1,7 +1,8 @@
 """Jobs: one network trained by one task (and its logistic-regression baseline, when asked).
 
 A job is the work kind of `service.state.lifecycle` whose task id is the job's id; its stream
-is its history, one entry per recorded epoch (the cursor is the last epoch sent).
+is its history, one entry per recorded epoch (the cursor is the last epoch sent). Its task's
+parameter snapshots are kept on the record, thinned to a bound (`records.keep_snapshot`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from engine.hyperparameters import Hyperparameters
-from engine.training import HistoryPoint
-from service.errors import InsufficientStorage
+from engine.training import HistoryPoint, ParameterSnapshot
+from service.errors import Conflict, InsufficientStorage, NotFound
 from service.execution.executor import Task, TaskStarted
 from service.execution.tasks import TrainingOutcome, TrainingTask
 from service.state.lifecycle import Lifecycle, Snapshot, Submission, Wording, prepared
@@ -27,12 +28,49 @@ from service.state.records import (
     TrainingData,
     WorkError,
     append_point,
+    keep_snapshot,
     metrics_of,
     new_id,
     utc_now,
 )
 
 JobSnapshot = Snapshot[JobRecord, HistoryPoint]
+
+
+def kept_snapshots(job: JobRecord) -> list[ParameterSnapshot]:
+    """The job's snapshots, oldest first; 409 (saying why) when it has none."""
+    if job.snapshots:
+        return job.snapshots
+    every = job.hyperparameters.snapshot_every
+    if every is None:
+        raise Conflict(
+            f"job {job.id} keeps no snapshots: its snapshot_every is null; submit it again with "
+            "snapshot_every set to see it learn"
+        )
+    first = f"the first comes with the history point at epoch {every} or the last one"
+    if job.status == "queued":
+        raise Conflict(f"job {job.id} is queued: it has no snapshot until it trains ({first})")
+    if job.status == "running":
+        raise Conflict(f"job {job.id} has no snapshot yet ({first}); it is at epoch {job.epoch}")
+    raise Conflict(f"job {job.id} {job.status} before its first snapshot ({first})")
+
+
+def snapshot_at(job: JobRecord, epoch: int | None) -> ParameterSnapshot:
+    """The job's snapshot at `epoch` (None: the latest); 409 when it has none, 404 for an epoch
+    it keeps none of, naming the nearest kept epochs."""
+    snapshots = kept_snapshots(job)
+    if epoch is None:
+        return snapshots[-1]
+    for snapshot in snapshots:
+        if snapshot.epoch == epoch:
+            return snapshot
+    before = [s.epoch for s in snapshots if s.epoch < epoch]
+    after = [s.epoch for s in snapshots if s.epoch > epoch]
+    nearest = " and ".join(str(e) for e in (before[-1:] + after[:1]))
+    raise NotFound(
+        f"job {job.id} has no snapshot at epoch {epoch}; the nearest kept epochs are {nearest} "
+        f"(GET /v1/jobs/{job.id}/snapshots lists them all)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +118,11 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
 
     def _progress(self, job: JobRecord, task_id: str, items: Sequence[Any], now: datetime) -> None:
         self._record(job, [item for item in items if isinstance(item, HistoryPoint)])
+        for item in items:
+            if isinstance(item, ParameterSnapshot) and (
+                job.snapshot_epoch is None or item.epoch > job.snapshot_epoch
+            ):
+                keep_snapshot(job.snapshots, item)
         self.start(job, now)  # progress implies the task started
 
     def _record(self, job: JobRecord, points: Sequence[HistoryPoint]) -> None:
@@ -138,9 +181,10 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
     def _restart(
         self, job: JobRecord, content: DatasetContent, now: datetime
     ) -> list[tuple[str, Task]]:
-        """From its start: no history, no epoch; the same seed trains the same model."""
+        """From its start: no history, no snapshot, no epoch; the same seed trains the same
+        model."""
         job.status, job.started_at, job.worker_pid = "queued", None, None
-        job.epoch, job.history, job.metrics = 0, [], None
+        job.epoch, job.history, job.metrics, job.snapshots = 0, [], None, []
         return [(job.id, self._task(job.hyperparameters, content, job.baseline_requested))]
 
     def _task(self, hp: Hyperparameters, content: DatasetContent, baseline: bool) -> TrainingTask:
@@ -149,7 +193,9 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
     # --- following ---------------------------------------------------------------------------
 
     def _view(self, job: JobRecord, after: int) -> JobSnapshot:
-        """The job without its history, and the points with epoch > after."""
+        """The job without its history (its snapshots' list copied: the arrays are never
+        changed), and the points with epoch > after."""
         points = [point for point in job.history if point.epoch > after]
         cursor = points[-1].epoch if points else after
-        return Snapshot(record=replace(job, history=[]), entries=points, cursor=cursor)
+        record = replace(job, history=[], snapshots=list(job.snapshots))
+        return Snapshot(record=record, entries=points, cursor=cursor)

@@ -25,7 +25,6 @@ from typing import Any, ClassVar, Generic, TypeVar
 import anyio
 
 from engine.hyperparameters import Hyperparameters
-from engine.model import Model
 from engine.training import HistoryPoint
 from service.errors import Conflict, InvalidRequest, NotFound, NotReady, TooManyJobs
 from service.execution.dispatcher import Dispatcher
@@ -510,16 +509,7 @@ class Lifecycle(abc.ABC, Generic[R, Entry, S]):
         sweep_id: str | None = None,
     ) -> str:
         """Register a network the record trained with `hp`; returns the model's id."""
-        data = record.data
-        model = Model(
-            weights=list(trained.weights),
-            biases=list(trained.biases),
-            activation=hp.activation,
-            classes=data.classes,
-            hyperparameters=hp,
-            scaler=data.scaler,
-            feature_names=data.feature_names,
-        )
+        model = record.data.model(hp, trained.weights, trained.biases)
         content = ModelContent(model, tuple(history))
         model_record = ModelRecord.describe(
             content,

@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
 import numpy as np
-from pydantic import JsonValue, PlainSerializer, PlainValidator
+from pydantic import Field, JsonValue, PlainSerializer, PlainValidator
 
 from engine.datasets import Dataset, Kind, Split
 from engine.hyperparameters import Hyperparameters
 from engine.model import Label, Model, Scaler
-from engine.training import HistoryPoint, StopReason
+from engine.training import HistoryPoint, ParameterSnapshot, StopReason
 
 WorkStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[WorkStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -182,6 +182,20 @@ class TrainingData:
         copied = {f.name: getattr(record, f.name) for f in fields(cls) if f.name != "scaler"}
         return cls(**copied, scaler=content.split.scaler)
 
+    def model(
+        self, hp: Hyperparameters, weights: list[np.ndarray], biases: list[np.ndarray]
+    ) -> Model:
+        """A network trained on this data with `hp` (its weights and biases), as a Model."""
+        return Model(
+            weights=list(weights),
+            biases=list(biases),
+            activation=hp.activation,
+            classes=self.classes,
+            hyperparameters=hp,
+            scaler=self.scaler,
+            feature_names=self.feature_names,
+        )
+
 
 @dataclass(frozen=True)
 class WorkError:
@@ -222,6 +236,14 @@ class WorkRecord:
         """A copy with these history lists (missing series empty)."""
         raise NotImplementedError
 
+    def parameter_snapshots(self) -> list[ParameterSnapshot]:
+        """Its parameter snapshots, oldest first (what a store keeps apart from the record)."""
+        return []
+
+    def with_parameter_snapshots(self, snapshots: list[ParameterSnapshot]) -> Self:
+        """A copy with these snapshots (work that keeps none ignores them)."""
+        return self
+
 
 @dataclass(frozen=True)
 class JobBaseline:
@@ -232,6 +254,45 @@ class JobBaseline:
     metrics: Metrics | None
     epochs_run: int
     error: WorkError | None
+
+
+# A job keeps at most MAX_SNAPSHOTS parameter snapshots and at most MAX_SNAPSHOT_BYTES of them:
+# 100 frames make a smooth animation, and 4 MiB holds 100 snapshots of any network up to ~5,000
+# parameters ([64, 64] on 2 features) while keeping a big network's job to a few of its copies
+# (at least the latest). The history, kept whole, gives each snapshot's losses.
+MAX_SNAPSHOTS = 100
+MAX_SNAPSHOT_BYTES = 4 * 2**20
+
+
+def snapshot_limit(snapshot_nbytes: int) -> int:
+    """How many snapshots of this size a job keeps: 1..MAX_SNAPSHOTS."""
+    return max(1, min(MAX_SNAPSHOTS, MAX_SNAPSHOT_BYTES // max(1, snapshot_nbytes)))
+
+
+def keep_snapshot(snapshots: list[ParameterSnapshot], new: ParameterSnapshot) -> None:
+    """Add `new` (the latest) to `snapshots` and thin them evenly to the job's limit, in place.
+
+    Of the snapshots numbered 0..k (k = new.index), those kept are the multiples of a stride
+    (the smallest power of two that keeps the count within the limit) and the latest, so the
+    first is always kept and the spacing stays even however long the job runs."""
+    limit = snapshot_limit(new.nbytes)
+    if limit == 1:
+        snapshots[:] = [new]
+        return
+    k, stride = new.index, 1
+    while k // stride + 1 + (k % stride != 0) > limit:
+        stride *= 2
+    snapshots[:] = [kept for kept in snapshots if kept.index % stride == 0] + [new]
+
+
+def _snapshots_of(value: object) -> list[ParameterSnapshot]:
+    return value if isinstance(value, list) else []
+
+
+# Snapshots stay out of a record's JSON: a store keeps their arrays apart (as histories).
+StoredSnapshots = Annotated[
+    list[ParameterSnapshot], PlainValidator(_snapshots_of), Field(exclude=True)
+]
 
 
 @dataclass(kw_only=True)
@@ -248,15 +309,27 @@ class JobRecord(WorkRecord):
     worker_pid: int | None = None
     baseline_requested: bool = False
     baseline: JobBaseline | None = None  # set when the job succeeded and a baseline was asked for
+    snapshots: StoredSnapshots = field(default_factory=list)  # oldest first, see keep_snapshot
+
+    @property
+    def snapshot_epoch(self) -> int | None:
+        """The epoch of the latest snapshot (None before the first)."""
+        return self.snapshots[-1].epoch if self.snapshots else None
 
     def snapshot(self) -> JobRecord:
-        return replace(self, history=list(self.history))
+        return replace(self, history=list(self.history), snapshots=list(self.snapshots))
 
     def histories(self) -> dict[str, list[HistoryPoint]]:
         return {"job": self.history}
 
     def with_histories(self, histories: dict[str, list[HistoryPoint]]) -> JobRecord:
         return replace(self, history=list(histories.get("job", [])))
+
+    def parameter_snapshots(self) -> list[ParameterSnapshot]:
+        return self.snapshots
+
+    def with_parameter_snapshots(self, snapshots: list[ParameterSnapshot]) -> JobRecord:
+        return replace(self, snapshots=list(snapshots))
 
 
 @dataclass

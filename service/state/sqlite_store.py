@@ -4,6 +4,9 @@
     datasets, models  seq, id, record, nbytes, blob_id -> blobs.id
     work              seq, id, kind (job | sweep), status, record (without history points)
     work_points       work_id, series, position, point    appended as they are recorded
+    work_snapshots    work_id, position, epoch, data      a finished job's kept parameter
+                                                          snapshots (position: its index;
+                                                          data: .npz), written as it finishes
     idempotency_keys  noun, key, fingerprint, resource_id
     model_aliases     owner ('' without keys), alias, model_id -> models.id
     alembic_version   the schema's revision
@@ -53,7 +56,7 @@ from sqlalchemy.pool import StaticPool
 from engine import serialize
 from engine.datasets import Dataset, split
 from engine.errors import EngineError
-from engine.training import HistoryPoint
+from engine.training import HistoryPoint, ParameterSnapshot
 from service.errors import Conflict, InsufficientStorage
 from service.state.idempotency import IdempotencyKeys
 from service.state.records import (
@@ -113,6 +116,15 @@ points_table = sa.Table(
     sa.Column("point", sa.Text, nullable=False),
 )
 POINT = TypeAdapter(HistoryPoint)
+snapshots_table = sa.Table(
+    "work_snapshots",
+    metadata,
+    sa.Column("work_id", sa.String(64)),
+    sa.Column("position", sa.Integer),  # the snapshot's index
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # .npz: W0, b0, W1, b1, ...
+    sa.PrimaryKeyConstraint("work_id", "position"),
+)
 keys_table = sa.Table(
     "idempotency_keys",
     metadata,
@@ -188,6 +200,21 @@ def decode_dataset(record: DatasetRecord, data: bytes) -> DatasetContent:
             standardize=record.standardize,
             seed=record.seed,
         ),
+    )
+
+
+def encode_snapshot(snapshot: ParameterSnapshot) -> bytes:
+    layers = zip(snapshot.weights, snapshot.biases, strict=True)
+    return _npz(
+        **{f"{kind}{i}": a for i, (W, b) in enumerate(layers) for kind, a in (("W", W), ("b", b))}
+    )
+
+
+def decode_snapshot(index: int, epoch: int, data: bytes) -> ParameterSnapshot:
+    arrays = _arrays(data)
+    layers = range(len(arrays) // 2)
+    return ParameterSnapshot(
+        index, epoch, [arrays[f"W{i}"] for i in layers], [arrays[f"b{i}"] for i in layers]
     )
 
 
@@ -394,6 +421,8 @@ class SQLiteWork(Collection[R], Generic[R]):
         self._unsaved: set[str] = set()
         # (work id, series) -> (the list object written, how many of its points are written)
         self._written: dict[tuple[str, str], tuple[int, int]] = {}
+        # work id -> the (index, epoch) of its snapshots written
+        self._snapshots_written: dict[str, frozenset[tuple[int, int]]] = {}
 
     def load(self, connection: sa.Connection) -> None:
         rows = connection.execute(
@@ -426,14 +455,68 @@ class SQLiteWork(Collection[R], Generic[R]):
                 )
                 continue
             points.setdefault(work_id, {}).setdefault(series, []).append(point)
+        snapshots: dict[str, list[ParameterSnapshot]] = {}
+        for work_id, index, epoch, data in connection.execute(
+            sa.select(
+                snapshots_table.c.work_id,
+                snapshots_table.c.position,
+                snapshots_table.c.epoch,
+                snapshots_table.c.data,
+            )
+            .where(snapshots_table.c.work_id.in_(list(records)))
+            .order_by(snapshots_table.c.work_id, snapshots_table.c.position)
+        ):
+            try:
+                snapshot = decode_snapshot(index, epoch, data)
+            except (ValueError, KeyError, OSError) as exc:
+                logger.error(
+                    "%s %s: skipping a snapshot that cannot be read: %s", self._kind, work_id, exc
+                )
+                continue
+            snapshots.setdefault(work_id, []).append(snapshot)
         for record_id, record in records.items():
             live = record.with_histories(points.get(record_id, {}))
+            live = live.with_parameter_snapshots(snapshots.get(record_id, []))
             self._items[record_id] = live
             self._mark_written(live)
+            self._snapshots_written[record_id] = _snapshot_keys(live)
 
     def _mark_written(self, record: R) -> None:
         for series, history in record.histories().items():
             self._written[(record.id, series)] = (id(history), len(history))
+
+    def _write_snapshots(self, connection: sa.Connection, record: R) -> None:
+        """A finished record's snapshots: insert those not written yet, delete those thinned
+        out since. Unfinished work's stay in memory: work interrupted by a restart runs again
+        from its start, without them (writing them as they come measured +12% CPU on the
+        tutorial job; once at the end, one insert of at most 100 rows)."""
+        if not record.finished:
+            return
+        kept = {snapshot.index: snapshot for snapshot in record.parameter_snapshots()}
+        written = self._snapshots_written.get(record.id, frozenset())
+        current = _snapshot_keys(record)
+        gone = [index for index, epoch in written - current]
+        if gone:
+            connection.execute(
+                snapshots_table.delete().where(
+                    (snapshots_table.c.work_id == record.id) & snapshots_table.c.position.in_(gone)
+                )
+            )
+        new = sorted(current - written)
+        if new:
+            connection.execute(
+                snapshots_table.insert(),
+                [
+                    {
+                        "work_id": record.id,
+                        "position": index,
+                        "epoch": epoch,
+                        "data": encode_snapshot(kept[index]),
+                    }
+                    for index, epoch in new
+                ],
+            )
+        self._store.after_commit(lambda: self._snapshots_written.__setitem__(record.id, current))
 
     def _write(self, connection: sa.Connection, record: R) -> None:
         """The record's row, and the history points not written yet."""
@@ -468,6 +551,7 @@ class SQLiteWork(Collection[R], Generic[R]):
                         for position, point in enumerate(history[count:], start=count)
                     ],
                 )
+        self._write_snapshots(connection, record)
         self._store.after_commit(lambda: self._mark_written(record))
 
     def add(self, record: R) -> None:
@@ -518,6 +602,9 @@ class SQLiteWork(Collection[R], Generic[R]):
         with self._store.atomic() as connection:
             connection.execute(work_table.delete().where(work_table.c.id == record_id))
             connection.execute(points_table.delete().where(points_table.c.work_id == record_id))
+            connection.execute(
+                snapshots_table.delete().where(snapshots_table.c.work_id == record_id)
+            )
             record = self._items.pop(record_id, None)
             if record is not None:
 
@@ -538,6 +625,10 @@ class SQLiteWork(Collection[R], Generic[R]):
     def __len__(self) -> int:
         with self._store.lock:
             return len(self._items)
+
+
+def _snapshot_keys(record: WorkRecord) -> frozenset[tuple[int, int]]:
+    return frozenset((s.index, s.epoch) for s in record.parameter_snapshots())
 
 
 class SQLiteAliases(MemoryAliases):

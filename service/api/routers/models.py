@@ -7,7 +7,7 @@ Every `{model_id}` is a model id or one of the caller's aliases (`service.state.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -20,11 +20,14 @@ from service.api.deps import PageDep, StateDep
 from service.api.pictures import (
     Height,
     LogScale,
+    ShowQuery,
     Width,
+    boundary_png,
+    dataset_points,
     picture_response,
     png_route,
+    require_plane,
     resolution_query,
-    split_points,
 )
 from service.api.predictions import (
     accept_json,
@@ -268,46 +271,71 @@ async def decision_boundary(
     width: Width = 640,
     height: Height = 480,
     resolution: int = resolution_query(200, "Grid points per axis."),
-    show: Annotated[
-        Literal["all", "train", "test", "none"],
-        Query(description="Which of the dataset's points to draw over the class regions."),
-    ] = "all",
+    show: ShowQuery = "all",
 ) -> Response:
     """Class regions of a 2-feature model. Points come from the model's dataset while it
     exists (training filled, test hollow); imported models and models whose dataset was deleted
     are drawn without points. A model with other than 2 features is a 409 (as a loss curve
     of a model without history): what the model is, not the request, forbids it."""
     record = require_model(state, model_id, caller)
-    if record.n_features != 2:
-        raise Conflict(
-            f"model {model_id} has {record.n_features} features; decision boundaries are drawn "
-            "for 2-feature models only"
-        )
-    dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
-    key = (record.id, "boundary", width, height, resolution, show, dataset is not None)
+    require_plane(f"model {model_id}", record.n_features)
+    has_dataset = bool(record.dataset_id and state.store.datasets.get(record.dataset_id))
+    key = (record.id, "boundary", width, height, resolution, show, has_dataset)
 
     def render() -> bytes:
         model = require_weights(state, record.id).model
-        points = state.store.datasets.content(dataset.id) if dataset is not None else None
-        train, test = split_points(points)
-        return plotting.decision_boundary_png(
-            model,
-            X_train=train[0],
-            y_train=train[1],
-            X_test=test[0],
-            y_test=test[1],
-            width=width,
-            height=height,
-            resolution=resolution,
-            show=show,
+        points = dataset_points(state.store, record.dataset_id)
+        return boundary_png(
+            model, points, width=width, height=height, resolution=resolution, show=show
         )
 
-    return await picture_response(
-        request,
-        state.pictures,
-        key,
-        render,
-    )
+    return await picture_response(request, state.pictures, key, render)
+
+
+@png_route(router, f"{MODEL}/neurons.png", "Draw every hidden unit", 404, 409, 422)
+async def neurons(
+    request: Request,
+    state: StateDep,
+    caller: CallerDep,
+    model_id: ModelRef,
+    panel_size: Annotated[
+        int, Query(ge=plotting.MIN_PIXELS, le=400, description="Pixels per panel side.")
+    ] = 110,
+    resolution: int = resolution_query(60, "Grid points per axis of each panel.", le=200),
+) -> Response:
+    """One panel per hidden unit of a 2-feature model: the unit's activation over the plane
+    the decision boundary shows, one row of panels per hidden layer (input side first,
+    wrapping after 10 units), each layer with its colour bar (tanh -1..1, sigmoid 0..1, other
+    activations symmetric about 0). A 409 for a model with other than 2 features, for one
+    without a hidden layer (softmax regression: its decision boundary is the whole picture)
+    and for one with more than 100 hidden units."""
+    record = require_model(state, model_id, caller)
+    require_plane(f"model {model_id}", record.n_features)
+    hidden = record.architecture[1:-1]
+    if not hidden:
+        raise Conflict(
+            f"model {model_id} has no hidden layer (softmax regression), so it has no hidden "
+            "units to draw; its decision-boundary.png shows all it computes"
+        )
+    if sum(hidden) > plotting.MAX_PANELS:
+        raise Conflict(
+            f"model {model_id} has {sum(hidden)} hidden units; neuron panels are drawn for at "
+            f"most {plotting.MAX_PANELS}"
+        )
+    has_dataset = bool(record.dataset_id and state.store.datasets.get(record.dataset_id))
+    key = (record.id, "neurons", panel_size, resolution, has_dataset)
+
+    def render() -> bytes:
+        model = require_weights(state, record.id).model
+        points = dataset_points(state.store, record.dataset_id)
+        return plotting.neurons_png(
+            model,
+            X=None if points is None else points.dataset.X,
+            panel_size=panel_size,
+            resolution=resolution,
+        )
+
+    return await picture_response(request, state.pictures, key, render)
 
 
 @png_route(router, f"{MODEL}/loss-curve.png", "Draw the loss curve", 404, 409, 422)

@@ -1,0 +1,185 @@
+"""What parameter snapshots cost the tutorial job, side by side in one run.
+
+    python -m benchmarks.snapshot_bench          (make bench-snapshots)
+
+The tutorial job (moons 200, noise 0.2, [3] tanh, gradient descent, learning rate 2.0, l2 0.01,
+20,000 epochs) submitted to a real app (its lifespan, one worker process) with snapshots off and
+with several `snapshot_every` values, in alternating rounds so that the machine's load drifts
+over all of them alike. Each value's cost is printed as a ratio to the job without snapshots,
+twice: the job's wall-clock time (its elapsed_seconds) and the CPU time it took (the worker
+process's and the service process's, submit to succeeded; the service's polls are the same for
+every value). On a shared machine the wall-clock ratio moves with the neighbours' load; the CPU
+ratio is the one to read. Once with the memory store and once with
+SQLite (each snapshot written to the database). Then the engine alone: `train` with and without
+the `on_snapshot` callback; and what one snapshot costs on its way, in CPU microseconds, which a
+busy machine does not blur.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import psutil  # type: ignore[import-untyped]
+
+from benchmarks.store_bench import TUTORIAL
+from engine.datasets import generate
+from engine.hyperparameters import Hyperparameters
+from engine.training import ParameterSnapshot, train
+from service.main import create_app
+from service.settings import Settings
+from service.state.records import keep_snapshot
+from service.state.sqlite_store import encode_snapshot
+
+EVERY: tuple[int | None, ...] = (None, 100, 10)
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+async def _job_seconds(
+    client: httpx.AsyncClient, dataset_id: str, every: int | None, processes: list[psutil.Process]
+) -> tuple[float, float]:
+    """(wall-clock, CPU) seconds of one tutorial job."""
+    body = {"dataset_id": dataset_id, "hyperparameters": {**TUTORIAL, "snapshot_every": every}}
+    cpu = _cpu_seconds(processes)
+    response = await client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    while True:
+        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] == "succeeded":
+            return float(job["elapsed_seconds"]), _cpu_seconds(processes) - cpu
+        assert job["status"] in ("queued", "running"), job
+        await anyio.sleep(0.02)  # a poll costs the service ~1 ms: 5% of a core at most
+
+
+Costs = dict[int | None, list[tuple[float, float]]]  # value -> (wall, CPU) seconds per round
+
+
+async def _service(rounds: int, data_dir: Path | None) -> Costs:
+    settings = Settings(workers=1, data_dir=data_dir, rate_limit="100000/s", log_level="warning")
+    app = create_app(settings)
+    times: Costs = {every: [] for every in EVERY}
+    async with app.router.lifespan_context(app):
+        state = app.state.scratchnet
+        while not state.dispatcher.ready:
+            await anyio.sleep(0.05)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            response = await client.post(
+                "/v1/datasets", json={"kind": "moons", "n_samples": 200, "noise": 0.2}
+            )
+            dataset_id = response.json()["id"]
+            pids = [psutil.Process(), *map(psutil.Process, state.dispatcher.executor.worker_pids())]
+            await _job_seconds(client, dataset_id, None, pids)  # warm-up
+            for round_ in range(rounds):
+                order = EVERY if round_ % 2 == 0 else tuple(reversed(EVERY))
+                for every in order:
+                    times[every].append(await _job_seconds(client, dataset_id, every, pids))
+    return times
+
+
+def _ratio(values: list[float], base: list[float]) -> float:
+    """The median over rounds of a round's value over the same round's base."""
+    return statistics.median(
+        value / reference for value, reference in zip(values, base, strict=True)
+    )
+
+
+def _engine_seconds() -> float:
+    """CPU seconds of the tutorial job in the engine alone."""
+    data = generate("moons", n_samples=200, noise=0.2, seed=0)
+    started = time.process_time()
+    train(Hyperparameters(**TUTORIAL, snapshot_every=None), data.X, data.y, 2)
+    return time.process_time() - started
+
+
+def _engine(rounds: int) -> float:
+    """The engine alone: CPU time of `train` with the callback over without, paired rounds."""
+    data = generate("moons", n_samples=200, noise=0.2, seed=0)
+    hp = Hyperparameters(**TUTORIAL, snapshot_every=100)
+    without, with_ = [], []
+    for _ in range(rounds):
+        started = time.process_time()
+        train(hp, data.X, data.y, 2)
+        without.append(time.process_time() - started)
+        started = time.process_time()
+        train(hp, data.X, data.y, 2, on_snapshot=lambda snapshot: None)
+        with_.append(time.process_time() - started)
+    return _ratio(with_, without)
+
+
+def _per_snapshot(repeats: int = 20_000) -> tuple[float, float, float]:
+    """CPU microseconds one tutorial snapshot costs on its way: in the worker (the copy and its
+    share of a progress message's pickling) and in the service (unpickling and keeping it on
+    the record, thinning included), as the 200 snapshots of the tutorial job at
+    snapshot_every=100 travel (a few per message)."""
+    data = generate("moons", n_samples=200, noise=0.2, seed=0)
+    hp = Hyperparameters(**{**TUTORIAL, "epochs": 10, "snapshot_every": 10})
+    taken: list[ParameterSnapshot] = []
+    train(hp, data.X, data.y, 2, on_snapshot=taken.append)
+    weights, biases = taken[-1].weights, taken[-1].biases
+    started = time.process_time()
+    blobs = []
+    for index in range(repeats):
+        snapshot = ParameterSnapshot(index, index + 1, [w.copy() for w in weights], list(biases))
+        blobs.append(pickle.dumps([snapshot], protocol=pickle.HIGHEST_PROTOCOL))
+    worker = (time.process_time() - started) / repeats
+    kept: list[ParameterSnapshot] = []
+    started = time.process_time()
+    for blob in blobs:
+        for item in pickle.loads(blob):
+            keep_snapshot(kept, item)
+    service = (time.process_time() - started) / repeats
+    started = time.process_time()
+    for snapshot in kept * (repeats // len(kept)):
+        encode_snapshot(snapshot)
+    sqlite = (time.process_time() - started) / (len(kept) * (repeats // len(kept)))
+    return worker * 1e6, service * 1e6, sqlite * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    rounds = parser.parse_args().rounds
+    for name in ("memory", "sqlite"):
+        with tempfile.TemporaryDirectory() as directory:
+            data_dir = Path(directory) if name == "sqlite" else None
+            times = anyio.run(_service, rounds, data_dir)
+        walls = {every: [wall for wall, _cpu in values] for every, values in times.items()}
+        cpus = {every: [cpu for _wall, cpu in values] for every, values in times.items()}
+        print(f"tutorial job, {name} store, {rounds} rounds (median; ratio: median of the rounds')")
+        for every in EVERY:
+            label = "off" if every is None else f"snapshot_every={every}"
+            print(
+                f"  {label:<20} {statistics.median(walls[every]):6.3f} s "
+                f"x{_ratio(walls[every], walls[None]):.3f}   "
+                f"{statistics.median(cpus[every]):6.3f} s CPU "
+                f"x{_ratio(cpus[every], cpus[None]):.3f}"
+            )
+    print(f"engine alone, snapshot_every=100, CPU: x{_engine(rounds):.3f} with the callback")
+    worker, service, sqlite = _per_snapshot()
+    job = _engine_seconds()
+    share = 200 * (worker + service) / 1e6 / job
+    kept: list[ParameterSnapshot] = []
+    for index in range(200):
+        keep_snapshot(kept, ParameterSnapshot(index, 100 * (index + 1), [], []))
+    print(
+        f"one snapshot: {worker:.1f} us CPU in the worker, {service:.1f} us in the service "
+        f"(+{sqlite:.1f} us for its .npz with SQLite); the tutorial job's 200 "
+        f"(snapshot_every=100) add {100 * share:.2f}% to its {job:.2f} s, "
+        f"{100 * (share + len(kept) * sqlite / 1e6 / job):.2f}% with SQLite (which writes the "
+        f"{len(kept)} kept once, as the job finishes)"
+    )
+
+
+if __name__ == "__main__":
+    main()
