@@ -16,6 +16,9 @@ OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "lbfgs"]
 Schedule = Literal["constant", "step", "exponential", "inverse_time", "plateau"]
 Init = Literal["lecun", "xavier", "he"]
 DType = Literal["float64", "float32"]
+# What a dataset asks of a network: class labels (softmax output, cross-entropy) or real-valued
+# targets (identity output, half the squared error). Decided by the data, not a hyperparameter.
+Task = Literal["classification", "regression"]
 
 # Counts (units, epochs, batch size, patience, ...) fit a signed 32-bit integer: larger ones are
 # absurd, and the service's own limits are far smaller.

@@ -8,14 +8,25 @@ ones, so the first layer is one matmul [X, 1] @ [[W], [b]] and its gradient [X, 
 yields dW and db together; hidden activations stay contiguous (elementwise work on strided
 views is slow) and later layers add their bias explicitly.
 
-Loss (what `loss_and_gradients` differentiates), for n examples and K >= 2 classes:
+Loss (what `loss_and_gradients` differentiates), for n examples. Classification, K >= 2
+classes:
 
     L = mean_i CE(softmax(z_i), y_i) + l2/(2n) * sum ||W||^2 + l1/n * sum |W|
 
 over weights only, never biases. CE is computed by log-sum-exp (finite for any finite logits) and
-the fused softmax + cross-entropy output delta is (P - Y)/n. A minibatch uses its own n, so the
-gradient of a batch loss is the gradient of that batch's mean loss. For K = 2 the softmax is
-computed as P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1 (the same function, fewer operations).
+the fused softmax + cross-entropy output delta is (P - Y)/n. For K = 2 the softmax is computed as
+P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1 (the same function, fewer operations).
+
+Regression, K >= 1 real-valued outputs, identity output:
+
+    L = 1/(2n) * sum_i sum_k (z_ik - y_ik)^2 + the same penalties
+
+with output delta (Z - Y)/n: half the squared error summed over outputs, averaged over examples.
+This is the function scikit-learn's MLPRegressor differentiates (its backpropagation starts from
+the same delta and adds alpha/n * W), so `l2` means its `alpha` and both take the same steps; for
+one output it is also the value MLPRegressor reports (its `squared_loss` divides by the number of
+outputs as well, which its gradient does not). A minibatch uses its own n, so the gradient of a
+batch loss is the gradient of that batch's mean loss.
 
 Large inputs are processed in blocks of rows (`block_rows`), forward and backward per block,
 accumulating the gradient, so no (n, hidden) array is ever held for the whole data set. Inputs of
@@ -38,7 +49,7 @@ from numpy.typing import DTypeLike
 
 from engine.activations import ACTIVATIONS, DERIVATIVES, softmax
 from engine.errors import InvalidInput, check_deadline
-from engine.hyperparameters import Activation, Init
+from engine.hyperparameters import Activation, Init, Task
 from engine.optimizers import Penalty
 
 Array = np.ndarray
@@ -108,8 +119,11 @@ def with_ones_column(X: Array, dtype: DTypeLike) -> Array:
     return X_aug
 
 
-def targets_for(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
-    """What the output delta subtracts: one-hot (n, K), or for K = 2 the column [y == 1] (n, 1)."""
+def targets_for(y: Array, n_classes: int, dtype: DTypeLike, task: Task = "classification") -> Array:
+    """What the output delta subtracts: one-hot (n, K), or for K = 2 the column [y == 1] (n, 1);
+    for regression the targets themselves (n, K), C-contiguous in `dtype`."""
+    if task == "regression":
+        return np.ascontiguousarray(np.asarray(y).reshape(y.shape[0], -1), dtype=dtype)
     if n_classes == 2:
         return (y == 1).astype(dtype).reshape(-1, 1)
     Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
@@ -117,7 +131,26 @@ def targets_for(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
     return Y
 
 
-Stats = tuple[float, int]  # (summed cross-entropy, number of argmax hits)
+# What a pass reports with its gradient or on its own: classification (summed cross-entropy,
+# number of argmax hits); regression (summed squared error (K,), summed absolute error (K,)),
+# per output column, float64. `data_loss` turns either into the loss's summed data term.
+Stats = tuple[Any, Any]
+
+
+def data_loss(stats: Stats, task: Task) -> float:
+    """The summed data term of L from a pass's stats: summed CE, or half the summed squared
+    error over every output."""
+    if task == "regression":
+        return 0.5 * float(np.sum(stats[0]))
+    return float(stats[0])
+
+
+def add_stats(total: Stats | None, stats: Stats) -> Stats:
+    """Two passes' stats over disjoint rows, summed (the first may be None: nothing yet)."""
+    if total is None:
+        return stats
+    return total[0] + stats[0], total[1] + stats[1]
+
 
 _blas_controller: Any = None
 
@@ -197,8 +230,8 @@ class Workspace(PassBuffers["_BlockPlan"]):
         super().__init__(network.params, network.layer_sizes[1:-1], rows)
         dtype = network.dtype
         self.network = network
-        self.logits = np.empty((rows, network.n_classes), dtype=dtype)
-        self.logits_scratch = np.empty((rows, network.n_classes), dtype=dtype)
+        self.logits = np.empty((rows, network.n_outputs), dtype=dtype)
+        self.logits_scratch = np.empty((rows, network.n_outputs), dtype=dtype)
         self.row_stat = np.empty((rows, 1), dtype=dtype)
         self.row_index = np.arange(rows)
         self.grad_layers = network.layer_views(self.grad)
@@ -222,7 +255,8 @@ class _BlockPlan:
         self.row_stat = workspace.row_stat[:m]  # (m, 1)
         self.row_flat = self.row_stat[:, 0]  # (m,)
         self.row_index = workspace.row_index[:m]
-        self.binary = network.n_classes == 2
+        self.regression = network.task == "regression"
+        self.binary = network.n_classes == 2 and not self.regression
         self.column_0 = self.logits[:, 0:1]
         self.column_1 = self.logits[:, 1:2]
         # NumPy reduces along a short last axis slowly (~per row): for few classes, row maxima
@@ -267,8 +301,11 @@ class _BlockPlan:
         return Z
 
     def output_delta(self, targets: Array) -> Array:
-        """logits <- softmax(logits) - Y in place (the summed CE's gradient wrt the logits)."""
+        """logits <- softmax(logits) - Y in place (the summed CE's gradient wrt the logits);
+        for regression logits - Y (the summed half squared error's)."""
         logits = self.logits
+        if self.regression:
+            return np.subtract(logits, targets, out=logits)
         if self.binary:  # P1 = 1/(1 + exp(z0 - z1)); delta1 = P1 - y1; delta0 = -delta1
             p1 = self.row_stat
             np.subtract(self.column_0, self.column_1, out=p1)
@@ -300,11 +337,15 @@ class _BlockPlan:
         self, X_aug: Array, targets: Array, y: Array | None, accumulator: int
     ) -> Stats | None:
         """The block's SUMMED CE gradient into the workspace's grad (accumulator 0) or
-        block_grad (1): forward, output delta and backward. With labels y, also the block's
-        stats from the same forward pass."""
+        block_grad (1): forward, output delta and backward. With labels y (regression: the
+        targets again), also the block's stats from the same forward pass."""
         self.forward(X_aug)
-        stats = None if y is None else self.logit_stats(y)
-        delta = self.output_delta(targets)  # (m, K)
+        if self.regression:
+            delta = self.output_delta(targets)  # (m, K): the errors
+            stats = None if y is None else error_stats(delta, self.logits_scratch)
+        else:
+            stats = None if y is None else self.logit_stats(y)
+            delta = self.output_delta(targets)  # (m, K)
         backward_activation = self.backward_activation
         ones = self.ones
         for A_t, dW, db, W_t, previous, scratch, A in self.backward_steps[accumulator]:
@@ -316,12 +357,16 @@ class _BlockPlan:
         dot(X_aug.T, delta, self.first_grad[accumulator])
         return stats
 
-    def logit_stats(self, y: Array) -> tuple[float, int]:
-        """(summed CE, number of argmax hits) of the block from the logits of the last forward.
+    def logit_stats(self, y: Array) -> Stats:
+        """(summed CE, number of argmax hits) of the block from the logits of the last forward;
+        regression: (summed squared error (K,), summed absolute error (K,)) against targets y.
 
         Leaves the logits shifted by their row maximum (softmax does not change).
         """
         logits = self.logits
+        if self.regression:
+            errors = np.subtract(logits, y, out=self.logits_scratch)  # (m, K)
+            return error_stats(errors, errors)
         correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
         # CE_i = log sum_k exp(z_ik - max_i) - (z_iy - max_i)
         self.row_max()
@@ -333,10 +378,25 @@ class _BlockPlan:
         return float(self.row_flat.sum(dtype=np.float64)) - float(picked), correct
 
 
-class Network:
-    """A multilayer perceptron: hidden layers of one activation, a linear output, softmax."""
+def error_stats(errors: Array, scratch: Array) -> Stats:
+    """(summed squared error (K,), summed absolute error (K,)) of errors (m, K), per column, in
+    float64; `scratch` (m, K) may be `errors` itself (then it is overwritten)."""
+    squared = np.einsum("ij,ij->j", errors, errors, dtype=np.float64)  # (K,)
+    absolute = np.abs(errors, out=scratch).sum(axis=0, dtype=np.float64)  # (K,)
+    return squared, absolute
 
-    def __init__(self, layer_sizes: Sequence[int], activation: Activation, dtype: DTypeLike):
+
+class Network:
+    """A multilayer perceptron: hidden layers of one activation, a linear output, softmax for
+    classification (`task`), identity for regression."""
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation: Activation,
+        dtype: DTypeLike,
+        task: Task = "classification",
+    ):
         self.layer_sizes = [int(size) for size in layer_sizes]
         if len(self.layer_sizes) < 2 or min(self.layer_sizes) < 1:
             raise InvalidInput(f"layer_sizes needs >= 2 positive widths, got {self.layer_sizes}")
@@ -346,7 +406,9 @@ class Network:
             )
         self.activation: Activation = activation
         self.dtype = np.dtype(dtype)
-        self.n_classes = self.layer_sizes[-1]
+        self.task: Task = task
+        self.n_outputs = self.layer_sizes[-1]
+        self.n_classes = self.n_outputs  # classification's name for the output width
         self.params = np.zeros(sum((a + 1) * b for a, b in pairwise(self.layer_sizes)), self.dtype)
         self.layers = self.layer_views(self.params)  # (fan_in + 1, fan_out) each
         self.weights = [L[:-1] for L in self.layers]  # (fan_in, fan_out) views
@@ -401,8 +463,7 @@ def _summed_gradient_range(
     """Sum over rows [start, stop) of the CE gradient, into workspace.grad, block by block;
     with labels y, also the stats of the same forward pass (the parameters before the step)."""
     step = workspace.rows
-    ce_sum = 0.0
-    correct = 0
+    total: Stats | None = None
     for block_start in range(start, stop, step):
         block_stop = min(block_start + step, stop)
         plan = workspace.plan(block_stop - block_start)
@@ -416,25 +477,22 @@ def _summed_gradient_range(
         if not first:
             np.add(workspace.grad, workspace.block_grad, out=workspace.grad)
         if stats is not None:
-            ce_sum += stats[0]
-            correct += stats[1]
-    return workspace.grad, None if y is None else (ce_sum, correct)
+            total = add_stats(total, stats)
+    return workspace.grad, total
 
 
 def _cross_entropy_range(
     workspace: Workspace, X_aug: Array, y: Array, start: int, stop: int
 ) -> Stats:
     step = workspace.rows
-    ce_sum = 0.0
-    correct = 0
+    total: Stats | None = None
     for block_start in range(start, stop, step):
         block_stop = min(block_start + step, stop)
         plan = workspace.plan(block_stop - block_start)
         plan.forward(X_aug[block_start:block_stop])
-        block_ce, block_correct = plan.logit_stats(y[block_start:block_stop])
-        ce_sum += block_ce
-        correct += block_correct
-    return ce_sum, correct
+        total = add_stats(total, plan.logit_stats(y[block_start:block_stop]))
+    assert total is not None  # stop > start
+    return total
 
 
 def _in_worker(function: Callable[..., object], *args: object) -> object:
@@ -501,10 +559,11 @@ class Passes:
         np.add(grad, second_grad, out=grad)
         if stats is None or second_stats is None:
             return grad, None
-        return grad, (stats[0] + second_stats[0], stats[1] + second_stats[1])
+        return grad, add_stats(stats, second_stats)
 
     def cross_entropy_and_correct(self, X_aug: Array, y: Array) -> Stats:
-        """(summed CE, argmax hits) over all rows."""
+        """The stats over all rows: (summed CE, argmax hits), or for regression (summed squared
+        error (K,), summed absolute error (K,)) against the targets y (n, K)."""
         n = X_aug.shape[0]
         middle = self._split(n)
         if middle is None:
@@ -513,21 +572,23 @@ class Passes:
         pending = self._executor.submit(
             _in_worker, _cross_entropy_range, self._second, X_aug, y, middle, n
         )
-        ce_first, correct_first = _cross_entropy_range(self.workspace, X_aug, y, 0, middle)
-        ce_second, correct_second = cast(Stats, pending.result())
-        return ce_first + ce_second, correct_first + correct_second
+        first = _cross_entropy_range(self.workspace, X_aug, y, 0, middle)
+        return add_stats(first, cast(Stats, pending.result()))
 
     def probabilities(self, X_aug: Array) -> Array:
-        """Softmax outputs (n, K), the logits' softmax taken in float64, block by block."""
+        """Softmax outputs (n, K), the logits' softmax taken in float64, block by block; for
+        regression the outputs themselves (n, K), float64."""
         n = X_aug.shape[0]
-        out = np.empty((n, self.network.n_classes), dtype=np.float64)
+        out = np.empty((n, self.network.n_outputs), dtype=np.float64)
+        regression = self.network.task == "regression"
         rows = self.workspace.rows
         for start in range(0, n, rows):
             check_deadline()  # a caller's engine.errors.deadline stops a long prediction here
             stop = min(start + rows, n)
             plan = self.workspace.plan(stop - start)
             out[start:stop] = plan.forward(X_aug[start:stop])
-            softmax(out[start:stop])
+            if not regression:
+                softmax(out[start:stop])
         return out
 
 
@@ -535,7 +596,10 @@ class Passes:
 
 
 def _network_for(
-    weights: Sequence[Array], biases: Sequence[Array], activation: Activation
+    weights: Sequence[Array],
+    biases: Sequence[Array],
+    activation: Activation,
+    task: Task = "classification",
 ) -> Network:
     if not weights or len(weights) != len(biases):
         raise InvalidInput(
@@ -543,7 +607,7 @@ def _network_for(
             f"{len(biases)}"
         )
     sizes = [int(weights[0].shape[0])] + [int(W.shape[1]) for W in weights]
-    network = Network(sizes, activation, weights[0].dtype)
+    network = Network(sizes, activation, weights[0].dtype, task)
     network.set_params(weights, biases)
     return network
 
@@ -557,15 +621,18 @@ def loss(
     *,
     l1: float = 0.0,
     l2: float = 0.0,
+    task: Task = "classification",
 ) -> float:
-    """The mean loss L (see the module docstring) of the network on (X, y), summed in float64."""
-    network = _network_for(weights, biases, activation)
+    """The mean loss L (see the module docstring) of the network on (X, y), summed in float64;
+    y: class indices (n,), or for regression targets (n,) or (n, K)."""
+    network = _network_for(weights, biases, activation, task)
     n = X.shape[0]
+    labels = np.asarray(y)
+    if task == "regression":
+        labels = targets_for(labels, network.n_outputs, network.dtype, task)
     with Passes(network, n) as passes, np.errstate(all="ignore"):
-        ce_sum, _ = passes.cross_entropy_and_correct(
-            with_ones_column(X, network.dtype), np.asarray(y)
-        )
-    return ce_sum / n + network.penalty(n, l1, l2)
+        stats = passes.cross_entropy_and_correct(with_ones_column(X, network.dtype), labels)
+    return data_loss(stats, task) / n + network.penalty(n, l1, l2)
 
 
 def loss_and_gradients(
@@ -577,21 +644,22 @@ def loss_and_gradients(
     *,
     l1: float = 0.0,
     l2: float = 0.0,
+    task: Task = "classification",
 ) -> tuple[float, list[Array], list[Array]]:
     """(L, dL/dW per layer, dL/db per layer) by backpropagation, the same code `train` runs."""
-    network = _network_for(weights, biases, activation)
+    network = _network_for(weights, biases, activation, task)
     n = X.shape[0]
     labels = np.asarray(y)
     with Passes(network, n) as passes, np.errstate(all="ignore"):
         grad_sum, _ = passes.summed_gradient(
             with_ones_column(X, network.dtype),
-            targets_for(labels, network.n_classes, network.dtype),
+            targets_for(labels, network.n_outputs, network.dtype, task),
         )
         grad = grad_sum * (1.0 / n)
         penalty = Penalty(network.weight_mask, l1, l2)
         penalty.add_gradient(grad, network.params, n, np.empty_like(grad))
     layers = network.layer_views(grad)
-    value = loss(weights, biases, activation, X, labels, l1=l1, l2=l2)
+    value = loss(weights, biases, activation, X, labels, l1=l1, l2=l2, task=task)
     return value, [L[:-1] for L in layers], [L[-1] for L in layers]
 
 
@@ -600,5 +668,14 @@ def predict_proba(
 ) -> Array:
     """Softmax class probabilities (n, K), float64, by the training forward pass."""
     network = _network_for(weights, biases, activation)
+    with Passes(network, X.shape[0]) as passes, np.errstate(all="ignore"):
+        return passes.probabilities(with_ones_column(X, network.dtype))
+
+
+def predict_values(
+    weights: Sequence[Array], biases: Sequence[Array], activation: Activation, X: Array
+) -> Array:
+    """A regression network's outputs (n, K), float64, by the training forward pass."""
+    network = _network_for(weights, biases, activation, "regression")
     with Passes(network, X.shape[0]) as passes, np.errstate(all="ignore"):
         return passes.probabilities(with_ones_column(X, network.dtype))

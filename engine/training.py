@@ -21,12 +21,21 @@ Conventions (the service documents these):
   training-set size. test_loss = mean cross-entropy over the test split + the same penalty, so
   the two curves differ only in their data term. (A minibatch step differentiates its batch's
   own mean loss, penalty scaled by the batch size: see engine.network.)
+- Regression (`Objective(task="regression")`): the data term is half the squared error summed
+  over outputs, averaged over examples, on the targets as the network sees them (standardized
+  when the caller standardized them). A point carries mse, mae and r2 per split instead of the
+  accuracies: mse and mae average over examples AND outputs (scikit-learn's mean_squared_error
+  and mean_absolute_error, uniform average), in the targets' original units (errors times the
+  objective's `target_scale`); r2 is the mean over outputs of 1 - SSE/SST with SST the split's
+  own sum of squares about its mean (sklearn's r2_score; an output constant on a split scores 1
+  if predicted exactly, else 0).
 - Divergence: `TrainingDiverged(epoch, ...)` when
   (a) a parameter is NaN or infinite after epoch `epoch`: checked after every epoch (one sum),
       so `epoch` is exactly the first epoch whose updates produced one; or
   (b) a loss that was computed is not finite, or the training loss exceeds EXPLOSION_FACTOR
       (100) times max(initial training loss, log(n_classes)) (log K: the loss of a uniform
-      guess; it keeps the threshold sane when the initial loss happens to be tiny). The
+      guess; it keeps the threshold sane when the initial loss happens to be tiny; for
+      regression n_outputs/2, the loss of predicting the mean of standardized targets). The
       training loss is computed on record epochs (and every epoch for the plateau schedule
       without a test split), the test loss on records and every epoch under early stopping;
       `epoch` is the first of those epochs at which the rule fired.
@@ -72,13 +81,15 @@ from typing import Literal
 import numpy as np
 
 from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
-from engine.hyperparameters import Hyperparameters
+from engine.hyperparameters import Hyperparameters, Task
 from engine.lbfgs import LBFGS
 from engine.network import (
     BLAS_THREADS_MIN_MACS,
     Network,
     Passes,
+    Stats,
     blas_single_thread,
+    data_loss,
     dot,
     init_params,
     largest_product,
@@ -100,18 +111,113 @@ POLL_EVERY_BATCHES = 16
 GATHER_BYTES = 1 << 20
 
 
+# The metrics a point carries besides the losses, by task (split prefixes train_ and test_).
+TASK_METRICS: dict[Task, tuple[str, ...]] = {
+    "classification": ("accuracy",),
+    "regression": ("mse", "mae", "r2"),
+}
+REGRESSION_KEYS = ("train_mse", "test_mse", "train_mae", "test_mae", "train_r2", "test_r2")
+
+
 @dataclass(frozen=True)
 class HistoryPoint:
+    """One recorded epoch. A classification point has accuracies and None for the regression
+    fields; a regression point None accuracies and its mse, mae and r2 (test ones None without
+    a test split). `as_dict` leaves out the other task's fields."""
+
     epoch: int  # epochs completed when recorded
     train_loss: float
-    train_accuracy: float
+    train_accuracy: float | None  # None for regression
     test_loss: float | None  # None without a test split
     test_accuracy: float | None
     learning_rate: float  # the rate this epoch trained with
+    train_mse: float | None = None  # regression only
+    test_mse: float | None = None
+    train_mae: float | None = None
+    test_mae: float | None = None
+    train_r2: float | None = None
+    test_r2: float | None = None
+
+    @property
+    def task(self) -> Task:
+        return "classification" if self.train_mse is None else "regression"
+
+    @classmethod
+    def of(
+        cls,
+        epoch: int,
+        train: dict[str, float],
+        test: dict[str, float] | None,
+        learning_rate: float,
+    ) -> HistoryPoint:
+        """A point from a split's metrics (`Objective.metrics`) on each split."""
+        values: dict[str, float | None] = {"train_accuracy": None, "test_accuracy": None}
+        for which, metrics in (("train", train), ("test", test)):
+            for name in ("loss", *TASK_METRICS[train_task(train)]):
+                values[f"{which}_{name}"] = None if metrics is None else metrics[name]
+        return cls(epoch=epoch, learning_rate=learning_rate, **values)  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, float | int | None]:
         # vars() rather than dataclasses.asdict: ~40x faster, and the fields are all scalars.
-        return dict(vars(self))
+        values = dict(vars(self))
+        if self.train_mse is None:
+            for key in REGRESSION_KEYS:
+                del values[key]
+        else:
+            del values["train_accuracy"], values["test_accuracy"]
+        return values
+
+
+def train_task(metrics: dict[str, float]) -> Task:
+    """Which task a split's metrics belong to."""
+    return "regression" if "mse" in metrics else "classification"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the network's outputs are fitted to: class labels (the default), or regression
+    targets. `target_scale` (n_outputs,): regression errors times it are in the targets'
+    original units (the scale the caller divided them by; None: they are)."""
+
+    task: Task = "classification"
+    target_scale: tuple[float, ...] | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    def loss_floor(self, n_outputs: int) -> float:
+        """Divergence rule (b)'s floor: log K, or n_outputs / 2 for regression."""
+        return 0.5 * n_outputs if self.regression else math.log(n_outputs)
+
+    def metrics(
+        self, stats: Stats, n: int, penalty: float, total_squares: Array | None
+    ) -> dict[str, float]:
+        """A split's metrics from a pass's stats over its n rows: loss (data term / n +
+        `penalty`) and accuracy, or loss, mse, mae and r2 (see the module docstring; SST per
+        output in `total_squares` (K,))."""
+        loss = data_loss(stats, self.task) / n + penalty
+        if not self.regression:
+            return {"loss": loss, "accuracy": float(stats[1]) / n}
+        squared = np.asarray(stats[0], dtype=np.float64)  # (K,)
+        absolute = np.asarray(stats[1], dtype=np.float64)  # (K,)
+        scale = np.ones_like(squared) if self.target_scale is None else np.array(self.target_scale)
+        assert total_squares is not None
+        with np.errstate(all="ignore"):
+            r2 = np.where(
+                total_squares > 0,
+                1.0 - squared / np.where(total_squares > 0, total_squares, 1.0),
+                np.where(squared == 0, 1.0, 0.0),
+            )
+        return {
+            "loss": loss,
+            "mse": float(np.mean(squared * scale**2)) / n,
+            "mae": float(np.mean(absolute * scale)) / n,
+            "r2": float(np.mean(r2)),
+        }
+
+
+CLASSIFICATION = Objective()
 
 
 @dataclass(frozen=True)
@@ -140,7 +246,8 @@ class TrainResult:
     metrics: dict[str, float | None] = field(default_factory=dict, repr=False)
 
     def final_metrics(self) -> dict[str, float | None]:
-        """train_loss, train_accuracy, test_loss, test_accuracy of the returned weights."""
+        """train_loss, test_loss and the task's metrics (train_accuracy, test_accuracy; or
+        train_mse, test_mse, ...) of the returned weights."""
         return dict(self.metrics)
 
 
@@ -149,8 +256,9 @@ class CheckedSplit:
     """A split checked and converted for training (see validated_splits)."""
 
     X_aug: Array  # (n, n_features + 1): features and a ones column, in the training dtype
-    y: Array  # (n,) class indices
+    y: Array  # (n,) class indices; regression: the targets (n, K) in the training dtype
     targets: Array | None = None  # engine.network.targets_for(y): training split only
+    total_squares: Array | None = None  # regression: (K,) float64 sum of (y - mean y)^2
 
     @property
     def n(self) -> int:
@@ -163,17 +271,23 @@ def _check_features(name: str, X: object, dtype: np.dtype) -> Array:
         raise InvalidInput(
             f"{name} must be a 2-D array (n_samples >= 1, n_features >= 1), got shape {array.shape}"
         )
+    return _finite_real(name, array, dtype, "features")
+
+
+def _finite_real(name: str, array: Array, dtype: np.dtype, what: str) -> Array:
+    """A 2-D array of finite real numbers converted to `dtype` (C-contiguous), else
+    InvalidInput naming the first bad row or the range."""
     if array.dtype.kind not in "biuf":
         raise InvalidInput(f"{name} must hold real numbers, got dtype {array.dtype}")
     if not np.isfinite(array).all():
         row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise InvalidInput(f"{name} row {row} is not finite ({array[row].tolist()}); remove it")
     with np.errstate(over="ignore"):
-        converted = array.astype(dtype, copy=False)
+        converted = np.ascontiguousarray(array, dtype=dtype)
     if not np.isfinite(converted).all():
         raise InvalidInput(
             f"{name} has values beyond the {dtype} range (max |x| = {np.abs(array).max():g}); "
-            "standardize the features or use dtype float64"
+            f"standardize the {what} or use dtype float64"
         )
     return converted
 
@@ -196,6 +310,25 @@ def _check_labels(name: str, y: object, n: int, n_classes: int) -> Array:
     return labels.astype(np.intp, copy=False)
 
 
+def _check_targets(name: str, y: object, n: int, n_outputs: int, dtype: np.dtype) -> Array:
+    """Regression targets as (n, n_outputs) in `dtype` (a 1-D array is one output)."""
+    targets = np.asarray(y)
+    if targets.ndim == 1:
+        targets = targets.reshape(-1, 1)
+    if targets.ndim != 2 or targets.shape != (n, n_outputs):
+        raise InvalidInput(
+            f"{name} must have shape ({n}, {n_outputs}) to match the features and outputs, got "
+            f"{np.asarray(y).shape}"
+        )
+    return _finite_real(name, targets, dtype, "targets")
+
+
+def _total_squares(targets: Array) -> Array:
+    """(K,) float64: per output, the sum of squares about the split's own mean."""
+    values = targets.astype(np.float64)
+    return ((values - values.mean(axis=0)) ** 2).sum(axis=0)
+
+
 def early_stopping_needs_a_test_split() -> InvalidInput:
     return InvalidInput(
         "early_stopping monitors the test loss: pass X_test and y_test, or set "
@@ -210,18 +343,32 @@ def validated_splits(
     n_classes: int,
     X_test: object | None,
     y_test: object | None,
+    objective: Objective = CLASSIFICATION,
 ) -> tuple[CheckedSplit, CheckedSplit | None]:
     """The training split and the test split (None without one), checked and converted to
-    `hp.dtype`; InvalidInput naming the offending array and value otherwise."""
+    `hp.dtype`; InvalidInput naming the offending array and value otherwise. For regression
+    `n_classes` is the number of outputs (target columns) and the y arrays are targets."""
     if isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer):
         raise InvalidInput(f"n_classes must be an integer, got {n_classes!r}")
-    if n_classes < 2:
+    regression = objective.regression
+    if n_classes < (1 if regression else 2):
         raise InvalidInput(f"n_classes must be >= 2 (softmax needs two classes), got {n_classes}")
     dtype = np.dtype(hp.dtype)
     X = _check_features("X_train", X_train, dtype)
-    y = _check_labels("y_train", y_train, X.shape[0], int(n_classes))
+
+    def checked_y(name: str, values: object, n: int) -> Array:
+        if regression:
+            return _check_targets(name, values, n, int(n_classes), dtype)
+        return _check_labels(name, values, n, int(n_classes))
+
+    y = checked_y("y_train", y_train, X.shape[0])
     # Contiguous arrays: np.dot copies any operand that is not C- or F-contiguous.
-    train_split = CheckedSplit(with_ones_column(X, dtype), y, targets_for(y, int(n_classes), dtype))
+    train_split = CheckedSplit(
+        with_ones_column(X, dtype),
+        y,
+        targets_for(y, int(n_classes), dtype, objective.task),
+        _total_squares(y) if regression else None,
+    )
     if (X_test is None) != (y_test is None):
         raise InvalidInput("pass both X_test and y_test, or neither")
     if X_test is None:
@@ -233,8 +380,9 @@ def validated_splits(
         raise InvalidInput(
             f"X_test has {X_t.shape[1]} features but X_train has {X.shape[1]}; they must match"
         )
-    y_t = _check_labels("y_test", y_test, X_t.shape[0], int(n_classes))
-    return train_split, CheckedSplit(with_ones_column(X_t, dtype), y_t)
+    y_t = checked_y("y_test", y_test, X_t.shape[0])
+    total_squares = _total_squares(y_t) if regression else None
+    return train_split, CheckedSplit(with_ones_column(X_t, dtype), y_t, None, total_squares)
 
 
 Which = Literal["train", "test"]
@@ -262,13 +410,10 @@ def initial_loss_not_finite() -> InvalidInput:
 
 
 def final_metrics(point: HistoryPoint) -> dict[str, float | None]:
-    """TrainResult.metrics from the returned weights' point."""
-    return {
-        "train_loss": point.train_loss,
-        "train_accuracy": point.train_accuracy,
-        "test_loss": point.test_loss,
-        "test_accuracy": point.test_accuracy,
-    }
+    """TrainResult.metrics from the returned weights' point: its losses and task metrics."""
+    values = point.as_dict()
+    del values["epoch"], values["learning_rate"]
+    return values
 
 
 @dataclass(frozen=True)
@@ -300,6 +445,7 @@ class Progress:
         self.schedule = make_schedule(hp)
         self.history: list[HistoryPoint] = []
         self.explosion_limit = math.inf
+        self.floor_name = "log(n_classes)"
         self.best_loss = math.inf
         self.best_epoch: int | None = None
         self.wait = 0
@@ -317,12 +463,16 @@ class Progress:
         # the epoch from which the next recorded point takes a snapshot (never: infinity)
         self.next_snapshot = math.inf if hp.snapshot_every is None else hp.snapshot_every
 
-    def set_explosion_limit(self, initial_loss: float, n_classes: int) -> None:
+    def set_explosion_limit(
+        self, initial_loss: float, n_classes: int, objective: Objective = CLASSIFICATION
+    ) -> None:
         """Rule (b)'s threshold from the initial parameters' training loss (InvalidInput when
         that is not finite)."""
         if not math.isfinite(initial_loss):
             raise initial_loss_not_finite()
-        self.explosion_limit = EXPLOSION_FACTOR * max(initial_loss, math.log(n_classes))
+        self.floor_name = "n_outputs/2" if objective.regression else "log(n_classes)"
+        floor = objective.loss_floor(n_classes)
+        self.explosion_limit = EXPLOSION_FACTOR * max(initial_loss, floor)
 
     def check_loss(self, which: Which, epoch: int, value: float) -> None:
         """Divergence rule (b) on a loss computed after `epoch`: TrainingDiverged if it fires."""
@@ -337,8 +487,8 @@ class Progress:
             raise TrainingDiverged(
                 epoch,
                 f"the training loss {value:.4g} exceeded {EXPLOSION_FACTOR:g} x max(initial "
-                f"loss, log(n_classes)) = {self.explosion_limit:.4g}; lower the learning rate "
-                f"(now {learning_rate:g})",
+                f"loss, {self.floor_name}) = {self.explosion_limit:.4g}; lower the learning "
+                f"rate (now {learning_rate:g})",
             )
 
     def observe_train_loss(self, epoch: int, train_loss: float) -> None:
@@ -418,8 +568,10 @@ class _Trainer:
         on_record: Callable[[HistoryPoint], None] | None,
         controls: Controls,
         on_snapshot: Callable[[ParameterSnapshot], None] | None = None,
+        objective: Objective = CLASSIFICATION,
     ) -> None:
         self.hp = hp
+        self.objective = objective
         self.network = network
         self.train_split = train_split
         self.test_split = test_split
@@ -448,7 +600,7 @@ class _Trainer:
                 initial_step=hp.learning_rate,
             )
             self.lbfgs_gradient = np.empty_like(network.params)
-            self.lbfgs_stats: tuple[float, int] = (math.nan, 0)
+            self.lbfgs_stats: Stats = (math.nan, 0)
         else:
             self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
         self.progress = Progress(
@@ -460,44 +612,43 @@ class _Trainer:
         self.schedule = self.progress.schedule
         # Metrics of the parameters after epoch `cache_epoch`, by split.
         self.cache_epoch = -1
-        self.cache: dict[str, tuple[float, float]] = {}
+        self.cache: dict[str, dict[str, float]] = {}
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def _store(self, which: Which, epoch: int, ce_sum: float, correct: int) -> tuple[float, float]:
-        """(loss, accuracy) from a pass's stats, after the divergence checks; cached."""
+    def _store(self, which: Which, epoch: int, stats: Stats) -> dict[str, float]:
+        """A split's metrics from a pass's stats, after the divergence checks; cached."""
         split = self.train_split if which == "train" else self.test_split
         assert split is not None
-        value = self._loss_value(split, ce_sum)
-        self.progress.check_loss(which, epoch, value)
+        hp = self.hp
+        penalty = self.network.penalty(self.train_split.n, hp.l1, hp.l2)
+        result = self.objective.metrics(stats, split.n, penalty, split.total_squares)
+        self.progress.check_loss(which, epoch, result["loss"])
         if self.cache_epoch != epoch:
             self.cache_epoch, self.cache = epoch, {}
-        result = self.cache[which] = (value, correct / split.n)
+        self.cache[which] = result
         return result
 
-    def _loss_value(self, split: CheckedSplit, ce_sum: float) -> float:
-        """The loss from a split's summed cross-entropy: its mean plus the penalty."""
+    def _loss_value(self, split: CheckedSplit, stats: Stats) -> float:
+        """The loss from a split's stats: its mean data term plus the penalty."""
         hp = self.hp
-        return ce_sum / split.n + self.network.penalty(self.train_split.n, hp.l1, hp.l2)
+        penalty = self.network.penalty(self.train_split.n, hp.l1, hp.l2)
+        return data_loss(stats, self.objective.task) / split.n + penalty
 
-    def _metrics(self, which: Which, epoch: int) -> tuple[float, float]:
-        """(loss, accuracy) of the current parameters (those after `epoch`) on a split."""
+    def _metrics(self, which: Which, epoch: int) -> dict[str, float]:
+        """The metrics of the current parameters (those after `epoch`) on a split."""
         if self.cache_epoch == epoch and which in self.cache:
             return self.cache[which]
         split = self.train_split if which == "train" else self.test_split
         assert split is not None
-        ce_sum, correct = self.passes.cross_entropy_and_correct(split.X_aug, split.y)
-        return self._store(which, epoch, ce_sum, correct)
+        stats = self.passes.cross_entropy_and_correct(split.X_aug, split.y)
+        return self._store(which, epoch, stats)
 
     def _point(self, epoch: int, learning_rate: float) -> HistoryPoint:
         """The current parameters' metrics, as the history point for `epoch`."""
-        train_loss, train_accuracy = self._metrics("train", epoch)
-        test_loss = test_accuracy = None
-        if self.test_split is not None:
-            test_loss, test_accuracy = self._metrics("test", epoch)
-        return HistoryPoint(
-            epoch, train_loss, train_accuracy, test_loss, test_accuracy, learning_rate
-        )
+        train = self._metrics("train", epoch)
+        test = None if self.test_split is None else self._metrics("test", epoch)
+        return HistoryPoint.of(epoch, train, test, learning_rate)
 
     def _record(self, epoch: int, learning_rate: float, *, last: bool = False) -> None:
         """Record the current parameters' point for `epoch` (and their snapshot when due)."""
@@ -510,13 +661,13 @@ class _Trainer:
         if self.on_record is not None:
             self.on_record(point)
 
-    def _set_explosion_limit(self, initial_stats: tuple[float, int]) -> None:
-        """The loss rule's threshold, from the initial parameters' (summed CE, hits)."""
+    def _set_explosion_limit(self, initial_stats: Stats) -> None:
+        """The loss rule's threshold, from the initial parameters' stats."""
         try:
-            initial_loss, _ = self._store("train", 0, *initial_stats)
+            initial_loss = self._store("train", 0, initial_stats)["loss"]
         except TrainingDiverged as error:
             raise initial_loss_not_finite() from error
-        self.progress.set_explosion_limit(initial_loss, self.network.n_classes)
+        self.progress.set_explosion_limit(initial_loss, self.network.n_outputs, self.objective)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -539,7 +690,7 @@ class _Trainer:
         if stats is not None:  # metrics of the parameters after epoch - 1
             if epoch == 1:
                 self._set_explosion_limit(stats)
-            train_loss, _ = self._store("train", epoch - 1, *stats)
+            train_loss = self._store("train", epoch - 1, stats)["loss"]
             progress.observe_train_loss(epoch - 1, train_loss)
             pending = progress.take_pending()
             if pending is not None:
@@ -562,7 +713,7 @@ class _Trainer:
         gradient = self.lbfgs_gradient
         np.multiply(grad_sum, 1.0 / split.n, out=gradient)
         self.penalty.add_gradient(gradient, params, split.n, grad_sum)  # grad_sum: scratch now
-        return self._loss_value(split, stats[0]), gradient
+        return self._loss_value(split, stats), gradient
 
     def _lbfgs_epoch(self, epoch: int) -> float:
         """One L-BFGS iteration; returns the step length its line search accepted."""
@@ -573,7 +724,7 @@ class _Trainer:
         iteration = self.lbfgs.iterate()
         if iteration.status != "moved":
             self.finished = iteration.status
-        self._store("train", epoch, *self.lbfgs_stats)  # the accepted weights' (last) pass
+        self._store("train", epoch, self.lbfgs_stats)  # the accepted weights' (last) pass
         return iteration.step
 
     def _minibatch_epoch(self, epoch: int) -> float:
@@ -641,7 +792,7 @@ class _Trainer:
             one_epoch = self._lbfgs_epoch
 
         def loss(which: Which) -> float:
-            return self._metrics(which, epoch)[0]
+            return self._metrics(which, epoch)["loss"]
 
         for epoch in range(1, epochs + 1):
             if polled:
@@ -689,21 +840,27 @@ def train(
     on_snapshot: Callable[[ParameterSnapshot], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    objective: Objective = CLASSIFICATION,
 ) -> TrainResult:
     """Train a network on (X_train, y_train); see the module docstring for the conventions.
 
     X arrays are (n, n_features) real numbers, used as given (standardize beforehand if
-    wanted); y arrays are integer class indices 0..n_classes-1.
+    wanted); y arrays are integer class indices 0..n_classes-1, or for a regression
+    `objective` real targets (n, n_classes) (n_classes: the number of outputs; (n,) for one).
     """
     controls = Controls(should_stop, clock, clock())
-    train_split, test_split = validated_splits(hp, X_train, y_train, n_classes, X_test, y_test)
+    train_split, test_split = validated_splits(
+        hp, X_train, y_train, n_classes, X_test, y_test, objective
+    )
     dtype = np.dtype(hp.dtype)
     rng = np.random.default_rng(hp.seed)
     layer_sizes = [train_split.X_aug.shape[1] - 1, *hp.hidden_layers, int(n_classes)]
     weights, biases = init_params(layer_sizes, hp.init, dtype, rng)
-    network = Network(layer_sizes, hp.activation, dtype)
+    network = Network(layer_sizes, hp.activation, dtype, objective.task)
     network.set_params(weights, biases)
-    trainer = _Trainer(hp, network, train_split, test_split, rng, on_record, controls, on_snapshot)
+    trainer = _Trainer(
+        hp, network, train_split, test_split, rng, on_record, controls, on_snapshot, objective
+    )
     # Overflow and NaN are detected by the divergence checks, not reported as warnings.
     with (
         trainer.passes,

@@ -18,7 +18,7 @@ import pytest
 
 from engine import network
 from engine.activations import ACTIVATIONS, DERIVATIVES, LEAKY_SLOPE
-from engine.hyperparameters import Activation
+from engine.hyperparameters import Activation, Task
 
 ACTIVATION_NAMES: list[Activation] = ["tanh", "relu", "leaky_relu", "sigmoid", "identity"]
 H = 1e-6
@@ -73,6 +73,7 @@ def _numerical_gradients(
     y: np.ndarray,
     l1: float,
     l2: float,
+    task: Task = "classification",
 ) -> list[np.ndarray]:
     """Central differences of network.loss for every weight and bias, in layer order."""
     result = []
@@ -81,9 +82,9 @@ def _numerical_gradients(
         for index in np.ndindex(array.shape):
             saved = array[index]
             array[index] = saved + H
-            plus = network.loss(weights, biases, activation, X, y, l1=l1, l2=l2)
+            plus = network.loss(weights, biases, activation, X, y, l1=l1, l2=l2, task=task)
             array[index] = saved - H
-            minus = network.loss(weights, biases, activation, X, y, l1=l1, l2=l2)
+            minus = network.loss(weights, biases, activation, X, y, l1=l1, l2=l2, task=task)
             array[index] = saved
             grad[index] = (plus - minus) / (2 * H)
         result.append(grad)
@@ -110,6 +111,34 @@ def test_backprop_matches_central_differences(
     numeric = _numerical_gradients(weights, biases, activation, X, y, l1, l2)
     assert value == pytest.approx(network.loss(weights, biases, activation, X, y, l1=l1, l2=l2))
     assert _max_relative_error([*dW, *db], numeric) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("activation", "hidden", "n_outputs"),
+    list(itertools.product(ACTIVATION_NAMES, [[], [4], [5, 4, 3]], [1, 3])),
+)
+def test_regression_backprop_matches_central_differences(
+    activation: Activation, hidden: list[int], n_outputs: int
+) -> None:
+    weights, biases, X, _ = _problem(hidden, n_outputs, activation, seed=len(hidden) + n_outputs)
+    y = np.random.default_rng(n_outputs).normal(0, 2, (N_EXAMPLES, n_outputs))
+    l1, l2 = 0.3, 0.7
+    value, dW, db = network.loss_and_gradients(
+        weights, biases, activation, X, y, l1=l1, l2=l2, task="regression"
+    )
+    numeric = _numerical_gradients(weights, biases, activation, X, y, l1, l2, "regression")
+    assert _max_relative_error([*dW, *db], numeric) <= 1e-6
+    # The value by hand: half the squared error summed over outputs, averaged over examples.
+    A = X
+    for W, b in zip(weights[:-1], biases[:-1], strict=True):
+        A = GUARDED[activation](A @ W + b)
+    outputs = A @ weights[-1] + biases[-1]  # (n, K)
+    n = X.shape[0]
+    penalty = sum(l2 / (2 * n) * (W**2).sum() + l1 / n * np.abs(W).sum() for W in weights)
+    expected = 0.5 * ((outputs - y) ** 2).sum() / n + penalty
+    assert value == pytest.approx(expected, rel=1e-12)
+    predicted = network.predict_values(weights, biases, activation, X)
+    np.testing.assert_allclose(predicted, outputs, rtol=1e-12, atol=1e-12)
 
 
 def test_penalties_apply_to_weights_only() -> None:
@@ -152,6 +181,78 @@ def test_blocked_and_threaded_gradient_equals_single_block(
     for ce, correct in (blocked_ce, threaded_ce):
         assert ce == pytest.approx(whole_ce[0], rel=1e-12)
         assert correct == whole_ce[1]
+
+
+def test_blocked_and_threaded_regression_passes_equal_single_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(4)
+    net = network.Network([2, 8, 2], "tanh", np.float64, "regression")
+    weights, biases = network.init_params([2, 8, 2], "lecun", np.float64, rng)
+    net.set_params(weights, biases)
+    X = rng.normal(size=(1000, 2))
+    X_aug = network.with_ones_column(X, np.float64)
+    targets = network.targets_for(rng.normal(size=(1000, 2)), 2, np.float64, "regression")
+    with network.Passes(net, 1000) as passes:
+        whole, whole_stats = passes.summed_gradient(X_aug, targets, targets)
+        whole = whole.copy()
+    errors = network.predict_values(weights, biases, "tanh", X) - targets  # (1000, 2)
+    assert whole_stats is not None
+    np.testing.assert_allclose(whole_stats[0], (errors**2).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(whole_stats[1], np.abs(errors).sum(axis=0), rtol=1e-12)
+    monkeypatch.setattr(network, "BLOCK_BYTES", 64 * 8 * 8)
+    monkeypatch.setattr(network, "PARALLEL_MIN_ELEMENTS", 1000)
+    with network.Passes(net, 1000) as passes:
+        threaded, threaded_stats = passes.summed_gradient(X_aug, targets, targets)
+        alone = passes.cross_entropy_and_correct(X_aug, targets)
+        assert passes._executor is not None
+    np.testing.assert_allclose(threaded, whole, rtol=1e-12, atol=1e-13)
+    assert threaded_stats is not None
+    for stats in (threaded_stats, alone):
+        np.testing.assert_allclose(stats[0], whole_stats[0], rtol=1e-12)
+        np.testing.assert_allclose(stats[1], whole_stats[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_gradient_descent_steps_equal_scikit_learns_mlp_regressor(n_outputs: int) -> None:
+    """Oracle: MLPRegressor (sgd, no momentum, full batch, constant rate) from the same weights
+    takes the same steps as plain gradient descent on our loss; alpha is our l2."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 3))
+    y = np.sin(X[:, :n_outputs]) + 0.1 * rng.normal(size=(40, n_outputs))  # (40, K)
+    sizes = [3, 5, n_outputs]
+    weights, biases = network.init_params(sizes, "xavier", np.float64, rng)
+    biases = [rng.normal(0, 0.1, b.shape) for b in biases]
+    rate, alpha, steps = 0.05, 0.3, 4
+    oracle = MLPRegressor(
+        hidden_layer_sizes=(5,), activation="tanh", solver="sgd", alpha=alpha,
+        batch_size=40, learning_rate_init=rate, momentum=0.0, max_iter=1, shuffle=False,
+        tol=0.0, n_iter_no_change=10**6, random_state=0,
+    )  # fmt: skip
+    oracle.partial_fit(X, y if n_outputs > 1 else y[:, 0])  # builds the layers
+    oracle.coefs_ = [W.copy() for W in weights]
+    oracle.intercepts_ = [b.copy() for b in biases]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(steps):
+            oracle.partial_fit(X, y if n_outputs > 1 else y[:, 0])
+    for _ in range(steps):
+        value, dW, db = network.loss_and_gradients(
+            weights, biases, "tanh", X, y, l2=alpha, task="regression"
+        )
+        weights = [W - rate * g for W, g in zip(weights, dW, strict=True)]
+        biases = [b - rate * g for b, g in zip(biases, db, strict=True)]
+    for ours, theirs in zip(
+        [*weights, *biases], [*oracle.coefs_, *oracle.intercepts_], strict=True
+    ):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+    if n_outputs == 1:  # the loss both report for one output (of the weights before the step)
+        assert oracle.loss_ == pytest.approx(value, rel=1e-12)
 
 
 # The textbook derivatives through the output A = f(Z): the oracle of the in-place kernels.

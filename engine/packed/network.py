@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from engine.errors import InvalidInput
-from engine.hyperparameters import Activation
+from engine.hyperparameters import Activation, Task
 from engine.network import BLOCK_BYTES, MIN_BLOCK_ROWS
 
 Array = np.ndarray
@@ -112,6 +112,7 @@ class PackedNetwork:
         dtype: DTypeLike,
         input_groups: Sequence[int] | None = None,
         rows: int = 256,
+        task: Task = "classification",
     ) -> None:
         sizes = [[int(width) for width in network] for network in layer_sizes]
         if not sizes or any(len(s) < 2 or min(s) < 1 for s in sizes):
@@ -133,6 +134,7 @@ class PackedNetwork:
         self.input_groups = groups
         self.activation: Activation = activation
         self.dtype = np.dtype(dtype)
+        self.task: Task = task  # regression: identity outputs, half the squared error
         # Each network's columns of each packed hidden layer and, last, of the output: the
         # logits are class-major, row c*K + k of (C*K, m) is network k's class c.
         self.columns: list[Sequence[slice | Array]] = [

@@ -12,7 +12,9 @@ from engine.network import MAX_CLASSES_BY_COLUMNS, PassBuffers, dot, reduce_clas
 from engine.packed.network import PackedNetwork
 
 Array = np.ndarray
-Stats = tuple[Array, Array]  # per network: summed cross-entropy (K,) float64, hits (K,)
+# Per network: summed cross-entropy (K,) float64 and hits (K,); regression: summed squared error
+# and summed absolute error per network and output, (K, C) float64 each.
+Stats = tuple[Array, Array]
 
 
 def _isolate(values: Array, column_owner: Array, failed: set[int]) -> None:
@@ -35,6 +37,13 @@ class PackedWorkspace(PassBuffers["_PackedPlan"]):
         super().__init__(network.params, network.widths, rows)
         self.network = network
 
+    def new_stats(self) -> Stats:
+        """Zero stats to add blocks to."""
+        K, C = self.network.n_networks, self.network.n_classes
+        if self.network.task == "regression":
+            return np.zeros((K, C)), np.zeros((K, C))
+        return np.zeros(K), np.zeros(K, dtype=np.int64)
+
     def _new_plan(self, m: int) -> _PackedPlan:
         return _PackedPlan(self, m)
 
@@ -45,14 +54,14 @@ class PackedWorkspace(PassBuffers["_PackedPlan"]):
     ) -> tuple[Array, Stats | None]:
         """Sum over the rows of every network's CE gradient (flat, like params; what lands on
         the padding is left there: every step gives the padding a rate of 0); with labels y,
-        also the per-network stats of the same forward pass (the parameters before the step).
+        also the per-network stats of the same forward pass (the parameters before the step);
+        regression's y: the targets again, laid out like `targets`, rows last.
         `targets`: see `_PackedPlan.output_delta`. Networks whose values are not finite are
         added to `failed` (their columns zeroed so that they reach no other network)."""
         n = X_in.shape[0]
-        network = self.network
         stats: Stats | None = None
         if y is not None:
-            stats = (np.zeros(network.n_networks), np.zeros(network.n_networks, dtype=np.int64))
+            stats = self.new_stats()
         if n <= self.rows:  # one block (the usual case for small data): no slicing
             plan = self.plan(n)
             plan.forward(X_in, failed)
@@ -67,7 +76,7 @@ class PackedWorkspace(PassBuffers["_PackedPlan"]):
             X_block = X_in[start:stop]
             plan.forward(X_block, failed)
             if stats is not None and y is not None:
-                plan.add_logit_stats(y[start:stop], stats)
+                plan.add_logit_stats(y[..., start:stop], stats)
             plan.output_delta(targets[..., start:stop])
             plan.backward(X_block, self.grad if start == 0 else self.block_grad, failed)
             if start:
@@ -75,17 +84,17 @@ class PackedWorkspace(PassBuffers["_PackedPlan"]):
         return self.grad, stats
 
     def cross_entropy_and_correct(self, X_in: Array, y: Array) -> Stats:
-        """Per network (summed CE (K,), hits (K,)); CE is NaN for a network whose values were
-        not finite."""
-        network = self.network
-        stats = (np.zeros(network.n_networks), np.zeros(network.n_networks, dtype=np.int64))
+        """Per network (summed CE (K,), hits (K,)), or for regression (summed squared error,
+        summed absolute error) (K, C) against the targets y (C, 1 or K, n); the first is NaN for
+        a network whose values were not finite."""
+        stats = self.new_stats()
         failed: set[int] = set()
         n = X_in.shape[0]
         for start in range(0, n, self.rows):
             stop = min(start + self.rows, n)
             plan = self.plan(stop - start)
             plan.forward(X_in[start:stop], failed)
-            plan.add_logit_stats(y[start:stop], stats)
+            plan.add_logit_stats(y[..., start:stop], stats)
         if failed:
             stats[0][sorted(failed)] = math.nan
         return stats
@@ -145,7 +154,8 @@ class _PackedPlan:
         self.scratch_classes = list(self.scratch_logits)
         self.by_columns = C <= MAX_CLASSES_BY_COLUMNS
         self.pick = (np.arange(K)[:, None], np.arange(m)[None, :])
-        self.binary = C == 2
+        self.regression = network.task == "regression"
+        self.binary = C == 2 and not self.regression
         self.flat_first = network.depth == 1  # the first layer gives the logits
         # Forward of each later layer: the activations to activate (and check, when they meet
         # a diagonal matrix), then its products (dot?, left, right, out, bias).
@@ -246,7 +256,11 @@ class _PackedPlan:
         """logits <- softmax per network - Y, in place (the summed CE's gradient wrt the logits).
         `targets`: for C = 2 the indicator of class 1, (1, 1 or K, m); else one-hot (C, 1 or K,
         m). For C = 2 the softmax is P1 = 1/(1 + exp(z0 - z1)), P0 = 1 - P1, as in
-        engine.network."""
+        engine.network. Regression: logits - Y with targets (C, 1 or K, m) (identity output,
+        half the squared error)."""
+        if self.regression:
+            np.subtract(self.logits, targets, out=self.logits)
+            return
         if self.binary:
             p1 = self.row_flat
             column_0, column_1 = self.classes
@@ -298,7 +312,14 @@ class _PackedPlan:
 
     def add_logit_stats(self, y: Array, stats: Stats) -> None:
         """Add the block's per-network summed CE and argmax hits (from the last forward's
-        logits) to `stats`; leaves the logits shifted by their maximum (softmax unchanged)."""
+        logits) to `stats`; leaves the logits shifted by their maximum (softmax unchanged).
+        Regression: summed squared and absolute errors (K, C) against targets y (C, 1 or K, m),
+        the logits unchanged."""
+        if self.regression:
+            errors = np.subtract(self.logits, y, out=self.scratch_logits)  # (C, K, m)
+            stats[0][:] += np.einsum("ckm,ckm->kc", errors, errors, dtype=np.float64)
+            stats[1][:] += np.abs(errors, out=errors).sum(axis=2, dtype=np.float64).T
+            return
         if self.binary:
             # CE = log(1 + exp(z_other - z_y)) = logaddexp(0, ±(z1 - z0)); class 1 wins ties
             # to class 0, as argmax does

@@ -23,8 +23,10 @@ from engine.packed.trainer import (
     RecordCallback,
 )
 from engine.training import (
+    CLASSIFICATION,
     Controls,
     HistoryPoint,
+    Objective,
     early_stopping_needs_a_test_split,
     effective_batch_size,
     train,
@@ -37,16 +39,19 @@ Array = np.ndarray
 TrainArguments = tuple[Array, Array, int, Array | None, Array | None]
 
 
-def _prepared(hp: Hyperparameters, arguments: TrainArguments) -> PackData:
+def _prepared(hp: Hyperparameters, arguments: TrainArguments, objective: Objective) -> PackData:
     """The data checked and converted exactly as train checks it (InvalidInput otherwise)."""
     checked = hp.model_copy(update={"early_stopping": False})
-    train_split, test_split = validated_splits(checked, *arguments)
+    train_split, test_split = validated_splits(checked, *arguments, objective)
     return PackData(
         train_split.X_aug,
         train_split.y,
         test_split.X_aug if test_split else None,
         test_split.y if test_split else None,
         int(arguments[2]),
+        objective,
+        train_split.total_squares,
+        test_split.total_squares if test_split else None,
     )
 
 
@@ -77,8 +82,10 @@ def train_pack(
     on_finish: FinishCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    objective: Objective = CLASSIFICATION,
 ) -> list[ConfigurationOutcome]:
-    """Train configurations that `pack_key` lets share a pack, as one network.
+    """Train configurations that `pack_key` lets share a pack, as one network (for the
+    `objective`, as train takes it).
 
     Returns one outcome per configuration in the order given (`indices` names them, default
     0..K-1). `on_record(index, point)` follows each history point and `on_finish(outcome)`
@@ -89,7 +96,7 @@ def train_pack(
         return []
     controls = Controls(should_stop, clock, clock())
     arguments = (X_train, y_train, n_classes, X_test, y_test)
-    data = _prepared(hps[0], arguments)
+    data = _prepared(hps[0], arguments, objective)
     return _train_pack(hps, data, indices, on_record, on_finish, controls)
 
 
@@ -132,7 +139,9 @@ def _train_pack(
         minibatch = batch is not None
         groups = _input_groups(members, minibatch)
         rows = batch or min(data.n_train, PASS_ROWS)
-        network = PackedNetwork(sizes, members[0].hp.activation, dtype, groups, rows)
+        network = PackedNetwork(
+            sizes, members[0].hp.activation, dtype, groups, rows, data.objective.task
+        )
         for k, (weights, biases) in enumerate(initial):
             network.set_network(k, weights, biases)
         group_rngs: list[np.random.Generator] = []
@@ -167,6 +176,7 @@ def _train_alone(
     on_record: RecordCallback | None,
     should_stop: Callable[[], bool] | None,
     clock: Callable[[], float],
+    objective: Objective,
 ) -> ConfigurationOutcome:
     history: list[HistoryPoint] = []
 
@@ -177,7 +187,14 @@ def _train_alone(
 
     started = clock()
     try:
-        result = train(hp, *arguments, on_record=record, should_stop=should_stop, clock=clock)
+        result = train(
+            hp,
+            *arguments,
+            on_record=record,
+            should_stop=should_stop,
+            clock=clock,
+            objective=objective,
+        )
     except TrainingCancelled:
         return ConfigurationOutcome(index, "cancelled", history=history, seconds=clock() - started)
     except (TrainingDiverged, InvalidInput) as error:
@@ -202,6 +219,7 @@ def train_many(
     on_finish: FinishCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    objective: Objective = CLASSIFICATION,
 ) -> list[ConfigurationOutcome]:
     """Train every configuration, packed as `packs` says (default: `plan_packs`), one pack after
     another. A configuration that fails (diverged, invalid) fails alone; after a cancellation
@@ -211,7 +229,7 @@ def train_many(
     if not hps:
         return []
     arguments = (X_train, y_train, n_classes, X_test, y_test)
-    prepared = _prepared(hps[0], arguments)
+    prepared = _prepared(hps[0], arguments, objective)
     if packs is None:
         shape = DataShape(
             prepared.n_train, prepared.n_test, prepared.n_features, prepared.n_classes
@@ -228,7 +246,9 @@ def train_many(
                 outcomes[index] = ConfigurationOutcome(index, "cancelled")
             continue
         if len(pack) == 1:
-            outcome = _train_alone(pack[0], hps[pack[0]], arguments, on_record, should_stop, clock)
+            outcome = _train_alone(
+                pack[0], hps[pack[0]], arguments, on_record, should_stop, clock, objective
+            )
             if on_finish is not None and outcome.status != "cancelled":
                 on_finish(outcome)
             results = [outcome]

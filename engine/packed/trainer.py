@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from numpy.typing import DTypeLike
 
 from engine.errors import EngineError, InvalidInput, TrainingDiverged
 from engine.hyperparameters import Hyperparameters
@@ -18,9 +17,12 @@ from engine.optimizers import Grouped, Penalty, make_optimizer
 from engine.packed.network import PackedNetwork
 from engine.packed.passes import PackedWorkspace, Stats
 from engine.training import (
+    CLASSIFICATION,
     POLL_EVERY_BATCHES,
+    TASK_METRICS,
     Controls,
     HistoryPoint,
+    Objective,
     Progress,
     StopReason,
     TrainResult,
@@ -105,9 +107,17 @@ class PackTrainer:
         self.workspace = PackedWorkspace(network, max(1, min(largest, network.block_rows())))
         self.train_input = network.tiled_input(data.X_train)  # (n, G*(d+1))
         self.test_input = network.tiled_input(data.X_test) if data.X_test is not None else None
-        # targets by row: the class-1 indicator (1, n) for C = 2, else one-hot (C, n)
-        self.row_targets = _row_targets(data.y_train, network.n_classes, network.dtype)
+        self.objective = data.objective
+        # targets by row: the class-1 indicator (1, n) for C = 2, else one-hot (C, n);
+        # regression: the targets (C, n)
+        self.row_targets = _row_targets(data, data.y_train)
         self.targets = self.row_targets[:, None, :]  # (1 or C, 1, n): shared by every network
+        # what the stats compare the outputs with: labels (n,), or the targets (C, 1, n)
+        self.compared: dict[Which, Array | None] = {"train": data.y_train, "test": data.y_test}
+        if self.objective.regression:
+            self.compared["train"] = self.targets
+            if data.y_test is not None:
+                self.compared["test"] = _row_targets(data, data.y_test)[:, None, :]
         # one value per network, padding last (0): the optimizer's per-parameter settings
         self.rates = np.zeros(K + 1)
         self.learning_rate = self._grouped(self.rates)
@@ -123,8 +133,8 @@ class PackTrainer:
         self._failed: set[int] = set()  # networks isolated in this step's passes
         self.n_active = len(members)
         self.ones = np.ones_like(network.params)
-        # metrics of the parameters after an epoch: (which, epoch) -> (losses (K,), accuracies)
-        self.cache: dict[tuple[Which, int], tuple[Array, Array]] = {}
+        # the parameters after an epoch: (which, epoch) -> (every network's stats, penalties)
+        self.cache: dict[tuple[Which, int], tuple[Stats, Array]] = {}
         self.penalty_cache: dict[int, Array] = {}  # epoch -> each network's penalty
         self.n_train = data.n_train
         self.scheduled = [k for k, m in enumerate(members) if m.hp.lr_schedule != "constant"]
@@ -154,35 +164,44 @@ class PackTrainer:
 
     # -- metrics ------------------------------------------------------------------------------
 
-    def _store(self, which: Which, epoch: int, stats: Stats) -> tuple[Array, Array]:
-        n = self.n_train if which == "train" else self.data.n_test
+    def _store(self, which: Which, epoch: int, stats: Stats) -> tuple[Stats, Array]:
         penalties = self.penalty_cache.get(epoch)
         if penalties is None:  # the same parameters for both splits
             penalties = self.network.penalties(self.n_train, self.l1, self.l2)
             self.penalty_cache = {epoch: penalties}
-        result = self.cache[(which, epoch)] = (stats[0] / n + penalties, stats[1] / n)
+        result = self.cache[(which, epoch)] = (stats, penalties)
         return result
 
-    def _metrics(self, which: Which, epoch: int) -> tuple[Array, Array]:
-        """Every network's (loss (K,), accuracy (K,)) on a split, for the current parameters
-        (those after `epoch`); computed once."""
+    def _stats(self, which: Which, epoch: int) -> tuple[Stats, Array]:
+        """Every network's stats on a split and penalty, for the current parameters (those
+        after `epoch`); computed once."""
         cached = self.cache.get((which, epoch))
         if cached is not None:
             return cached
         X_in = self.train_input if which == "train" else self.test_input
-        y = self.data.y_train if which == "train" else self.data.y_test
+        y = self.compared[which]
         assert X_in is not None and y is not None
         return self._store(which, epoch, self.workspace.cross_entropy_and_correct(X_in, y))
 
-    def _loss(self, k: int, which: Which, epoch: int) -> tuple[float, float]:
-        """Member k's (loss, accuracy) on a split after `epoch`; TrainingDiverged if train's
-        loss rule fires."""
-        losses, accuracies = self._metrics(which, epoch)
-        value = float(losses[k])
-        self.members[k].check_loss(which, epoch, value)
-        return value, float(accuracies[k])
+    def _unchecked(self, k: int, which: Which, epoch: int) -> dict[str, float]:
+        """Member k's metrics on a split after `epoch`, as train computes them."""
+        (first, second), penalties = self._stats(which, epoch)
+        data = self.data
+        n, total_squares = (
+            (data.n_train, data.train_total_squares)
+            if which == "train"
+            else (data.n_test, data.test_total_squares)
+        )
+        return self.objective.metrics((first[k], second[k]), n, float(penalties[k]), total_squares)
 
-    def _checked(self, k: int, which: Which, epoch: int) -> tuple[float, float] | None:
+    def _loss(self, k: int, which: Which, epoch: int) -> dict[str, float]:
+        """Member k's metrics on a split after `epoch`; TrainingDiverged if train's loss rule
+        fires."""
+        metrics = self._unchecked(k, which, epoch)
+        self.members[k].check_loss(which, epoch, metrics["loss"])
+        return metrics
+
+    def _checked(self, k: int, which: Which, epoch: int) -> dict[str, float] | None:
         """`_loss`, or None after failing member k as train would."""
         try:
             return self._loss(k, which, epoch)
@@ -194,13 +213,12 @@ class PackTrainer:
         train = self._checked(k, "train", epoch)
         if train is None:
             return None
-        test: tuple[float | None, float | None] = (None, None)
+        test = None
         if self.data.X_test is not None:
-            checked = self._checked(k, "test", epoch)
-            if checked is None:
+            test = self._checked(k, "test", epoch)
+            if test is None:
                 return None
-            test = checked
-        return HistoryPoint(epoch, train[0], train[1], test[0], test[1], learning_rate)
+        return HistoryPoint.of(epoch, train, test, learning_rate)
 
     def _record(self, k: int, epoch: int, learning_rate: float) -> bool:
         """Append member k's point for `epoch`; False if a check failed it instead."""
@@ -247,24 +265,29 @@ class PackTrainer:
         member = self.members[k]
         hp = member.hp
         weights, biases = self.network.network_weights(k, restored)
-        alone = PackedNetwork([self.network.layer_sizes[k]], hp.activation, self.network.dtype)
+        network = self.network
+        alone = PackedNetwork(
+            [network.layer_sizes[k]], hp.activation, network.dtype, task=network.task
+        )
         alone.set_network(0, weights, biases)
         data = self.data
         workspace = PackedWorkspace(
             alone, max(1, min(max(data.n_train, data.n_test), alone.block_rows()))
         )
         penalty = float(alone.penalties(data.n_train, np.array([hp.l1]), np.array([hp.l2]))[0])
-        metrics: dict[str, float | None] = {"test_loss": None, "test_accuracy": None}
-        splits: list[tuple[str, Array | None, Array | None, int]] = [
-            ("train", data.X_train, data.y_train, data.n_train),
-            ("test", data.X_test, data.y_test, data.n_test),
+        names = ("loss", *TASK_METRICS[self.objective.task])
+        metrics: dict[str, float | None] = {f"test_{name}": None for name in names}
+        splits: list[tuple[Which, Array | None, int, Array | None]] = [
+            ("train", data.X_train, data.n_train, data.train_total_squares),
+            ("test", data.X_test, data.n_test, data.test_total_squares),
         ]
-        for which, X, y, n in splits:
+        for which, X, n, total_squares in splits:
+            y = self.compared[which]
             if X is None or y is None:
                 continue
-            ce_sums, correct = workspace.cross_entropy_and_correct(X, y)
-            metrics[f"{which}_loss"] = float(ce_sums[0]) / n + penalty
-            metrics[f"{which}_accuracy"] = int(correct[0]) / n
+            first, second = workspace.cross_entropy_and_correct(X, y)
+            values = self.objective.metrics((first[0], second[0]), n, penalty, total_squares)
+            metrics.update({f"{which}_{name}": values[name] for name in names})
         return metrics
 
     def _succeed(self, k: int, epoch: int, reason: StopReason) -> None:
@@ -324,7 +347,7 @@ class PackTrainer:
         grad_sum, stats = self.workspace.summed_gradient(
             self.train_input,
             self.targets,
-            self.data.y_train if want_stats else None,
+            self.compared["train"] if want_stats else None,
             self._failed,
         )
         if stats is not None:  # the metrics of the parameters after epoch - 1
@@ -334,7 +357,7 @@ class PackTrainer:
                     if self.members[k].active:
                         checked = self._checked(k, "train", epoch - 1)
                         if checked is not None:
-                            self.members[k].observe_train_loss(epoch - 1, checked[0])
+                            self.members[k].observe_train_loss(epoch - 1, checked["loss"])
             for k in waiting:
                 member = self.members[k]
                 pending = member.take_pending()
@@ -366,7 +389,7 @@ class PackTrainer:
                 m = group_rows[0].shape[0]
                 for g, rows in enumerate(group_rows):
                     X_batch[:m, g * d1 : (g + 1) * d1] = data.X_train[rows]
-                labels = data.y_train[np.stack(group_rows)][self.group_of]  # (K, m)
+                labels = data.y_train[np.stack(group_rows)][self.group_of]  # (K, m[, C])
                 self._group_targets(targets_batch[..., :m], labels)
             grad_sum, _ = self.workspace.summed_gradient(
                 X_batch[:m], targets_batch[..., :m], None, self._failed
@@ -374,7 +397,11 @@ class PackTrainer:
             self._update(grad_sum, m, epoch)
 
     def _group_targets(self, targets: Array, labels: Array) -> None:
-        """Each network's targets for its own rows into (1 or C, K, m), from labels (K, m)."""
+        """Each network's targets for its own rows into (1 or C, K, m), from labels (K, m)
+        (regression: from targets (K, m, C))."""
+        if self.objective.regression:
+            targets[...] = np.moveaxis(labels, 2, 0)
+            return
         if self.network.n_classes == 2:
             np.equal(labels, 1, out=targets[0], casting="unsafe")
             return
@@ -388,7 +415,7 @@ class PackTrainer:
         entries = self.network.entries[k]
 
         def loss(which: Which) -> float:
-            return self._loss(k, which, epoch)[0]
+            return self._loss(k, which, epoch)["loss"]
 
         def keep_best() -> None:
             member.best_params = self.network.params[entries]  # a copy
@@ -416,10 +443,10 @@ class PackTrainer:
                 np.empty((self.row_targets.shape[0], networks, rows), dtype=network.dtype),
             )
             self.group_of = np.array(network.input_groups)
-        losses, _ = self._metrics("train", 0)
         for k, member in enumerate(self.members):
+            initial_loss = self._unchecked(k, "train", 0)["loss"]
             try:
-                member.set_explosion_limit(float(losses[k]), network.n_classes)
+                member.set_explosion_limit(initial_loss, network.n_classes, self.objective)
             except InvalidInput as error:
                 self._fail(k, error)
         self._set_rates(0, range(len(self.members)))
@@ -459,10 +486,13 @@ class PackData:
     """Validated data in the training dtype: X arrays carry the ones column."""
 
     X_train: Array  # (n_train, d + 1)
-    y_train: Array  # (n_train,)
+    y_train: Array  # (n_train,); regression: the targets (n_train, C)
     X_test: Array | None  # (n_test, d + 1)
     y_test: Array | None
-    n_classes: int
+    n_classes: int  # regression: the number of outputs
+    objective: Objective = CLASSIFICATION
+    train_total_squares: Array | None = None  # regression: (C,) per split, for r2
+    test_total_squares: Array | None = None
 
     @property
     def n_train(self) -> int:
@@ -477,8 +507,12 @@ class PackData:
         return int(self.X_train.shape[1]) - 1
 
 
-def _row_targets(y: Array, n_classes: int, dtype: DTypeLike) -> Array:
-    """(1, n) indicator of class 1 when n_classes = 2, else one-hot (n_classes, n)."""
+def _row_targets(data: PackData, y: Array) -> Array:
+    """(1, n) indicator of class 1 when n_classes = 2, else one-hot (n_classes, n); for
+    regression the targets (n, C) transposed, (C, n), contiguous."""
+    n_classes, dtype = data.n_classes, data.X_train.dtype
+    if data.objective.regression:
+        return np.ascontiguousarray(y.T, dtype=dtype)
     if n_classes == 2:
         return (y == 1).astype(dtype).reshape(1, -1)
     Y = np.zeros((n_classes, y.shape[0]), dtype=dtype)
