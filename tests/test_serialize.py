@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -295,3 +296,21 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 def test_memoryview_and_bytearray_inputs() -> None:
     _assert_same_model(model_from_npz(bytearray(VALID)), _model())  # type: ignore[arg-type]
     _assert_same_model(model_from_npz(memoryview(VALID)), _model())  # type: ignore[arg-type]
+
+
+def test_a_file_written_before_regression_still_loads() -> None:
+    """tests/fixtures/classifier_format_1.npz was written by model_to_npz before models
+    recorded their task: it loads as the classifier it was, predicting what it predicted."""
+    data = (Path(__file__).parent / "fixtures" / "classifier_format_1.npz").read_bytes()
+    model = model_from_npz(data)
+    assert model.classes == ("cat", "dog", "eel")
+    assert model.feature_names == ("length", "weight")
+    assert model.architecture == [2, 4, 3]
+    points = np.array([[0.0, 0.0], [1.0, -2.0], [3.0, 0.5]])
+    # the probabilities the writing code printed for these points
+    expected = [
+        [0.42867595691577015, 0.10911391119972075, 0.4622101318845091],
+        [0.8888647789617998, 0.08678468119684295, 0.024350539841357075],
+        [0.4290056483360326, 0.10913342777571897, 0.46186092388824856],
+    ]
+    np.testing.assert_allclose(model.predict_proba(points), expected, rtol=1e-12)
