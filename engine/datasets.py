@@ -1,8 +1,9 @@
 """Datasets: 2-D generators, scikit-learn's bundled sets, user points and CSV, stratified splits.
 
 Every source ends in the same `Dataset`: float64 features, int64 class indices 0..k-1 and the
-user-facing label of each index, sorted. scikit-learn is imported inside the functions that use
-it, so importing this module stays cheap for a training worker.
+user-facing label of each index, sorted; or, for regression (`task`), float64 targets (n, K) and
+the name of each target column. scikit-learn is imported inside the functions that use it, so
+importing this module stays cheap for a training worker.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from typing import Any, Literal
 import numpy as np
 
 from engine.errors import InvalidInput
+from engine.hyperparameters import Task
 from engine.model import Label, Scaler
 
-GeneratedKind = Literal["moons", "circles", "blobs", "xor", "spiral", "gaussian"]
-BuiltinKind = Literal["iris", "wine", "breast_cancer", "digits"]
+GeneratedKind = Literal[
+    "moons", "circles", "blobs", "xor", "spiral", "gaussian", "reg_plane", "reg_gauss", "friedman1"
+]
+BuiltinKind = Literal["iris", "wine", "breast_cancer", "digits", "diabetes"]
 Kind = Literal[GeneratedKind, BuiltinKind, "custom"]
-Parameter = Literal["n_samples", "noise", "n_classes", "seed"]
+Parameter = Literal["n_samples", "noise", "n_classes", "n_features", "seed"]
 
 GENERATED_KINDS: tuple[GeneratedKind, ...] = (
     "moons",
@@ -32,8 +36,13 @@ GENERATED_KINDS: tuple[GeneratedKind, ...] = (
     "xor",
     "spiral",
     "gaussian",
+    "reg_plane",
+    "reg_gauss",
+    "friedman1",
 )
-BUILTIN_KINDS: tuple[BuiltinKind, ...] = ("iris", "wine", "breast_cancer", "digits")
+BUILTIN_KINDS: tuple[BuiltinKind, ...] = ("iris", "wine", "breast_cancer", "digits", "diabetes")
+# The kinds whose targets are real numbers (custom and CSV data say their task themselves).
+REGRESSION_KINDS: frozenset[Kind] = frozenset({"reg_plane", "reg_gauss", "friedman1", "diabetes"})
 
 # The parameters each kind takes, with their defaults. A parameter missing here does not apply.
 PARAMETERS: Mapping[Kind, Mapping[Parameter, int | float]] = {
@@ -43,10 +52,14 @@ PARAMETERS: Mapping[Kind, Mapping[Parameter, int | float]] = {
     "xor": {"n_samples": 200, "noise": 0.1, "seed": 0},
     "spiral": {"n_samples": 300, "noise": 0.2, "n_classes": 3, "seed": 0},
     "gaussian": {"n_samples": 200, "noise": 0.5, "n_classes": 2, "seed": 0},
+    "reg_plane": {"n_samples": 200, "noise": 0.1, "seed": 0},
+    "reg_gauss": {"n_samples": 200, "noise": 0.1, "seed": 0},
+    "friedman1": {"n_samples": 200, "noise": 1.0, "n_features": 10, "seed": 0},
     "iris": {},
     "wine": {},
     "breast_cancer": {},
     "digits": {},
+    "diabetes": {},
     "custom": {},
 }
 
@@ -66,7 +79,17 @@ DESCRIPTIONS: Mapping[Kind, str] = {
     "wine": "178 wines, 13 chemical measurements, 3 cultivars",
     "breast_cancer": "569 tumours, 30 cell-nucleus features, benign or malignant",
     "digits": "1797 8x8 images of handwritten digits, 64 pixel intensities, 10 digits",
-    "custom": "points and labels supplied by the user",
+    "reg_plane": "regression: uniform points in [-6, 6]^2, target (x1 + x2)/10 taken at the "
+    "point moved by uniform noise of up to noise*6 per coordinate (the Playground's plane)",
+    "reg_gauss": "regression: uniform points in [-6, 6]^2 among six signed bumps, target the "
+    "largest in magnitude of sign * max(0, 1 - distance/2), at the point moved like reg_plane's "
+    "(the Playground's multi-gaussian)",
+    "friedman1": "regression: n_features >= 5 uniform features in [0, 1]; target 10 sin(pi x1 "
+    "x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5 plus gaussian noise of std noise (scikit-learn's "
+    "make_friedman1); the other features are irrelevant",
+    "diabetes": "regression: 442 patients, 10 baseline measurements (scaled), disease "
+    "progression a year later",
+    "custom": "points and labels (or regression targets) supplied by the user",
 }
 
 # Hard sanity limits; the service enforces its own, smaller ones.
@@ -76,35 +99,80 @@ MAX_FEATURES = 10_000
 MAX_ABS_VALUE = 1e100
 MAX_GENERATED_CLASSES = 10
 MAX_SEED = 2**32 - 1
+MIN_FRIEDMAN_FEATURES = 5  # make_friedman1's target reads the first five
+MAX_GENERATED_FEATURES = 100  # friedman1's: the rest are noise, more says nothing new
+
+
+def _check_magnitude(values: np.ndarray, what: str) -> None:
+    """InvalidInput naming the first value beyond +-MAX_ABS_VALUE of values (n, columns)."""
+    too_large = np.abs(values) > MAX_ABS_VALUE  # (n_samples, columns)
+    if too_large.any():
+        row, column = (int(i) for i in np.argwhere(too_large)[0])
+        raise InvalidInput(
+            f"point {row} has {values[row, column]:g} in {what} {column}; {what} values must "
+            f"lie within +-{MAX_ABS_VALUE:g} (rescale the data)"
+        )
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features, class indices and the label of each index. Arrays are read-only copies."""
+    """Features, class indices and the label of each index; for regression, features and
+    real-valued targets with a name per target column. Arrays are read-only copies."""
 
     X: np.ndarray  # (n_samples, n_features) float64, finite
-    y: np.ndarray  # (n_samples,) int64 in 0..n_classes-1, every class present
-    classes: tuple[Label, ...]  # classes[i] is the user's label of index i, sorted
+    # classification: (n_samples,) int64 in 0..n_classes-1, every class present;
+    # regression: (n_samples, n_targets) float64, finite
+    y: np.ndarray
+    classes: tuple[Label, ...]  # classes[i] is the user's label of index i, sorted; () regression
     feature_names: tuple[str, ...]
+    task: Task = "classification"
+    target_names: tuple[str, ...] = ()  # regression: one per column of y
 
     def __post_init__(self) -> None:
         X = np.array(self.X, dtype=np.float64)
-        y = np.array(self.y, dtype=np.int64)
+        regression = self.task == "regression"
+        y = np.array(self.y, dtype=np.float64 if regression else np.int64)
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
             raise InvalidInput(f"X must have shape (n_samples, n_features), got {X.shape}")
-        if y.shape != (X.shape[0],):
-            raise InvalidInput(f"y must have shape ({X.shape[0]},), got {y.shape}")
         if X.shape[1] > MAX_FEATURES:
             raise InvalidInput(f"at most {MAX_FEATURES} features are allowed, got {X.shape[1]}")
         if not np.isfinite(X).all():
             raise InvalidInput("X must be finite numbers (no NaN or Infinity)")
-        too_large = np.abs(X) > MAX_ABS_VALUE  # (n_samples, n_features)
-        if too_large.any():
-            row, column = (int(i) for i in np.argwhere(too_large)[0])
+        _check_magnitude(X, "feature")
+        if len(self.feature_names) != X.shape[1]:
+            raise InvalidInput(f"{len(self.feature_names)} feature names for {X.shape[1]} features")
+        if regression:
+            self._check_targets(y, X.shape[0])
+        else:
+            self._check_classes(y, X.shape[0])
+        X.flags.writeable = False
+        y.flags.writeable = False
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "feature_names", tuple(self.feature_names))
+        object.__setattr__(self, "target_names", tuple(self.target_names))
+
+    def _check_targets(self, y: np.ndarray, n: int) -> None:
+        if y.ndim != 2 or y.shape[0] != n or y.shape[1] == 0:
+            raise InvalidInput(f"targets must have shape ({n}, n_targets), got {y.shape}")
+        if self.classes:
+            raise InvalidInput("a regression dataset has no classes")
+        if len(self.target_names) != y.shape[1]:
+            raise InvalidInput(f"{len(self.target_names)} target names for {y.shape[1]} targets")
+        if not np.isfinite(y).all():
+            row = int(np.argwhere(~np.isfinite(y))[0][0])
             raise InvalidInput(
-                f"point {row} has {X[row, column]:g} in feature {column}; feature values must "
-                f"lie within +-{MAX_ABS_VALUE:g} (rescale the data)"
+                f"the target of point {row} is {y[row].tolist()}: targets must be finite "
+                "numbers (no NaN or Infinity)"
             )
+        _check_magnitude(y, "target")
+
+    def _check_classes(self, y: np.ndarray, n: int) -> None:
+        if y.shape != (n,):
+            raise InvalidInput(f"y must have shape ({n},), got {y.shape}")
+        if self.target_names:
+            raise InvalidInput("target names belong to regression datasets")
         if len(self.classes) < 2:
             raise InvalidInput(f"a dataset needs at least 2 classes, got {list(self.classes)}")
         if list(self.classes) != sorted(self.classes) or len(set(self.classes)) != len(
@@ -117,14 +185,20 @@ class Dataset:
         if (counts == 0).any():
             missing = self.classes[int(np.argmin(counts))]
             raise InvalidInput(f"class {missing!r} has no examples")
-        if len(self.feature_names) != X.shape[1]:
-            raise InvalidInput(f"{len(self.feature_names)} feature names for {X.shape[1]} features")
-        X.flags.writeable = False
-        y.flags.writeable = False
-        object.__setattr__(self, "X", X)
-        object.__setattr__(self, "y", y)
-        object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "feature_names", tuple(self.feature_names))
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def n_targets(self) -> int:
+        """Target columns (regression); 0 for classification."""
+        return int(self.y.shape[1]) if self.regression else 0
+
+    @property
+    def n_outputs(self) -> int:
+        """The width of a network's output layer for this data: classes or targets."""
+        return self.n_targets if self.regression else self.n_classes
 
     @property
     def n_samples(self) -> int:
@@ -140,7 +214,9 @@ class Dataset:
 
     @property
     def class_counts(self) -> dict[Label, int]:
-        """Examples per class label."""
+        """Examples per class label ({} for regression)."""
+        if self.regression:
+            return {}
         counts = np.bincount(self.y, minlength=self.n_classes)
         return {label: int(n) for label, n in zip(self.classes, counts, strict=True)}
 
@@ -213,20 +289,92 @@ def _gaussian(counts: list[int], noise: float, rng: np.random.Generator) -> tupl
     return _by_class(counts, rng, draw)
 
 
+# The Playground's regression sets: points in [-RADIUS, RADIUS]^2, the target read at the point
+# moved by uniform noise of up to noise * RADIUS per coordinate.
+PLAYGROUND_RADIUS = 6.0
+# reg_gauss's bumps: (centre x, centre y, sign); each a cone of radius 2 (the Playground's).
+PLAYGROUND_BUMPS = (
+    (-4.0, 2.5, 1.0),
+    (0.0, 2.5, -1.0),
+    (4.0, 2.5, 1.0),
+    (-4.0, -2.5, -1.0),
+    (0.0, -2.5, 1.0),
+    (4.0, -2.5, -1.0),
+)
+
+
+def _playground_points(
+    n: int, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, 2), where their targets are read (n, 2)): the Playground's draws."""
+    points = rng.uniform(-PLAYGROUND_RADIUS, PLAYGROUND_RADIUS, size=(n, 2))
+    moved = points + rng.uniform(-PLAYGROUND_RADIUS, PLAYGROUND_RADIUS, size=(n, 2)) * noise
+    return points, moved
+
+
+def _reg_plane(n: int, noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
+    points, moved = _playground_points(n, noise, rng)
+    return points, (moved.sum(axis=1) / 10.0).reshape(-1, 1)  # (n, 1) in [-1.2, 1.2]
+
+
+def _reg_gauss(n: int, noise: float, rng: np.random.Generator) -> tuple[Any, Any]:
+    points, moved = _playground_points(n, noise, rng)
+    bumps = np.array([[cx, cy] for cx, cy, _ in PLAYGROUND_BUMPS])  # (6, 2)
+    signs = np.array([sign for _, _, sign in PLAYGROUND_BUMPS])  # (6,)
+    distance = np.linalg.norm(moved[:, None, :] - bumps[None, :, :], axis=2)  # (n, 6)
+    heights = signs * np.clip(1.0 - distance / 2.0, 0.0, 1.0)  # (n, 6)
+    strongest = np.abs(heights).argmax(axis=1)  # the first of equals, as the Playground
+    return points, heights[np.arange(n), strongest].reshape(-1, 1)  # (n, 1) in [-1, 1]
+
+
+def _check_noise(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise InvalidInput(f"noise must be a number, got {value!r}")
+    noise = float(value)
+    if not math.isfinite(noise) or noise < 0:
+        raise InvalidInput(f"noise must be a finite number >= 0, got {noise}")
+    return noise
+
+
+def _generate_regression(
+    kind: str, n_samples: int, noise: float, n_features: int | None, seed: int
+) -> Dataset:
+    rng = np.random.default_rng(seed)
+    if kind == "reg_plane":
+        X, y = _reg_plane(n_samples, noise, rng)
+    elif kind == "reg_gauss":
+        X, y = _reg_gauss(n_samples, noise, rng)
+    else:
+        from sklearn.datasets import make_friedman1
+
+        assert n_features is not None
+        X, target = make_friedman1(n_samples, n_features=n_features, noise=noise, random_state=seed)
+        y = target.reshape(-1, 1)
+    return Dataset(
+        X=X,
+        y=y,
+        classes=(),
+        feature_names=_default_feature_names(X.shape[1]),
+        task="regression",
+        target_names=("y",),
+    )
+
+
 def generate(
     kind: str,
     *,
     n_samples: int | None = None,
     noise: float | None = None,
     n_classes: int | None = None,
+    n_features: int | None = None,
     seed: int | None = None,
     max_samples: int = MAX_SAMPLES,
 ) -> Dataset:
-    """A 2-D synthetic dataset. A parameter left None takes the kind's default (`PARAMETERS`);
-    one that does not apply to the kind (e.g. n_classes for moons) is an error.
+    """A synthetic dataset (2-D but friedman1's). A parameter left None takes the kind's default
+    (`PARAMETERS`); one that does not apply to the kind (e.g. n_classes for moons) is an error.
 
     The same arguments give the same data bit for bit; moons is scikit-learn's make_moons with
-    `random_state=seed`.
+    `random_state=seed`, friedman1 its make_friedman1.
     """
     if kind not in GENERATED_KINDS:
         if kind in BUILTIN_KINDS:
@@ -237,6 +385,7 @@ def generate(
         "n_samples": n_samples,
         "noise": noise,
         "n_classes": n_classes,
+        "n_features": n_features,
         "seed": seed,
     }
     for name, value in given.items():
@@ -245,10 +394,32 @@ def generate(
                 f"{name} does not apply to {kind}; it takes {sorted(defaults)}"
                 + (
                     f" and always has {FIXED_N_CLASSES[kind]} classes"
-                    if name == "n_classes"
+                    if name == "n_classes" and kind in FIXED_N_CLASSES
                     else ""
                 )
             )
+    seed_value = _check_int(
+        "seed", defaults["seed"] if seed is None else seed, 0, MAX_SEED, "seeds are 32-bit"
+    )
+    noise_value = _check_noise(defaults["noise"] if noise is None else noise)
+    if kind in REGRESSION_KINDS:
+        n = _check_int(
+            "n_samples",
+            defaults["n_samples"] if n_samples is None else n_samples,
+            2,
+            max_samples,
+            "a dataset needs at least 2 points",
+        )
+        features = None
+        if kind == "friedman1":
+            features = _check_int(
+                "n_features",
+                defaults["n_features"] if n_features is None else n_features,
+                MIN_FRIEDMAN_FEATURES,
+                MAX_GENERATED_FEATURES,
+                "friedman1's target reads the first five features",
+            )
+        return _generate_regression(kind, n, noise_value, features, seed_value)
     k = FIXED_N_CLASSES.get(kind) or _check_int(
         "n_classes",
         defaults["n_classes"] if n_classes is None else n_classes,
@@ -263,16 +434,6 @@ def generate(
         max_samples,
         f"{kind} with {k} classes needs at least 2 samples per class",
     )
-    seed_value = _check_int(
-        "seed", defaults["seed"] if seed is None else seed, 0, MAX_SEED, "seeds are 32-bit"
-    )
-    noise_value = defaults["noise"] if noise is None else noise
-    if isinstance(noise_value, bool) or not isinstance(noise_value, int | float | np.floating):
-        raise InvalidInput(f"noise must be a number, got {noise_value!r}")
-    noise_value = float(noise_value)
-    if not math.isfinite(noise_value) or noise_value < 0:
-        raise InvalidInput(f"noise must be a finite number >= 0, got {noise_value}")
-
     counts = _counts_per_class(n, k)
     rng = np.random.default_rng(seed_value)
     if kind == "moons":
@@ -313,8 +474,18 @@ def load_builtin(kind: str) -> Dataset:
         "wine": sk.load_wine,
         "breast_cancer": sk.load_breast_cancer,
         "digits": sk.load_digits,
+        "diabetes": sk.load_diabetes,
     }
     bunch = loaders[kind]()
+    if kind in REGRESSION_KINDS:
+        return Dataset(
+            X=np.asarray(bunch.data, dtype=np.float64),
+            y=np.asarray(bunch.target, dtype=np.float64).reshape(-1, 1),
+            classes=(),
+            feature_names=tuple(str(f) for f in bunch.feature_names),
+            task="regression",
+            target_names=("progression",),
+        )
     names = [n.item() if isinstance(n, np.generic) else n for n in bunch.target_names]
     labels = [names[i] for i in bunch.target]
     return _from_labels(
@@ -381,12 +552,15 @@ def _first_bad_row(X: np.ndarray) -> int:
 
 def from_points(
     points: np.ndarray | Sequence[Sequence[float]],
-    labels: np.ndarray | Sequence[Label],
+    labels: np.ndarray | Sequence[Label] | None,
     feature_names: Sequence[str] | None = None,
     *,
+    targets: np.ndarray | Sequence[float] | Sequence[Sequence[float]] | None = None,
+    target_names: Sequence[str] | None = None,
     max_samples: int = MAX_SAMPLES,
 ) -> Dataset:
-    """A dataset from user points (rows of any fixed length) and one label per point.
+    """A dataset from user points (rows of any fixed length) and one label per point, or (a
+    regression dataset) one target per point: a number, or a row of numbers of a fixed length.
 
     Labels are all integers or all strings; class index i is the i-th smallest label.
     """
@@ -417,14 +591,62 @@ def from_points(
     if not np.isfinite(X).all():
         row = _first_bad_row(X)
         raise InvalidInput(f"point {row} is {rows[row]!r}: values must be finite numbers")
+    names = _check_feature_names(feature_names, X.shape[1])
+    if (labels is None) == (targets is None):
+        raise InvalidInput("give labels (classification) or targets (regression), not both")
+    if targets is not None:
+        return _regression(X, _target_rows(targets, X.shape[0]), names, target_names)
 
+    assert labels is not None
     label_list = labels.tolist() if isinstance(labels, np.ndarray) else labels
     if isinstance(label_list, str | bytes) or not isinstance(label_list, Sequence):
         raise InvalidInput("labels must be a list with one label per point")
     if len(label_list) != X.shape[0]:
         raise InvalidInput(f"got {len(label_list)} labels for {X.shape[0]} points; give one each")
     checked = _check_labels(label_list)
-    return _from_labels(X, checked, _check_feature_names(feature_names, X.shape[1]))
+    return _from_labels(X, checked, names)
+
+
+def _target_rows(
+    targets: np.ndarray | Sequence[float] | Sequence[Sequence[float]], n: int
+) -> np.ndarray:
+    """Targets (n, K) float64 from one number a point or one row of K numbers a point."""
+    rows = targets.tolist() if isinstance(targets, np.ndarray) else targets
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise InvalidInput("targets must be a list with one target per point")
+    if len(rows) != n:
+        raise InvalidInput(f"got {len(rows)} targets for {n} points; give one each")
+    for i, row in enumerate(rows):
+        if isinstance(row, bool | str | bytes):
+            raise InvalidInput(f"target {i} is {row!r}; targets must be numbers")
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"targets must be numbers, or rows of numbers of one length: {exc}"
+        ) from None
+    if values.ndim == 1:
+        values = values.reshape(-1, 1)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise InvalidInput("targets must be numbers, or rows of numbers of one length")
+    return values
+
+
+def _regression(
+    X: np.ndarray,
+    targets: np.ndarray,
+    feature_names: tuple[str, ...],
+    target_names: Sequence[str] | None,
+) -> Dataset:
+    """A regression dataset; target names default to y (one target) or y1, y2, ..."""
+    k = targets.shape[1]
+    if target_names is None:
+        names: tuple[str, ...] = ("y",) if k == 1 else tuple(f"y{i + 1}" for i in range(k))
+    else:
+        names = tuple(target_names)
+        if len(names) != k or not all(isinstance(n, str) and n.strip() for n in names):
+            raise InvalidInput(f"target_names needs {k} non-empty names, got {list(names)}")
+    return Dataset(X, targets, (), feature_names, "regression", names)
 
 
 def _parse_label(text: str) -> Label:
@@ -435,12 +657,17 @@ def _parse_label(text: str) -> Label:
 
 
 def from_csv(
-    text: str, label_column: str | None = None, *, max_samples: int = MAX_SAMPLES
+    text: str,
+    label_column: str | None = None,
+    *,
+    max_samples: int = MAX_SAMPLES,
+    task: Task = "classification",
 ) -> Dataset:
     """A dataset from CSV text with a header row; the label column is the last unless named.
 
     Every other column must be a finite number. Labels that all parse as integers become int
-    classes, otherwise strings. Errors name the 1-based line.
+    classes, otherwise strings; for regression the label column is the target and must be a
+    finite number too. Errors name the 1-based line.
     """
     # Lines are sliced off the text one at a time (io.StringIO would copy all of it, at four
     # bytes a character) and values go straight into a flat float64 buffer, 8 bytes each: a
@@ -503,15 +730,26 @@ def from_csv(
             label = record[label_at].strip()
             if not label:
                 raise InvalidInput(f"line {line}: the label column {names[label_at]!r} is empty")
+            if task == "regression":
+                target = _is_number(label) and math.isfinite(float(label))
+                if not target:
+                    raise InvalidInput(
+                        f"line {line}, target column {names[label_at]!r}: {label!r} is not a "
+                        "finite number"
+                    )
             raw_labels.append(label)
     except csv.Error as exc:
         raise InvalidInput(f"line {reader.line_num}: malformed CSV: {exc}") from None
     if not raw_labels:
         raise InvalidInput("the CSV has a header but no data rows")
+    X = np.frombuffer(values, dtype=np.float64).reshape(len(raw_labels), len(feature_at))
+    feature_names = tuple(names[i] for i in feature_at)
+    if task == "regression":
+        targets = np.array([float(label) for label in raw_labels]).reshape(-1, 1)
+        return _regression(X, targets, feature_names, (names[label_at],))
     parsed = [_parse_label(label) for label in raw_labels]
     labels: list[Label] = parsed if all(isinstance(p, int) for p in parsed) else [*raw_labels]
-    X = np.frombuffer(values, dtype=np.float64).reshape(len(raw_labels), len(feature_at))
-    return _from_labels(X, labels, tuple(names[i] for i in feature_at))
+    return _from_labels(X, labels, feature_names)
 
 
 def _lines(text: str) -> Iterator[str]:
@@ -537,20 +775,38 @@ def _is_number(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Split:
-    """A stratified train/test split. X_* are standardized when `scaler` is set."""
+    """A stratified train/test split (regression: a random one). X_* are standardized when
+    `scaler` is set, regression's y_* when `target_scaler` is."""
 
     X_train: np.ndarray  # (n_train, n_features)
-    y_train: np.ndarray  # (n_train,) int64
+    y_train: np.ndarray  # (n_train,) int64; regression (n_train, n_targets) float64
     X_test: np.ndarray  # (n_test, n_features), n_test may be 0
-    y_test: np.ndarray  # (n_test,) int64
+    y_test: np.ndarray  # (n_test,) int64; regression (n_test, n_targets) float64
     train_index: np.ndarray  # (n_train,) int64 rows of the dataset, ascending
     test_index: np.ndarray  # (n_test,) int64 rows of the dataset, ascending
     scaler: Scaler | None  # fitted on the training rows only
+    target_scaler: Scaler | None = None  # regression with standardize: the training targets'
+
+
+def _regression_sides(
+    dataset: Dataset, test_fraction: float, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """round(test_fraction * n) random rows to the test side, at least one left to train on."""
+    n = dataset.n_samples
+    n_test = min(math.floor(test_fraction * n + 0.5), n - 1)
+    if test_fraction > 0 and n_test == 0:
+        raise InvalidInput(
+            f"test_fraction {test_fraction} puts none of the {n} points on the test side; raise "
+            "test_fraction, add points, or use test_fraction 0"
+        )
+    shuffled = rng.permutation(n)
+    return [shuffled[n_test:]], [shuffled[:n_test]]
 
 
 def split(dataset: Dataset, *, test_fraction: float, standardize: bool, seed: int) -> Split:
     """Per class, round(test_fraction * count) examples go to the test side (at least one
-    stays on the training side); the same seed gives the same split.
+    stays on the training side); the same seed gives the same split. Regression data split
+    round(test_fraction * n) random points off, and standardize their targets too.
 
     With test_fraction > 0 every class must get at least one test example.
     """
@@ -563,6 +819,8 @@ def split(dataset: Dataset, *, test_fraction: float, standardize: bool, seed: in
     seed = _check_int("seed", seed, 0, MAX_SEED, "seeds are 32-bit")
     rng = np.random.default_rng(seed)
     train_parts, test_parts = [], []
+    if dataset.regression:
+        train_parts, test_parts = _regression_sides(dataset, test_fraction, rng)
     for label_index, label in enumerate(dataset.classes):
         members = np.flatnonzero(dataset.y == label_index)  # (count,)
         count = members.size
@@ -584,12 +842,18 @@ def split(dataset: Dataset, *, test_fraction: float, standardize: bool, seed: in
     if scaler is not None:
         X_train = scaler.transform(X_train)
         X_test = scaler.transform(X_test)
+    y_train, y_test = dataset.y[train_index], dataset.y[test_index]
+    target_scaler = Scaler.fit(y_train) if standardize and dataset.regression else None
+    if target_scaler is not None:
+        y_train = target_scaler.transform(y_train)
+        y_test = target_scaler.transform(y_test)
     return Split(
         X_train=X_train,
-        y_train=dataset.y[train_index],
+        y_train=y_train,
         X_test=X_test,
-        y_test=dataset.y[test_index],
+        y_test=y_test,
         train_index=train_index,
         test_index=test_index,
         scaler=scaler,
+        target_scaler=target_scaler,
     )

@@ -9,8 +9,8 @@ import numpy as np
 
 from engine.activations import ACTIVATIONS
 from engine.errors import InvalidInput
-from engine.hyperparameters import Activation, Hyperparameters
-from engine.network import predict_proba
+from engine.hyperparameters import Activation, Hyperparameters, Task
+from engine.network import predict_proba, predict_values
 
 Label = int | str
 
@@ -38,7 +38,9 @@ class Model:
     """Weights (fan_in, fan_out) and biases (fan_out,) per layer, input side first.
 
     `classes[i]` is the user's label for output column i; `scaler`, when set, is applied to raw
-    inputs before the first layer.
+    inputs before the first layer. A regression model (`task`) has no classes: output column i
+    predicts target `target_names[i]`, in the targets' original units (`target_scaler`, when
+    set, maps the network's standardized outputs back).
     """
 
     weights: list[np.ndarray]
@@ -48,6 +50,9 @@ class Model:
     hyperparameters: Hyperparameters
     scaler: Scaler | None = None
     feature_names: tuple[str, ...] = field(default=())
+    task: Task = "classification"
+    target_names: tuple[str, ...] = field(default=())
+    target_scaler: Scaler | None = None
 
     @property
     def n_features(self) -> int:
@@ -56,6 +61,14 @@ class Model:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.biases[-1].shape[0])
 
     @property
     def n_parameters(self) -> int:
@@ -74,13 +87,26 @@ class Model:
             raise InvalidInput("points must be finite numbers (no NaN or Infinity)")
         return points
 
+    def _inputs(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        points = self._check_points(X)
+        return points if self.scaler is None else self.scaler.transform(points)
+
     def predict_proba(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         """Class probabilities for raw inputs, (n_points, n_classes), rows summing to 1: the
         training forward pass (engine.network.predict_proba) after the scaler."""
-        points = self._check_points(X)
-        if self.scaler is not None:
-            points = self.scaler.transform(points)
-        return predict_proba(self.weights, self.biases, self.activation, points)
+        if self.regression:
+            raise InvalidInput("a regression model predicts values, not class probabilities")
+        return predict_proba(self.weights, self.biases, self.activation, self._inputs(X))
+
+    def predict_values(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """A regression model's predictions for raw inputs, (n_points, n_targets), float64, in
+        the targets' original units."""
+        if not self.regression:
+            raise InvalidInput("a classifier predicts classes, not values")
+        values = predict_values(self.weights, self.biases, self.activation, self._inputs(X))
+        if self.target_scaler is not None:
+            values = values * self.target_scaler.scale + self.target_scaler.mean
+        return values
 
     def hidden_activations(self, X: np.ndarray | Sequence[Sequence[float]]) -> list[np.ndarray]:
         """Each hidden layer's activations for raw inputs, input side first: (n_points, units)

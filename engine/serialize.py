@@ -4,9 +4,14 @@ Archive members (each a .npy array):
 
     W0, b0, W1, b1, ...        weights (fan_in, fan_out) and biases (fan_out,), input side first
     scaler_mean, scaler_scale  (n_features,) float64, only when the model standardizes its input
+    target_mean, target_scale  (n_targets,) float64, only for a regression model whose targets
+                               were standardized
     metadata                   a 0-d unicode array holding JSON: format name and version,
                                activation, classes and their type, architecture, feature names,
-                               hyperparameters
+                               hyperparameters; from version 2 the task and the target names
+
+Version 2 added the task (version 1 files, written before regression, are classifiers and still
+load).
 
 Loading checks every member's declared shape and dtype before reading its data (a small file
 cannot make the loader allocate a huge array), then the whole model's consistency. Anything wrong
@@ -29,7 +34,8 @@ from engine.hyperparameters import Hyperparameters
 from engine.model import Label, Model, Scaler
 
 FORMAT_NAME = "scratchnet-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Loading limits: far above any model the service trains, far below what would hurt the host.
 MAX_PARAMETERS = 10_000_000
@@ -51,6 +57,8 @@ def model_to_npz(model: Model) -> bytes:
         "architecture": model.architecture,
         "feature_names": list(model.feature_names),
         "hyperparameters": model.hyperparameters.model_dump(mode="json"),
+        "task": model.task,
+        "target_names": list(model.target_names),
     }
     arrays: dict[str, np.ndarray] = {}
     for i, (W, b) in enumerate(zip(model.weights, model.biases, strict=True)):
@@ -59,6 +67,9 @@ def model_to_npz(model: Model) -> bytes:
     if model.scaler is not None:
         arrays["scaler_mean"] = np.asarray(model.scaler.mean, dtype=np.float64)
         arrays["scaler_scale"] = np.asarray(model.scaler.scale, dtype=np.float64)
+    if model.target_scaler is not None:
+        arrays["target_mean"] = np.asarray(model.target_scaler.mean, dtype=np.float64)
+        arrays["target_scale"] = np.asarray(model.target_scaler.scale, dtype=np.float64)
     arrays["metadata"] = np.array(json.dumps(metadata, ensure_ascii=False))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
@@ -156,10 +167,10 @@ def _metadata(
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise ModelFormatError(f"not a scratchnet model: metadata does not name {FORMAT_NAME!r}")
     version = metadata.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ModelFormatError(
-            f"format version {version!r} is not supported; this scratchnet reads version "
-            f"{FORMAT_VERSION}"
+            f"format version {version!r} is not supported; this scratchnet reads versions "
+            f"{', '.join(str(v) for v in READABLE_VERSIONS)}"
         )
     return metadata
 
@@ -183,9 +194,12 @@ def _check_members(headers: dict[str, tuple[tuple[int, ...], np.dtype]], n_layer
     missing = sorted(layer_names - set(headers), key=lambda n: (int(n[1:]), n[0]))
     if missing:
         raise ModelFormatError(f"missing array {missing[0]} for a {n_layers}-layer model")
-    scaler = {"scaler_mean", "scaler_scale"} & set(headers)
-    if len(scaler) == 1:
-        raise ModelFormatError(f"{scaler.pop()} without its partner: a scaler needs both")
+    scaler: set[str] = set()
+    for pair in (("scaler_mean", "scaler_scale"), ("target_mean", "target_scale")):
+        present = set(pair) & set(headers)
+        if len(present) == 1:
+            raise ModelFormatError(f"{present.pop()} without its partner: a scaler needs both")
+        scaler |= present
     unexpected = set(headers) - layer_names - scaler - {"metadata"}
     if unexpected:
         raise ModelFormatError(f"unexpected array {sorted(unexpected)[0]!r}")
@@ -212,6 +226,10 @@ def _check_sizes(headers: dict[str, tuple[tuple[int, ...], np.dtype]], max_param
 def _classes(metadata: dict[str, Any]) -> tuple[Label, ...]:
     classes = metadata.get("classes")
     class_type = metadata.get("class_type")
+    if metadata.get("task") == "regression":
+        if classes != []:
+            raise ModelFormatError(f"a regression model has no classes, got {classes!r}")
+        return ()
     if class_type not in ("int", "str"):
         raise ModelFormatError(f"class_type must be 'int' or 'str', got {class_type!r}")
     if not isinstance(classes, list) or len(classes) < 2:
@@ -267,25 +285,18 @@ def _build(metadata: dict[str, Any], arrays: dict[str, np.ndarray], n_layers: in
             if not np.isfinite(array).all():
                 raise ModelFormatError(f"{name} contains NaN or infinite values")
 
+    task = metadata.get("task", "classification")  # version 1: classifiers
+    if task not in ("classification", "regression"):
+        raise ModelFormatError(f"task must be 'classification' or 'regression', got {task!r}")
     classes = _classes(metadata)
-    if len(classes) != architecture[-1]:
-        raise ModelFormatError(
-            f"{len(classes)} classes for an output layer of {architecture[-1]} units"
-        )
+    target_names = _names(metadata, "target_names", architecture[-1] if classes == () else 0)
+    outputs = len(target_names) if task == "regression" else len(classes)
+    if outputs != architecture[-1]:
+        what = "targets" if task == "regression" else "classes"
+        raise ModelFormatError(f"{outputs} {what} for an output layer of {architecture[-1]} units")
     n_features = architecture[0]
-    scaler = None
-    if "scaler_mean" in arrays:
-        mean, scale = arrays["scaler_mean"], arrays["scaler_scale"]
-        for name, array in (("scaler_mean", mean), ("scaler_scale", scale)):
-            if array.shape != (n_features,):
-                raise ModelFormatError(
-                    f"{name} has shape {array.shape}; the model has {n_features} features"
-                )
-            if not np.isfinite(array).all():
-                raise ModelFormatError(f"{name} contains NaN or infinite values")
-        if (scale <= 0).any():
-            raise ModelFormatError("scaler_scale must be positive")
-        scaler = Scaler(mean=mean.astype(np.float64), scale=scale.astype(np.float64))
+    if task == "classification" and "target_mean" in arrays:
+        raise ModelFormatError("a classifier has no target scaler")
 
     return Model(
         weights=weights,
@@ -293,6 +304,34 @@ def _build(metadata: dict[str, Any], arrays: dict[str, np.ndarray], n_layers: in
         activation=activation,
         classes=classes,
         hyperparameters=hyperparameters,
-        scaler=scaler,
+        scaler=_scaler(arrays, "scaler", n_features, "features"),
         feature_names=_feature_names(metadata, n_features),
+        task=task,
+        target_names=target_names,
+        target_scaler=_scaler(arrays, "target", architecture[-1], "targets"),
     )
+
+
+def _names(metadata: dict[str, Any], key: str, required: int) -> tuple[str, ...]:
+    """A list of `required` non-empty strings (absent: none required)."""
+    names = metadata.get(key, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ModelFormatError(f"{key} must be a list of names, got {names!r}")
+    if len(names) != required:
+        raise ModelFormatError(f"{len(names)} {key} for {required} outputs")
+    return tuple(names)
+
+
+def _scaler(arrays: dict[str, np.ndarray], prefix: str, width: int, what: str) -> Scaler | None:
+    """The scaler stored as {prefix}_mean and {prefix}_scale, (width,) each, or None."""
+    if f"{prefix}_mean" not in arrays:
+        return None
+    mean, scale = arrays[f"{prefix}_mean"], arrays[f"{prefix}_scale"]
+    for name, array in ((f"{prefix}_mean", mean), (f"{prefix}_scale", scale)):
+        if array.shape != (width,):
+            raise ModelFormatError(f"{name} has shape {array.shape}; the model has {width} {what}")
+        if not np.isfinite(array).all():
+            raise ModelFormatError(f"{name} contains NaN or infinite values")
+    if (scale <= 0).any():
+        raise ModelFormatError(f"{prefix}_scale must be positive")
+    return Scaler(mean=mean.astype(np.float64), scale=scale.astype(np.float64))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -34,7 +35,9 @@ def test_parameters_say_which_apply() -> None:
     for kind in datasets.GENERATED_KINDS:
         applicable = set(datasets.PARAMETERS[kind])
         assert {"n_samples", "noise", "seed"} <= applicable
-        assert ("n_classes" in applicable) == (kind not in datasets.FIXED_N_CLASSES)
+        classified = kind not in datasets.REGRESSION_KINDS
+        assert ("n_classes" in applicable) == (classified and kind not in datasets.FIXED_N_CLASSES)
+        assert ("n_features" in applicable) == (kind == "friedman1")
     for builtin in datasets.BUILTIN_KINDS:
         assert datasets.PARAMETERS[builtin] == {}
     assert datasets.PARAMETERS["custom"] == {}
@@ -78,7 +81,10 @@ def test_same_seed_same_bits_other_seed_other_data(kind: str) -> None:
     assert not np.array_equal(a.X, c.X)
 
 
-@pytest.mark.parametrize("kind", datasets.GENERATED_KINDS)
+CLASSIFICATION_KINDS = [k for k in datasets.GENERATED_KINDS if k not in datasets.REGRESSION_KINDS]
+
+
+@pytest.mark.parametrize("kind", CLASSIFICATION_KINDS)
 def test_generated_data_is_well_formed_and_balanced(kind: str) -> None:
     n_classes = None if kind in datasets.FIXED_N_CLASSES else 3
     data = generate(kind, n_samples=301, n_classes=n_classes)
@@ -467,3 +473,115 @@ def test_split_rejects_fraction_outside_zero_one(fraction: float) -> None:
 def test_split_rejects_bad_seed() -> None:
     with pytest.raises(InvalidInput, match="seed must be between 0 and"):
         split(generate("moons"), test_fraction=0.2, standardize=False, seed=-3)
+
+
+# --- regression ----------------------------------------------------------------------------------
+
+
+def test_friedman1_is_sklearns_make_friedman1_with_any_number_of_features() -> None:
+    from sklearn.datasets import make_friedman1
+
+    X, y = make_friedman1(150, n_features=7, noise=0.5, random_state=3)
+    data = generate("friedman1", n_samples=150, n_features=7, noise=0.5, seed=3)
+    assert data.task == "regression" and data.classes == () and data.target_names == ("y",)
+    assert np.array_equal(data.X, X)
+    assert np.array_equal(data.y, y.reshape(-1, 1))
+    assert data.feature_names == tuple(f"x{i}" for i in range(1, 8))
+    with pytest.raises(InvalidInput, match="n_features must be between 5 and 100"):
+        generate("friedman1", n_features=4)
+    with pytest.raises(InvalidInput, match="n_features does not apply to reg_plane"):
+        generate("reg_plane", n_features=5)
+    with pytest.raises(InvalidInput, match="n_classes does not apply to friedman1"):
+        generate("friedman1", n_classes=3)
+
+
+def test_reg_plane_and_reg_gauss_are_the_playgrounds() -> None:
+    plane = generate("reg_plane", n_samples=500, noise=0.0, seed=1)
+    assert plane.X.min() >= -6 and plane.X.max() <= 6
+    np.testing.assert_allclose(plane.y[:, 0], plane.X.sum(axis=1) / 10, rtol=1e-15)
+    gauss = generate("reg_gauss", n_samples=500, noise=0.0, seed=1)
+    # by hand at a few points: the bump of largest magnitude, sign * max(0, 1 - distance/2)
+    for (x, y), target in zip(gauss.X[:20], gauss.y[:20, 0], strict=True):
+        heights = [
+            sign * max(0.0, 1 - math.hypot(x - cx, y - cy) / 2)
+            for cx, cy, sign in datasets.PLAYGROUND_BUMPS
+        ]
+        assert target == pytest.approx(max(heights, key=abs), abs=1e-15)
+    noisy = generate("reg_plane", n_samples=500, noise=0.5, seed=1)
+    assert np.array_equal(noisy.X, plane.X)  # the same points, targets read elsewhere
+    assert 0 < np.abs(noisy.y - plane.y).max() <= 0.6 + 1e-12  # |noise| <= 0.5 * 6 each, /10
+
+
+def test_diabetes_is_bundled() -> None:
+    from sklearn.datasets import load_diabetes
+
+    data = datasets.load_builtin("diabetes")
+    bunch = load_diabetes()
+    assert data.task == "regression" and data.n_samples == 442 and data.n_targets == 1
+    assert np.array_equal(data.y[:, 0], bunch.target)
+    assert data.feature_names == tuple(bunch.feature_names)
+
+
+def test_custom_targets_one_or_several_columns() -> None:
+    one = datasets.from_points([[0.0], [1.0], [2.0]], None, targets=[1.5, -2.0, 3.25])
+    assert one.y.tolist() == [[1.5], [-2.0], [3.25]] and one.target_names == ("y",)
+    two = datasets.from_points(
+        [[0.0], [1.0]], None, targets=[[1.0, 2.0], [3.0, 4.0]], target_names=["a", "b"]
+    )
+    assert two.n_targets == 2 and two.target_names == ("a", "b") and two.n_outputs == 2
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ([1.0, float("nan")], "the target of point 1 is"),
+        ([1.0, float("inf")], "targets must be finite"),
+        ([1.0], "got 1 targets for 2 points"),
+        ([[1.0, 2.0], [3.0]], "rows of numbers of one length"),
+        (["a", "b"], "target 0 is 'a'; targets must be numbers"),
+        ([True, False], "targets must be numbers"),
+        ([1e200, 0.0], "target values must lie within"),
+    ],
+)
+def test_bad_targets_are_refused(targets: list[Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        datasets.from_points([[0.0], [1.0]], None, targets=targets)
+
+
+def test_labels_and_targets_exclude_each_other() -> None:
+    with pytest.raises(InvalidInput, match=r"labels .* or targets .*, not both"):
+        datasets.from_points([[0.0], [1.0]], [0, 1], targets=[1.0, 2.0])
+
+
+def test_csv_with_a_regression_target() -> None:
+    text = "size,rooms,price\n50,2,100.5\n70,3,150\n30,1,80\n"
+    data = datasets.from_csv(text, task="regression")
+    assert data.target_names == ("price",) and data.feature_names == ("size", "rooms")
+    assert data.y[:, 0].tolist() == [100.5, 150.0, 80.0]
+    named = datasets.from_csv(text, "size", task="regression")
+    assert named.target_names == ("size",) and named.y[:, 0].tolist() == [50.0, 70.0, 30.0]
+    with pytest.raises(InvalidInput, match="line 3, target column 'price': 'cheap' is not a"):
+        datasets.from_csv("a,price\n1,2\n3,cheap\n", task="regression")
+    with pytest.raises(InvalidInput, match="'nan' is not a finite number"):
+        datasets.from_csv("a,price\n1,2\n3,nan\n", task="regression")
+
+
+def test_a_regression_split_is_random_and_standardizes_the_targets_on_the_training_part() -> None:
+    data = generate("friedman1", n_samples=100, seed=2)
+    parts = split(data, test_fraction=0.25, standardize=True, seed=4)
+    assert parts.y_train.shape == (75, 1) and parts.y_test.shape == (25, 1)
+    assert parts.target_scaler is not None
+    raw_train = data.y[parts.train_index]
+    np.testing.assert_allclose(parts.target_scaler.mean, raw_train.mean(axis=0))
+    np.testing.assert_allclose(parts.target_scaler.scale, raw_train.std(axis=0))
+    np.testing.assert_allclose(parts.y_train.mean(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        parts.y_test, (data.y[parts.test_index] - raw_train.mean()) / raw_train.std()
+    )
+    again = split(data, test_fraction=0.25, standardize=True, seed=4)
+    assert np.array_equal(again.test_index, parts.test_index)
+    plain = split(data, test_fraction=0.25, standardize=False, seed=4)
+    assert plain.target_scaler is None and np.array_equal(plain.y_test, data.y[plain.test_index])
+    with pytest.raises(InvalidInput, match="puts none of the 3 points on the test side"):
+        split(datasets.from_points([[0.0], [1.0], [2.0]], None, targets=[1, 2, 3]),
+              test_fraction=0.1, standardize=False, seed=0)  # fmt: skip

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from engine.datasets import generate, split
-from engine.errors import ModelFormatError
+from engine.errors import InvalidInput, ModelFormatError
 from engine.hyperparameters import Hyperparameters
 from engine.model import Label, Model, Scaler
-from engine.serialize import FORMAT_VERSION, model_from_npz, model_to_npz
+from engine.serialize import model_from_npz, model_to_npz
 from engine.training import train
 
 POINTS = np.random.default_rng(1).normal(size=(500, 2)) * 3  # (500, 2)
@@ -121,13 +121,15 @@ def test_archive_layout_is_plain_numpy() -> None:
         assert archive["metadata"].shape == ()
     assert metadata == {
         "format": "scratchnet-model",
-        "format_version": FORMAT_VERSION,
+        "format_version": 2,
         "activation": "leaky_relu",
         "classes": ["cat", "dog", "eel"],
         "class_type": "str",
         "architecture": [2, 4, 3, 3],
         "feature_names": ["length", "weight"],
         "hyperparameters": model.hyperparameters.model_dump(mode="json"),
+        "task": "classification",
+        "target_names": [],
     }
 
 
@@ -219,7 +221,7 @@ def _flip_a_data_byte(data: bytes) -> bytes:
         (_savez({"metadata": np.array("{not json")}), "metadata is not valid JSON"),
         (_savez({"metadata": np.array('"a string"')}), "does not name 'scratchnet-model'"),
         (_edited(metadata={"format": "other-model"}), "does not name 'scratchnet-model'"),
-        (_edited(metadata={"format_version": 2}), "format version 2 is not supported"),
+        (_edited(metadata={"format_version": 3}), "format version 3 is not supported"),
         (_edited(metadata={"format_version": "1"}), "format version '1' is not supported"),
         (_edited(metadata={"format_version": True}), "format version True"),
         (_edited(drop=("b1",)), "missing array b1 for a 3-layer model"),
@@ -314,3 +316,66 @@ def test_a_file_written_before_regression_still_loads() -> None:
         [0.4290056483360326, 0.10913342777571897, 0.46186092388824856],
     ]
     np.testing.assert_allclose(model.predict_proba(points), expected, rtol=1e-12)
+    assert model.task == "classification" and model.target_scaler is None
+
+
+def _regressor(target_scaler: bool = True) -> Model:
+    rng = np.random.default_rng(2)
+    sizes = [3, 4, 2]
+    return Model(
+        weights=[rng.normal(size=(a, b)) for a, b in itertools.pairwise(sizes)],
+        biases=[rng.normal(size=b) for b in sizes[1:]],
+        activation="relu",
+        classes=(),
+        hyperparameters=Hyperparameters(hidden_layers=[4], activation="relu"),
+        scaler=Scaler(mean=np.array([0.5, -1.0, 2.0]), scale=np.array([2.0, 0.25, 1.0])),
+        feature_names=("a", "b", "c"),
+        task="regression",
+        target_names=("price", "weight"),
+        target_scaler=Scaler(mean=np.array([100.0, -3.0]), scale=np.array([20.0, 0.5]))
+        if target_scaler
+        else None,
+    )
+
+
+@pytest.mark.parametrize("target_scaler", [True, False])
+def test_regression_round_trip_predicts_in_original_units(target_scaler: bool) -> None:
+    model = _regressor(target_scaler)
+    loaded = model_from_npz(model_to_npz(model))
+    points = np.random.default_rng(0).normal(size=(50, 3))
+    assert loaded.task == "regression" and loaded.target_names == ("price", "weight")
+    np.testing.assert_array_equal(loaded.predict_values(points), model.predict_values(points))
+    # By hand: the network's outputs, unscaled.
+    hidden = np.maximum(model.scaler.transform(points) @ model.weights[0] + model.biases[0], 0)  # type: ignore[union-attr]
+    outputs = hidden @ model.weights[1] + model.biases[1]  # (50, 2)
+    if target_scaler:
+        outputs = outputs * np.array([20.0, 0.5]) + np.array([100.0, -3.0])
+    np.testing.assert_allclose(loaded.predict_values(points), outputs, rtol=1e-12)
+    with pytest.raises(InvalidInput, match="predicts values, not class probabilities"):
+        loaded.predict_proba(points)
+
+
+def test_regression_files_that_do_not_fit_are_refused() -> None:
+    data = model_to_npz(_regressor())
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    metadata = json.loads(str(arrays["metadata"][()]))
+
+    def edited(change: dict[str, Any], drop: str | None = None) -> bytes:
+        members = {k: v for k, v in arrays.items() if k != drop}
+        members["metadata"] = np.array(json.dumps({**metadata, **change}))
+        buffer = io.BytesIO()
+        np.savez(buffer, **members)  # type: ignore[arg-type]
+        return buffer.getvalue()
+
+    cases = [
+        (edited({"target_names": ["price"]}), "1 target_names for 2 outputs"),
+        (edited({"classes": [0, 1]}), "a regression model has no classes"),
+        (edited({"task": "ranking"}), "task must be 'classification' or 'regression'"),
+        (edited({}, drop="target_scale"), "target_mean without its partner"),
+        (edited({"task": "classification", "classes": [0, 1], "target_names": []}),
+         "a classifier has no target scaler"),
+    ]  # fmt: skip
+    for bad, message in cases:
+        with pytest.raises(ModelFormatError, match=re.escape(message)):
+            model_from_npz(bad)
