@@ -99,6 +99,8 @@ MAX_FEATURES = 10_000
 MAX_ABS_VALUE = 1e100
 MAX_GENERATED_CLASSES = 10
 MAX_SEED = 2**32 - 1
+# The fewest points a regression generator makes: as few as a 2-class generator (2 a class).
+MIN_REGRESSION_SAMPLES = 4
 MIN_FRIEDMAN_FEATURES = 5  # make_friedman1's target reads the first five
 MAX_GENERATED_FEATURES = 100  # friedman1's: the rest are noise, more says nothing new
 
@@ -406,9 +408,9 @@ def generate(
         n = _check_int(
             "n_samples",
             defaults["n_samples"] if n_samples is None else n_samples,
-            2,
+            MIN_REGRESSION_SAMPLES,
             max_samples,
-            "a dataset needs at least 2 points",
+            f"generate at least {MIN_REGRESSION_SAMPLES} points",
         )
         features = None
         if kind == "friedman1":
@@ -818,7 +820,8 @@ def split(dataset: Dataset, *, test_fraction: float, standardize: bool, seed: in
         )
     seed = _check_int("seed", seed, 0, MAX_SEED, "seeds are 32-bit")
     rng = np.random.default_rng(seed)
-    train_parts, test_parts = [], []
+    train_parts: list[np.ndarray] = []
+    test_parts: list[np.ndarray] = []
     if dataset.regression:
         train_parts, test_parts = _regression_sides(dataset, test_fraction, rng)
     for label_index, label in enumerate(dataset.classes):

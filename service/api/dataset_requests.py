@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from engine import datasets as engine_datasets
 from engine.datasets import FIXED_N_CLASSES, PARAMETERS, Dataset, Kind
+from engine.hyperparameters import Task
 from service.api.schemas import (
     CUSTOM_FIELDS,
     DEFAULT_SPLIT_SEED,
@@ -26,7 +27,7 @@ from service.state.records import DatasetContent, DatasetRecord, new_id, utc_now
 def _takes(kind: Kind) -> str:
     taken = [name for name in PARAMETERS[kind] if name != "seed"]
     if kind == "custom":
-        return "custom takes points, labels and feature_names"
+        return "custom takes points, labels or targets, feature_names, target_names and task"
     if not taken:
         return f"{kind} takes no generator parameters"
     return f"{kind} takes {', '.join(taken)}"
@@ -49,9 +50,50 @@ def check_applicable(body: DatasetCreate) -> None:
                 "not_applicable",
             )
     if kind == "custom":
-        for field in ("points", "labels"):
-            if getattr(body, field) is None:
-                raise InvalidRequest.at(["body", field], f"kind custom needs {field}", "missing")
+        if body.points is None:
+            raise InvalidRequest.at(["body", "points"], "kind custom needs points", "missing")
+        _check_custom_task(body)
+
+
+REGRESSION_ONLY = ("targets", "target_names")
+
+
+def custom_task(body: DatasetCreate) -> Task:
+    """A custom body's task: as given, else regression when it carries targets."""
+    if body.task is not None:
+        return body.task
+    return "regression" if body.targets is not None else "classification"
+
+
+def _check_custom_task(body: DatasetCreate) -> None:
+    """Labels go with classification, targets and target names with regression (422)."""
+    task = custom_task(body)
+    if task == "classification":
+        if body.labels is None:
+            raise InvalidRequest.at(
+                ["body", "labels"],
+                "kind custom needs labels (classification) or targets (regression)",
+                "missing",
+            )
+        for field in REGRESSION_ONLY:
+            if getattr(body, field) is not None:
+                raise InvalidRequest.at(
+                    ["body", field],
+                    f"{field} applies to regression data only; drop it, or send targets "
+                    "instead of labels (task regression)",
+                    "not_applicable",
+                )
+        return
+    if body.labels is not None:
+        raise InvalidRequest.at(
+            ["body", "labels"],
+            "labels apply to classification data only; a regression dataset takes targets",
+            "not_applicable",
+        )
+    if body.targets is None:
+        raise InvalidRequest.at(
+            ["body", "targets"], "a custom regression dataset needs targets", "missing"
+        )
 
 
 def _check_samples(n_samples: int, settings: Settings, loc: list[str | int]) -> None:
@@ -117,14 +159,20 @@ def build(body: DatasetCreate, settings: Settings) -> tuple[DatasetRecord, Datas
             n_samples=body.n_samples,
             noise=body.noise,
             n_classes=body.n_classes,
+            n_features=body.n_features,
             seed=seed,
             max_samples=settings.max_samples,
         )
     elif kind == "custom":
-        assert body.points is not None and body.labels is not None
+        assert body.points is not None
         _check_samples(len(body.points), settings, ["body", "points"])
         dataset = engine_datasets.from_points(
-            body.points, body.labels, body.feature_names, max_samples=settings.max_samples
+            body.points,
+            body.labels,
+            body.feature_names,
+            targets=body.targets,
+            target_names=body.target_names,
+            max_samples=settings.max_samples,
         )
     else:
         dataset = engine_datasets.load_builtin(kind)
@@ -139,7 +187,11 @@ def build_from_csv(
     name: str | None,
     options: SplitOptions,
     settings: Settings,
+    task: Task = "classification",
 ) -> tuple[DatasetRecord, DatasetContent]:
-    """A custom dataset from CSV text (errors name the line)."""
-    dataset = engine_datasets.from_csv(text, label_column, max_samples=settings.max_samples)
+    """A custom dataset from CSV text (errors name the line); for regression the label column
+    holds the target."""
+    dataset = engine_datasets.from_csv(
+        text, label_column, max_samples=settings.max_samples, task=task
+    )
     return _record("custom", name or "csv", dataset, {}, options)

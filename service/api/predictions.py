@@ -83,15 +83,19 @@ def plain(label: Any) -> Label:
 
 
 def probabilities(model: Model, points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
-    """Class probabilities (n_points, n_classes); InvalidRequest (422) naming the first point
-    whose values are so large that the network's arithmetic overflows."""
+    """Class probabilities (n_points, n_classes), or a regression model's predicted values
+    (n_points, n_targets); InvalidRequest (422) naming the first point whose values are so
+    large that the network's arithmetic overflows."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
-        result = model.predict_proba(points)  # (n_points, n_classes)
+        # (n_points, n_targets) or (n_points, n_classes)
+        predict = model.predict_values if model.regression else model.predict_proba
+        result = predict(points)
     if not np.isfinite(result).all():
         index = int(np.argmin(np.isfinite(result).all(axis=1)))
+        what = "predicted values" if model.regression else "class probabilities"
         raise InvalidRequest.at(
             ["body", "points", index],
-            f"point {index} is too large for this model: its class probabilities are not "
+            f"point {index} is too large for this model: its {what} are not "
             "finite numbers; send values on the scale of the training data",
             "not_finite_output",
         )

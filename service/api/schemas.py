@@ -6,17 +6,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_serializer
 from pydantic.json_schema import JsonDict
 
 from engine.datasets import (
     DESCRIPTIONS,
     MAX_ABS_VALUE,
     MAX_FEATURES,
+    MAX_GENERATED_FEATURES,
+    MIN_FRIEDMAN_FEATURES,
     PARAMETERS,
 )
 from engine.datasets import Kind as DatasetKind
-from engine.hyperparameters import Hyperparameters
+from engine.hyperparameters import Hyperparameters, Task
 from service.state.records import ErrorType, StopReason
 
 Label = StrictInt | StrictStr
@@ -24,8 +26,8 @@ DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SPLIT_SEED = 0
 # Which DatasetCreate fields apply to which kind: generator parameters as engine.datasets'
 # PARAMETERS says, the custom fields to custom only; name, seed, test_fraction, standardize to all.
-GENERATOR_FIELDS = ("n_samples", "noise", "n_classes")
-CUSTOM_FIELDS = ("points", "labels", "feature_names")
+GENERATOR_FIELDS = ("n_samples", "noise", "n_classes", "n_features")
+CUSTOM_FIELDS = ("points", "labels", "feature_names", "task", "targets", "target_names")
 SHARED_FIELDS = ("name", "seed", "test_fraction", "standardize")
 
 
@@ -33,7 +35,12 @@ def _kind_table() -> str:
     lines = []
     for kind, description in DESCRIPTIONS.items():
         taken = ", ".join(f"{name}={value}" for name, value in PARAMETERS[kind].items())
-        extra = "; takes points, labels, feature_names" if kind == "custom" else ""
+        extra = (
+            "; takes points and labels (classification) or targets (regression), "
+            "feature_names, target_names, task"
+            if kind == "custom"
+            else ""
+        )
         lines.append(f"- {kind}: {description} ({taken or 'no generator parameters'}{extra})")
     return "\n".join(lines)
 
@@ -72,6 +79,7 @@ def applicable_fields(kind: DatasetKind) -> tuple[str, ...]:
     return generator + (CUSTOM_FIELDS if kind == "custom" else ())
 
 
+_FINITE = {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
 # What the JSON Schema of the custom fields says beyond pydantic's types; the engine checks the
 # same (engine.datasets.from_points), plus what JSON Schema cannot say: one label per point,
 # rows of one length, at least 2 classes, feature names one per column.
@@ -98,6 +106,27 @@ _CUSTOM_SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": MAX_FEATURES,
+                "uniqueItems": True,
+                "items": {"type": "string", "pattern": "\\S"},
+            },
+            {"type": "null"},
+        ]
+    },
+    "targets": {
+        "anyOf": [
+            {"type": "array", "minItems": 1, "items": _FINITE},
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "array", "minItems": 1, "items": _FINITE},
+            },
+        ]
+    },
+    "target_names": {
+        "anyOf": [
+            {
+                "type": "array",
+                "minItems": 1,
                 "uniqueItems": True,
                 "items": {"type": "string", "pattern": "\\S"},
             },
@@ -152,10 +181,12 @@ def _one_branch_per_kind(schema: dict[str, Any]) -> None:
                 "title": ", ".join(kinds),
                 "type": "object",
                 "properties": {"kind": {"type": "string", "enum": kinds}, **described},
-                "required": ["kind", *(name for name in ("points", "labels") if name in fields)],
+                "required": ["kind", *(name for name in ("points",) if name in fields)],
                 "additionalProperties": False,
             }
         )
+        if "labels" in fields:  # custom: labels (classification) or targets (regression)
+            branches[-1]["oneOf"] = [{"required": ["labels"]}, {"required": ["targets"]}]
     schema["oneOf"] = branches
     schema["examples"] = DATASET_EXAMPLES
 
@@ -190,6 +221,13 @@ class DatasetCreate(Request):
         description="Classes to generate (blobs, spiral, gaussian only).",
         examples=[3],
     )
+    n_features: int | None = Field(
+        default=None,
+        ge=MIN_FRIEDMAN_FEATURES,
+        le=MAX_GENERATED_FEATURES,
+        description="Features to generate (friedman1 only; its target reads the first five).",
+        examples=[10],
+    )
     seed: int | None = Field(
         default=None,
         ge=0,
@@ -202,13 +240,15 @@ class DatasetCreate(Request):
         default=DEFAULT_TEST_FRACTION,
         ge=0,
         lt=1,
-        description="Share of each class held out for testing; 0 = no test split.",
+        description="Share of each class (of the points, for regression) held out for "
+        "testing; 0 = no test split.",
         examples=[0.2],
     )
     standardize: bool = Field(
         default=True,
         description="Standardize features with the training split's mean and standard "
-        "deviation. Models keep the scaler, so predictions take raw points.",
+        "deviation (and regression targets likewise). Models keep the scalers, so predictions "
+        "take raw points and give values in the targets' units.",
     )
     points: list[list[float]] | None = Field(
         default=None,
@@ -218,13 +258,32 @@ class DatasetCreate(Request):
     )
     labels: list[Label] | None = Field(
         default=None,
-        description="custom only: one class label per point, all integers or all strings.",
+        description="custom classification only: one class label per point, all integers or "
+        "all strings.",
         examples=[["a", "b", "b", "a"]],
     )
     feature_names: list[str] | None = Field(
         default=None,
         description="custom only: a name per feature column; default x1, x2, ...",
         examples=[["width", "height"]],
+    )
+    task: Task | None = Field(
+        default=None,
+        description="custom only: classification (labels) or regression (targets); default: "
+        "what the body carries. Other kinds have their own (reg_plane, reg_gauss, friedman1 "
+        "and diabetes are regression, the rest classification).",
+    )
+    targets: list[float] | list[list[float]] | None = Field(
+        default=None,
+        description="custom regression only: one finite target per point, or one row of "
+        f"targets (all of one length) per point, each within +-{MAX_ABS_VALUE:g}.",
+        examples=[[0.5, 1.5, -0.25, 2.0]],
+    )
+    target_names: list[str] | None = Field(
+        default=None,
+        description="custom regression only: a name per target column; default y (one "
+        "target) or y1, y2, ...",
+        examples=[["price"]],
     )
 
 
@@ -237,18 +296,31 @@ class DatasetPublic(BaseModel):
     id: str = Field(description="Opaque id.", examples=["ds_5f0c2a9e81d34b7a"])
     name: str = Field(description="A label for people.", examples=["moons"])
     kind: DatasetKind = Field(description="Where the points came from.")
+    task: Task = Field(
+        default="classification",
+        description="classification (class labels) or regression (real-valued targets).",
+    )
     n_samples: int = Field(description="Points in the dataset.", examples=[200])
     n_features: int = Field(description="Feature columns per point.", examples=[2])
-    n_classes: int = Field(description="Distinct class labels.", examples=[2])
-    classes: list[Label] = Field(description="Class labels, sorted.", examples=[[0, 1]])
+    n_classes: int = Field(description="Distinct class labels (0 for regression).", examples=[2])
+    classes: list[Label] = Field(
+        description="Class labels, sorted ([] for regression).", examples=[[0, 1]]
+    )
     class_counts: list[int] = Field(
         description="Points per class, in the order of `classes`.", examples=[[100, 100]]
+    )
+    target_names: list[str] = Field(
+        default_factory=list,
+        description="Regression: the name of each target column ([] for classification).",
+        examples=[["y"]],
     )
     feature_names: list[str] = Field(description="Feature names.", examples=[["x1", "x2"]])
     train_size: int = Field(description="Points in the training split.", examples=[160])
     test_size: int = Field(description="Points in the test split (0: none).", examples=[40])
     test_fraction: float = Field(description="Requested test share.", examples=[0.2])
-    standardize: bool = Field(description="Whether features are standardized for training.")
+    standardize: bool = Field(
+        description="Whether features (and regression targets) are standardized for training."
+    )
     seed: int = Field(description="Seed of the generator and of the split.", examples=[0])
     parameters: dict[str, int | float] = Field(
         description="Generator parameters used, defaults included ({} for other kinds).",
@@ -259,7 +331,12 @@ class DatasetPublic(BaseModel):
         default=None, description="With include_points=true: the raw feature rows."
     )
     labels: list[Label] | None = Field(
-        default=None, description="With include_points=true: the label of each point."
+        default=None,
+        description="With include_points=true: the label of each point (classification).",
+    )
+    targets: list[list[float]] | None = Field(
+        default=None,
+        description="With include_points=true: the targets of each point (regression).",
     )
     split: list[PointSide] | None = Field(
         default=None, description="With include_points=true: the side of each point."
@@ -325,27 +402,66 @@ class JobCreate(Request):
     )
 
 
-class Metrics(BaseModel):
-    """Loss (mean cross-entropy plus regularization) and accuracy on each split."""
+REGRESSION_METRICS = ("train_mse", "test_mse", "train_mae", "test_mae", "train_r2", "test_r2")
+ACCURACIES = ("train_accuracy", "test_accuracy")
+
+
+class TaskMetrics(BaseModel):
+    """The metrics beside the losses, by the task of the data: a classification body carries
+    train_accuracy and test_accuracy, a regression body train_mse, test_mse, train_mae,
+    test_mae, train_r2 and test_r2 instead; the other task's fields are left out. Test values
+    are null without a test split."""
+
+    train_accuracy: float | None = Field(
+        default=None,
+        description="Classification: share of training points classified right.",
+        examples=[0.97],
+    )
+    test_accuracy: float | None = Field(
+        default=None, description="Classification: the same on the test split.", examples=[0.95]
+    )
+    train_mse: float | None = Field(
+        default=None,
+        description="Regression: mean squared error on the training split, over points and "
+        "targets, in the targets' units squared.",
+    )
+    test_mse: float | None = Field(default=None, description="Regression: on the test split.")
+    train_mae: float | None = Field(
+        default=None,
+        description="Regression: mean absolute error on the training split, in the targets' units.",
+    )
+    test_mae: float | None = Field(default=None, description="Regression: on the test split.")
+    train_r2: float | None = Field(
+        default=None,
+        description="Regression: coefficient of determination on the training split (mean "
+        "over targets; 1 is perfect, 0 is predicting the mean).",
+    )
+    test_r2: float | None = Field(default=None, description="Regression: on the test split.")
+
+    # No return annotation: pydantic then keeps the fields in the OpenAPI schema.
+    @model_serializer(mode="wrap")
+    def _task_fields_only(self, handler):  # type: ignore[no-untyped-def]
+        body = handler(self)
+        regression = any(body.get(name) is not None for name in REGRESSION_METRICS)
+        for name in ACCURACIES if regression else REGRESSION_METRICS:
+            body.pop(name, None)
+        return body
+
+
+class Metrics(TaskMetrics):
+    """Loss (mean cross-entropy, or half the squared error for regression, plus
+    regularization) on each split, and the task's metrics."""
 
     train_loss: float = Field(description="Loss on the training split.", examples=[0.071])
-    train_accuracy: float = Field(
-        description="Share of training points classified right.", examples=[0.97]
-    )
     test_loss: float | None = Field(description="null without a test split.", examples=[0.09])
-    test_accuracy: float | None = Field(description="null without a test split.", examples=[0.95])
 
 
-class HistoryPointPublic(BaseModel):
+class HistoryPointPublic(TaskMetrics):
     """One recorded epoch."""
 
     epoch: int = Field(description="Epochs completed.", examples=[1000])
     train_loss: float = Field(description="Loss on the training split.", examples=[0.31])
-    train_accuracy: float = Field(
-        description="Share of training points classified right.", examples=[0.88]
-    )
     test_loss: float | None = Field(description="null without a test split.", examples=[0.33])
-    test_accuracy: float | None = Field(description="null without a test split.")
     learning_rate: float = Field(description="Learning rate in that epoch.", examples=[0.01])
 
 
@@ -380,14 +496,13 @@ class JobErrorPublic(BaseModel):
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-class JobBaselinePublic(BaseModel):
-    """The logistic-regression baseline a job trained beside its network."""
+class JobBaselinePublic(TaskMetrics):
+    """The baseline a job trained beside its network: logistic regression (linear regression
+    for regression data)."""
 
     model_id: str | None = Field(description="Its model (an ordinary one); null if it failed.")
     train_loss: float | None = Field(description="Final loss on the training split.")
-    train_accuracy: float | None = Field(description="Share of training points classified right.")
     test_loss: float | None = Field(description="Final test loss; null without a test split.")
-    test_accuracy: float | None = Field(description="null without a test split.")
     epochs_run: int = Field(description="Epochs it trained.")
     error: JobErrorPublic | None = Field(description="Why it failed (the job is unaffected).")
 
@@ -501,7 +616,18 @@ class ModelPublic(BaseModel):
     feature_names: list[str] = Field(
         description="Name of each input value.", examples=[["x1", "x2"]]
     )
-    classes: list[Label] = Field(description="Labels it predicts, sorted.", examples=[[0, 1]])
+    classes: list[Label] = Field(
+        description="Labels it predicts, sorted ([] for regression).", examples=[[0, 1]]
+    )
+    task: Task = Field(
+        default="classification",
+        description="classification (predicts classes) or regression (predicts values).",
+    )
+    target_names: list[str] = Field(
+        default_factory=list,
+        description="Regression: the target each output predicts ([] for classification).",
+        examples=[["y"]],
+    )
     architecture: list[int] = Field(
         description="Layer widths, input to output.", examples=[[2, 3, 2]]
     )
@@ -534,13 +660,23 @@ class PredictRequest(Request):
 
 
 class Prediction(BaseModel):
-    """The most probable class of each point and every class's probability."""
+    """A classifier's answer: the most probable class of each point and every class's
+    probability. A regression model's: `values` only (the other fields are absent)."""
 
-    classes: list[Label] = Field(description="Predicted label per point.", examples=[[1]])
-    probabilities: list[list[float]] = Field(
-        description="Per point, one probability per model class (in the model's `classes` "
-        "order), summing to 1.",
+    classes: list[Label] | None = Field(
+        default=None, description="Classification: predicted label per point.", examples=[[1]]
+    )
+    probabilities: list[list[float]] | None = Field(
+        default=None,
+        description="Classification: per point, one probability per model class (in the "
+        "model's `classes` order), summing to 1.",
         examples=[[[0.12, 0.88]]],
+    )
+    values: list[list[float]] | None = Field(
+        default=None,
+        description="Regression: per point, one predicted value per target (in the model's "
+        "`target_names` order), in the targets' units.",
+        examples=[[[151.2]]],
     )
 
 

@@ -13,11 +13,13 @@ from engine.hyperparameters import Hyperparameters
 from service.api.schemas import (
     EXAMPLE_OPTIONS,
     STOP_REASON_DESCRIPTION,
+    HistoryPointPublic,
     JobErrorPublic,
     JobStatusName,
     Page,
     Request,
     StopReason,
+    TaskMetrics,
     name_field,
 )
 
@@ -63,8 +65,8 @@ class SweepCreate(Request):
     )
 
 
-class ConfigurationPublic(BaseModel):
-    """One configuration of a sweep (or its logistic-regression baseline) and how it did."""
+class ConfigurationPublic(TaskMetrics):
+    """One configuration of a sweep (or its baseline) and how it did."""
 
     index: int | None = Field(
         description="Position in the grid's product (null for the baseline).", examples=[2]
@@ -81,11 +83,7 @@ class ConfigurationPublic(BaseModel):
     train_loss: float | None = Field(
         description="Final (latest while running) training loss.", examples=[0.071]
     )
-    train_accuracy: float | None = Field(
-        description="Share of training points classified right.", examples=[0.97]
-    )
     test_loss: float | None = Field(description="null without a test split.", examples=[0.09])
-    test_accuracy: float | None = Field(description="null without a test split.")
     epochs_run: int = Field(description="Epochs trained (the latest recorded while running).")
     seconds: float | None = Field(
         description="Seconds from the start of its worker's share to its end (configurations "
@@ -152,17 +150,11 @@ class SweepsPublic(Page):
     total: int = Field(description="Sweeps in all pages (after the status filter).")
 
 
-class SweepPointEvent(BaseModel):
+class SweepPointEvent(HistoryPointPublic):
     """`data` of an SSE `progress` event: one configuration recorded a history point."""
 
     sweep_id: str = Field(description="The sweep.")
     index: int | None = Field(description="The configuration (null: the baseline).")
-    epoch: int = Field(description="Epochs completed.")
-    train_loss: float = Field(description="Loss on the training split.")
-    train_accuracy: float = Field(description="Share of training points classified right.")
-    test_loss: float | None = Field(description="null without a test split.")
-    test_accuracy: float | None = Field(description="null without a test split.")
-    learning_rate: float = Field(description="Learning rate in that epoch.")
 
 
 class SweepResultEvent(ConfigurationPublic):

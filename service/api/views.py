@@ -64,8 +64,12 @@ def dataset_public(record: DatasetRecord, points: DatasetContent | None = None) 
         DatasetPublic,
         record,
         points=data.X.tolist(),
-        labels=[data.classes[i] for i in data.y.tolist()],
         split=side,
+        **(
+            {"targets": data.y.tolist()}
+            if data.regression
+            else {"labels": [data.classes[i] for i in data.y.tolist()]}
+        ),
     )
 
 
@@ -83,7 +87,8 @@ def elapsed_seconds(started: datetime | None, finished: datetime | None) -> floa
 
 
 def metric_values(metrics: MetricValues | None) -> dict[str, float | None]:
-    """The four metric fields of a row that reports them flat (None where not recorded)."""
+    """The metric fields of a row that reports them flat (None where not recorded; the other
+    task's are left out of the response)."""
     values = metrics or {}
     return {key: values.get(key) for key in METRIC_KEYS}
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from engine.hyperparameters import Hyperparameters
-from engine.training import HistoryPoint, StopReason
+from engine.training import CLASSIFICATION, HistoryPoint, Objective, StopReason
 from service.execution.executor import Failure, failure_of
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from engine.training import TrainResult
 
 ConfigurationIndex = int | None  # None: the baseline
-Metrics = dict[str, float | None]  # train_loss, train_accuracy, test_loss, test_accuracy
+Metrics = dict[str, float | None]  # the losses and the task's metrics (see engine.training)
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,11 @@ class PreparedSplit:
     """A dataset's split as training takes it."""
 
     X_train: np.ndarray  # (n_train, n_features), already standardized when asked
-    y_train: np.ndarray  # (n_train,) class indices
+    y_train: np.ndarray  # (n_train,) class indices; regression (n_train, n_targets) targets
     X_test: np.ndarray | None  # (n_test, n_features) or None without a test split
-    y_test: np.ndarray | None  # (n_test,)
-    n_classes: int
+    y_test: np.ndarray | None  # (n_test,); regression (n_test, n_targets)
+    n_classes: int  # the output width: classes, or regression targets
+    objective: Objective = CLASSIFICATION
 
 
 @dataclass(frozen=True)
@@ -100,18 +101,20 @@ class TrainingTask:
 
         data = self.data
         splits = (data.X_train, data.y_train, data.n_classes, data.X_test, data.y_test)
+        objective = data.objective
         result = train(
             self.hyperparameters,
             *splits,
             on_record=report,
             on_snapshot=report,
             should_stop=should_stop,
+            objective=objective,
         )
         outcome = TrainingOutcome.of(result)
         if self.baseline is None:
             return outcome
         try:
-            baseline = train(self.baseline, *splits, should_stop=should_stop)
+            baseline = train(self.baseline, *splits, should_stop=should_stop, objective=objective)
         except (TrainingDiverged, InvalidInput) as exc:  # the baseline fails alone
             return replace(outcome, baseline_error=TaskError.of(exc))
         return replace(outcome, baseline=TrainingOutcome.of(baseline))
@@ -184,5 +187,6 @@ class SweepTask:
             on_record=on_record,
             on_finish=on_finish,
             should_stop=should_stop,
+            objective=data.objective,
         )
         return tuple((names[o.index], o.status) for o in outcomes)

@@ -20,7 +20,6 @@ from service.execution.tasks import TrainingOutcome, TrainingTask
 from service.state.lifecycle import Lifecycle, Snapshot, Submission, Wording, prepared
 from service.state.limits import check_limits
 from service.state.records import (
-    BASELINE_LABEL,
     DatasetContent,
     DatasetRecord,
     JobBaseline,
@@ -162,7 +161,7 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
             return JobBaseline(model_id=None, metrics=None, epochs_run=0, error=error)
         metrics = metrics_of(baseline.metrics)
         hp = baseline_of(job.hyperparameters)
-        name = f"{job.name}: {BASELINE_LABEL}"
+        name = f"{job.name}: {job.data.baseline_label}"
         try:
             model_id = self.register_model(
                 job, name, hp, baseline, metrics, baseline.history, job_id=job.id

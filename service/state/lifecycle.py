@@ -56,6 +56,7 @@ from service.state.records import (
     WorkRecord,
     WorkStatus,
     new_id,
+    objective_for,
     utc_now,
 )
 from service.state.store import Collection, Store
@@ -105,7 +106,8 @@ def prepared(content: DatasetContent) -> PreparedSplit:
         y_train=split.y_train,
         X_test=split.X_test if has_test else None,
         y_test=split.y_test if has_test else None,
-        n_classes=content.dataset.n_classes,
+        n_classes=content.dataset.n_outputs,
+        objective=objective_for(content.dataset.task, split.target_scaler),
     )
 
 

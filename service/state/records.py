@@ -19,9 +19,16 @@ import numpy as np
 from pydantic import Field, JsonValue, PlainSerializer, PlainValidator
 
 from engine.datasets import Dataset, Kind, Split
-from engine.hyperparameters import Hyperparameters
+from engine.hyperparameters import Hyperparameters, Task
 from engine.model import Label, Model, Scaler
-from engine.training import HistoryPoint, ParameterSnapshot, StopReason
+from engine.training import (
+    REGRESSION_KEYS,
+    HistoryPoint,
+    Objective,
+    ParameterSnapshot,
+    StopReason,
+    final_metrics,
+)
 
 WorkStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[WorkStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -35,10 +42,16 @@ ErrorType = Literal[
     "insufficient_storage",
     "internal",
 ]
-Metrics = dict[str, float | None]  # train_loss, train_accuracy, test_loss, test_accuracy
-METRIC_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# train_loss, test_loss and the task's: train_accuracy, test_accuracy (classification) or
+# train_mse, test_mse, train_mae, test_mae, train_r2, test_r2 (regression)
+Metrics = dict[str, float | None]
+METRIC_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", *REGRESSION_KEYS)
 
 BASELINE_LABEL = "logistic regression"
+BASELINE_LABELS: dict[Task, str] = {
+    "classification": BASELINE_LABEL,
+    "regression": "linear regression",
+}
 
 __all__ = ["HistoryPoint", "StopReason"]  # re-exported: the one history point type
 
@@ -53,10 +66,19 @@ def new_id(prefix: str) -> str:
 
 
 def metrics_of(point: HistoryPoint | Metrics) -> Metrics:
-    """The loss and accuracy values of a history point (or of final metrics)."""
+    """The losses and the task's metrics of a history point (or of final metrics)."""
     if isinstance(point, HistoryPoint):
-        return {key: getattr(point, key) for key in METRIC_KEYS}
-    return {key: point.get(key) for key in METRIC_KEYS}
+        return final_metrics(point)
+    return {key: point[key] for key in METRIC_KEYS if key in point}
+
+
+def objective_for(task: Task, target_scaler: Scaler | None) -> Objective:
+    """What training fits: classes, or targets whose errors are reported in their original
+    units (the target scaler's scale)."""
+    if task == "classification":
+        return Objective()
+    scale = None if target_scaler is None else tuple(target_scaler.scale.tolist())
+    return Objective("regression", scale)
 
 
 def append_point(history: list[HistoryPoint], point: HistoryPoint) -> bool:
@@ -82,7 +104,7 @@ class DatasetContent:
     @property
     def nbytes(self) -> int:
         split = self.split
-        scaler = split.scaler
+        scalers = [s for s in (split.scaler, split.target_scaler) if s is not None]
         return nbytes(
             self.dataset.X,
             self.dataset.y,
@@ -92,8 +114,7 @@ class DatasetContent:
             split.y_test,
             split.train_index,
             split.test_index,
-            scaler.mean if scaler else None,
-            scaler.scale if scaler else None,
+            *(array for s in scalers for array in (s.mean, s.scale)),
         )
 
 
@@ -111,13 +132,15 @@ class DatasetRecord:
     created_at: datetime
     n_samples: int
     n_features: int
-    classes: tuple[Label, ...]
+    classes: tuple[Label, ...]  # () for regression
     class_counts: tuple[int, ...]
     feature_names: tuple[str, ...]
     train_size: int
     test_size: int
     nbytes: int  # of its content
     owner: str | None = None  # the name of the API key that created it
+    task: Task = "classification"
+    target_names: tuple[str, ...] = ()  # regression: one per target column
 
     @classmethod
     def describe(cls, content: DatasetContent, **given: Any) -> DatasetRecord:
@@ -134,11 +157,18 @@ class DatasetRecord:
             train_size=int(split.train_index.size),
             test_size=int(split.test_index.size),
             nbytes=content.nbytes,
+            task=data.task,
+            target_names=data.target_names,
         )
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def n_outputs(self) -> int:
+        """A network's output width for this data: classes, or regression targets."""
+        return len(self.target_names) if self.task == "regression" else self.n_classes
 
     def snapshot(self) -> DatasetRecord:
         return self
@@ -169,18 +199,37 @@ class TrainingData:
     """What training work copies from its dataset: sizes, and what its models need."""
 
     n_features: int
-    n_classes: int
+    n_classes: int  # the output width: classes, or regression targets
     train_size: int
     test_size: int
     classes: tuple[Label, ...]
     feature_names: tuple[str, ...]
     scaler: StoredScaler
+    task: Task = "classification"
+    target_names: tuple[str, ...] = ()
+    target_scaler: StoredScaler = None  # regression with standardize
 
     @classmethod
     def of(cls, record: DatasetRecord, content: DatasetContent) -> TrainingData:
-        """The dataset's fields of these names, and its split's scaler."""
-        copied = {f.name: getattr(record, f.name) for f in fields(cls) if f.name != "scaler"}
-        return cls(**copied, scaler=content.split.scaler)
+        """The dataset's fields of these names, its output width (classes or regression
+        targets) and its split's scalers."""
+        own = ("scaler", "target_scaler", "n_classes")
+        copied = {f.name: getattr(record, f.name) for f in fields(cls) if f.name not in own}
+        split = content.split
+        return cls(
+            **copied,
+            n_classes=record.n_outputs,
+            scaler=split.scaler,
+            target_scaler=split.target_scaler,
+        )
+
+    @property
+    def objective(self) -> Objective:
+        return objective_for(self.task, self.target_scaler)
+
+    @property
+    def baseline_label(self) -> str:
+        return BASELINE_LABELS[self.task]
 
     def model(
         self, hp: Hyperparameters, weights: list[np.ndarray], biases: list[np.ndarray]
@@ -194,6 +243,9 @@ class TrainingData:
             hyperparameters=hp,
             scaler=self.scaler,
             feature_names=self.feature_names,
+            task=self.task,
+            target_names=self.target_names,
+            target_scaler=self.target_scaler,
         )
 
 
@@ -348,6 +400,7 @@ class ConfigurationRecord:
     model_id: str | None = None
     error: WorkError | None = None
     stop_reason: StopReason | None = None
+    baseline_label: str = BASELINE_LABEL  # the baseline's name (linear regression for regression)
 
     @property
     def finished(self) -> bool:
@@ -357,7 +410,7 @@ class ConfigurationRecord:
     def label(self) -> str:
         """What sets it apart, for titles and legends: `hidden_layers=[3], l2=0.01`."""
         if self.index is None:
-            return BASELINE_LABEL
+            return self.baseline_label
         return ", ".join(f"{key}={json.dumps(value)}" for key, value in self.varied.items())
 
     def snapshot(self) -> ConfigurationRecord:
@@ -439,15 +492,16 @@ class ModelContent:
     @property
     def nbytes(self) -> int:
         model = self.model
-        scaler = model.scaler
         arrays = [*model.weights, *model.biases]
-        if scaler is not None:
-            arrays += [scaler.mean, scaler.scale]
+        for scaler in (model.scaler, model.target_scaler):
+            if scaler is not None:
+                arrays += [scaler.mean, scaler.scale]
         return nbytes(*arrays) + HISTORY_POINT_BYTES * len(self.history)
 
 
-# A history point's share of max_stored_bytes: six numbers, as a float64 row would hold them.
-HISTORY_POINT_BYTES = 48
+# A history point's share of max_stored_bytes: its numbers (epoch, rate, two losses and up to six
+# metrics), as a float64 row of the store's history array holds them.
+HISTORY_POINT_BYTES = 8 * 12
 
 
 @dataclass(frozen=True)
@@ -470,6 +524,8 @@ class ModelRecord:
     has_history: bool
     nbytes: int  # of its content
     owner: str | None = None  # the API key that imported it, or submitted its job or sweep
+    task: Task = "classification"
+    target_names: tuple[str, ...] = ()
 
     @classmethod
     def describe(
@@ -503,6 +559,8 @@ class ModelRecord:
             has_history=bool(content.history),
             nbytes=content.nbytes,
             owner=owner,
+            task=model.task,
+            target_names=model.target_names,
         )
 
     @property

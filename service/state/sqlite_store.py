@@ -56,7 +56,7 @@ from sqlalchemy.pool import StaticPool
 from engine import serialize
 from engine.datasets import Dataset, split
 from engine.errors import EngineError
-from engine.training import HistoryPoint, ParameterSnapshot
+from engine.training import REGRESSION_KEYS, HistoryPoint, ParameterSnapshot
 from service.errors import Conflict, InsufficientStorage
 from service.state.idempotency import IdempotencyKeys
 from service.state.records import (
@@ -153,8 +153,9 @@ CR = TypeVar("CR", bound=DatasetRecord | ModelRecord)
 C = TypeVar("C", bound=DatasetContent | ModelContent)
 T = TypeVar("T")
 
-# History points as the rows of one float64 array: None (no test split) is NaN, which a
-# recorded value never is.
+# History points as the rows of one float64 array: None (no test split, or the other task's
+# metric) is NaN, which a recorded value never is. Models stored before regression have the
+# first six columns only.
 HISTORY_COLUMNS = (
     "epoch",
     "train_loss",
@@ -162,6 +163,7 @@ HISTORY_COLUMNS = (
     "test_loss",
     "test_accuracy",
     "learning_rate",
+    *REGRESSION_KEYS,
 )
 
 
@@ -191,7 +193,14 @@ def decode_dataset(record: DatasetRecord, data: bytes) -> DatasetContent:
     """The points, and the split made again from the record's options (deterministic: the
     same arrays, bit for bit, as when the dataset was created)."""
     arrays = _arrays(data)
-    dataset = Dataset(arrays["X"], arrays["y"], record.classes, record.feature_names)
+    dataset = Dataset(
+        arrays["X"],
+        arrays["y"],
+        record.classes,
+        record.feature_names,
+        record.task,
+        record.target_names,
+    )
     return DatasetContent(
         dataset,
         split(
@@ -233,19 +242,14 @@ def decode_model(record: ModelRecord, data: bytes) -> ModelContent:
     model = serialize.model_from_npz(arrays["model"].tobytes())
     history = []
     for row in arrays["history"].tolist():
-        values = dict(zip(HISTORY_COLUMNS, row, strict=True))
-        history.append(
-            HistoryPoint(
-                epoch=int(values["epoch"]),
-                train_loss=values["train_loss"],
-                train_accuracy=values["train_accuracy"],
-                test_loss=None if np.isnan(values["test_loss"]) else values["test_loss"],
-                test_accuracy=None
-                if np.isnan(values["test_accuracy"])
-                else values["test_accuracy"],
-                learning_rate=values["learning_rate"],
-            )
-        )
+        epoch, train_loss, *optional = row  # older models: six columns
+        values = {
+            name: None if np.isnan(value) else value
+            for name, value in zip(HISTORY_COLUMNS[2:], optional, strict=False)
+        }
+        learning_rate = values.pop("learning_rate")
+        point = HistoryPoint(int(epoch), train_loss, **values, learning_rate=learning_rate)  # type: ignore[arg-type]
+        history.append(point)
     return ModelContent(model, tuple(history))
 
 

@@ -175,7 +175,9 @@ class SweepLifecycle(Lifecycle[SweepRecord, SweepEntry, SweepSubmission]):
         data = TrainingData.of(dataset, content)
         sweep = self._new_sweep(dataset, data, request.base, request.grid, request.name)
         if request.baseline:
-            sweep.baseline = ConfigurationRecord(None, baseline_of(request.base), varied={})
+            sweep.baseline = ConfigurationRecord(
+                None, baseline_of(request.base), varied={}, baseline_label=data.baseline_label
+            )
         check_sweep(sweep, self.settings)
         return sweep, self._tasks(sweep, sweep.rows(), prepared(content))
 

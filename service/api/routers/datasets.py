@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 
 from engine import plotting
+from engine.hyperparameters import Task
 from service.api import dataset_requests as builders
 from service.api.auth import Caller, CallerDep
 from service.api.deps import PageDep, StateDep, loaded, seen
@@ -31,14 +32,15 @@ CSV_EXAMPLE = (
     "x1,x2,label\n0.0,0.0,a\n0.0,1.0,b\n1.0,0.0,b\n1.0,1.0,a\n"
     "0.1,0.1,a\n0.1,0.9,b\n0.9,0.1,b\n0.9,0.9,a\n"
 )
-CSV_QUERY = ("label_column", "name", "test_fraction", "standardize", "seed")
+CSV_QUERY = ("label_column", "task", "name", "test_fraction", "standardize", "seed")
 
 CREATE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "Either a JSON DatasetCreate, or CSV text: a header row naming the "
-        "columns, then one row per point; the label column is the last unless "
-        "`label_column` names another; every other column must hold finite numbers.",
+        "columns, then one row per point; the label column (with `task=regression`, the "
+        "target) is the last unless `label_column` names another; every other column must "
+        "hold finite numbers.",
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/DatasetCreate"}},
             "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE},
@@ -73,6 +75,13 @@ async def create_dataset(
     label_column: Annotated[
         str | None, Query(description="text/csv only: the label column (default: the last).")
     ] = None,
+    task: Annotated[
+        Task | None,
+        Query(
+            description="text/csv only: classification (default; the label column holds "
+            "classes) or regression (it holds a finite number, the target)."
+        ),
+    ] = None,
     name: Annotated[
         str | None,
         Query(min_length=1, max_length=200, description="text/csv only: the dataset's name."),
@@ -88,7 +97,8 @@ async def create_dataset(
 ) -> DatasetPublic:
     """Generate a synthetic dataset, load a bundled one, or accept your own points (JSON
     `custom` or a CSV upload), then split it into training and test points, stratified by
-    class. A field that does not apply to the kind is refused with 422 naming it."""
+    class (at random for regression). A field that does not apply to the kind is refused with
+    422 naming it."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     settings = state.settings
     raw = await request.body()
@@ -108,7 +118,12 @@ async def create_dataset(
         )
         record, content = await anyio.to_thread.run_sync(
             lambda: builders.build_from_csv(
-                text, label_column=label_column, name=name, options=options, settings=settings
+                text,
+                label_column=label_column,
+                name=name,
+                options=options,
+                settings=settings,
+                task=task or "classification",
             )
         )
     elif content_type in ("application/json", ""):

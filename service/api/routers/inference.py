@@ -8,6 +8,8 @@ tensors:
     input   points          FP64 (or FP32)   [-1, n_features]   raw rows, the dataset's units
     output  probabilities   FP64             [-1, n_classes]    in the order of the classes
     output  class           INT64 | BYTES    [-1]               the likeliest class of each row
+    output  values          FP64             [-1, n_targets]    regression models' only output:
+                                                                predictions, the targets' units
 
 `data` is row-major, flat or nested. With the binary tensor extension (Triton's clients use it
 by default) the JSON is the first `Inference-Header-Content-Length` bytes of the body and an
@@ -48,6 +50,7 @@ from service.api.predictions import (
     classified,
     parsed,
     predicted,
+    probabilities,
     require_model,
 )
 from service.api.problems import parse_json_body
@@ -64,7 +67,9 @@ EXTENSIONS = ["binary_tensor_data"]
 INPUT = "points"
 PROBABILITIES = "probabilities"
 CLASS = "class"
-OUTPUTS = (PROBABILITIES, CLASS)
+VALUES = "values"
+OUTPUTS = (PROBABILITIES, CLASS)  # a classifier's
+REGRESSION_OUTPUTS = (VALUES,)
 # Accepted input datatypes and their little-endian element types for binary tensor data.
 INPUT_DATATYPES: dict[str, np.dtype[np.floating]] = {
     "FP64": np.dtype("<f8"),
@@ -129,16 +134,21 @@ async def server_ready() -> ServerReady:
 @_get("/models/{name}", ModelMetadata, "Model metadata", 401, 404, 429)
 async def model_metadata(state: StateDep, caller: CallerDep, name: ModelName) -> ModelMetadata:
     """The model's input tensor (`points`, [-1, n_features], FP64 or FP32) and its outputs
-    (`probabilities`, [-1, n_classes], FP64; `class`, [-1], INT64 or BYTES for string labels)."""
+    (`probabilities`, [-1, n_classes], FP64; `class`, [-1], INT64 or BYTES for string labels;
+    a regression model's: `values`, [-1, n_targets], FP64)."""
     record = require_model(state, name, caller)
+    outputs = [
+        TensorMetadata(name=PROBABILITIES, datatype="FP64", shape=[-1, len(record.classes)]),
+        TensorMetadata(name=CLASS, datatype=_class_datatype(record), shape=[-1]),
+    ]
+    if record.task == "regression":
+        shape = [-1, len(record.target_names)]
+        outputs = [TensorMetadata(name=VALUES, datatype="FP64", shape=shape)]
     return ModelMetadata(
         name=name,
         platform=PLATFORM,
         inputs=[TensorMetadata(name=INPUT, datatype="FP64", shape=[-1, record.n_features])],
-        outputs=[
-            TensorMetadata(name=PROBABILITIES, datatype="FP64", shape=[-1, len(record.classes)]),
-            TensorMetadata(name=CLASS, datatype=_class_datatype(record), shape=[-1]),
-        ],
+        outputs=outputs,
     )
 
 
@@ -227,21 +237,24 @@ def _read(raw: bytes, header_length: str | None) -> tuple[InferenceRequest, byte
 def _answer(
     model: Model, points: np.ndarray, outputs: list[str], name: str, request_id: str | None
 ) -> bytes:
-    result, labels = classified(model, points)  # (n_points, n_classes), (n_points,)
-    tensors = {
-        PROBABILITIES: {
-            "name": PROBABILITIES,
-            "datatype": "FP64",
-            "shape": list(result.shape),
-            "data": result.ravel().tolist(),
-        },
-        CLASS: {
-            "name": CLASS,
-            "datatype": "BYTES" if any(isinstance(c, str) for c in model.classes) else "INT64",
-            "shape": [len(points)],
-            "data": labels,
-        },
-    }
+    def matrix(name: str, values: np.ndarray) -> dict[str, Any]:
+        shape = list(values.shape)
+        return {"name": name, "datatype": "FP64", "shape": shape, "data": values.ravel().tolist()}
+
+    tensors: dict[str, dict[str, Any]]
+    if model.regression:
+        tensors = {VALUES: matrix(VALUES, probabilities(model, points))}  # (n_points, n_targets)
+    else:
+        result, labels = classified(model, points)  # (n_points, n_classes), (n_points,)
+        tensors = {
+            PROBABILITIES: matrix(PROBABILITIES, result),
+            CLASS: {
+                "name": CLASS,
+                "datatype": "BYTES" if any(isinstance(c, str) for c in model.classes) else "INT64",
+                "shape": [len(points)],
+                "data": labels,
+            },
+        }
     body: dict[str, Any] = {"model_name": name}
     if request_id is not None:
         body["id"] = request_id
@@ -282,10 +295,11 @@ async def infer(request: Request, state: StateDep, caller: CallerDep, name: Mode
     if given.shape and given.shape[0] > 0:
         check_point_count(state, given.shape[0], ["body", "inputs", 0, "shape"])
     points = _points(given, record, binary, 0)  # (n_points, n_features)
-    wanted = [output.name for output in body.outputs] if body.outputs else list(OUTPUTS)
+    offered = REGRESSION_OUTPUTS if record.task == "regression" else OUTPUTS
+    wanted = [output.name for output in body.outputs] if body.outputs else list(offered)
     for output in wanted:
-        if output not in OUTPUTS:
-            raise _bad(f"unknown output {output!r}; this model's outputs are {list(OUTPUTS)}")
+        if output not in offered:
+            raise _bad(f"unknown output {output!r}; this model's outputs are {list(offered)}")
     content = await predicted(
         state,
         record,

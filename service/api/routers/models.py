@@ -7,7 +7,7 @@ Every `{model_id}` is a model id or one of the caller's aliases (`service.state.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -36,6 +36,7 @@ from service.api.predictions import (
     media_type,
     parsed,
     predicted,
+    probabilities,
     require_model,
     require_weights,
 )
@@ -221,15 +222,19 @@ def _parse_points(raw: bytes) -> list[list[float]]:
 
 
 def _predict(model: Model, points: list[list[float]]) -> bytes:
-    result, labels = classified(model, points)  # (n_points, n_classes), (n_points,)
-    body = {"classes": labels, "probabilities": result.tolist()}
+    body: dict[str, Any]
+    if model.regression:
+        body = {"values": probabilities(model, points).tolist()}  # (n_points, n_targets)
+    else:
+        result, labels = classified(model, points)  # (n_points, n_classes), (n_points,)
+        body = {"classes": labels, "probabilities": result.tolist()}
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
 
 
 @router.post(
     f"{MODEL}/predict",
     response_model=Prediction,
-    summary="Predict classes",
+    summary="Predict classes or values",
     responses=problem_responses(400, 404, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
@@ -243,8 +248,9 @@ def _predict(model: Model, points: list[list[float]]) -> bytes:
 async def predict(
     request: Request, state: StateDep, caller: CallerDep, model_id: ModelRef
 ) -> Response:
-    """Classify raw points (the model applies its own standardization). At most
-    predict_max_points per call; each point needs exactly n_features values."""
+    """Classify raw points, or for a regression model predict their targets (`values`, in the
+    targets' units); the model applies its own standardization. At most predict_max_points per
+    call; each point needs exactly n_features values."""
     record = require_model(state, model_id, caller)
     accept_json(request, (), "the points")
     points = await parsed(_parse_points, await request.body())
