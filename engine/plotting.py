@@ -395,10 +395,15 @@ def dataset_figure(
     dataset: Dataset, *, title: str | None = None, width: int = 640, height: int = 480
 ) -> Figure:
     """Scatter plot of a dataset coloured by class: its first two features (a strip plot of
-    feature against class when it has only one)."""
+    feature against class when it has only one). A regression dataset's points are coloured by
+    their (first) target on a diverging map with a colour bar (one feature: target against
+    feature)."""
     _check_pixels(width, height)
     figure = _new_figure(width, height)
     ax = figure.add_subplot()
+    if dataset.regression:
+        _regression_dataset(figure, ax, dataset, title)
+        return figure
     if dataset.n_features >= 2:
         X = np.asarray(dataset.X[:, :2])
         ax.set_ylabel(_plain(dataset.feature_names[1]))
@@ -429,6 +434,34 @@ def dataset_figure(
 
 
 dataset_png = _as_png(dataset_figure)
+
+
+def _regression_dataset(figure: Figure, ax: Axes, dataset: Dataset, title: str | None) -> None:
+    target = dataset.y[:, 0]  # (n,) the first target
+    target_name = _plain(dataset.target_names[0])
+    if dataset.n_features >= 2:
+        X = np.asarray(dataset.X[:, :2])
+        ax.set_ylabel(_plain(dataset.feature_names[1]))
+        norm = _target_norm([target])
+        points = ax.scatter(
+            X[:, 0], X[:, 1], c=target, cmap=TARGET_CMAP, norm=norm, s=22,
+            edgecolors="#202020", linewidths=0.5, zorder=2,
+        )  # fmt: skip
+        figure.colorbar(points, ax=ax, fraction=0.05, pad=0.02).set_label(target_name)
+    else:
+        X = np.column_stack([dataset.X[:, 0], target])
+        ax.scatter(X[:, 0], X[:, 1], s=22, c=LINE_COLOURS[0], edgecolors="#202020",
+                   linewidths=0.5, zorder=2)  # fmt: skip
+        ax.set_ylabel(target_name)
+    ax.set_xlabel(_plain(dataset.feature_names[0]))
+    ax.set_xlim(*_padded_range(X[:, 0]))
+    ax.set_ylim(*_padded_range(X[:, 1]))
+    ax.grid(True, color="#e0e0e0", linewidth=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    text = f"{dataset.n_samples} points, target {target_name}" if title is None else _plain(title)
+    if dataset.n_features > 2:
+        text += f" (features 1 and 2 of {dataset.n_features})"
+    ax.set_title(text, fontsize=11)
 
 
 # --- decision boundaries ---------------------------------------------------------------------
@@ -539,7 +572,9 @@ def decision_boundary_figure(
 ) -> Figure:
     """Class regions of a 2-feature model with its training (filled) and test (hollow) points.
 
-    The default title names the architecture and the accuracy on the points given.
+    The default title names the architecture and the accuracy on the points given. A
+    regression model is drawn as its prediction surface (`_draw_surface`; y_* are raw targets
+    then, and the title gives R²).
     """
     if model.n_features != 2:
         raise InvalidInput(
@@ -548,6 +583,13 @@ def decision_boundary_figure(
     _check_pixels(width, height)
     _check_resolution(resolution)
     _check_show(show)
+    if model.regression:
+        figure, _, *sides = _regression_canvas(
+            model, X_train, y_train, X_test, y_test, width, height
+        )
+        ax = _draw_surface(figure, model, (sides[0], sides[1]), resolution, show)
+        _regression_title(ax, model, sides[0], sides[1], title)
+        return figure
     train = _points(model, X_train, y_train, "train")
     test = _points(model, X_test, y_test, "test")
 
@@ -958,3 +1000,264 @@ def curves_figure(
 
 
 curves_png = _as_png(curves_figure)
+
+
+# --- regression --------------------------------------------------------------------------------
+
+# Targets are drawn on a diverging map, its neutral middle at the middle of the values shown:
+# red above, blue below (ColorBrewer's RdBu, reversed), as the Playground shades its outputs.
+TARGET_CMAP = "RdBu_r"
+TRAIN_MARKER, TEST_MARKER = "o", "D"  # regression points carry their colour: shapes tell sides
+
+
+def _targets(
+    model: Model, X: np.ndarray | None, y: np.ndarray | None, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (n, n_features) raw points and (n, n_targets) raw targets; empty when X is
+    None. A 1-D y is one target."""
+    if not model.regression:
+        raise InvalidInput("the model is a classifier; regression pictures need a regression one")
+    width = model.n_outputs
+    if X is None:
+        if y is not None:
+            raise InvalidInput(f"y_{name} given without X_{name}")
+        return np.empty((0, model.n_features)), np.empty((0, width))
+    if y is None:
+        raise InvalidInput(f"X_{name} given without y_{name}")
+    points = np.asarray(X, dtype=np.float64)
+    targets = np.asarray(y, dtype=np.float64)
+    if targets.ndim == 1:
+        targets = targets.reshape(-1, 1)
+    if points.shape[0] == 0 and targets.size == 0:  # no points to draw
+        return np.empty((0, model.n_features)), np.empty((0, width))
+    if points.ndim != 2 or points.shape[1] != model.n_features:
+        raise InvalidInput(f"X_{name} must have shape (n, {model.n_features}), got {points.shape}")
+    if targets.shape != (points.shape[0], width):
+        raise InvalidInput(
+            f"y_{name} must have shape ({points.shape[0]}, {width}), got {targets.shape}"
+        )
+    if not (np.isfinite(points).all() and np.isfinite(targets).all()):
+        raise InvalidInput(f"X_{name} and y_{name} must be finite numbers (no NaN or Infinity)")
+    return points, targets
+
+
+def _r2(model: Model, X: np.ndarray, y: np.ndarray) -> float | None:
+    """The mean over targets of 1 - SSE/SST (scikit-learn's r2_score), None without points or
+    with a constant target."""
+    if X.shape[0] < 2:
+        return None
+    residual = ((model.predict_values(X) - y) ** 2).sum(axis=0)  # (K,)
+    total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    if (total == 0).any():
+        return None
+    return float(np.mean(1.0 - residual / total))
+
+
+Sides = tuple[np.ndarray, np.ndarray]  # (points (n, n_features), targets (n, n_targets))
+
+
+def _regression_canvas(
+    model: Model,
+    X_train: np.ndarray | None,
+    y_train: np.ndarray | None,
+    X_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    width: int,
+    height: int,
+) -> tuple[Figure, Axes, Sides, Sides]:
+    """A regression picture's figure, its axes and its validated training and test points."""
+    _check_pixels(width, height)
+    train = _targets(model, X_train, y_train, "train")
+    test = _targets(model, X_test, y_test, "test")
+    figure = _new_figure(width, height)
+    return figure, figure.add_subplot(), train, test
+
+
+def _regression_title(ax: Axes, model: Model, train: Sides, test: Sides, title: str | None) -> None:
+    """`title`, or by default the architecture and R² on the points given."""
+    if title is None:
+        widths = "-".join(str(w) for w in model.architecture)
+        kind = "linear regression" if len(model.weights) == 1 else model.activation
+        parts = [f"{widths} {kind}"]
+        for name, (X, y) in (("train", train), ("test", test)):
+            r2 = _r2(model, X, y)
+            if r2 is not None:
+                parts.append(f"{name} R² {r2:.3f}")
+        title = " · ".join(parts)
+    ax.set_title(_plain(title), fontsize=11)
+
+
+def _target_norm(values: Sequence[np.ndarray]) -> matplotlib.colors.Normalize:
+    """A colour scale over every value shown, its middle at their range's middle."""
+    finite = np.concatenate([np.ravel(v) for v in values])
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+    if high <= low:
+        low, high = low - 1.0, high + 1.0
+    return matplotlib.colors.Normalize(vmin=low, vmax=high)
+
+
+def _scatter_targets(
+    ax: Axes,
+    X: np.ndarray,
+    values: np.ndarray,
+    norm: matplotlib.colors.Normalize,
+    *,
+    test: bool,
+    size: float,
+) -> None:
+    """Points coloured by their target on the diverging map: training points round with a dark
+    edge, test points diamonds with a thick black one."""
+    if X.shape[0] == 0:
+        return
+    ax.scatter(
+        X[:, 0],
+        X[:, 1],
+        c=values,
+        cmap=TARGET_CMAP,
+        norm=norm,
+        s=size * (1.3 if test else 1.0),
+        marker=TEST_MARKER if test else TRAIN_MARKER,
+        edgecolors="black" if test else "#202020",
+        linewidths=1.3 if test else 0.5,
+        zorder=3 if test else 2,
+    )
+
+
+def _side_handles(size: float, train: bool, test: bool) -> list[Line2D]:
+    """Legend entries for the sides shown: training circles, test diamonds."""
+    styles = [("train", TRAIN_MARKER, 0.5, train), ("test", TEST_MARKER, 1.3, test)]
+    return [
+        Line2D([], [], linestyle="none", marker=marker, markersize=size, markerfacecolor="#c0c0c0",
+               markeredgecolor="#202020", markeredgewidth=edge, label=label)
+        for label, marker, edge, shown in styles
+        if shown
+    ]  # fmt: skip
+
+
+def surface_grid(
+    model: Model,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    resolution: int,
+) -> np.ndarray:
+    """A 2-feature regression model's first target on a resolution x resolution grid of raw
+    feature values, (resolution, resolution), row i at y = y_range[0] + i * step."""
+    if model.n_features != 2:
+        raise InvalidInput(f"the model has {model.n_features} features and surfaces need 2")
+    _check_resolution(resolution)
+    xs = np.linspace(x_range[0], x_range[1], resolution)
+    ys = np.linspace(y_range[0], y_range[1], resolution)
+    xx, yy = np.meshgrid(xs, ys)  # (resolution, resolution) each
+    grid = np.column_stack([xx.ravel(), yy.ravel()])  # (resolution², 2)
+    return model.predict_values(grid)[:, 0].reshape(resolution, resolution)
+
+
+def _draw_surface(
+    figure: Figure, model: Model, sides: tuple[Sides, Sides], resolution: int, show: Show
+) -> Axes:
+    """A 2-feature regression model's prediction surface (its first target) as a heatmap on a
+    diverging colour map, with the points coloured by their target on the same scale (training
+    circles, test diamonds), a colour bar and a legend of the sides; returns the axes."""
+    ax = figure.axes[0]
+    train, test = sides
+    x_range, y_range = _view(model, np.concatenate([train[0], test[0]]))
+    surface = surface_grid(model, x_range, y_range, resolution)
+    shown_train = show in ("all", "train") and train[0].shape[0] > 0
+    shown_test = show in ("all", "test") and test[0].shape[0] > 0
+    nothing = np.empty(0)
+    norm = _target_norm(
+        [
+            surface,
+            train[1][:, 0] if shown_train else nothing,
+            test[1][:, 0] if shown_test else nothing,
+        ]
+    )
+    dx = (x_range[1] - x_range[0]) / (resolution - 1) / 2
+    dy = (y_range[1] - y_range[0]) / (resolution - 1) / 2
+    image = ax.imshow(
+        surface,
+        origin="lower",
+        extent=(x_range[0] - dx, x_range[1] + dx, y_range[0] - dy, y_range[1] + dy),
+        aspect="auto",
+        interpolation="nearest",
+        cmap=TARGET_CMAP,
+        norm=norm,
+        alpha=0.75,
+        zorder=0,
+    )
+    if shown_train:
+        _scatter_targets(ax, train[0], train[1][:, 0], norm, test=False, size=24)
+    if shown_test:
+        _scatter_targets(ax, test[0], test[1][:, 0], norm, test=True, size=24)
+    ax.set_xlim(*x_range)
+    ax.set_ylim(*y_range)
+    names = model.feature_names or ("x1", "x2")
+    ax.set_xlabel(_plain(names[0]))
+    ax.set_ylabel(_plain(names[1]))
+    target = model.target_names[0] if model.target_names else "target"
+    colour_bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    colour_bar.set_label(_plain(target))
+    handles = _side_handles(7, shown_train, shown_test)
+    legend = ax.legend(handles=handles, loc="upper right", fontsize=9) if handles else None
+    if legend is not None:
+        legend.set_zorder(5)
+    return ax
+
+
+def predicted_vs_actual_figure(
+    model: Model,
+    train: Sides | None = None,
+    test: Sides | None = None,
+    *,
+    width: int = 640,
+    height: int = 480,
+    title: str | None = None,
+) -> Figure:
+    """A regression model's predictions against the actual targets, any number of features:
+    one colour per target, training points filled, test points hollow, and the diagonal where
+    a perfect model's points would lie. `train` and `test` are (raw points, raw targets)."""
+    X_train, y_train = train or (None, None)
+    X_test, y_test = test or (None, None)
+    figure, ax, train, test = _regression_canvas(
+        model, X_train, y_train, X_test, y_test, width, height
+    )
+    drawn: list[np.ndarray] = []
+    for (X, y), hollow in ((train, False), (test, True)):
+        if X.shape[0] == 0:
+            continue
+        predicted = model.predict_values(X)  # (n, K)
+        for k in range(y.shape[1]):
+            colour = LINE_COLOURS[k % len(LINE_COLOURS)]
+            ax.scatter(
+                y[:, k],
+                predicted[:, k],
+                s=22,
+                c="white" if hollow else colour,
+                edgecolors=colour if hollow else "#202020",
+                linewidths=1.4 if hollow else 0.5,
+                zorder=3 if hollow else 2,
+            )
+        drawn += [y.ravel(), predicted.ravel()]
+    low, high = _padded_range(np.concatenate(drawn) if drawn else np.empty(0))
+    ax.plot([low, high], [low, high], color="#606060", linewidth=1, linestyle="--", zorder=1)
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.grid(True, color="#e0e0e0", linewidth=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    _regression_title(ax, model, train, test, title)
+    handles = _split_handles(7, train=train[0].shape[0] > 0, test=test[0].shape[0] > 0)
+    if model.n_outputs > 1:
+        handles += [
+            Line2D([], [], linestyle="none", marker="o", markersize=7,
+                   markerfacecolor=LINE_COLOURS[k % len(LINE_COLOURS)], markeredgecolor="#202020",
+                   label=_plain(name))
+            for k, name in enumerate(model.target_names)
+        ]  # fmt: skip
+    legend = _legend_right(ax, handles) if handles else None
+    _fit_margins(figure, ax, legend=legend)
+    return figure
+
+
+predicted_vs_actual_png = _as_png(predicted_vs_actual_figure)

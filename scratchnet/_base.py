@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
-from engine.hyperparameters import Hyperparameters
+from engine.hyperparameters import Hyperparameters, Task
 from scratchnet.errors import (
     ConnectionFailed,
     TrainingCancelled,
@@ -292,7 +292,7 @@ class JobWatch:
 
     def see(self, event: ProgressEvent | JobPublic) -> None:
         if isinstance(event, ProgressEvent):
-            metrics = job_metrics(event.train_loss, event.train_accuracy, event.test_accuracy)
+            metrics = job_metrics(event)
             self.bar.update(event.epoch, metrics)
         else:
             self.job = event
@@ -425,19 +425,22 @@ class BaseClient:
         n_samples: int | None = None,
         noise: float | None = None,
         n_classes: int | None = None,
+        n_features: int | None = None,
         seed: int | None = None,
         test_fraction: float | None = None,
         standardize: bool | None = None,
     ) -> Call[DatasetPublic]:
-        """A generated (`moons`, `circles`, `blobs`, `xor`, `spiral`, `gaussian`) or bundled
-        (`iris`, `wine`, `breast_cancer`, `digits`) dataset; options left at None take the
-        service's defaults."""
+        """A generated (`moons`, `circles`, `blobs`, `xor`, `spiral`, `gaussian`; regression:
+        `reg_plane`, `reg_gauss`, `friedman1`) or bundled (`iris`, `wine`, `breast_cancer`,
+        `digits`; regression: `diabetes`) dataset; options left at None take the service's
+        defaults."""
         body = _given(
             kind=kind,
             name=name,
             n_samples=n_samples,
             noise=noise,
             n_classes=n_classes,
+            n_features=n_features,
             seed=seed,
             test_fraction=test_fraction,
             standardize=standardize,
@@ -454,15 +457,21 @@ class BaseClient:
         seed: int | None = None,
         test_fraction: float | None = None,
         standardize: bool | None = None,
+        task: Task = "classification",
     ) -> Call[DatasetPublic]:
         """A dataset of your points: X an array (n_points, n_features), nested lists or a
         pandas DataFrame (its column names become the feature names); y one label per point
-        (ints or strings; with a DataFrame, also the name of its label column)."""
+        (ints or strings; with a DataFrame, also the name of its label column), or with
+        task="regression" one target per point (a number, or a row of numbers)."""
         points, labels, frame_names = points_and_labels(X, y)
         if labels is None:
             raise ValueError("y must give one label per point")
         names = list(feature_names) if feature_names is not None else frame_names
-        body: dict[str, Any] = {"kind": "custom", "points": points, "labels": labels}
+        body: dict[str, Any] = {"kind": "custom", "points": points}
+        if task == "regression":
+            body |= {"task": task, "targets": labels}
+        else:
+            body["labels"] = labels
         body |= _given(
             feature_names=names,
             name=name,

@@ -213,18 +213,18 @@ def _job_summary(options: Options, job: JobPublic) -> None:
         out.print(f"{job.error.type}: {job.error.detail}", highlight=False)
     metrics = job.metrics
     if metrics is not None:
-        table = Table("", "loss", "accuracy")
-        table.add_row("train", _cell(metrics.train_loss), _cell(metrics.train_accuracy))
+        table = Table("", "loss", metrics.score_name)
+        table.add_row("train", _cell(metrics.train_loss), _cell(metrics.score("train")))
         if metrics.test_loss is not None:
-            table.add_row("test", _cell(metrics.test_loss), _cell(metrics.test_accuracy))
+            table.add_row("test", _cell(metrics.test_loss), _cell(metrics.score("test")))
         if job.baseline is not None and job.baseline.train_loss is not None:
             baseline = job.baseline
             table.add_row(
-                "baseline train", _cell(baseline.train_loss), _cell(baseline.train_accuracy)
+                "baseline train", _cell(baseline.train_loss), _cell(baseline.score("train"))
             )
             if baseline.test_loss is not None:
                 table.add_row(
-                    "baseline test", _cell(baseline.test_loss), _cell(baseline.test_accuracy)
+                    "baseline test", _cell(baseline.test_loss), _cell(baseline.score("test"))
                 )
         out.print(table)
 
@@ -563,9 +563,14 @@ def predict(
         if options.json:
             _print_json(prediction)
             return
-        classes = client.get_model(model).classes
         writer = csv.writer(sys.stdout, lineterminator="\n")
+        if prediction.values is not None:  # a regression model: one column per target
+            writer.writerow(client.get_model(model).target_names)
+            writer.writerows([f"{v:.6g}" for v in row] for row in prediction.values)
+            return
+        classes = client.get_model(model).classes
         writer.writerow(["class", *(f"p_{label}" for label in classes)])
+        assert prediction.classes is not None and prediction.probabilities is not None
         for label, row in zip(prediction.classes, prediction.probabilities, strict=True):
             writer.writerow([label, *(f"{p:.6g}" for p in row)])
 
@@ -649,7 +654,9 @@ def _sweep_results(options: Options, result: SweepPublic) -> None:
     if options.json:
         _print_json(result)
         return
-    table = Table("index", "varied", "status", "train_loss", "test_loss", "test_accuracy", "best")
+    regression = any(row.regression for row in result.results)
+    score = "test_r2" if regression else "test_accuracy"
+    table = Table("index", "varied", "status", "train_loss", "test_loss", score, "best")
     for row in result.results:
         table.add_row(
             str(row.index),
@@ -657,7 +664,7 @@ def _sweep_results(options: Options, result: SweepPublic) -> None:
             row.status,
             _cell(row.train_loss),
             _cell(row.test_loss),
-            _cell(row.test_accuracy),
+            _cell(row.score("test")),
             "*" if row.best else "",
         )
     out.print(f"{result.id} {result.status}", highlight=False)

@@ -11,6 +11,8 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from scratchnet.types import HistoryPointPublic
+
 
 def interactive(console: Console) -> bool:
     """Whether `console` can show a live bar: a terminal, or a Jupyter notebook with
@@ -61,7 +63,12 @@ class ProgressBar:
             self._progress.update(self._task, completed=completed, metrics=metrics)
 
 
-def job_metrics(train_loss: float, train_accuracy: float, test_accuracy: float | None) -> str:
-    """The text beside a job's bar: `loss 0.0712  acc 0.970  test 0.950`."""
-    text = f"loss {train_loss:.4f}  acc {train_accuracy:.3f}"
-    return text if test_accuracy is None else f"{text}  test {test_accuracy:.3f}"
+def job_metrics(point: HistoryPointPublic) -> str:
+    """The text beside a job's bar: `loss 0.0712  acc 0.970  test 0.950` (r2 instead of acc
+    for regression)."""
+    name = "r2" if point.regression else "acc"
+    train, test = point.score("train"), point.score("test")
+    text = f"loss {point.train_loss:.4f}"
+    if train is not None:
+        text += f"  {name} {train:.3f}"
+    return text if test is None else f"{text}  test {test:.3f}"

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, JsonValue, StrictInt, StrictStr
 
 from engine.datasets import Kind as DatasetKind
-from engine.hyperparameters import Hyperparameters
+from engine.hyperparameters import Hyperparameters, Task
 from engine.training import StopReason
 
 __all__ = [
@@ -94,6 +94,7 @@ class DatasetPublic(Response):
     kind: DatasetKind
     n_samples: int
     n_features: int
+    task: Task = "classification"
     n_classes: int
     classes: list[Label]
     class_counts: list[int]
@@ -107,7 +108,9 @@ class DatasetPublic(Response):
     created_at: datetime
     points: list[list[float]] | None = None
     labels: list[Label] | None = None
+    targets: list[list[float]] | None = None
     split: list[Literal["train", "test"]] | None = None
+    target_names: list[str] = []
 
 
 class DatasetsPublic(Response):
@@ -122,23 +125,48 @@ class DatasetsPublic(Response):
 # --- jobs --------------------------------------------------------------------------------------
 
 
-class Metrics(Response):
-    """Loss and accuracy on each split (test ones None without a test split)."""
+class TaskMetrics(Response):
+    """The metrics beside the losses: accuracies for classification, mse, mae and r2 for
+    regression (the other task's are None; test ones None without a test split)."""
+
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+    train_mse: float | None = None
+    test_mse: float | None = None
+    train_mae: float | None = None
+    test_mae: float | None = None
+    train_r2: float | None = None
+    test_r2: float | None = None
+
+    @property
+    def regression(self) -> bool:
+        """Whether these are a regression's metrics."""
+        return self.train_mse is not None or self.test_mse is not None
+
+    @property
+    def score_name(self) -> str:
+        """What `score` gives: accuracy, or r2 for regression."""
+        return "r2" if self.regression else "accuracy"
+
+    def score(self, which: Literal["train", "test"]) -> float | None:
+        """A split's accuracy, or its r2 for regression."""
+        value: float | None = getattr(self, f"{which}_{self.score_name}")
+        return value
+
+
+class Metrics(TaskMetrics):
+    """Loss and the task's metrics on each split (test ones None without a test split)."""
 
     train_loss: float
-    train_accuracy: float
     test_loss: float | None
-    test_accuracy: float | None
 
 
-class HistoryPointPublic(Response):
+class HistoryPointPublic(TaskMetrics):
     """One recorded epoch."""
 
     epoch: int
     train_loss: float
-    train_accuracy: float
     test_loss: float | None
-    test_accuracy: float | None
     learning_rate: float
 
 
@@ -164,14 +192,12 @@ class JobErrorPublic(Response):
     detail: str
 
 
-class JobBaselinePublic(Response):
-    """The logistic-regression baseline a job trained beside its network."""
+class JobBaselinePublic(TaskMetrics):
+    """The baseline a job trained beside its network (logistic or linear regression)."""
 
     model_id: str | None
     train_loss: float | None
-    train_accuracy: float | None
     test_loss: float | None
-    test_accuracy: float | None
     epochs_run: int
     error: JobErrorPublic | None
 
@@ -247,6 +273,8 @@ class ModelPublic(Response):
     n_features: int
     feature_names: list[str]
     classes: list[Label]
+    task: Task = "classification"
+    target_names: list[str] = []
     architecture: list[int]
     activation: str
     has_history: bool
@@ -264,16 +292,18 @@ class ModelsPublic(Response):
 
 
 class Prediction(Response):
-    """The most probable class of each point and every class's probability."""
+    """A classifier's most probable class of each point and every class's probability; a
+    regression model's predicted values (the other fields None)."""
 
-    classes: list[Label]
-    probabilities: list[list[float]]
+    classes: list[Label] | None = None
+    probabilities: list[list[float]] | None = None
+    values: list[list[float]] | None = None
 
 
 # --- sweeps ------------------------------------------------------------------------------------
 
 
-class ConfigurationPublic(Response):
+class ConfigurationPublic(TaskMetrics):
     """One configuration of a sweep (or its baseline, `index` None) and how it did."""
 
     index: int | None
@@ -282,9 +312,7 @@ class ConfigurationPublic(Response):
     status: JobStatusName
     model_id: str | None
     train_loss: float | None
-    train_accuracy: float | None
     test_loss: float | None
-    test_accuracy: float | None
     epochs_run: int
     seconds: float | None
     stop_reason: StopReason | None

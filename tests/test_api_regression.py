@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ import pytest
 from engine.serialize import model_from_npz
 from service.api.routers.models import NPZ_MEDIA_TYPE
 from tests.api_support import (
+    JOB_SECONDS,
     QUICK_JOB,
     assert_problem,
     create_dataset,
     create_job,
+    png_pixels,
+    png_size,
     wait_for_job,
 )
 
@@ -219,3 +223,65 @@ async def test_a_model_file_round_trip_through_import(client: httpx.AsyncClient)
     again = await client.post(f"/v1/models/{imported['id']}/predict", json=points)
     first = await client.post(f"/v1/models/{done['model_id']}/predict", json=points)
     assert again.json() == first.json()
+
+
+async def test_regression_pictures(client: httpx.AsyncClient) -> None:
+    dataset = await create_dataset(client, kind="reg_gauss", n_samples=80)
+    done = await _trained(client, dataset["id"])
+    model = done["model_id"]
+    surface = await client.get(f"/v1/models/{model}/decision-boundary.png?width=320&height=240")
+    assert surface.status_code == 200 and surface.headers["content-type"] == "image/png"
+    assert png_size(surface.content) == (320, 240)
+    pixels = png_pixels(surface.content)  # the diverging map: reds and blues both appear
+    red = (pixels[..., 0] > 150) & (pixels[..., 2] < 120)
+    blue = (pixels[..., 2] > 150) & (pixels[..., 0] < 120)
+    assert red.sum() > 100 and blue.sum() > 100
+    versus = await client.get(f"/v1/models/{model}/predicted-vs-actual.png")
+    assert versus.status_code == 200 and png_size(versus.content) == (640, 480)
+    image = await client.get(f"/v1/datasets/{dataset['id']}/image.png")
+    assert image.status_code == 200
+    curve = await client.get(f"/v1/models/{model}/loss-curve.png")
+    assert curve.status_code == 200
+    # 409s: what the model is forbids it
+    moons = await create_dataset(client, kind="moons", n_samples=40)
+    classifier = (await _trained(client, moons["id"]))["model_id"]
+    refused = await client.get(f"/v1/models/{classifier}/predicted-vs-actual.png")
+    assert "is a classifier" in assert_problem(refused, 409, "conflict")["detail"]
+    friedman = await create_dataset(client, kind="friedman1", n_samples=60)
+    wide = (await _trained(client, friedman["id"]))["model_id"]
+    refused = await client.get(f"/v1/models/{wide}/decision-boundary.png")
+    assert "predicted-vs-actual.png" in assert_problem(refused, 409, "conflict")["detail"]
+    assert (await client.get(f"/v1/models/{wide}/predicted-vs-actual.png")).status_code == 200
+
+
+async def test_a_regression_sweep_packs_and_picks_the_lowest_test_loss(
+    client: httpx.AsyncClient,
+) -> None:
+    dataset = await create_dataset(client, kind="reg_plane", n_samples=100, noise=0.05)
+    base = {**QUICK_JOB, "optimizer": "sgd", "learning_rate": 0.1}
+    grid = {"hidden_layers": [[1], [4], [8]]}
+    response = await client.post(
+        "/v1/sweeps",
+        json={"dataset_id": dataset["id"], "base": base, "grid": grid, "baseline": True},
+    )
+    assert response.status_code == 202, response.text
+    sweep_id = response.json()["id"]
+    with anyio.fail_after(JOB_SECONDS):
+        while (sweep := (await client.get(f"/v1/sweeps/{sweep_id}")).json())["status"] not in (
+            "succeeded", "failed", "cancelled"
+        ):  # fmt: skip
+            await anyio.sleep(0.05)
+    assert sweep["status"] == "succeeded", sweep
+    rows = sweep["results"]
+    assert all(set(row) >= REGRESSION_METRICS for row in rows)
+    assert all("test_accuracy" not in row for row in rows)
+    losses = [row["test_loss"] for row in rows]
+    assert sweep["best_index"] == losses.index(min(losses))
+    baseline = sweep["baseline"]
+    assert baseline["status"] == "succeeded" and "test_r2" in baseline
+    # each configuration as a job trains the same network (packed equals alone)
+    alone = await _trained(client, dataset["id"], **{**base, "hidden_layers": [4]})
+    assert rows[1]["test_loss"] == pytest.approx(alone["metrics"]["test_loss"], rel=1e-9)
+    grid_picture = await client.get(f"/v1/sweeps/{sweep_id}/grid.png")
+    assert "regression" in assert_problem(grid_picture, 409, "conflict")["detail"]
+    assert (await client.get(f"/v1/sweeps/{sweep_id}/curves.png")).status_code == 200

@@ -677,3 +677,53 @@ def test_an_animation_redraws_the_boundary_of_each_model() -> None:
         plotting.boundary_animation_gif(big, models, resolution=40)
     with pytest.raises(InvalidInput, match="at least one frame"):
         plotting.boundary_animation_gif(figure(*models[0]), [], resolution=40)
+
+
+def _regressor() -> Model:
+    """y = x1 - x2 exactly: a linear regression model with a target scaler."""
+
+    return Model(
+        weights=[np.array([[1.0], [-1.0]])],
+        biases=[np.array([0.0])],
+        activation="tanh",
+        classes=(),
+        hyperparameters=Hyperparameters(hidden_layers=[]),
+        feature_names=("a", "b"),
+        task="regression",
+        target_names=("price",),
+        target_scaler=Scaler(mean=np.array([10.0]), scale=np.array([2.0])),
+    )
+
+
+def test_a_regression_models_boundary_is_its_surface_with_a_colour_bar() -> None:
+    model = _regressor()
+    X = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    y = model.predict_values(X)  # exact targets: R² 1
+    figure = plotting.decision_boundary_figure(
+        model, X_train=X[:3], y_train=y[:3], X_test=X[3:], y_test=y[3:], resolution=20
+    )
+    ax, colour_bar = figure.axes
+    assert colour_bar.get_ylabel() == "price"
+    assert ax.get_title() == "2-1 linear regression · train R² 1.000"  # one test point: no R²
+    surface = ax.get_images()[0].get_array()
+    # the heatmap is the model's surface: 10 + 2 (x1 - x2) at the grid's corners
+    (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+    assert surface[0, 0] == pytest.approx(10 + 2 * (x_low - y_low), abs=0.3)
+    assert surface[-1, -1] == pytest.approx(10 + 2 * (x_high - y_high), abs=0.3)
+    with pytest.raises(InvalidInput, match=r"y_train must have shape \(3, 1\)"):
+        plotting.decision_boundary_figure(model, X_train=X[:3], y_train=np.zeros((3, 2)))
+
+
+def test_predicted_against_actual_lies_on_the_diagonal_for_a_perfect_model() -> None:
+    model = _regressor()
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    y = model.predict_values(X)
+    figure = plotting.predicted_vs_actual_figure(model, (X[:20], y[:20]), (X[20:], y[20:]))
+    ax = figure.axes[0]
+    assert ax.get_title() == "2-1 linear regression · train R² 1.000 · test R² 1.000"
+    for collection in ax.collections:
+        actual, predicted = collection.get_offsets().T
+        np.testing.assert_allclose(predicted, actual, rtol=1e-12)
+    classifier = _softmax_regression([[1.0, -1.0], [0.0, 0.0]])
+    with pytest.raises(InvalidInput, match="regression pictures need a regression one"):
+        plotting.predicted_vs_actual_figure(classifier, (X, y))

@@ -57,13 +57,13 @@ def resolution_query(default: int, description: str, le: int = plotting.MAX_RESO
     return Query(default, ge=plotting.MIN_RESOLUTION, le=le, description=description)
 
 
-def require_plane(what: str, n_features: int) -> None:
+def require_plane(what: str, n_features: int, instead: str = "") -> None:
     """409 unless `what` (a model, a job) has 2 features: what it is, not the request, forbids
-    drawing it over the plane."""
+    drawing it over the plane; `instead` names a picture that can be drawn."""
     if n_features != 2:
         raise Conflict(
             f"{what} has {n_features} features; decision boundaries are drawn for 2-feature "
-            "models only"
+            "models only" + (f" ({instead})" if instead else "")
         )
 
 
@@ -75,7 +75,7 @@ def dataset_points(store: Store, dataset_id: str | None) -> DatasetContent | Non
 
 class PointArguments(TypedDict):
     X_train: np.ndarray  # (n_train, 2) raw features
-    y_train: np.ndarray  # (n_train,) class indices
+    y_train: np.ndarray  # (n_train,) class indices; regression: (n_train, n_targets) raw targets
     X_test: np.ndarray  # (n_test, 2)
     y_test: np.ndarray  # (n_test,)
 
@@ -88,8 +88,9 @@ def point_arguments(dataset: DatasetContent | None) -> PointArguments:
 
 
 def boundary_png(model: Model, dataset: DatasetContent | None, **options: Any) -> bytes:
-    """A model's decision boundary over its dataset's points (none without a dataset);
-    `options` are decision_boundary_png's width, height, resolution and show."""
+    """A model's decision boundary (a regression model's prediction surface) over its
+    dataset's points (none without a dataset); `options` are decision_boundary_png's width,
+    height, resolution and show."""
     return plotting.decision_boundary_png(model, **point_arguments(dataset), **options)
 
 

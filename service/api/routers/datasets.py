@@ -218,15 +218,21 @@ async def dataset_image(
         int, Query(ge=plotting.MIN_PIXELS, le=plotting.MAX_PIXELS, description="Pixels.")
     ] = 480,
 ) -> Response:
-    """Scatter plot of the first two features, coloured by class (PNG)."""
+    """Scatter plot of the first two features, coloured by class (PNG); a regression dataset's
+    points are coloured by their (first) target on a diverging map with a colour bar."""
     record = require_dataset(state, dataset_id, caller)
+    described = (
+        f"target {record.target_names[0]}"
+        if record.task == "regression"
+        else f"{record.n_classes} classes"
+    )
     return await picture_response(
         request,
         state.pictures,
         (record.id, "image", width, height),
         lambda: plotting.dataset_png(
             require_points(state, dataset_id).dataset,
-            title=f"{record.name}: {record.n_samples} points, {record.n_classes} classes",
+            title=f"{record.name}: {record.n_samples} points, {described}",
             width=width,
             height=height,
         ),

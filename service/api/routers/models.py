@@ -281,10 +281,16 @@ async def decision_boundary(
 ) -> Response:
     """Class regions of a 2-feature model. Points come from the model's dataset while it
     exists (training filled, test hollow); imported models and models whose dataset was deleted
-    are drawn without points. A model with other than 2 features is a 409 (as a loss curve
-    of a model without history): what the model is, not the request, forbids it."""
+    are drawn without points. A 2-feature regression model is drawn as its prediction surface
+    instead: a heatmap of its (first) target on a diverging colour map with a colour bar, the
+    points coloured by their target (training circles, test diamonds). A model with other than
+    2 features is a 409 (as a loss curve of a model without history): what the model is, not
+    the request, forbids it."""
     record = require_model(state, model_id, caller)
-    require_plane(f"model {model_id}", record.n_features)
+    instead = "predicted-vs-actual.png draws any regression model"
+    require_plane(
+        f"model {model_id}", record.n_features, instead if record.task == "regression" else ""
+    )
     has_dataset = bool(record.dataset_id and state.store.datasets.get(record.dataset_id))
     key = (record.id, "boundary", width, height, resolution, show, has_dataset)
 
@@ -340,6 +346,43 @@ async def neurons(
             panel_size=panel_size,
             resolution=resolution,
         )
+
+    return await picture_response(request, state.pictures, key, render)
+
+
+@png_route(
+    router, f"{MODEL}/predicted-vs-actual.png", "Draw predictions against targets", 404, 409, 422
+)
+async def predicted_vs_actual(
+    request: Request,
+    state: StateDep,
+    caller: CallerDep,
+    model_id: ModelRef,
+    width: Width = 640,
+    height: Height = 480,
+) -> Response:
+    """A regression model's predictions against the actual targets of its dataset's points
+    (training filled, test hollow, one colour per target) and the diagonal a perfect model's
+    points would lie on; any number of features. A classifier is a 409, as is a model without
+    points to draw (imported, or its dataset deleted)."""
+    record = require_model(state, model_id, caller)
+    if record.task != "regression":
+        raise Conflict(
+            f"model {model_id} is a classifier; predicted-vs-actual pictures are drawn for "
+            "regression models (decision-boundary.png draws a classifier)"
+        )
+    dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
+    if dataset is None:
+        raise Conflict(
+            f"model {model_id} has no dataset to compare its predictions with (imported, or "
+            "its dataset was deleted)"
+        )
+    key = (record.id, "predicted-vs-actual", width, height)
+
+    def render() -> bytes:
+        model = require_weights(state, record.id).model
+        train, test = split_points(state.store.datasets.content(dataset.id))
+        return plotting.predicted_vs_actual_png(model, train, test, width=width, height=height)
 
     return await picture_response(request, state.pictures, key, render)
 

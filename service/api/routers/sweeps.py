@@ -224,6 +224,11 @@ async def grid_picture(
     only (else 409); 409 until a configuration has succeeded."""
     sweep = state.sweeps.require(sweep_id, caller)
     n_features = sweep.data.n_features
+    if sweep.data.task == "regression":
+        raise Conflict(
+            f"sweep {sweep_id} trains regression models; the grid of decision boundaries is "
+            "drawn for classifiers (use curves.png, or each model's decision-boundary.png)"
+        )
     if n_features != 2:
         raise Conflict(
             f"sweep {sweep_id} trains on {n_features} features; decision boundaries "
