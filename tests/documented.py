@@ -23,6 +23,9 @@ GENERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "xor": {"n_samples": 200, "noise": 0.1, "seed": 0},
     "spiral": {"n_samples": 300, "noise": 0.2, "n_classes": 3, "seed": 0},
     "gaussian": {"n_samples": 200, "noise": 0.5, "n_classes": 2, "seed": 0},
+    "reg_plane": {"n_samples": 200, "noise": 0.1, "seed": 0},
+    "reg_gauss": {"n_samples": 200, "noise": 0.1, "seed": 0},
+    "friedman1": {"n_samples": 200, "noise": 1.0, "n_features": 10, "seed": 0},
 }
 # README "Every kind also takes ...": the options every dataset has.
 DATASET_DEFAULTS: dict[str, Any] = {"test_fraction": 0.2, "standardize": True, "seed": 0}
