@@ -304,3 +304,68 @@ def test_snapshots_are_thinned_evenly_keeping_the_first_and_the_latest() -> None
     for index in range(3):
         keep_snapshot(huge, ParameterSnapshot(index, index + 1, *big))
         assert [s.index for s in huge] == [index]
+
+
+def test_regression_models_and_datasets_round_trip_and_older_histories_load() -> None:
+    import io as _io
+    import itertools
+
+    from engine.datasets import generate, split
+    from engine.hyperparameters import Hyperparameters
+    from engine.model import Model, Scaler
+    from engine.training import HistoryPoint
+    from service.state.records import DatasetContent, DatasetRecord, ModelContent, utc_now
+    from service.state.sqlite_store import (
+        decode_dataset,
+        decode_model,
+        encode_dataset,
+        encode_model,
+    )
+
+    data = generate("friedman1", n_samples=40, n_features=6)
+    content = DatasetContent(data, split(data, test_fraction=0.25, standardize=True, seed=0))
+    record = DatasetRecord.describe(
+        content, id="ds_1", name="f", kind="friedman1", parameters={}, test_fraction=0.25,
+        standardize=True, seed=0, created_at=utc_now(),
+    )  # fmt: skip
+    assert (record.task, record.target_names, record.n_outputs) == ("regression", ("y",), 1)
+    decoded = decode_dataset(record, encode_dataset(content))
+    assert decoded.dataset.task == "regression"
+    assert np.array_equal(decoded.split.y_test, content.split.y_test)
+
+    rng = np.random.default_rng(0)
+    sizes = [6, 3, 1]
+    model = Model(
+        weights=[rng.normal(size=(a, b)) for a, b in itertools.pairwise(sizes)],
+        biases=[rng.normal(size=b) for b in sizes[1:]],
+        activation="tanh",
+        classes=(),
+        hyperparameters=Hyperparameters(hidden_layers=[3]),
+        task="regression",
+        target_names=("y",),
+        target_scaler=Scaler(mean=np.array([14.0]), scale=np.array([5.0])),
+    )
+    metrics = {"loss": 0.5, "mse": 0.4, "mae": 0.3, "r2": 0.9}
+    history = (
+        HistoryPoint.of(10, metrics, metrics, 0.01),
+        HistoryPoint.of(20, metrics, None, 0.01),
+    )
+    loaded = decode_model(None, encode_model(ModelContent(model, history)))  # type: ignore[arg-type]
+    assert loaded.history == history
+    points = rng.normal(size=(5, 6))
+    np.testing.assert_array_equal(loaded.model.predict_values(points), model.predict_values(points))
+
+    # A model stored before regression: its history array has six columns.
+    classifier = ModelContent(
+        Model([np.eye(2)], [np.zeros(2)], "tanh", (0, 1), Hyperparameters(hidden_layers=[])), ()
+    )
+    arrays = dict(np.load(_io.BytesIO(encode_model(classifier))))
+    arrays["history"] = np.array([[10, 0.5, 0.75, np.nan, np.nan, 0.01]])  # (1, 6)
+    buffer = _io.BytesIO()
+    np.savez(buffer, **arrays)
+    old = decode_model(None, buffer.getvalue())  # type: ignore[arg-type]
+    assert old.history == (HistoryPoint(10, 0.5, 0.75, None, None, 0.01),)
+    assert old.history[0].as_dict() == {
+        "epoch": 10, "train_loss": 0.5, "train_accuracy": 0.75, "test_loss": None,
+        "test_accuracy": None, "learning_rate": 0.01,
+    }  # fmt: skip
