@@ -1,15 +1,16 @@
 """scratchnet for its users: `Client` and `AsyncClient` for the service, the scikit-learn
-estimator `MLPClassifier` (in-process or on a service), and the `scratchnet` command.
+estimators `MLPClassifier` and `MLPRegressor` (in-process or on a service), and the
+`scratchnet` command.
 
 Importing this package never imports the web service (FastAPI, uvicorn) nor scikit-learn:
-`MLPClassifier` is loaded on first use.
+the estimators are loaded on first use.
 
     client        Client and AsyncClient
     _base         what both clients share: every operation, retries, event streams
     types         typed responses, checked against the service's OpenAPI document
     errors        the exception tree (problem+json carried)
     progress      progress bars in terminals and notebooks
-    estimator     MLPClassifier
+    estimator     MLPClassifier, MLPRegressor
     cli           the `scratchnet` command
 """
 
@@ -39,7 +40,7 @@ from scratchnet.errors import (
 from scratchnet.types import Hyperparameters
 
 if TYPE_CHECKING:
-    from scratchnet.estimator import MLPClassifier
+    from scratchnet.estimator import MLPClassifier, MLPRegressor
 
 try:
     __version__ = version("scratchnet")
@@ -56,6 +57,7 @@ __all__ = [
     "Hyperparameters",
     "InvalidRequest",
     "MLPClassifier",
+    "MLPRegressor",
     "NotFound",
     "PayloadTooLarge",
     "ScratchnetError",
@@ -71,8 +73,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "MLPClassifier":  # scikit-learn loads only for the estimator
-        from scratchnet.estimator import MLPClassifier
+    if name in ("MLPClassifier", "MLPRegressor"):  # scikit-learn loads only for the estimators
+        from scratchnet import estimator
 
-        return MLPClassifier
+        return getattr(estimator, name)
     raise AttributeError(f"module 'scratchnet' has no attribute {name!r}")

@@ -20,8 +20,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import scratchnet
 from engine.hyperparameters import Hyperparameters
-from engine.training import train
-from scratchnet.estimator import MLPClassifier
+from engine.training import Objective, train
+from scratchnet.estimator import MLPClassifier, MLPRegressor
 from tests.api_support import LiveServer
 
 TUTORIAL: dict[str, Any] = {
@@ -137,3 +137,36 @@ def test_in_process_and_on_a_server_train_the_same_model(
     for server in (None, live_server.url):  # a ValueError either way, as scikit-learn wants
         with pytest.raises(ValueError, match="early_stopping"):
             MLPClassifier(epochs=10, server=server, early_stopping=True).fit(X, y)
+
+
+@parametrize_with_checks([MLPRegressor(epochs=200, learning_rate=0.05)])
+def test_scikit_learn_regressor_checks(estimator: Any, check: Any) -> None:
+    check(estimator)
+
+
+def test_the_regressor_takes_the_same_steps_as_the_engine_and_predicts_in_ys_shape() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 3.0  # (60,)
+    options = {"hidden_layers": (), "optimizer": "sgd", "learning_rate": 0.3, "epochs": 300}
+    estimator = MLPRegressor(**options).fit(X, y)
+    reference = train(
+        Hyperparameters(**{**options, "hidden_layers": []}), X, y, 1,
+        objective=Objective("regression"),
+    )  # fmt: skip
+    np.testing.assert_array_equal(estimator.model_.weights[0], reference.weights[0])
+    assert estimator.predict(X).shape == (60,)
+    assert estimator.score(X, y) > 0.999  # linear data, linear model
+    two = MLPRegressor(**options).fit(X, np.column_stack([y, -y]))
+    assert two.predict(X).shape == (60, 2) and two.n_outputs_ == 2
+
+
+def test_the_regressor_on_a_server_trains_what_it_trains_here(live_server: LiveServer) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, (50, 2))
+    y = np.sin(3 * X[:, 0]) + X[:, 1]
+    options = {"hidden_layers": (8,), "epochs": 100}
+    here = MLPRegressor(**options).fit(X, y)
+    there = MLPRegressor(**options, server=live_server.url).fit(X, y)
+    np.testing.assert_array_equal(there.predict(X), here.predict(X))
+    assert there.model_id_ is not None and there.loss_curve_ == here.loss_curve_
