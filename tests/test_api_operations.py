@@ -48,6 +48,7 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("delete", "/v1/models/{model_id}"): {"204", "404", "507"},
     ("post", "/v1/models/{model_id}/predict"): {"200", "400", "404", "413", "415", "422", "503"},
     ("get", "/v1/models/{model_id}/decision-boundary.png"): PICTURE | {"409"},
+    ("get", "/v1/models/{model_id}/predicted-vs-actual.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/loss-curve.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/neurons.png"): PICTURE | {"409"},
     ("get", "/v1/models/{model_id}/export"): {"200", "404"},
@@ -304,8 +305,9 @@ async def test_openapi_describes_every_schema_and_field(openapi: dict[str, Any])
     for body, field in (("JobCreate", "hyperparameters"), ("SweepCreate", "base")):
         reference = schemas[body]["properties"][field]["$ref"]
         assert reference.endswith("/HyperparametersCreate"), body
-    # Request and Page: the bases of request bodies and of listings, never components
-    own = own_schemas() - {"Request", "Page"}
+    # Request, Page and TaskMetrics: the bases of request bodies, of listings and of metric
+    # bodies, never components
+    own = own_schemas() - {"Request", "Page", "TaskMetrics"}
     assert own <= set(schemas)
     for name in own:
         schema = schemas[name]
@@ -473,31 +475,50 @@ FIELD_VALUES: dict[str, Any] = {
     "points": [[float(i), float(i % 3)] for i in range(12)],
     "labels": [i % 2 for i in range(12)],
     "feature_names": ["a", "b"],
+    "n_features": 6,
+    "targets": [float(i) / 2 for i in range(12)],
+    "target_names": ["t"],
+    "task": "classification",
+}
+# A branch with `oneOf` (custom: labels or targets) takes one alternative at a time: with it, the
+# fields of the other task are left out, and refused when given.
+ALTERNATIVES: dict[str, tuple[dict[str, Any], set[str]]] = {
+    "labels": ({"task": "classification"}, {"targets", "target_names"}),
+    "targets": ({"task": "regression"}, {"labels"}),
 }
 
 
 async def test_dataset_branches_say_exactly_which_fields_the_service_takes(
     client: httpx.AsyncClient, openapi: dict[str, Any]
 ) -> None:
-    """Each branch's fields, all given at once, are accepted; a field it leaves out is a 422
-    naming it, and so is a missing required field."""
-    for branch in dataset_branches(openapi):
+    """Each branch's fields, all given at once (one `oneOf` alternative at a time), are
+    accepted; a field it leaves out is a 422 naming it, and so is a missing required field."""
+    cases = [
+        (branch, kind, chosen, other_task)
+        for branch in dataset_branches(openapi)
+        for kind in branch["properties"]["kind"]["enum"]
+        for chosen, other_task in (
+            [ALTERNATIVES[alt["required"][0]] for alt in branch["oneOf"]]
+            if "oneOf" in branch
+            else [({}, set())]
+        )
+    ]
+    for branch, kind, chosen, other_task in cases:
         listed = set(branch["properties"]) - {"kind"}
         assert listed <= set(FIELD_VALUES)
-        for kind in branch["properties"]["kind"]["enum"]:
-            body = {"kind": kind, **{name: FIELD_VALUES[name] for name in listed}}
-            response = await client.post("/v1/datasets", json=body)
-            assert response.status_code == 201, (kind, response.text)
-            await client.delete(response.headers["location"])
-            for extra in set(FIELD_VALUES) - listed:
-                refused = await client.post(
-                    "/v1/datasets", json={**body, extra: FIELD_VALUES[extra]}
-                )
-                problem = assert_problem(refused, 422, "invalid-request")
-                assert problem["errors"][0]["loc"] == ["body", extra], (kind, extra)
-            for required in set(branch["required"]) - {"kind"}:
-                missing = {k: v for k, v in body.items() if k != required}
-                problem = assert_problem(
-                    await client.post("/v1/datasets", json=missing), 422, "invalid-request"
-                )
-                assert problem["errors"][0]["loc"] == ["body", required], (kind, required)
+        given = listed - other_task
+        body = {"kind": kind, **{name: FIELD_VALUES[name] for name in given}, **chosen}
+        response = await client.post("/v1/datasets", json=body)
+        assert response.status_code == 201, (kind, response.text)
+        await client.delete(response.headers["location"])
+        # the fields this body may not carry, then each required one left out
+        for extra in (set(FIELD_VALUES) - listed) | other_task:
+            refused = await client.post("/v1/datasets", json={**body, extra: FIELD_VALUES[extra]})
+            problem = assert_problem(refused, 422, "invalid-request")
+            assert problem["errors"][0]["loc"] == ["body", extra], (kind, extra)
+        for required in set(branch["required"]) - {"kind"}:
+            missing = {k: v for k, v in body.items() if k != required}
+            problem = assert_problem(
+                await client.post("/v1/datasets", json=missing), 422, "invalid-request"
+            )
+            assert problem["errors"][0]["loc"] == ["body", required], (kind, required)
