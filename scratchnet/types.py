@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, JsonValue, StrictInt, StrictStr, model_serializer
 
 from engine.datasets import Kind as DatasetKind
 from engine.hyperparameters import Hyperparameters, Task
@@ -137,6 +137,21 @@ class TaskMetrics(Response):
     test_mae: float | None = None
     train_r2: float | None = None
     test_r2: float | None = None
+
+    # No return annotation: pydantic then keeps the fields in the JSON schema.
+    @model_serializer(mode="wrap")
+    def _metrics_after_losses(self, handler):  # type: ignore[no-untyped-def]
+        """Fields in the service's order: the metrics after the losses (a subclass's fields
+        come after the base's, so `epoch` would otherwise follow them)."""
+        body = handler(self)
+        names = [name for name in TaskMetrics.model_fields if name in body]
+        metrics = {name: body.pop(name) for name in names}
+        ordered = {}
+        for name, value in body.items():
+            ordered[name] = value
+            if name == "test_loss":
+                ordered |= metrics
+        return ordered if "test_loss" in body else body | metrics
 
     @property
     def regression(self) -> bool:

@@ -441,11 +441,18 @@ class TaskMetrics(BaseModel):
     # No return annotation: pydantic then keeps the fields in the OpenAPI schema.
     @model_serializer(mode="wrap")
     def _task_fields_only(self, handler):  # type: ignore[no-untyped-def]
+        """The task's metrics only, placed after the losses (a subclass's fields come after
+        the base's, so `epoch` would otherwise follow them)."""
         body = handler(self)
         regression = any(body.get(name) is not None for name in REGRESSION_METRICS)
-        for name in ACCURACIES if regression else REGRESSION_METRICS:
-            body.pop(name, None)
-        return body
+        kept = REGRESSION_METRICS if regression else ACCURACIES
+        metrics = {name: body.pop(name) for name in (*ACCURACIES, *REGRESSION_METRICS)}
+        ordered = {}
+        for name, value in body.items():
+            ordered[name] = value
+            if name == "test_loss":
+                ordered |= {key: metrics[key] for key in kept}
+        return ordered if "test_loss" in body else body | {key: metrics[key] for key in kept}
 
 
 class Metrics(TaskMetrics):
