@@ -28,6 +28,7 @@ from service.api.pictures import (
     png_route,
     require_plane,
     resolution_query,
+    split_points,
 )
 from service.api.predictions import (
     accept_json,
@@ -371,8 +372,7 @@ async def predicted_vs_actual(
             f"model {model_id} is a classifier; predicted-vs-actual pictures are drawn for "
             "regression models (decision-boundary.png draws a classifier)"
         )
-    dataset = state.store.datasets.get(record.dataset_id) if record.dataset_id else None
-    if dataset is None:
+    if dataset_points(state.store, record.dataset_id) is None:
         raise Conflict(
             f"model {model_id} has no dataset to compare its predictions with (imported, or "
             "its dataset was deleted)"
@@ -381,7 +381,7 @@ async def predicted_vs_actual(
 
     def render() -> bytes:
         model = require_weights(state, record.id).model
-        train, test = split_points(state.store.datasets.content(dataset.id))
+        train, test = split_points(dataset_points(state.store, record.dataset_id))
         return plotting.predicted_vs_actual_png(model, train, test, width=width, height=height)
 
     return await picture_response(request, state.pictures, key, render)
