@@ -331,6 +331,15 @@ def test_the_tutorial_in_the_browser(tmp_path: Path, browser: Any, shots: Path) 
         assert page.element("boundary").get_attribute("data-model") == model_id
         assert page.element("baseline-boundary").is_displayed()
         assert page.element("export").is_displayed()
+        # while it trained the boundary followed the snapshots; after, the hidden units and
+        # the evolution are shown
+        assert int(page.body("liveFrames") or 0) >= 1
+        assert trained["snapshot_epoch"] == trained["epoch"]
+        for picture in ("neurons", "evolution"):
+            assert page.element(picture).is_displayed(), picture
+            assert page.driver.execute_script(
+                "return arguments[0].naturalWidth", page.element(picture)
+            ), picture
         page.shot("trained")
 
         probe_and_check(page, http, model_id)
