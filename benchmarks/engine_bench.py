@@ -23,8 +23,10 @@ MLPClassifier is configured to take the same steps (its own initialisation). PyT
 other thing users would pick, trains the same network from the engine's initial weights (same
 seed, same dtype) with torch.optim taking the same steps, its loss evaluated every 10 epochs
 like the engine's history; it runs with its default threads (one per core) and again on one
-thread. It is optional, never a project dependency (`pip install torch` for the CPU wheel); its
-columns say "-" and a note is printed when it is not installed.
+thread, on W2 and W3. Not on W1: its per-call overhead (~5-8 us of CPU an operation, measured)
+makes the tutorial's 20,000 epochs of 200 points take over a minute a run. It is optional,
+never a project dependency (`pip install torch` for the CPU wheel); its columns say "-" and a
+note is printed when it is not installed.
 """
 
 from __future__ import annotations
@@ -276,7 +278,7 @@ def _minimum_note(times: dict[str, float], minimum: dict[str, float], repeats: i
             f"; median torch 1 thread {times['torch_1']:.3f} s "
             f"(eng/torch-1 {times['engine'] / times['torch_1']:.3f})"
         )
-    else:
+    elif torch_default_threads() is None:
         note += "; PyTorch not installed (pip install torch): its columns are empty"
     return note
 
@@ -295,7 +297,6 @@ def w1(repeats: int, quick: bool) -> Row:
             "sklearn": lambda: sklearn_fit(
                 X, y, (3,), "tanh", "sgd", 200, 2.0, 0.01, epochs, False
             ),
-            **torch_runs(X, y, TorchRun([3], "tanh", "lecun", "sgd", None, 2.0, 0.01, epochs)),
         },
         repeats,
     )
