@@ -285,3 +285,16 @@ async def test_a_regression_sweep_packs_and_picks_the_lowest_test_loss(
     grid_picture = await client.get(f"/v1/sweeps/{sweep_id}/grid.png")
     assert "regression" in assert_problem(grid_picture, 409, "conflict")["detail"]
     assert (await client.get(f"/v1/sweeps/{sweep_id}/curves.png")).status_code == 200
+
+
+async def test_pictures_of_class_regions_are_409s_for_regression(client: httpx.AsyncClient) -> None:
+    dataset = await create_dataset(client, kind="reg_plane", n_samples=60)
+    done = await _trained(client, dataset["id"], hidden_layers=[4])
+    snapshot = await client.get(f"/v1/jobs/{done['id']}/decision-boundary.png")
+    assert snapshot.status_code == 200  # a snapshot's prediction surface
+    for path in (
+        f"/v1/jobs/{done['id']}/evolution.gif",
+        f"/v1/models/{done['model_id']}/neurons.png",
+    ):
+        problem = assert_problem(await client.get(path), 409, "conflict")
+        assert "is a regression; this picture is drawn for classifiers" in problem["detail"]

@@ -67,6 +67,13 @@ def require_plane(what: str, n_features: int, instead: str = "") -> None:
         )
 
 
+def require_classifier(what: str, task: str, instead: str) -> None:
+    """409 when `what` (a model, a job) is a regression: a picture of class regions or of
+    units coloured by class; `instead` names what can be drawn."""
+    if task == "regression":
+        raise Conflict(f"{what} is a regression; this picture is drawn for classifiers ({instead})")
+
+
 def dataset_points(store: Store, dataset_id: str | None) -> DatasetContent | None:
     """The points of a model's or job's dataset while it exists (None once deleted)."""
     dataset = store.datasets.get(dataset_id) if dataset_id else None

@@ -324,6 +324,9 @@ async def job_evolution(
     on the last. At most 100 frames of at most 1024 x 1024 pixels. The same 409s as the job's
     decision-boundary.png."""
     job = _planar(state, caller, job_id)
+    pictures.require_classifier(
+        f"job {job_id}", job.data.task, "decision-boundary.png draws each snapshot's surface"
+    )
     snapshots = thin(kept_snapshots(job), max_frames)
     points_by_epoch = {point.epoch: point for point in job.history}
     has_dataset = state.store.datasets.get(job.dataset_id) is not None

@@ -26,6 +26,7 @@ from service.api.pictures import (
     dataset_points,
     picture_response,
     png_route,
+    require_classifier,
     require_plane,
     resolution_query,
     split_points,
@@ -324,6 +325,9 @@ async def neurons(
     and for one with more than 100 hidden units."""
     record = require_model(state, model_id, caller)
     require_plane(f"model {model_id}", record.n_features)
+    require_classifier(
+        f"model {model_id}", record.task, "decision-boundary.png draws its prediction surface"
+    )
     hidden = record.architecture[1:-1]
     if not hidden:
         raise Conflict(
