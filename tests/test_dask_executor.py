@@ -19,6 +19,7 @@ import pytest
 from engine.datasets import generate, split
 from engine.hyperparameters import Hyperparameters
 from engine.packed import DataShape, partition
+from engine.training import HistoryPoint, ParameterSnapshot
 from service.execution.dask_executor import SHARED_ARRAY_BYTES, DaskExecutor
 from service.execution.executor import (
     Failure,
@@ -116,9 +117,14 @@ def test_history_matches_the_local_pool_bit_for_bit(
         )
         # progress: every recorded epoch once, in order, before the result
         assert isinstance(events[0], TaskStarted)
-        streamed = [p for e in events if isinstance(e, TaskProgress) for p in e.items]
+        items = [p for e in events if isinstance(e, TaskProgress) for p in e.items]
+        streamed = [p for p in items if isinstance(p, HistoryPoint)]
         assert streamed == outcome.history
         assert [p.epoch for p in streamed] == list(range(4, 41, 4))
+        # and the one snapshot (snapshot_every 100 > 40 epochs: the last), the trained weights
+        (snapshot,) = [p for p in items if isinstance(p, ParameterSnapshot)]
+        assert snapshot.epoch == 40 and len(items) == len(streamed) + 1
+        assert all((a == b).all() for a, b in zip(snapshot.weights, outcome.weights, strict=True))
 
     # the training split crossed once for both tasks; their results were released once read
     keys = cluster_keys(cluster)
