@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.features import FEATURE_MAPS, FeatureMap
+
 Activation = Literal["tanh", "relu", "leaky_relu", "sigmoid", "identity"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "lbfgs"]
 Schedule = Literal["constant", "step", "exponential", "inverse_time", "plateau"]
@@ -58,6 +60,16 @@ class Hyperparameters(BaseModel):
         description="Units in each hidden layer, input side first. [] trains softmax "
         "(multinomial logistic) regression.",
         examples=[[3], [64, 64], []],
+    )
+    input_features: list[FeatureMap] = Field(
+        default=["identity"],
+        min_length=1,
+        max_length=len(FEATURE_MAPS),
+        json_schema_extra={"uniqueItems": True},
+        description="Fixed maps of the (standardized) input, their columns side by side before "
+        "the first layer: identity x, square x^2, sin x, cos x, products x_i*x_j (i < j). Part "
+        "of the model: predictions, pictures and exports take raw points.",
+        examples=[["identity"], ["identity", "square"], ["identity", "products"]],
     )
     activation: Activation = Field(
         default="tanh",
@@ -161,6 +173,16 @@ class Hyperparameters(BaseModel):
         description="lbfgs: curvature pairs kept (m), SciPy's default; each costs two "
         "parameter-sized vectors. Other optimizers ignore it.",
     )
+
+    @field_validator("input_features")
+    @classmethod
+    def _distinct(cls, value: list[FeatureMap]) -> list[FeatureMap]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"each map may be listed once, but {', '.join(repeated)} is listed more than once"
+            )
+        return value
 
     @field_validator("learning_rate", "l1", "l2", "max_seconds", "tolerance")
     @classmethod

@@ -9,6 +9,7 @@ import numpy as np
 
 from engine.activations import ACTIVATIONS
 from engine.errors import InvalidInput
+from engine.features import map_features, n_features_for
 from engine.hyperparameters import Activation, Hyperparameters, Task
 from engine.network import predict_proba, predict_values
 
@@ -37,10 +38,11 @@ class Scaler:
 class Model:
     """Weights (fan_in, fan_out) and biases (fan_out,) per layer, input side first.
 
-    `classes[i]` is the user's label for output column i; `scaler`, when set, is applied to raw
-    inputs before the first layer. A regression model (`task`) has no classes: output column i
-    predicts target `target_names[i]`, in the targets' original units (`target_scaler`, when
-    set, maps the network's standardized outputs back).
+    `classes[i]` is the user's label for output column i. Raw inputs go through `scaler` (when
+    set), then the input map `hyperparameters.input_features` (engine.features), then the
+    first layer: `weights[0]` has one row per mapped column. A regression model (`task`) has no
+    classes: output column i predicts target `target_names[i]`, in the targets' original units
+    (`target_scaler`, when set, maps the network's standardized outputs back).
     """
 
     weights: list[np.ndarray]
@@ -55,8 +57,20 @@ class Model:
     target_scaler: Scaler | None = None
 
     @property
-    def n_features(self) -> int:
+    def n_inputs(self) -> int:
+        """The first layer's input width: the mapped columns."""
         return int(self.weights[0].shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Raw values per input point, before the input map."""
+        n_features = n_features_for(self.hyperparameters.input_features, self.n_inputs)
+        if n_features is None:
+            raise InvalidInput(
+                f"input_features {self.hyperparameters.input_features} cannot give the first "
+                f"layer's {self.n_inputs} inputs"
+            )
+        return n_features
 
     @property
     def n_classes(self) -> int:
@@ -76,8 +90,8 @@ class Model:
 
     @property
     def architecture(self) -> list[int]:
-        """Layer widths from input to output, e.g. [2, 3, 2]."""
-        return [self.n_features] + [int(b.shape[0]) for b in self.biases]
+        """Layer widths from the (mapped) input to the output, e.g. [2, 3, 2]."""
+        return [self.n_inputs] + [int(b.shape[0]) for b in self.biases]
 
     def _check_points(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         points = np.asarray(X, dtype=np.float64)
@@ -88,12 +102,22 @@ class Model:
         return points
 
     def _inputs(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+        """The network's input for raw points: scaled, then through the input map."""
         points = self._check_points(X)
-        return points if self.scaler is None else self.scaler.transform(points)
+        if self.scaler is not None:
+            points = self.scaler.transform(points)
+        with np.errstate(over="ignore"):
+            points = map_features(points, self.hyperparameters.input_features)  # (n, n_inputs)
+        if not np.isfinite(points).all():
+            raise InvalidInput(
+                f"points too large for input_features {self.hyperparameters.input_features}: "
+                "a mapped value overflows float64"
+            )
+        return points
 
     def predict_proba(self, X: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
         """Class probabilities for raw inputs, (n_points, n_classes), rows summing to 1: the
-        training forward pass (engine.network.predict_proba) after the scaler."""
+        training forward pass (engine.network.predict_proba) after the scaler and the map."""
         if self.regression:
             raise InvalidInput("a regression model predicts values, not class probabilities")
         return predict_proba(self.weights, self.biases, self.activation, self._inputs(X))

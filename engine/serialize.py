@@ -7,8 +7,11 @@ Archive members (each a .npy array):
     target_mean, target_scale  (n_targets,) float64, only for a regression model whose targets
                                were standardized
     metadata                   a 0-d unicode array holding JSON: format name and version,
-                               activation, classes and their type, architecture, feature names,
-                               hyperparameters; from version 2 the task and the target names
+                               activation, classes and their type, architecture (layer widths,
+                               the first the input map's columns), feature names,
+                               hyperparameters (their input_features name the input map; a file
+                               without it, written before maps existed, loads as identity); from
+                               version 2 the task and the target names
 
 Version 2 added the task (version 1 files, written before regression, are classifiers and still
 load).
@@ -30,6 +33,7 @@ from pydantic import ValidationError
 
 from engine.activations import ACTIVATIONS
 from engine.errors import ModelFormatError
+from engine.features import n_features_for
 from engine.hyperparameters import Hyperparameters
 from engine.model import Label, Model, Scaler
 
@@ -294,7 +298,12 @@ def _build(metadata: dict[str, Any], arrays: dict[str, np.ndarray], n_layers: in
     if outputs != architecture[-1]:
         what = "targets" if task == "regression" else "classes"
         raise ModelFormatError(f"{outputs} {what} for an output layer of {architecture[-1]} units")
-    n_features = architecture[0]
+    features = hyperparameters.input_features
+    n_features = n_features_for(features, architecture[0])
+    if n_features is None:
+        raise ModelFormatError(
+            f"input_features {features} cannot give the first layer's {architecture[0]} inputs"
+        )
     if task == "classification" and "target_mean" in arrays:
         raise ModelFormatError("a classifier has no target scaler")
 

@@ -81,6 +81,7 @@ from typing import Literal
 import numpy as np
 
 from engine.errors import InvalidInput, TrainingCancelled, TrainingDiverged
+from engine.features import IDENTITY, check_width, map_features
 from engine.hyperparameters import Hyperparameters, Task
 from engine.lbfgs import LBFGS
 from engine.network import (
@@ -265,13 +266,22 @@ class CheckedSplit:
         return int(self.X_aug.shape[0])
 
 
-def _check_features(name: str, X: object, dtype: np.dtype) -> Array:
+def _check_features(name: str, X: object, hp: Hyperparameters) -> Array:
+    """Finite real features through the input map `hp.input_features`, in the training dtype:
+    (n, width); InvalidInput naming the array (and the map) otherwise."""
     array = np.asarray(X)
     if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
         raise InvalidInput(
             f"{name} must be a 2-D array (n_samples >= 1, n_features >= 1), got shape {array.shape}"
         )
-    return _finite_real(name, array, dtype, "features")
+    dtype, features = np.dtype(hp.dtype), hp.input_features
+    if tuple(features) == IDENTITY:
+        return _finite_real(name, array, dtype, "features")
+    raw = _finite_real(name, array, np.dtype(np.float64), "features")  # (n, d)
+    check_width(features, raw.shape[1], raw.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        mapped = map_features(raw, features)  # (n, width)
+    return _finite_real(f"{name} after input_features {features}", mapped, dtype, "features")
 
 
 def _finite_real(name: str, array: Array, dtype: np.dtype, what: str) -> Array:
@@ -354,7 +364,7 @@ def validated_splits(
     if n_classes < (1 if regression else 2):
         raise InvalidInput(f"n_classes must be >= 2 (softmax needs two classes), got {n_classes}")
     dtype = np.dtype(hp.dtype)
-    X = _check_features("X_train", X_train, dtype)
+    X = _check_features("X_train", X_train, hp)  # (n, width): through the input map
 
     def checked_y(name: str, values: object, n: int) -> Array:
         if regression:
@@ -375,10 +385,11 @@ def validated_splits(
         if hp.early_stopping:
             raise early_stopping_needs_a_test_split()
         return train_split, None
-    X_t = _check_features("X_test", X_test, dtype)
+    X_t = _check_features("X_test", X_test, hp)  # mapped widths match when raw ones do
     if X_t.shape[1] != X.shape[1]:
+        n_features, n_test_features = np.asarray(X_train).shape[1], np.asarray(X_test).shape[1]
         raise InvalidInput(
-            f"X_test has {X_t.shape[1]} features but X_train has {X.shape[1]}; they must match"
+            f"X_test has {n_test_features} features but X_train has {n_features}; they must match"
         )
     y_t = checked_y("y_test", y_test, X_t.shape[0])
     total_squares = _total_squares(y_t) if regression else None
@@ -845,8 +856,10 @@ def train(
     """Train a network on (X_train, y_train); see the module docstring for the conventions.
 
     X arrays are (n, n_features) real numbers, used as given (standardize beforehand if
-    wanted); y arrays are integer class indices 0..n_classes-1, or for a regression
-    `objective` real targets (n, n_classes) (n_classes: the number of outputs; (n,) for one).
+    wanted) and then mapped by `hp.input_features` (engine.features): the first layer has one
+    row per mapped column. y arrays are integer class indices 0..n_classes-1, or for a
+    regression `objective` real targets (n, n_classes) (n_classes: the number of outputs; (n,)
+    for one).
     """
     controls = Controls(should_stop, clock, clock())
     train_split, test_split = validated_splits(

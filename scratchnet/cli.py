@@ -16,7 +16,8 @@ completion.
 `train` and `sweep` take every training option as `--option-name VALUE`, the names of the
 fields of Hyperparameters with dashes (`--lr-schedule step`, `--batch-size 32`); values are
 read as JSON where they parse as JSON (`3`, `2.0`, `true`, `[64, 64]`) and as text otherwise.
-`--hidden 3` or `--hidden 64,64` is short for `--hidden-layers`.
+`--hidden 3` or `--hidden 64,64` is short for `--hidden-layers`; `--input-features
+identity,square` lists input maps.
 """
 
 from __future__ import annotations
@@ -264,8 +265,9 @@ def _value(text: str) -> Any:
         return text
 
 
-def _hidden(text: str) -> Any:
-    """`3`, `64,64` or `[64, 64]` as a list of units; `[]` or `none` for no hidden layer."""
+def _listed(text: str) -> Any:
+    """`3`, `64,64` or `[64, 64]` as a list (of units; `identity,square` of input maps);
+    `[]` or `none` for none (no hidden layer)."""
     if text.strip().lower() in ("none", "[]", ""):
         return []
     parsed = _value(text)
@@ -290,7 +292,9 @@ def training_options(extra: list[str]) -> dict[str, Any]:
                 raise typer.BadParameter(f"--{name} needs a value")
         field = name.replace("-", "_")
         if field == HIDDEN_ALIAS or field == "hidden_layers":
-            options["hidden_layers"] = _hidden(text)
+            options["hidden_layers"] = _listed(text)
+        elif field == "input_features":
+            options[field] = _listed(text)
         elif field in fields:
             options[field] = _value(text)
         else:

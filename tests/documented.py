@@ -33,6 +33,7 @@ DATASET_DEFAULTS: dict[str, Any] = {"test_fraction": 0.2, "standardize": True, "
 # README "Training jobs": the hyperparameters table.
 HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
     "hidden_layers": [16],
+    "input_features": ["identity"],
     "activation": "tanh",
     "optimizer": "adam",
     "learning_rate": 0.01,

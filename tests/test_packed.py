@@ -393,6 +393,32 @@ def test_packed_gradient_is_each_networks_gradient(moons: Data, diagonal: bool) 
             np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-14)
 
 
+def test_a_pack_through_an_input_map(moons: Data) -> None:
+    features = ["identity", "square", "products"]
+    hps = [_hp(hidden_layers=[width], input_features=features) for width in (2, 3, 5)]
+    for outcome, hp in zip(_packed(hps, moons), hps, strict=True):
+        assert outcome.result is not None and outcome.result.weights[0].shape[0] == 5
+        _assert_same_run(outcome, _alone(hp, moons))
+
+
+def test_train_many_groups_configurations_by_input_map(moons: Data) -> None:
+    """Different maps give different input widths: each map's configurations share packs of
+    their own, and every configuration still ends as it does alone."""
+    X_train, y_train, X_test, y_test = moons
+    maps = [["identity"], ["identity", "square"], ["sin", "cos"], ["identity", "square"]]
+    hps = [
+        _hp(hidden_layers=[width], input_features=features) for features in maps for width in (2, 4)
+    ]
+    shape = DataShape(n_train=160, n_test=40, n_features=2, n_classes=2)
+    packs = partition(hps, shape, 1)[0]
+    for pack in packs:
+        assert len({tuple(hps[i].input_features) for i in pack}) == 1
+    assert any(len(pack) > 1 for pack in packs)
+    outcomes = train_many(hps, X_train, y_train, 2, X_test, y_test, packs=packs)
+    for outcome, hp in zip(outcomes, hps, strict=True):
+        _assert_same_run(outcome, _alone(hp, moons))
+
+
 def test_a_pack_refuses_configurations_that_cannot_share_it(moons: Data) -> None:
     with pytest.raises(InvalidInput, match="cannot share a pack"):
         _packed([_hp(hidden_layers=[3]), _hp(hidden_layers=[3, 3])], moons)
@@ -414,6 +440,8 @@ def test_pack_keys_separate_what_cannot_train_together() -> None:
         _hp(hidden_layers=[3], optimizer="adam"),
         _hp(hidden_layers=[3], batch_size=32),
         _hp(hidden_layers=[3], dtype="float32"),
+        _hp(hidden_layers=[3], input_features=["identity", "square"]),
+        _hp(hidden_layers=[3], input_features=["square", "identity"]),
     ]
     assert all(pack_key(hp, 160) == pack_key(base, 160) for hp in same)
     assert all(pack_key(hp, 160) != pack_key(base, 160) for hp in different)

@@ -7,6 +7,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from engine.errors import InvalidInput
+from engine.features import input_width
 from engine.hyperparameters import Hyperparameters
 from engine.packed.network import packed_shapes
 from engine.training import effective_batch_size
@@ -40,9 +41,10 @@ LBFGS_PAIR_SECONDS = 12e-6
 def pack_key(hp: Hyperparameters, n_train: int) -> PackKey | None:
     """Configurations with equal keys can train in one pack; None: this one trains alone.
 
-    Depth, activation, optimizer, effective batch size, dtype and Adam's constants must match;
-    learning rate, schedule, l1, l2, momentum, init, seed, epochs, record_every, early stopping
-    and the widths may differ. A time budget (max_seconds) is measured per run: alone.
+    Input features (one map: one input), depth, activation, optimizer, effective batch size,
+    dtype and Adam's constants must match; learning rate, schedule, l1, l2, momentum, init,
+    seed, epochs, record_every, early stopping and the widths may differ. A time budget
+    (max_seconds) is measured per run: alone.
     L-BFGS (optimizer lbfgs) trains alone: its line search takes a different number of
     evaluations per configuration and iteration, so configurations cannot share passes.
     """
@@ -50,6 +52,7 @@ def pack_key(hp: Hyperparameters, n_train: int) -> PackKey | None:
         return None
     adam = (hp.beta_1, hp.beta_2, hp.epsilon) if hp.optimizer == "adam" else None
     return (
+        tuple(hp.input_features),
         len(hp.hidden_layers),
         hp.activation,
         hp.optimizer,
@@ -65,14 +68,17 @@ class DataShape:
 
     n_train: int
     n_test: int
-    n_features: int
+    n_features: int  # raw: each configuration's input map gives its network's input width
     n_classes: int
 
 
 def estimate_seconds(hps: Sequence[Hyperparameters], shape: DataShape) -> float:
     """Rough single-core seconds to train `hps` as one pack (or alone, for one)."""
     first = hps[0]
-    sizes = [[shape.n_features, *hp.hidden_layers, shape.n_classes] for hp in hps]
+    sizes = [
+        [input_width(hp.input_features, shape.n_features), *hp.hidden_layers, shape.n_classes]
+        for hp in hps
+    ]
     batch = effective_batch_size(first, shape.n_train)
     rows = batch or shape.n_train
     steps = math.ceil(shape.n_train / rows)

@@ -84,8 +84,8 @@ def train_pack(
     clock: Callable[[], float] = time.monotonic,
     objective: Objective = CLASSIFICATION,
 ) -> list[ConfigurationOutcome]:
-    """Train configurations that `pack_key` lets share a pack, as one network (for the
-    `objective`, as train takes it).
+    """Train configurations that `pack_key` lets share a pack (one input map), as one network
+    (for the `objective`, as train takes it).
 
     Returns one outcome per configuration in the order given (`indices` names them, default
     0..K-1). `on_record(index, point)` follows each history point and `on_finish(outcome)`
@@ -111,7 +111,8 @@ def _train_pack(
     keys = {pack_key(hp, data.n_train) for hp in hps}
     if len(keys) != 1 or None in keys:
         raise InvalidInput(
-            "these configurations cannot share a pack: depth, activation, optimizer, batch "
+            "these configurations cannot share a pack: input features, depth, activation, "
+            "optimizer, batch "
             "size, dtype and Adam's constants must match, and max_seconds be unset"
         )
     names = list(indices) if indices is not None else list(range(len(hps)))
@@ -229,11 +230,14 @@ def train_many(
     if not hps:
         return []
     arguments = (X_train, y_train, n_classes, X_test, y_test)
-    prepared = _prepared(hps[0], arguments, objective)
+    # The data through each input map the configurations use (checked once per map; every
+    # map is checked before anything trains).
+    prepared = {tuple(hp.input_features): hp for hp in hps}
+    by_map = {features: _prepared(hp, arguments, objective) for features, hp in prepared.items()}
     if packs is None:
-        shape = DataShape(
-            prepared.n_train, prepared.n_test, prepared.n_features, prepared.n_classes
-        )
+        first = by_map[tuple(hps[0].input_features)]
+        n_features = int(np.asarray(X_train).shape[1])  # raw; the maps widen it per pack
+        shape = DataShape(first.n_train, first.n_test, n_features, first.n_classes)
         packs = plan_packs(hps, shape)
     if sorted(i for pack in packs for i in pack) != list(range(len(hps))):
         raise InvalidInput(f"packs must name every configuration 0..{len(hps) - 1} once")
@@ -255,7 +259,8 @@ def train_many(
         else:
             controls = Controls(should_stop, clock, clock())
             members = [hps[i] for i in pack]
-            results = _train_pack(members, prepared, pack, on_record, on_finish, controls)
+            data = by_map[tuple(members[0].input_features)]  # one map per pack (pack_key)
+            results = _train_pack(members, data, pack, on_record, on_finish, controls)
         for outcome in results:
             outcomes[outcome.index] = outcome
             cancelled = cancelled or outcome.status == "cancelled"

@@ -12,6 +12,8 @@ import json
 
 from pydantic import JsonValue
 
+from engine.errors import InvalidInput
+from engine.features import check_width, input_width
 from engine.hyperparameters import Hyperparameters
 from service.errors import InvalidRequest, LimitExceeded
 from service.settings import Settings
@@ -26,7 +28,8 @@ def n_parameters(widths: list[int]) -> int:
 
 
 def widths(hp: Hyperparameters, data: TrainingData) -> list[int]:
-    return [data.n_features, *hp.hidden_layers, data.n_classes]
+    """Layer widths of the network `hp` builds on `data`: its input map's columns first."""
+    return [input_width(hp.input_features, data.n_features), *hp.hidden_layers, data.n_classes]
 
 
 def work_units(hp: Hyperparameters, data: TrainingData) -> int:
@@ -37,6 +40,13 @@ def check_limits(
     hp: Hyperparameters, data: TrainingData, dataset_id: str, settings: Settings
 ) -> None:
     """Refuse, before queuing, a job this deployment will not run (422 naming the limit)."""
+    try:
+        check_width(hp.input_features, data.n_features, max(data.train_size, data.test_size))
+    except InvalidInput as exc:
+        where = [*HP, "input_features"]
+        if input_width(hp.input_features, data.n_features) < 1:  # no column at all
+            raise InvalidRequest.at(where, str(exc)) from None
+        raise LimitExceeded.at(where, str(exc), "limit_exceeded") from None
     layers = hp.hidden_layers
     if len(layers) > settings.max_hidden_layers:
         raise LimitExceeded.at(

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field, JsonValue, PlainSerializer, PlainValidator
 
 from engine.datasets import Dataset, Kind, Split
+from engine.features import n_features_for
 from engine.hyperparameters import Hyperparameters, Task
 from engine.model import Label, Model, Scaler
 from engine.training import (
@@ -565,7 +566,10 @@ class ModelRecord:
 
     @property
     def n_features(self) -> int:
-        return self.architecture[0]
+        """Raw values per input point (the first layer takes the input map's columns)."""
+        n_features = n_features_for(self.hyperparameters.input_features, self.architecture[0])
+        assert n_features is not None, "a stored model's map fits its first layer"
+        return n_features
 
     def snapshot(self) -> ModelRecord:
         return self
