@@ -12,6 +12,7 @@ from engine.errors import InvalidInput
 from engine.features import map_features, n_features_for
 from engine.hyperparameters import Activation, Hyperparameters, Task
 from engine.network import predict_proba, predict_values
+from engine.optimizers import OptimizerState
 
 Label = int | str
 
@@ -55,6 +56,9 @@ class Model:
     task: Task = "classification"
     target_names: tuple[str, ...] = field(default=())
     target_scaler: Scaler | None = None
+    # The optimizer's state after its last update, for training to go on from (None: not kept)
+    optimizer_state: OptimizerState | None = None
+    continued_from: str | None = None  # the id of the model whose training this one continued
 
     @property
     def n_inputs(self) -> int:

@@ -136,6 +136,18 @@ class Penalty:
             grad += scratch
 
 
+@dataclass(frozen=True)
+class OptimizerState:
+    """What an optimizer carries from one update to the next, so that training can go on where
+    it stopped: the updates taken (Adam's bias correction counts them) and its arrays, each laid
+    out like the parameters (momentum and nesterov: the velocity; adam: the first and second
+    moments). Plain sgd has none."""
+
+    optimizer: str  # the optimizer it belongs to (an OptimizerName)
+    steps: int
+    arrays: tuple[Array, ...]  # (n_parameters,) each, in the parameters' dtype
+
+
 class Optimizer(ABC):
     """Owns the state for a parameter vector of `size` entries."""
 
@@ -143,7 +155,27 @@ class Optimizer(ABC):
         self._step = np.zeros(size, dtype=dtype)
         self._scratch = np.zeros(size, dtype=dtype)
         self.steps_taken = 0
-        self.state: list[Array] = []  # what `forget` zeroes
+        self.state: list[Array] = []  # what `forget` zeroes, `saved` keeps and `restore` sets
+
+    def saved(self, optimizer: str) -> OptimizerState | None:
+        """A copy of the state (None for an optimizer without one)."""
+        if not self.state:
+            return None
+        return OptimizerState(optimizer, self.steps_taken, tuple(a.copy() for a in self.state))
+
+    def restore(self, saved: OptimizerState) -> None:
+        """Go on from `saved` (an optimizer of this kind, for parameters of this size)."""
+        if len(saved.arrays) != len(self.state) or any(
+            given.shape != mine.shape for given, mine in zip(saved.arrays, self.state, strict=True)
+        ):
+            shapes = [a.shape for a in saved.arrays]
+            raise InvalidInput(
+                f"the saved {saved.optimizer} state has arrays {shapes}; this optimizer needs "
+                f"{[a.shape for a in self.state]}"
+            )
+        for given, mine in zip(saved.arrays, self.state, strict=True):
+            mine[...] = given
+        self.steps_taken = int(saved.steps)
 
     @abstractmethod
     def update(self, params: Array, grads: Array, learning_rate: Setting) -> None:

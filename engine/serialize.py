@@ -6,12 +6,18 @@ Archive members (each a .npy array):
     scaler_mean, scaler_scale  (n_features,) float64, only when the model standardizes its input
     target_mean, target_scale  (n_targets,) float64, only for a regression model whose targets
                                were standardized
+    optimizer_0, optimizer_1   (n_parameters,) laid out like the training parameter vector
+                               (engine.network), in the weights' dtype: the optimizer state
+                               training goes on from (momentum's velocity; Adam's moments),
+                               only when the model kept one
     metadata                   a 0-d unicode array holding JSON: format name and version,
                                activation, classes and their type, architecture (layer widths,
                                the first the input map's columns), feature names,
                                hyperparameters (their input_features name the input map; a file
-                               without it, written before maps existed, loads as identity); from
-                               version 2 the task and the target names
+                               without it, written before maps existed, loads as identity),
+                               continued_from (the id of the model it continued) and
+                               optimizer_state {optimizer, steps, arrays}, each when there is
+                               one; from version 2 the task and the target names
 
 Version 2 added the task (version 1 files, written before regression, are classifiers and still
 load).
@@ -26,7 +32,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from pydantic import ValidationError
@@ -34,8 +40,9 @@ from pydantic import ValidationError
 from engine.activations import ACTIVATIONS
 from engine.errors import ModelFormatError
 from engine.features import n_features_for
-from engine.hyperparameters import Hyperparameters
+from engine.hyperparameters import Hyperparameters, OptimizerName
 from engine.model import Label, Model, Scaler
+from engine.optimizers import OptimizerState
 
 FORMAT_NAME = "scratchnet-model"
 FORMAT_VERSION = 2
@@ -45,6 +52,7 @@ READABLE_VERSIONS = (1, 2)
 MAX_PARAMETERS = 10_000_000
 MAX_LAYERS = 256
 MAX_METADATA_CHARS = 1_000_000
+MAX_OPTIMIZER_ARRAYS = 2  # Adam's two moments: the most state an optimizer keeps
 
 _WEIGHT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -64,10 +72,21 @@ def model_to_npz(model: Model) -> bytes:
         "task": model.task,
         "target_names": list(model.target_names),
     }
+    if model.continued_from is not None:
+        metadata["continued_from"] = model.continued_from
     arrays: dict[str, np.ndarray] = {}
     for i, (W, b) in enumerate(zip(model.weights, model.biases, strict=True)):
         arrays[f"W{i}"] = np.ascontiguousarray(W)
         arrays[f"b{i}"] = np.ascontiguousarray(b)
+    state = model.optimizer_state
+    if state is not None:
+        metadata["optimizer_state"] = {
+            "optimizer": state.optimizer,
+            "steps": int(state.steps),
+            "arrays": len(state.arrays),
+        }
+        for i, array in enumerate(state.arrays):
+            arrays[f"optimizer_{i}"] = np.ascontiguousarray(array)
     if model.scaler is not None:
         arrays["scaler_mean"] = np.asarray(model.scaler.mean, dtype=np.float64)
         arrays["scaler_scale"] = np.asarray(model.scaler.scale, dtype=np.float64)
@@ -99,7 +118,8 @@ def model_from_npz(data: bytes, *, max_parameters: int = MAX_PARAMETERS) -> Mode
         headers = _read_headers(archive.zip)
         metadata = _metadata(archive, headers)
         n_layers = _n_layers(metadata)
-        _check_members(headers, n_layers)
+        n_state = _n_optimizer_arrays(metadata)
+        _check_members(headers, n_layers, n_state)
         _check_sizes(headers, max_parameters)
         arrays = {name: _read(archive, name) for name in headers if name != "metadata"}
     return _build(metadata, arrays, n_layers)
@@ -117,7 +137,7 @@ def _read_headers(archive: zipfile.ZipFile) -> dict[str, tuple[tuple[int, ...], 
     headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     try:
         infos = archive.infolist()
-        if len(infos) > 2 * MAX_LAYERS + 3:
+        if len(infos) > 2 * MAX_LAYERS + 3 + MAX_OPTIMIZER_ARRAYS:
             raise ModelFormatError(f"the archive has {len(infos)} members; too many for a model")
         for info in infos:
             if not info.filename.endswith(".npy"):
@@ -193,21 +213,52 @@ def _n_layers(metadata: dict[str, Any]) -> int:
     return len(architecture) - 1
 
 
-def _check_members(headers: dict[str, tuple[tuple[int, ...], np.dtype]], n_layers: int) -> None:
+def _n_optimizer_arrays(metadata: dict[str, Any]) -> int:
+    """How many optimizer_i arrays the metadata's optimizer_state declares (0 without one)."""
+    state = metadata.get("optimizer_state")
+    if state is None:
+        return 0
+    arrays = state.get("arrays") if isinstance(state, dict) else None
+    steps = state.get("steps") if isinstance(state, dict) else None
+    if (
+        not isinstance(state, dict)
+        or state.get("optimizer") not in get_args(OptimizerName)
+        or not isinstance(steps, int)
+        or isinstance(steps, bool)
+        or steps < 0
+        or not isinstance(arrays, int)
+        or isinstance(arrays, bool)
+        or not 1 <= arrays <= MAX_OPTIMIZER_ARRAYS
+    ):
+        raise ModelFormatError(
+            "optimizer_state must be {optimizer: one of "
+            f"{list(get_args(OptimizerName))}, steps: an integer >= 0, arrays: 1 to "
+            f"{MAX_OPTIMIZER_ARRAYS}}}, got {state!r}"
+        )
+    return arrays
+
+
+def _check_members(
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]], n_layers: int, n_state: int
+) -> None:
     layer_names = {f"{kind}{i}" for i in range(n_layers) for kind in ("W", "b")}
     missing = sorted(layer_names - set(headers), key=lambda n: (int(n[1:]), n[0]))
     if missing:
         raise ModelFormatError(f"missing array {missing[0]} for a {n_layers}-layer model")
+    state_names = {f"optimizer_{i}" for i in range(n_state)}
+    if state_names - set(headers):
+        name = sorted(state_names - set(headers))[0]
+        raise ModelFormatError(f"missing array {name} of the optimizer state")
     scaler: set[str] = set()
     for pair in (("scaler_mean", "scaler_scale"), ("target_mean", "target_scale")):
         present = set(pair) & set(headers)
         if len(present) == 1:
             raise ModelFormatError(f"{present.pop()} without its partner: a scaler needs both")
         scaler |= present
-    unexpected = set(headers) - layer_names - scaler - {"metadata"}
+    unexpected = set(headers) - layer_names - state_names - scaler - {"metadata"}
     if unexpected:
         raise ModelFormatError(f"unexpected array {sorted(unexpected)[0]!r}")
-    for name in layer_names | scaler:
+    for name in layer_names | state_names | scaler:
         dtype = headers[name][1]
         if dtype not in _WEIGHT_DTYPES:
             raise ModelFormatError(f"{name} must be float64 or float32, got dtype {dtype}")
@@ -307,6 +358,9 @@ def _build(metadata: dict[str, Any], arrays: dict[str, np.ndarray], n_layers: in
     if task == "classification" and "target_mean" in arrays:
         raise ModelFormatError("a classifier has no target scaler")
 
+    continued_from = metadata.get("continued_from")
+    if continued_from is not None and not isinstance(continued_from, str):
+        raise ModelFormatError(f"continued_from must be a model id or null, got {continued_from!r}")
     return Model(
         weights=weights,
         biases=biases,
@@ -318,6 +372,8 @@ def _build(metadata: dict[str, Any], arrays: dict[str, np.ndarray], n_layers: in
         task=task,
         target_names=target_names,
         target_scaler=_scaler(arrays, "target", architecture[-1], "targets"),
+        optimizer_state=_optimizer_state(metadata, arrays, weights, biases),
+        continued_from=continued_from,
     )
 
 
@@ -344,3 +400,25 @@ def _scaler(arrays: dict[str, np.ndarray], prefix: str, width: int, what: str) -
     if (scale <= 0).any():
         raise ModelFormatError(f"{prefix}_scale must be positive")
     return Scaler(mean=mean.astype(np.float64), scale=scale.astype(np.float64))
+
+
+def _optimizer_state(
+    metadata: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    weights: list[np.ndarray],
+    biases: list[np.ndarray],
+) -> OptimizerState | None:
+    state = metadata.get("optimizer_state")
+    if state is None:
+        return None
+    size = sum(W.size + b.size for W, b in zip(weights, biases, strict=True))
+    members = [arrays[f"optimizer_{i}"] for i in range(state["arrays"])]
+    for i, array in enumerate(members):
+        if array.shape != (size,) or array.dtype != weights[0].dtype:
+            raise ModelFormatError(
+                f"optimizer_{i} has shape {array.shape} and dtype {array.dtype}; the model's "
+                f"state is ({size},) {weights[0].dtype}"
+            )
+        if not np.isfinite(array).all():
+            raise ModelFormatError(f"optimizer_{i} contains NaN or infinite values")
+    return OptimizerState(state["optimizer"], state["steps"], tuple(members))

@@ -72,6 +72,7 @@ Conventions (the service documents these):
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -97,7 +98,7 @@ from engine.network import (
     targets_for,
     with_ones_column,
 )
-from engine.optimizers import Penalty, make_optimizer
+from engine.optimizers import OptimizerState, Penalty, make_optimizer
 from engine.schedules import make_schedule
 
 Array = np.ndarray
@@ -245,11 +246,37 @@ class TrainResult:
     stop_reason: StopReason
     best_epoch: int | None  # epoch whose weights early stopping restored
     metrics: dict[str, float | None] = field(default_factory=dict, repr=False)
+    # The optimizer's state after the last update: None for plain sgd, and when early stopping
+    # returned earlier weights than the state belongs to.
+    optimizer_state: OptimizerState | None = field(default=None, repr=False)
 
     def final_metrics(self) -> dict[str, float | None]:
         """train_loss, test_loss and the task's metrics (train_accuracy, test_accuracy; or
         train_mse, test_mse, ...) of the returned weights."""
         return dict(self.metrics)
+
+
+@dataclass(frozen=True)
+class Initial:
+    """Where continued training starts instead of a fresh initialisation: a network's weights
+    (fan_in, fan_out) and biases (fan_out,) per layer, of exactly the widths `train` builds, and
+    the optimizer state it stopped with (used when it is the same optimizer's; else the
+    optimizer starts afresh)."""
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    optimizer_state: OptimizerState | None = None
+
+    def check(self, layer_sizes: list[int]) -> None:
+        """InvalidInput unless the weights are those of a network of these widths."""
+        shapes = [tuple(W.shape) for W in self.weights]
+        expected = [(fan_in, fan_out) for fan_in, fan_out in itertools.pairwise(layer_sizes)]
+        bias_shapes = [tuple(b.shape) for b in self.biases]
+        if shapes != expected or bias_shapes != [(fan_out,) for _, fan_out in expected]:
+            raise InvalidInput(
+                f"the initial weights have shapes {shapes}; a network of widths {layer_sizes} "
+                f"needs {expected}"
+            )
 
 
 @dataclass
@@ -580,6 +607,7 @@ class _Trainer:
         controls: Controls,
         on_snapshot: Callable[[ParameterSnapshot], None] | None = None,
         objective: Objective = CLASSIFICATION,
+        optimizer_state: OptimizerState | None = None,
     ) -> None:
         self.hp = hp
         self.objective = objective
@@ -614,6 +642,8 @@ class _Trainer:
             self.lbfgs_stats: Stats = (math.nan, 0)
         else:
             self.optimizer = make_optimizer(hp, network.params.size, network.dtype)
+            if optimizer_state is not None and optimizer_state.optimizer == hp.optimizer:
+                self.optimizer.restore(optimizer_state)
         self.progress = Progress(
             hp,
             # L-BFGS records on the spot: its last evaluation is at the accepted weights
@@ -824,9 +854,12 @@ class _Trainer:
 
         final = self._point(epoch, 0.0)
         best_epoch = progress.best_epoch
+        lbfgs = self.lbfgs is not None  # its curvature pairs are not kept: it starts afresh
+        optimizer_state = None if lbfgs else self.optimizer.saved(hp.optimizer)
         if hp.early_stopping and best_epoch is not None and best_epoch != epoch:
             np.copyto(params, self.best_params)
             final = self._point(best_epoch, 0.0)
+            optimizer_state = None  # it belongs to the last epoch's weights, not these
         weights, biases = network.copy_weights()
         return TrainResult(
             weights=weights,
@@ -836,6 +869,7 @@ class _Trainer:
             stop_reason=stop_reason,
             best_epoch=best_epoch,
             metrics=final_metrics(final),
+            optimizer_state=optimizer_state,
         )
 
 
@@ -852,8 +886,16 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
     objective: Objective = CLASSIFICATION,
+    initial: Initial | None = None,
 ) -> TrainResult:
     """Train a network on (X_train, y_train); see the module docstring for the conventions.
+
+    With `initial` training goes on from those weights (and optimizer state) instead of a fresh
+    initialisation, which then draws nothing from the generator: training for a epochs and
+    going on for b more from the result (its weights and optimizer state) equals training for
+    a + b epochs, bit for bit, in full-batch training with a constant learning rate. (A
+    schedule, early stopping and the history's epochs start again at the start of each run;
+    minibatch shuffles restart from the seed.)
 
     X arrays are (n, n_features) real numbers, used as given (standardize beforehand if
     wanted) and then mapped by `hp.input_features` (engine.features): the first layer has one
@@ -868,11 +910,25 @@ def train(
     dtype = np.dtype(hp.dtype)
     rng = np.random.default_rng(hp.seed)
     layer_sizes = [train_split.X_aug.shape[1] - 1, *hp.hidden_layers, int(n_classes)]
-    weights, biases = init_params(layer_sizes, hp.init, dtype, rng)
+    if initial is None:
+        weights, biases = init_params(layer_sizes, hp.init, dtype, rng)
+    else:
+        initial.check(layer_sizes)
+        weights, biases = initial.weights, initial.biases
     network = Network(layer_sizes, hp.activation, dtype, objective.task)
     network.set_params(weights, biases)
+    optimizer_state = initial.optimizer_state if initial is not None else None
     trainer = _Trainer(
-        hp, network, train_split, test_split, rng, on_record, controls, on_snapshot, objective
+        hp,
+        network,
+        train_split,
+        test_split,
+        rng,
+        on_record,
+        controls,
+        on_snapshot,
+        objective,
+        optimizer_state,
     )
     # Overflow and NaN are detected by the divergence checks, not reported as warnings.
     with (
