@@ -291,12 +291,13 @@ class JobWatch:
         self.bar = ProgressBar(job.name, job.epochs, show=show)
 
     def see(self, event: ProgressEvent | JobPublic) -> None:
+        start = self.job.initial_epoch  # a continued job's epochs count on from its model's
         if isinstance(event, ProgressEvent):
             metrics = job_metrics(event)
-            self.bar.update(event.epoch, metrics)
+            self.bar.update(event.epoch - start, metrics)
         else:
             self.job = event
-            self.bar.update(event.epoch)
+            self.bar.update(event.epoch - start)
 
 
 class SweepWatch:
@@ -548,11 +549,13 @@ class BaseClient:
         name: str | None = None,
         baseline: bool = False,
         idempotency_key: str | None = None,
+        init_model: ModelRef | None = None,
         **options: Any,
     ) -> Call[JobPublic]:
         """Queue a training job and answer at once (`train` waits for it). Options come as a
         Hyperparameters, a mapping, keyword arguments (`hidden_layers=[3]`), or a mix;
-        `idempotency_key` defaults to a fresh one, so retries are safe."""
+        `idempotency_key` defaults to a fresh one, so retries are safe. `init_model` (a model,
+        its id or an alias) continues that model's training: the options left out are its."""
         body: dict[str, Any] = {
             "dataset_id": ref(dataset),
             "hyperparameters": hyperparameters_body(hyperparameters, options),
@@ -561,6 +564,8 @@ class BaseClient:
             body["name"] = name
         if baseline:
             body["baseline"] = True
+        if init_model is not None:
+            body["init_model_id"] = ref(init_model)
         key = idempotency_key or uuid.uuid4().hex
         headers = {"Idempotency-Key": key}
         return Call("POST", "/v1/jobs", model_reader(JobPublic), json=body, headers=headers)

@@ -427,12 +427,20 @@ def train(
     baseline: BaselineOption = False,
     wait: WaitOption = True,
     progress: ProgressOption = None,
+    init_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue this model's training (an id or alias); options left out are its."
+        ),
+    ] = None,
 ) -> None:
     """Train a network on a dataset: a live progress bar, then the job and its metrics.
     Every training option is taken as --option-name VALUE (see below)."""
     hyperparameters = training_options(ctx.args)
     with _connected(ctx) as (client, options):
-        job = client.submit_job(dataset, hyperparameters, name=name, baseline=baseline)
+        job = client.submit_job(
+            dataset, hyperparameters, name=name, baseline=baseline, init_model=init_model
+        )
         if wait:
             job = client.wait(job, progress=progress)
         _job_summary(options, job)

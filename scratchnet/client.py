@@ -36,6 +36,7 @@ from scratchnet._base import (
     JobEvent,
     JobRef,
     JobWatch,
+    ModelRef,
     StreamReader,
     SweepEvent,
     SweepRef,
@@ -226,11 +227,14 @@ class Client(BaseClient):
         name: str | None = None,
         baseline: bool = False,
         progress: bool | None = None,
+        init_model: ModelRef | None = None,
         **options: Any,
     ) -> JobPublic:
         """Train on the service and return the succeeded job (its `model_id`, `metrics`):
-        `submit_job` then `wait`. Options as for `submit_job`."""
-        job = self.submit_job(dataset, hyperparameters, name=name, baseline=baseline, **options)
+        `submit_job` then `wait`. Options (and `init_model`) as for `submit_job`."""
+        job = self.submit_job(
+            dataset, hyperparameters, name=name, baseline=baseline, init_model=init_model, **options
+        )
         return self.wait(job, progress=progress)
 
     def follow_sweep(self, sweep: SweepRef, *, since: int = 0) -> Iterator[SweepEvent]:
@@ -400,11 +404,12 @@ class AsyncClient(BaseClient):
         name: str | None = None,
         baseline: bool = False,
         progress: bool | None = None,
+        init_model: ModelRef | None = None,
         **options: Any,
     ) -> JobPublic:
         """As Client.train."""
         job = await self.submit_job(
-            dataset, hyperparameters, name=name, baseline=baseline, **options
+            dataset, hyperparameters, name=name, baseline=baseline, init_model=init_model, **options
         )
         return await self.wait(job, progress=progress)
 

@@ -241,6 +241,8 @@ class JobPublic(Response):
     attempt: int
     baseline: JobBaselinePublic | None = None
     snapshot_epoch: int | None = None  # the latest parameter snapshot's epoch
+    init_model_id: str | None = None
+    initial_epoch: int = 0
 
     @property
     def finished(self) -> bool:
@@ -295,6 +297,7 @@ class ModelPublic(Response):
     has_history: bool
     created_at: datetime
     aliases: list[str] = []
+    continued_from: str | None = None
 
 
 class ModelsPublic(Response):

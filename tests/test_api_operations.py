@@ -33,7 +33,7 @@ DECLARED: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/datasets/{dataset_id}"): {"200", "404", "422"},
     ("delete", "/v1/datasets/{dataset_id}"): {"204", "404", "409", "507"},
     ("get", "/v1/datasets/{dataset_id}/image.png"): PICTURE,
-    ("post", "/v1/jobs"): {"202", "400", "409", "413", "415", "422", "429", "503"},
+    ("post", "/v1/jobs"): {"202", "400", "404", "409", "413", "415", "422", "429", "503"},
     ("get", "/v1/jobs"): {"200", "422"},
     ("get", "/v1/jobs/{job_id}"): {"200", "404"},
     ("get", "/v1/jobs/{job_id}/history"): {"200", "404", "422"},

@@ -89,6 +89,29 @@ def test_train_prints_the_finished_job_and_its_metrics(
     assert trained["id"] in [job["id"] for job in listed["items"]]
 
 
+def test_train_continues_a_model_and_takes_input_maps(
+    shell: Shell, trained: dict[str, Any]
+) -> None:
+    job = shell.json(
+        "train", trained["dataset_id"], "--init-model", trained["model_id"], "--epochs", "100"
+    )
+    assert job["status"] == "succeeded" and job["init_model_id"] == trained["model_id"]
+    assert (job["initial_epoch"], job["epoch"]) == (500, 600)
+    assert job["hyperparameters"] == {**trained["hyperparameters"], "epochs": 100}
+    model = shell.json("models", "show", job["model_id"])
+    assert model["continued_from"] == trained["model_id"]
+    refused = shell.run(
+        "train", trained["dataset_id"], "--init-model", trained["model_id"], "--hidden", "5",
+        code=EXIT_REFUSED,
+    )  # fmt: skip
+    assert "keeps the model's architecture" in refused.stderr
+    mapped = shell.json(
+        "train", trained["dataset_id"], "--hidden", "[]", "--input-features", "identity,square",
+        "--epochs", "20",
+    )  # fmt: skip
+    assert mapped["hyperparameters"]["input_features"] == ["identity", "square"]
+
+
 def test_predict_picture_export_import(shell: Shell, trained: dict[str, Any]) -> None:
     model_id = trained["model_id"]
     (shell.directory / "points.csv").write_text("x1,x2\n0.0,0.5\n1.0,-0.5\n")

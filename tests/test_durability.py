@@ -30,6 +30,9 @@ INTERRUPTED_JOB: dict[str, Any] = {
 # What resident memory may exceed the stored-bytes bound by: a 1M-point dataset built and then
 # refused (~60 MB of arrays) plus what the allocator keeps; measured peaks ~60-110 MB over it.
 MEMORY_MARGIN = 200_000_000
+# A request's timeout where SQLite writes wait on a busy disk (a first dataset took 6 s with
+# the machine's load at 17).
+SLOW_REQUEST_SECONDS = 60.0
 POINTS = {"points": [[x / 4, y / 4] for x in range(-6, 10) for y in range(-4, 6)]}
 
 
@@ -127,6 +130,53 @@ def test_work_running_at_sigterm_runs_again_after_the_restart(tmp_path: Path) ->
         history = http.get(f"/v1/jobs/{job_id}/history").json()["history"]
         again = http.get(f"/v1/jobs/{uninterrupted['id']}/history").json()["history"]
         assert history == again
+
+
+def test_a_continued_job_recovers_after_a_restart_from_its_model(tmp_path: Path) -> None:
+    """A job with init_model_id runs again after a SIGTERM from the same model and ends as an
+    uninterrupted one; a continued job whose model was deleted before the restart fails
+    `interrupted`, naming the model."""
+    data = tmp_path / "data"
+    quick = {**INTERRUPTED_JOB, "epochs": 200}
+    with (
+        serve(tmp_path, data_dir=str(data)) as server,
+        httpx.Client(base_url=server.url, timeout=SLOW_REQUEST_SECONDS) as http,
+    ):
+        dataset_id = moons(http)
+        parent = http.post("/v1/jobs", json={"dataset_id": dataset_id, "hyperparameters": quick})
+        parent = wait_until(http, parent.json()["id"], lambda job: job["status"] in FINISHED)
+        doomed = http.post("/v1/jobs", json={"dataset_id": dataset_id, "hyperparameters": quick})
+        doomed = wait_until(http, doomed.json()["id"], lambda job: job["status"] in FINISHED)
+        bodies = [
+            {
+                "dataset_id": dataset_id,
+                "init_model_id": model_id,
+                "hyperparameters": {"epochs": INTERRUPTED_JOB["epochs"]},
+            }
+            for model_id in (parent["model_id"], doomed["model_id"])
+        ]
+        job_id = http.post("/v1/jobs", json=bodies[0]).json()["id"]
+        orphan_id = http.post("/v1/jobs", json=bodies[1]).json()["id"]
+        wait_until(http, job_id, lambda job: job["epoch"] >= 200 + 1000)
+        assert http.get(f"/v1/jobs/{orphan_id}").json()["status"] in ("queued", "running")
+        assert http.delete(f"/v1/models/{doomed['model_id']}").status_code == 204
+        server.stop(seconds=10.0)
+    with (
+        serve(tmp_path, data_dir=str(data)) as server,
+        httpx.Client(base_url=server.url, timeout=SLOW_REQUEST_SECONDS) as http,
+    ):
+        resumed = wait_until(http, job_id, lambda job: job["status"] in FINISHED)
+        assert resumed["status"] == "succeeded", resumed
+        assert resumed["attempt"] == 2 and resumed["init_model_id"] == parent["model_id"]
+        assert resumed["epoch"] == 200 + INTERRUPTED_JOB["epochs"]
+        orphan = wait_until(http, orphan_id, lambda job: job["status"] in FINISHED)
+        assert orphan["status"] == "failed" and orphan["error"]["type"] == "interrupted"
+        assert f"model {doomed['model_id']}" in orphan["error"]["detail"]
+        again = http.post("/v1/jobs", json=bodies[0]).json()["id"]
+        uninterrupted = wait_until(http, again, lambda job: job["status"] in FINISHED)
+        assert predictions(http, resumed) == predictions(http, uninterrupted)
+        model = http.get(f"/v1/models/{resumed['model_id']}").json()
+        assert model["continued_from"] == parent["model_id"]
 
 
 def test_kill_9_mid_training_and_mid_imports_leaves_every_entry_readable(

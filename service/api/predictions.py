@@ -54,11 +54,7 @@ async def parsed(parse: Callable[[bytes], T], raw: bytes) -> T:
 def require_model(state: StateDep, model_id: str, caller: Caller) -> ModelRecord:
     """The model `model_id` names for this caller: its id, or one of the caller's aliases;
     NotFound (404) otherwise, and for a model of another key."""
-    record = state.store.models.get(model_id)
-    if record is None:
-        named = state.store.aliases.resolve(caller.name, model_id)
-        record = state.store.models.get(named) if named is not None else None
-    return seen(record, "model", model_id, caller)
+    return seen(state.store.find_model(model_id, caller), "model", model_id, caller)
 
 
 def require_weights(state: StateDep, model_id: str) -> ModelContent:

@@ -400,6 +400,18 @@ class JobCreate(Request):
         description="Also train softmax (logistic) regression: the same options with "
         "hidden_layers [], on the same split, after the network; reported as `baseline`.",
     )
+    init_model_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Continue training this model (an id or one of your aliases; 404 if you "
+        "have none of that name): from its weights, its optimizer state when it kept one, "
+        "and its input scaling. Options left out of `hyperparameters` are the model's; "
+        "hidden_layers, activation, input_features and dtype must equal the model's, the "
+        "dataset must have its features and classes (else a 422 naming the field), and no "
+        "baseline is trained. History epochs count on from the model's.",
+        examples=["mdl_2b7e9c0d4f1a3e58"],
+    )
 
 
 REGRESSION_METRICS = ("train_mse", "test_mse", "train_mae", "test_mae", "train_r2", "test_r2")
@@ -559,6 +571,14 @@ class JobPublic(BaseModel):
         "decision-boundary.png draws it); null before the first or with snapshot_every null.",
         examples=[2000],
     )
+    init_model_id: str | None = Field(
+        default=None, description="The model whose training it continues (its id)."
+    )
+    initial_epoch: int = Field(
+        default=0,
+        description="Epochs that model had trained: the history counts on from there, and "
+        "`epoch` ends at initial_epoch + epochs. 0 for a job from scratch.",
+    )
 
 
 class JobsPublic(Page):
@@ -646,6 +666,10 @@ class ModelPublic(BaseModel):
         description="The aliases this API key gave the model, sorted; any of them names it "
         "wherever a model id is taken.",
         examples=[["moons-best"]],
+    )
+    continued_from: str | None = Field(
+        default=None,
+        description="The model whose training this one continued (init_model_id), if any.",
     )
 
 

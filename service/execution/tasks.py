@@ -5,6 +5,7 @@ the engine and NumPy. Every value crossing between service and worker is a froze
 
     TrainingTask  progress: HistoryPoint (one per recorded epoch)
                             ParameterSnapshot (before its epoch's point, every snapshot_every)
+                            (a continued run's epochs count on from its initial model's)
                   result:   TrainingOutcome (the network's, with its baseline's when asked for)
     SweepTask     progress: ConfigurationPoint   a configuration recorded a history point
                             ConfigurationEnded   a configuration succeeded or failed
@@ -18,12 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from engine.hyperparameters import Hyperparameters
-from engine.training import CLASSIFICATION, HistoryPoint, Objective, StopReason
+from engine.optimizers import OptimizerState
+from engine.training import (
+    CLASSIFICATION,
+    HistoryPoint,
+    Initial,
+    Objective,
+    ParameterSnapshot,
+    StopReason,
+)
 from service.execution.executor import Failure, failure_of
 
 if TYPE_CHECKING:
@@ -59,18 +68,30 @@ class TrainingOutcome:
     metrics: Metrics
     baseline: TrainingOutcome | None = None  # the baseline's run, when asked for and trained
     baseline_error: TaskError | None = None  # why the baseline failed, when it did
+    optimizer_state: OptimizerState | None = None  # what a continued run would go on from
 
     @classmethod
-    def of(cls, result: TrainResult) -> TrainingOutcome:
+    def of(cls, result: TrainResult, initial_epoch: int = 0) -> TrainingOutcome:
+        """The run's outcome, its epochs counted on from `initial_epoch`."""
+        best = result.best_epoch
         return cls(
             weights=list(result.weights),
             biases=list(result.biases),
-            history=list(result.history),
-            epochs_run=int(result.epochs_run),
+            history=[shifted(point, initial_epoch) for point in result.history],
+            epochs_run=initial_epoch + int(result.epochs_run),
             stop_reason=result.stop_reason,
-            best_epoch=None if result.best_epoch is None else int(result.best_epoch),
+            best_epoch=None if best is None else initial_epoch + int(best),
             metrics=dict(result.final_metrics()),
+            optimizer_state=result.optimizer_state,
         )
+
+
+Epoched = TypeVar("Epoched", HistoryPoint, ParameterSnapshot)
+
+
+def shifted(item: Epoched, epochs: int) -> Epoched:
+    """The point (or snapshot) with its epoch counted on from `epochs` earlier ones."""
+    return replace(item, epoch=item.epoch + epochs) if epochs else item
 
 
 @dataclass(frozen=True)
@@ -87,11 +108,14 @@ class PreparedSplit:
 
 @dataclass(frozen=True)
 class TrainingTask:
-    """Train one network on a prepared split (and its baseline after it, without progress)."""
+    """Train one network on a prepared split (and its baseline after it, without progress);
+    with `initial`, on from a model's weights whose training ran `initial_epoch` epochs."""
 
     hyperparameters: Hyperparameters
     data: PreparedSplit
     baseline: Hyperparameters | None = None
+    initial: Initial | None = None
+    initial_epoch: int = 0
 
     def run(
         self, report: Callable[[Any], None], should_stop: Callable[[], bool]
@@ -102,15 +126,24 @@ class TrainingTask:
         data = self.data
         splits = (data.X_train, data.y_train, data.n_classes, data.X_test, data.y_test)
         objective = data.objective
+        offset = self.initial_epoch
+
+        def record(point: HistoryPoint) -> None:
+            report(shifted(point, offset))
+
+        def snapshot(taken: ParameterSnapshot) -> None:
+            report(shifted(taken, offset))
+
         result = train(
             self.hyperparameters,
             *splits,
-            on_record=report,
-            on_snapshot=report,
+            on_record=record,
+            on_snapshot=snapshot,
             should_stop=should_stop,
             objective=objective,
+            initial=self.initial,
         )
-        outcome = TrainingOutcome.of(result)
+        outcome = TrainingOutcome.of(result, offset)
         if self.baseline is None:
             return outcome
         try:

@@ -3,20 +3,30 @@
 A job is the work kind of `service.state.lifecycle` whose task id is the job's id; its stream
 is its history, one entry per recorded epoch (the cursor is the last epoch sent). Its task's
 parameter snapshots are kept on the record, thinned to a bound (`records.keep_snapshot`).
+
+Continued training. A job with `init_model_id` trains on from that model: its weights, its
+optimizer state when the model kept one (models trained by jobs do; a different optimizer
+starts afresh), its scaler (the dataset is scaled as the model scales its inputs) and its
+architecture. Options the request leaves out are the model's own, so `{"epochs": 100}` goes on
+training as before for 100 more epochs; options that shape the network (ARCHITECTURE) must
+equal the model's. History epochs count on from the model's last recorded epoch
+(`initial_epoch`); a schedule and early stopping start again with the job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from engine.hyperparameters import Hyperparameters
-from engine.training import HistoryPoint, ParameterSnapshot
-from service.errors import Conflict, InsufficientStorage, NotFound
+from engine.training import HistoryPoint, Initial, ParameterSnapshot
+from service.errors import Conflict, InsufficientStorage, InvalidRequest, NotFound
 from service.execution.executor import Task, TaskStarted
 from service.execution.tasks import TrainingOutcome, TrainingTask
+from service.state.callers import Caller
 from service.state.lifecycle import Lifecycle, Snapshot, Submission, Wording, prepared
 from service.state.limits import check_limits
 from service.state.records import (
@@ -24,6 +34,8 @@ from service.state.records import (
     DatasetRecord,
     JobBaseline,
     JobRecord,
+    ModelContent,
+    ModelRecord,
     TrainingData,
     WorkError,
     append_point,
@@ -75,11 +87,69 @@ def snapshot_at(job: JobRecord, epoch: int | None) -> ParameterSnapshot:
 @dataclass(frozen=True, kw_only=True)
 class JobSubmission(Submission):
     hyperparameters: Hyperparameters
+    init_model_id: str | None = None  # the model to continue (an id or the caller's alias)
+    given: frozenset[str] = frozenset()  # the options the request set (for init_model_id)
 
 
 def baseline_of(hp: Hyperparameters) -> Hyperparameters:
     """The baseline of a network's options: the same with no hidden layer."""
     return hp.model_copy(update={"hidden_layers": []})
+
+
+# The options that decide the network's shape and number type: a continued job keeps the model's.
+ARCHITECTURE = ("hidden_layers", "activation", "input_features", "dtype")
+HP = ("body", "hyperparameters")
+
+
+@dataclass(frozen=True)
+class Continued:
+    """The model a job continues: its record and content, and the epochs it trained."""
+
+    record: ModelRecord
+    content: ModelContent
+    initial_epoch: int  # its last recorded epoch: the job's history counts on from there
+
+    @classmethod
+    def of(cls, record: ModelRecord, content: ModelContent) -> Continued:
+        history = content.history
+        return cls(record, content, history[-1].epoch if history else 0)
+
+    @property
+    def initial(self) -> Initial:
+        model = self.content.model
+        return Initial(list(model.weights), list(model.biases), model.optimizer_state)
+
+    def options(self, given: Hyperparameters, fields_set: Iterable[str]) -> Hyperparameters:
+        """The model's options with the given ones; a 422 naming the first given option that
+        would change the architecture."""
+        parent = self.record.hyperparameters
+        named = set(fields_set)
+        for name in ARCHITECTURE:
+            if name in named and getattr(given, name) != getattr(parent, name):
+                raise InvalidRequest.at(
+                    [*HP, name],
+                    f"model {self.record.id} has {name} {json.dumps(getattr(parent, name))}; "
+                    f"a continued job keeps the model's architecture: leave {name} out or give "
+                    f"{json.dumps(getattr(parent, name))}",
+                )
+        return Hyperparameters(**{**parent.model_dump(), **given.model_dump(include=named)})
+
+    def check_fits(self, dataset: DatasetRecord) -> None:
+        """A 422 on dataset_id unless the dataset has the model's features and classes."""
+        model = self.record
+        if dataset.n_features != model.n_features:
+            raise InvalidRequest.at(
+                ["body", "dataset_id"],
+                f"dataset {dataset.id} has {dataset.n_features} features but model {model.id} "
+                f"takes {model.n_features}; continue on a dataset of the model's features",
+            )
+        if dataset.classes != model.classes:
+            raise InvalidRequest.at(
+                ["body", "dataset_id"],
+                f"dataset {dataset.id} has classes {json.dumps(list(dataset.classes))} but "
+                f"model {model.id} predicts {json.dumps(list(model.classes))}; continue on a "
+                "dataset of the same classes",
+            )
 
 
 class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
@@ -89,8 +159,22 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
     def _build(
         self, request: JobSubmission, dataset: DatasetRecord, content: DatasetContent
     ) -> tuple[JobRecord, list[tuple[str, Task]]]:
-        """Check the options against the limits; the job and its one task."""
+        """Check the options against the limits; the job and its one task. With
+        `init_model_id` (a model id or alias of the caller's; 404 otherwise) the job continues
+        that model, from the options `given` (the rest are the model's)."""
+        continued = None
         hp, data = request.hyperparameters, TrainingData.of(dataset, content)
+        if request.init_model_id is not None:
+            continued = self._continued(request.init_model_id, request.caller)
+            if request.baseline:
+                raise InvalidRequest.at(
+                    ["body", "baseline"],
+                    "a continued job trains no baseline (it has another architecture); submit "
+                    "the baseline as a job of its own",
+                )
+            hp = continued.options(hp, request.given)
+            continued.check_fits(dataset)
+            data = replace(data, scaler=continued.content.model.scaler)
         check_limits(hp, data, dataset.id, self.settings)
         job = JobRecord(
             id=new_id("job"),
@@ -100,8 +184,19 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
             data=data,
             hyperparameters=hp,
             baseline_requested=request.baseline,
+            init_model_id=continued.record.id if continued else None,
+            initial_epoch=continued.initial_epoch if continued else 0,
         )
-        return job, [(job.id, self._task(hp, content, request.baseline))]
+        job.epoch = job.initial_epoch
+        return job, [(job.id, self._task(hp, content, request.baseline, continued))]
+
+    def _continued(self, model_ref: str, caller: Caller) -> Continued:
+        """The model a job continues; NotFound (404) as for any model the caller cannot see."""
+        record = self.store.find_model(model_ref, caller)
+        content = self.store.models.content(record.id) if record is not None else None
+        if record is None or content is None:
+            raise NotFound(f"model {model_ref} does not exist")
+        return Continued.of(record, content)
 
     # --- executor events ---------------------------------------------------------------------
 
@@ -142,7 +237,14 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
         hp = job.hyperparameters
         try:
             job.model_id = self.register_model(
-                job, job.name, hp, outcome, job.metrics, job.history, job_id=job.id
+                job,
+                job.name,
+                hp,
+                outcome,
+                job.metrics,
+                job.history,
+                job_id=job.id,
+                continued_from=job.init_model_id,
             )
         except InsufficientStorage as exc:
             job.error = WorkError("insufficient_storage", exc.detail)
@@ -181,13 +283,40 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
         self, job: JobRecord, content: DatasetContent, now: datetime
     ) -> list[tuple[str, Task]]:
         """From its start: no history, no snapshot, no epoch; the same seed trains the same
-        model."""
+        model (from the same model, for a continued job: failed when that model is gone)."""
+        continued = None
+        if job.init_model_id is not None:
+            record = self.store.models.get(job.init_model_id)
+            model = self.store.models.content(job.init_model_id) if record else None
+            if record is None or model is None:
+                detail = (
+                    f"the service restarted and model {job.init_model_id}, which this job "
+                    "continues, no longer exists; submit the job again from another model"
+                )
+                self._stopped(job, job.id, WorkError("interrupted", detail), now)
+                return []
+            continued = Continued.of(record, model)
         job.status, job.started_at, job.worker_pid = "queued", None, None
-        job.epoch, job.history, job.metrics, job.snapshots = 0, [], None, []
-        return [(job.id, self._task(job.hyperparameters, content, job.baseline_requested))]
+        job.epoch, job.history, job.metrics, job.snapshots = job.initial_epoch, [], None, []
+        return [
+            (job.id, self._task(job.hyperparameters, content, job.baseline_requested, continued))
+        ]
 
-    def _task(self, hp: Hyperparameters, content: DatasetContent, baseline: bool) -> TrainingTask:
-        return TrainingTask(hp, prepared(content), baseline=baseline_of(hp) if baseline else None)
+    def _task(
+        self,
+        hp: Hyperparameters,
+        content: DatasetContent,
+        baseline: bool,
+        continued: Continued | None = None,
+    ) -> TrainingTask:
+        if continued is None:
+            return TrainingTask(
+                hp, prepared(content), baseline=baseline_of(hp) if baseline else None
+            )
+        data = prepared(content, scaled_as=continued.content.model)
+        return TrainingTask(
+            hp, data, initial=continued.initial, initial_epoch=continued.initial_epoch
+        )
 
     # --- following ---------------------------------------------------------------------------
 

@@ -23,8 +23,10 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
+import numpy as np
 
 from engine.hyperparameters import Hyperparameters
+from engine.model import Model, Scaler
 from engine.training import HistoryPoint
 from service.errors import Conflict, InvalidRequest, NotFound, NotReady, TooManyJobs
 from service.execution.dispatcher import Dispatcher
@@ -98,17 +100,31 @@ def refusal_error(error: TaskError) -> WorkError | None:
     return None
 
 
-def prepared(content: DatasetContent) -> PreparedSplit:
-    """A dataset's split as a task carries it (no test arrays without a test split)."""
+def prepared(content: DatasetContent, scaled_as: Model | None = None) -> PreparedSplit:
+    """A dataset's split as a task carries it (no test arrays without a test split); with
+    `scaled_as`, its points scaled as that model scales its inputs (the split as it is when the
+    two scalers agree)."""
     split, has_test = content.split, content.split.test_index.size > 0
+    X_train, X_test = split.X_train, split.X_test
+    if scaled_as is not None and not same_scaler(scaled_as.scaler, split.scaler):
+        scaler, raw = scaled_as.scaler, content.dataset.X  # (n_samples, n_features)
+        X_train, X_test = raw[split.train_index], raw[split.test_index]
+        if scaler is not None:
+            X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     return PreparedSplit(
-        X_train=split.X_train,
+        X_train=X_train,
         y_train=split.y_train,
-        X_test=split.X_test if has_test else None,
+        X_test=X_test if has_test else None,
         y_test=split.y_test if has_test else None,
         n_classes=content.dataset.n_outputs,
         objective=objective_for(content.dataset.task, split.target_scaler),
     )
+
+
+def same_scaler(one: Scaler | None, other: Scaler | None) -> bool:
+    if one is None or other is None:
+        return one is other
+    return np.array_equal(one.mean, other.mean) and np.array_equal(one.scale, other.scale)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -509,9 +525,15 @@ class Lifecycle(abc.ABC, Generic[R, Entry, S]):
         *,
         job_id: str | None = None,
         sweep_id: str | None = None,
+        continued_from: str | None = None,
     ) -> str:
-        """Register a network the record trained with `hp`; returns the model's id."""
-        model = record.data.model(hp, trained.weights, trained.biases)
+        """Register a network the record trained with `hp` (continuing the training of model
+        `continued_from`, if given); returns the model's id."""
+        model = replace(
+            record.data.model(hp, trained.weights, trained.biases),
+            optimizer_state=trained.optimizer_state,
+            continued_from=continued_from,
+        )
         content = ModelContent(model, tuple(history))
         model_record = ModelRecord.describe(
             content,

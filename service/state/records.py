@@ -363,6 +363,8 @@ class JobRecord(WorkRecord):
     baseline_requested: bool = False
     baseline: JobBaseline | None = None  # set when the job succeeded and a baseline was asked for
     snapshots: StoredSnapshots = field(default_factory=list)  # oldest first, see keep_snapshot
+    init_model_id: str | None = None  # the model whose training it continues
+    initial_epoch: int = 0  # that model's epochs: the history counts on from there
 
     @property
     def snapshot_epoch(self) -> int | None:
@@ -497,6 +499,8 @@ class ModelContent:
         for scaler in (model.scaler, model.target_scaler):
             if scaler is not None:
                 arrays += [scaler.mean, scaler.scale]
+        if model.optimizer_state is not None:
+            arrays += model.optimizer_state.arrays
         return nbytes(*arrays) + HISTORY_POINT_BYTES * len(self.history)
 
 
@@ -527,6 +531,7 @@ class ModelRecord:
     owner: str | None = None  # the API key that imported it, or submitted its job or sweep
     task: Task = "classification"
     target_names: tuple[str, ...] = ()
+    continued_from: str | None = None  # the model whose training it continued
 
     @classmethod
     def describe(
@@ -562,6 +567,7 @@ class ModelRecord:
             owner=owner,
             task=model.task,
             target_names=model.target_names,
+            continued_from=model.continued_from,
         )
 
     @property

@@ -30,6 +30,7 @@ from typing import ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 from service.errors import InsufficientStorage
 from service.settings import Settings
+from service.state.callers import Caller
 from service.state.idempotency import IdempotencyKeys
 from service.state.records import (
     DatasetContent,
@@ -169,6 +170,17 @@ class Store(abc.ABC):
     jobs: Collection[JobRecord]
     sweeps: Collection[SweepRecord]
     aliases: Aliases
+
+    def find_model(self, name: str, caller: Caller) -> ModelRecord | None:
+        """The model `name` names for this caller: its id, or one of the caller's aliases;
+        None otherwise, and for a model of another key."""
+        record = self.models.get(name)
+        if record is None:
+            named = self.aliases.resolve(caller.name, name)
+            record = self.models.get(named) if named is not None else None
+        if record is None or not caller.sees(record.owner):
+            return None
+        return record
 
     def remove_model(self, model_id: str) -> ModelRecord | None:
         """Delete a model and its aliases, in one atomic step."""

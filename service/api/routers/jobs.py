@@ -71,7 +71,7 @@ def thin(items: list[Item], max_items: int) -> list[Item]:
         202,
         "Queued; Location names the job. A retry with the same Idempotency-Key and body "
         "answers the same job.",
-        (400, 409, 413, 422, 429, 503),
+        (400, 404, 409, 413, 422, 429, 503),
         location=True,
     ),
 )
@@ -83,9 +83,16 @@ async def create_job(
     idempotency_key: str | None = idempotency_key_header("job"),
 ) -> JobPublic:
     """Check the options against this deployment's limits (each refusal names the limit and
-    the value), then queue the job for a worker. An unknown `dataset_id` is a 422."""
+    the value), then queue the job for a worker. An unknown `dataset_id` is a 422, an unknown
+    `init_model_id` a 404."""
     request = submission(
-        JobSubmission, body, idempotency_key, caller, hyperparameters=body.hyperparameters
+        JobSubmission,
+        body,
+        idempotency_key,
+        caller,
+        hyperparameters=body.hyperparameters,
+        init_model_id=body.init_model_id,
+        given=frozenset(body.hyperparameters.model_fields_set),
     )
     job, _created = state.jobs.submit(request)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
