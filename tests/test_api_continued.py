@@ -227,3 +227,35 @@ async def test_a_model_of_another_key_is_a_404() -> None:
             headers=as_(ALICE),
         )
         assert mine.status_code == 202, mine.text
+
+
+async def test_a_regression_model_continues_in_its_own_units(client: httpx.AsyncClient) -> None:
+    """On other data (another seed: other input and target scalings) a continued regression
+    model keeps both of its scalers, so a step too small to move a weight changes none of its
+    predictions in original units."""
+    mine = await create_dataset(client, kind="reg_plane", n_samples=200, noise=0.1, seed=0)
+    other = await create_dataset(client, kind="reg_plane", n_samples=200, noise=0.5, seed=7)
+    first = await _done(
+        client,
+        {
+            "dataset_id": mine["id"],
+            "hyperparameters": {"hidden_layers": [4], "optimizer": "sgd", "epochs": 50},
+        },
+    )
+    later = await _done(
+        client,
+        {
+            "dataset_id": other["id"],
+            "init_model_id": first["model_id"],
+            "hyperparameters": {"epochs": 1, "learning_rate": 1e-300},
+        },
+    )
+    points = {"points": [[-4.0, 3.0], [0.0, 0.0], [5.0, -2.5]]}
+    before = await client.post(f"/v1/models/{first['model_id']}/predict", json=points)
+    after = await client.post(f"/v1/models/{later['model_id']}/predict", json=points)
+    assert before.status_code == after.status_code == 200, (before.text, after.text)
+    assert after.json()["values"] == before.json()["values"]
+    parent, child = await _model(client, first["model_id"]), await _model(client, later["model_id"])
+    assert child.target_scaler is not None and parent.target_scaler is not None
+    assert np.array_equal(child.target_scaler.mean, parent.target_scaler.mean)
+    assert np.array_equal(child.scaler.mean, parent.scaler.mean)

@@ -6,11 +6,11 @@ parameter snapshots are kept on the record, thinned to a bound (`records.keep_sn
 
 Continued training. A job with `init_model_id` trains on from that model: its weights, its
 optimizer state when the model kept one (models trained by jobs do; a different optimizer
-starts afresh), its scaler (the dataset is scaled as the model scales its inputs) and its
-architecture. Options the request leaves out are the model's own, so `{"epochs": 100}` goes on
-training as before for 100 more epochs; options that shape the network (ARCHITECTURE) must
-equal the model's. History epochs count on from the model's last recorded epoch
-(`initial_epoch`); a schedule and early stopping start again with the job.
+starts afresh), its scalers (the dataset is scaled as the model scales its inputs and, for
+regression, its targets) and its architecture. Options the request leaves out are the model's
+own, so `{"epochs": 100}` goes on training as before for 100 more epochs; options that shape
+the network (ARCHITECTURE) must equal the model's. History epochs count on from the model's
+last recorded epoch (`initial_epoch`); a schedule and early stopping start again with the job.
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ class JobLifecycle(Lifecycle[JobRecord, HistoryPoint, JobSubmission]):
                 )
             hp = continued.options(hp, request.given)
             continued.check_fits(dataset)
-            data = replace(data, scaler=continued.content.model.scaler)
+            parent = continued.content.model
+            data = replace(data, scaler=parent.scaler, target_scaler=parent.target_scaler)
         check_limits(hp, data, dataset.id, self.settings)
         job = JobRecord(
             id=new_id("job"),

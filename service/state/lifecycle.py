@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import anyio
 import numpy as np
 
+from engine.datasets import Split
 from engine.hyperparameters import Hyperparameters
 from engine.model import Model, Scaler
 from engine.training import HistoryPoint
@@ -106,19 +107,29 @@ def prepared(content: DatasetContent, scaled_as: Model | None = None) -> Prepare
     two scalers agree)."""
     split, has_test = content.split, content.split.test_index.size > 0
     X_train, X_test = split.X_train, split.X_test
+    y_train, y_test, target_scaler = split.y_train, split.y_test, split.target_scaler
     if scaled_as is not None and not same_scaler(scaled_as.scaler, split.scaler):
-        scaler, raw = scaled_as.scaler, content.dataset.X  # (n_samples, n_features)
-        X_train, X_test = raw[split.train_index], raw[split.test_index]
-        if scaler is not None:
-            X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+        X_train, X_test = _scaled(content.dataset.X, split, scaled_as.scaler)
+    if scaled_as is not None and not same_scaler(scaled_as.target_scaler, target_scaler):
+        # regression: the model's outputs are in its own target units
+        target_scaler = scaled_as.target_scaler
+        y_train, y_test = _scaled(content.dataset.y, split, target_scaler)
     return PreparedSplit(
         X_train=X_train,
-        y_train=split.y_train,
+        y_train=y_train,
         X_test=X_test if has_test else None,
-        y_test=split.y_test if has_test else None,
+        y_test=y_test if has_test else None,
         n_classes=content.dataset.n_outputs,
-        objective=objective_for(content.dataset.task, split.target_scaler),
+        objective=objective_for(content.dataset.task, target_scaler),
     )
+
+
+def _scaled(raw: np.ndarray, split: Split, scaler: Scaler | None) -> tuple[np.ndarray, np.ndarray]:
+    """The training and test parts of `raw` (the dataset's X or y), scaled by `scaler`."""
+    train, test = raw[split.train_index], raw[split.test_index]
+    if scaler is None:
+        return train, test
+    return scaler.transform(train), scaler.transform(test)
 
 
 def same_scaler(one: Scaler | None, other: Scaler | None) -> bool:
