@@ -21,6 +21,7 @@ from tests.api_support import (
     running,
     serve,
     wait_for,
+    wait_for_job,
 )
 
 pytestmark = pytest.mark.anyio
@@ -294,10 +295,8 @@ async def test_a_prediction_or_picture_past_the_request_timeout_is_a_503() -> No
                 "hyperparameters": {**QUICK_JOB, "hidden_layers": [64, 64]},
             },
         )
-        for _ in range(1000):
-            finished = (await client.get(f"/v1/jobs/{job.json()['id']}")).json()
-            if finished["status"] == "succeeded":
-                break
+        finished = await wait_for_job(client, job.json()["id"])
+        assert finished["status"] == "succeeded", finished
         url = f"/v1/models/{finished['model_id']}"
         points = {"points": [[0.1, 0.2]] * 100_000}
         slow = await client.post(f"{url}/predict", json=points)
