@@ -156,11 +156,12 @@ async def wait_for_job(
     job_id: str,
     statuses: tuple[str, ...] = FINISHED,
     seconds: float = JOB_SECONDS,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Poll until the job is in one of `statuses`; returns the job."""
+    """Poll (with `headers`, e.g. a key) until the job is in one of `statuses`; returns it."""
     with anyio.fail_after(seconds):
         while True:
-            response = await client.get(f"/v1/jobs/{job_id}")
+            response = await client.get(f"/v1/jobs/{job_id}", headers=headers)
             assert response.status_code == 200, response.text
             job: dict[str, Any] = response.json()
             if job["status"] in statuses:

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
@@ -102,10 +101,8 @@ async def test_another_key_sees_nothing_of_what_a_key_created(
         )
         assert job.status_code == 202, job.text
         job_id = job.json()["id"]
-        for _ in range(500):
-            finished = (await client.get(f"/v1/jobs/{job_id}", headers=alice)).json()
-            if finished["status"] == "succeeded":
-                break
+        finished = await wait_for_job(client, job_id, headers=alice)
+        assert finished["status"] == "succeeded", finished
         model_id = finished["model_id"]
         baseline_id = finished["baseline"]["model_id"]
         exported = (await client.get(f"/v1/models/{model_id}/export", headers=alice)).content
@@ -335,11 +332,7 @@ async def test_a_key_with_many_queued_jobs_does_not_starve_another() -> None:
         bobs = await submit("bob", bob)
         started: dict[str, str] = {}
         for job_id, headers in [*((j, alice) for j in alices), (bobs, bob)]:
-            for _ in range(3000):
-                body = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
-                if body["status"] in ("succeeded", "failed", "cancelled"):
-                    break
-                await anyio.sleep(0.01)
+            body = await wait_for_job(client, job_id, headers=headers)
             assert body["status"] == "succeeded", body
             started[job_id] = body["started_at"]
         order = sorted(started, key=started.__getitem__)
