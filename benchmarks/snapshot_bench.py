@@ -32,10 +32,10 @@ from benchmarks.store_bench import TUTORIAL
 from engine.datasets import generate
 from engine.hyperparameters import Hyperparameters
 from engine.training import ParameterSnapshot, train
-from service.main import create_app
 from service.settings import Settings
 from service.state.records import keep_snapshot
 from service.state.sqlite_store import encode_snapshot
+from tests.api_support import running_app
 
 EVERY: tuple[int | None, ...] = (None, 100, 10)
 
@@ -66,24 +66,19 @@ Costs = dict[int | None, list[tuple[float, float]]]  # value -> (wall, CPU) seco
 
 async def _service(rounds: int, data_dir: Path | None) -> Costs:
     settings = Settings(workers=1, data_dir=data_dir, rate_limit="100000/s", log_level="warning")
-    app = create_app(settings)
     times: Costs = {every: [] for every in EVERY}
-    async with app.router.lifespan_context(app):
-        state = app.state.scratchnet
-        while not state.dispatcher.ready:
-            await anyio.sleep(0.05)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            response = await client.post(
-                "/v1/datasets", json={"kind": "moons", "n_samples": 200, "noise": 0.2}
-            )
-            dataset_id = response.json()["id"]
-            pids = [psutil.Process(), *map(psutil.Process, state.dispatcher.executor.worker_pids())]
-            await _job_seconds(client, dataset_id, None, pids)  # warm-up
-            for round_ in range(rounds):
-                order = EVERY if round_ % 2 == 0 else tuple(reversed(EVERY))
-                for every in order:
-                    times[every].append(await _job_seconds(client, dataset_id, every, pids))
+    async with running_app(settings) as (client, app):
+        dispatcher = app.state.scratchnet.dispatcher
+        response = await client.post(
+            "/v1/datasets", json={"kind": "moons", "n_samples": 200, "noise": 0.2}
+        )
+        dataset_id = response.json()["id"]
+        pids = [psutil.Process(), *map(psutil.Process, dispatcher.executor.worker_pids())]
+        await _job_seconds(client, dataset_id, None, pids)  # warm-up
+        for round_ in range(rounds):
+            order = EVERY if round_ % 2 == 0 else tuple(reversed(EVERY))
+            for every in order:
+                times[every].append(await _job_seconds(client, dataset_id, every, pids))
     return times
 
 

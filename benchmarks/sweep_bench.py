@@ -140,44 +140,38 @@ def run_service(epochs: int) -> tuple[float, float]:
     """(wall seconds from POST /v1/sweeps until the sweep succeeded, on an app with 2 workers;
     the busiest worker's CPU seconds meanwhile)."""
     import anyio
-    import httpx
     import psutil  # type: ignore[import-untyped]
 
-    from service.main import create_app
     from service.settings import Settings
+    from tests.api_support import running_app
 
     async def measure() -> tuple[float, float]:
-        app = create_app(Settings(workers=2, log_level="warning"))
-        async with app.router.lifespan_context(app):
-            state = app.state.scratchnet
-            while not state.dispatcher.ready:
+        async with running_app(Settings(workers=2, log_level="warning")) as (client, app):
+            created = await client.post(
+                "/v1/datasets",
+                json={"kind": "moons", "n_samples": 200, "noise": 0.2, "seed": 0},
+            )
+            body = {
+                "dataset_id": created.json()["id"],
+                "base": {**BASE, "epochs": epochs},
+                "grid": {"hidden_layers": HIDDEN_SIZES},
+            }
+            pids = app.state.scratchnet.dispatcher.worker_pids()
+            workers = [psutil.Process(pid) for pid in pids]
+            before = [sum(w.cpu_times()[:2]) for w in workers]
+            started = time.perf_counter()
+            sweep_id = (await client.post("/v1/sweeps", json=body)).json()["id"]
+            while True:
+                sweep = (await client.get(f"/v1/sweeps/{sweep_id}")).json()
+                if sweep["status"] != "queued" and sweep["status"] != "running":
+                    break
                 await anyio.sleep(0.05)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-                created = await client.post(
-                    "/v1/datasets",
-                    json={"kind": "moons", "n_samples": 200, "noise": 0.2, "seed": 0},
-                )
-                body = {
-                    "dataset_id": created.json()["id"],
-                    "base": {**BASE, "epochs": epochs},
-                    "grid": {"hidden_layers": HIDDEN_SIZES},
-                }
-                workers = [psutil.Process(pid) for pid in state.dispatcher.worker_pids()]
-                before = [sum(w.cpu_times()[:2]) for w in workers]
-                started = time.perf_counter()
-                sweep_id = (await client.post("/v1/sweeps", json=body)).json()["id"]
-                while True:
-                    sweep = (await client.get(f"/v1/sweeps/{sweep_id}")).json()
-                    if sweep["status"] != "queued" and sweep["status"] != "running":
-                        break
-                    await anyio.sleep(0.05)
-                seconds = time.perf_counter() - started
-                busiest = max(
-                    sum(w.cpu_times()[:2]) - cpu for w, cpu in zip(workers, before, strict=True)
-                )
-                assert sweep["status"] == "succeeded", sweep
-                return seconds, busiest
+            seconds = time.perf_counter() - started
+            busiest = max(
+                sum(w.cpu_times()[:2]) - cpu for w, cpu in zip(workers, before, strict=True)
+            )
+            assert sweep["status"] == "succeeded", sweep
+            return seconds, busiest
 
     return anyio.run(measure)
 
