@@ -478,3 +478,40 @@ def test_no_snapshot_without_snapshot_every(moons: tuple[np.ndarray, np.ndarray]
     # a run shorter than snapshot_every still has its last epoch's
     train(_tutorial_hp(epochs=50, snapshot_every=100), X, y, 2, on_snapshot=snapshots.append)
     assert [s.epoch for s in snapshots] == [50]
+
+
+def test_snapshots_pickle_as_one_buffer_and_come_back_equal(
+    moons: tuple[np.ndarray, np.ndarray],
+) -> None:
+    import pickle
+
+    from engine.training import ParameterSnapshot
+
+    X, y = moons
+    taken: list[ParameterSnapshot] = []
+    train(_tutorial_hp(epochs=20, hidden_layers=[4, 3]), X, y, 2, on_snapshot=taken.append)
+    snapshot = taken[-1]
+    blob = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+    back = pickle.loads(blob)
+    assert (back.index, back.epoch, back.nbytes) == (
+        snapshot.index,
+        snapshot.epoch,
+        8 * (2 * 4 + 4 + 4 * 3 + 3 + 3 * 2 + 2),
+    )
+    for got, sent in zip(
+        [*back.weights, *back.biases], [*snapshot.weights, *snapshot.biases], strict=True
+    ):
+        assert got.shape == sent.shape and got.dtype == sent.dtype
+        np.testing.assert_array_equal(got, sent)
+        assert got.flags.writeable
+    # one buffer, not an array per layer: smaller than the arrays' own pickles
+    assert len(blob) < sum(len(pickle.dumps(a, protocol=5)) for a in snapshot.weights)
+    # float32 parameters stay float32; mixed dtypes (no network makes them) pickle as they are
+    single = ParameterSnapshot(
+        0, 1, [np.ones((2, 2), np.float32)], [np.arange(2, dtype=np.float32)]
+    )
+    assert pickle.loads(pickle.dumps(single)).biases[0].dtype == np.float32
+    mixed = ParameterSnapshot(0, 1, [np.ones((2, 2), np.float32)], [np.zeros(2)])
+    again = pickle.loads(pickle.dumps(mixed))
+    assert [a.dtype for a in (*again.weights, *again.biases)] == [np.float32, np.float64]
+    assert pickle.loads(pickle.dumps(ParameterSnapshot(0, 0, [], []))).nbytes == 0
