@@ -298,6 +298,17 @@ def test_snapshots_are_thinned_evenly_keeping_the_first_and_the_latest() -> None
         assert len(gaps) <= 1  # evenly spaced (the latest aside)
     # 1000 taken: a stride of 16 keeps 0, 16, ..., 992 and the latest, 999
     assert [s.index for s in kept] == [*range(0, 1000, 16), 999]
+    # snapshots that arrive with gaps are thinned by the same rule as a full rebuild
+    rng = np.random.default_rng(0)
+    indices = np.cumsum(rng.integers(1, 9, size=600)) - 1
+    gapped: list[ParameterSnapshot] = []
+    for index in map(int, indices):
+        keep_snapshot(gapped, ParameterSnapshot(index, index + 1, *small))
+        stride = 1
+        while index // stride + 1 + (index % stride != 0) > MAX_SNAPSHOTS:
+            stride *= 2
+        expected = [int(i) for i in indices if i <= index and i % stride == 0]
+        assert [s.index for s in gapped] == expected + ([index] if index % stride else [])
     # a network too big for two snapshots in the bound keeps only its latest
     big = [np.zeros(MAX_SNAPSHOT_BYTES // 8 // 2 + 1)], [np.zeros(1)]
     huge: list[ParameterSnapshot] = []

@@ -332,10 +332,23 @@ def keep_snapshot(snapshots: list[ParameterSnapshot], new: ParameterSnapshot) ->
     if limit == 1:
         snapshots[:] = [new]
         return
-    k, stride = new.index, 1
+    stride = _stride(new.index, limit)
+    if snapshots and _stride(snapshots[-1].index, limit) == stride:
+        # the stride is the one the kept ones were thinned to: only the previous latest may be
+        # off it (a job's hundreds of snapshots mostly take this way, without a copy)
+        if snapshots[-1].index % stride:
+            snapshots.pop()
+        snapshots.append(new)
+        return
+    snapshots[:] = [kept for kept in snapshots if kept.index % stride == 0] + [new]
+
+
+def _stride(k: int, limit: int) -> int:
+    """The smallest power of two whose multiples up to k, with k, are at most `limit`."""
+    stride = 1
     while k // stride + 1 + (k % stride != 0) > limit:
         stride *= 2
-    snapshots[:] = [kept for kept in snapshots if kept.index % stride == 0] + [new]
+    return stride
 
 
 def _snapshots_of(value: object) -> list[ParameterSnapshot]:
