@@ -58,16 +58,8 @@ from engine.datasets import Dataset, split
 from engine.errors import EngineError
 from engine.training import REGRESSION_KEYS, HistoryPoint, ParameterSnapshot
 from service.errors import Conflict, InsufficientStorage
+from service.state import records
 from service.state.idempotency import IdempotencyKeys
-from service.state.records import (
-    DatasetContent,
-    DatasetRecord,
-    JobRecord,
-    ModelContent,
-    ModelRecord,
-    SweepRecord,
-    WorkRecord,
-)
 from service.state.store import Catalog, Collection, MemoryAliases, Store, Usage
 
 logger = logging.getLogger("service.store")
@@ -148,9 +140,9 @@ aliases_table = sa.Table(
     ),
 )
 
-R = TypeVar("R", bound=WorkRecord)
-CR = TypeVar("CR", bound=DatasetRecord | ModelRecord)
-C = TypeVar("C", bound=DatasetContent | ModelContent)
+R = TypeVar("R", bound=records.WorkRecord)
+CR = TypeVar("CR", bound=records.DatasetRecord | records.ModelRecord)
+C = TypeVar("C", bound=records.DatasetContent | records.ModelContent)
 T = TypeVar("T")
 
 # History points as the rows of one float64 array: None (no test split, or the other task's
@@ -185,11 +177,11 @@ def _arrays(data: bytes) -> dict[str, np.ndarray]:
         return {name: archive[name] for name in archive.files}
 
 
-def encode_dataset(content: DatasetContent) -> bytes:
+def encode_dataset(content: records.DatasetContent) -> bytes:
     return _npz(X=content.dataset.X, y=content.dataset.y)
 
 
-def decode_dataset(record: DatasetRecord, data: bytes) -> DatasetContent:
+def decode_dataset(record: records.DatasetRecord, data: bytes) -> records.DatasetContent:
     """The points, and the split made again from the record's options (deterministic: the
     same arrays, bit for bit, as when the dataset was created)."""
     arrays = _arrays(data)
@@ -201,7 +193,7 @@ def decode_dataset(record: DatasetRecord, data: bytes) -> DatasetContent:
         record.task,
         record.target_names,
     )
-    return DatasetContent(
+    return records.DatasetContent(
         dataset,
         split(
             dataset,
@@ -227,7 +219,7 @@ def decode_snapshot(index: int, epoch: int, data: bytes) -> ParameterSnapshot:
     )
 
 
-def encode_model(content: ModelContent) -> bytes:
+def encode_model(content: records.ModelContent) -> bytes:
     rows = [
         [np.nan if getattr(p, name) is None else getattr(p, name) for name in HISTORY_COLUMNS]
         for p in content.history
@@ -237,7 +229,7 @@ def encode_model(content: ModelContent) -> bytes:
     return _npz(model=model, history=history)
 
 
-def decode_model(record: ModelRecord, data: bytes) -> ModelContent:
+def decode_model(record: records.ModelRecord, data: bytes) -> records.ModelContent:
     arrays = _arrays(data)
     model = serialize.model_from_npz(arrays["model"].tobytes())
     history = []
@@ -250,7 +242,7 @@ def decode_model(record: ModelRecord, data: bytes) -> ModelContent:
         learning_rate = values.pop("learning_rate")
         point = HistoryPoint(int(epoch), train_loss, **values, learning_rate=learning_rate)  # type: ignore[arg-type]
         history.append(point)
-    return ModelContent(model, tuple(history))
+    return records.ModelContent(model, tuple(history))
 
 
 def _refused(exc: OperationalError) -> InsufficientStorage:
@@ -434,10 +426,10 @@ class SQLiteWork(Collection[R], Generic[R]):
             .where(work_table.c.kind == self._kind)
             .order_by(work_table.c.seq)
         )
-        records: dict[str, R] = {}
+        loaded: dict[str, R] = {}
         for record_id, text in rows:
             try:
-                records[record_id] = self._adapter.validate_json(text)
+                loaded[record_id] = self._adapter.validate_json(text)
             except ValidationError as exc:
                 logger.error(
                     "skipping %s %s: its record cannot be read: %s", self._kind, record_id, exc
@@ -445,7 +437,7 @@ class SQLiteWork(Collection[R], Generic[R]):
         points: dict[str, dict[str, list[HistoryPoint]]] = {}
         for work_id, series, text in connection.execute(
             sa.select(points_table.c.work_id, points_table.c.series, points_table.c.point)
-            .where(points_table.c.work_id.in_(list(records)))
+            .where(points_table.c.work_id.in_(list(loaded)))
             .order_by(points_table.c.work_id, points_table.c.series, points_table.c.position)
         ):
             try:
@@ -467,7 +459,7 @@ class SQLiteWork(Collection[R], Generic[R]):
                 snapshots_table.c.epoch,
                 snapshots_table.c.data,
             )
-            .where(snapshots_table.c.work_id.in_(list(records)))
+            .where(snapshots_table.c.work_id.in_(list(loaded)))
             .order_by(snapshots_table.c.work_id, snapshots_table.c.position)
         ):
             try:
@@ -478,7 +470,7 @@ class SQLiteWork(Collection[R], Generic[R]):
                 )
                 continue
             snapshots.setdefault(work_id, []).append(snapshot)
-        for record_id, record in records.items():
+        for record_id, record in loaded.items():
             live = record.with_histories(points.get(record_id, {}))
             live = live.with_parameter_snapshots(snapshots.get(record_id, []))
             self._items[record_id] = live
@@ -631,7 +623,7 @@ class SQLiteWork(Collection[R], Generic[R]):
             return len(self._items)
 
 
-def _snapshot_keys(record: WorkRecord) -> frozenset[tuple[int, int]]:
+def _snapshot_keys(record: records.WorkRecord) -> frozenset[tuple[int, int]]:
     return frozenset((s.index, s.epoch) for s in record.parameter_snapshots())
 
 
@@ -710,15 +702,20 @@ class SQLiteStore(Store):
             self,
             datasets_table,
             "dataset",
-            TypeAdapter(DatasetRecord),
+            TypeAdapter(records.DatasetRecord),
             encode_dataset,
             decode_dataset,
         )
         self.models = SQLiteCatalog(
-            self, models_table, "model", TypeAdapter(ModelRecord), encode_model, decode_model
+            self,
+            models_table,
+            "model",
+            TypeAdapter(records.ModelRecord),
+            encode_model,
+            decode_model,
         )
-        self.jobs = SQLiteWork(self, "job", TypeAdapter(JobRecord))
-        self.sweeps = SQLiteWork(self, "sweep", TypeAdapter(SweepRecord))
+        self.jobs = SQLiteWork(self, "job", TypeAdapter(records.JobRecord))
+        self.sweeps = SQLiteWork(self, "sweep", TypeAdapter(records.SweepRecord))
         self.aliases = SQLiteAliases(self)
         self._keys: dict[str, IdempotencyKeys] = {}
         with self.connection.begin():
