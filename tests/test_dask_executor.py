@@ -187,6 +187,30 @@ def test_deadline_and_queue_limit(cluster: DaskCluster) -> None:
         executor.shutdown()
 
 
+def test_a_supervisor_that_fails_ends_every_held_task(cluster: DaskCluster) -> None:
+    recorder = Recorder()
+    executor = DaskExecutor(cluster.address, 4, cancel_grace_seconds=LONG_GRACE)
+    executor.start(recorder)
+    try:
+        executor.submit("running", pool_tasks.ReportThenWait("running"))
+        recorder.wait_for("running", TaskProgress)
+
+        def broken(*_args: object) -> None:
+            raise RuntimeError("supervisor bug")
+
+        executor._handle = broken  # type: ignore[method-assign]
+        executor.cancel("running")  # the stop's answer meets the bug
+        lost = TaskFailed("running", Failure.WORKER_LOST, "the executor stopped unexpectedly")
+        assert recorder.terminal("running") == lost
+        # it takes no more work: no supervisor would ever hand it to the cluster
+        assert not executor.ready and executor.not_ready_reason() == "the Dask executor is closing"
+        with pytest.raises(RuntimeError, match="takes no tasks"):
+            executor.submit("after", pool_tasks.Echo(1))
+    finally:
+        executor.shutdown()
+    recorder.assert_well_formed()
+
+
 def test_a_killed_worker_fails_its_task_with_worker_lost(
     running: PoolUnderTest[DaskExecutor], cluster: DaskCluster
 ) -> None:

@@ -252,6 +252,37 @@ def test_a_listener_that_raises_is_logged_and_the_pool_carries_on(
     assert errors == ["listener bug", "listener bug"]
 
 
+def test_a_supervisor_that_fails_ends_every_held_task_and_stops_its_workers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    children_before = child_pids()
+    recorder = Recorder()
+    executor = LocalProcessExecutor(1, 4)
+    executor.start(recorder)
+    try:
+        executor.submit("running", pool_tasks.WaitForFile(str(tmp_path / "go")))
+        recorder.wait_for("running", TaskStarted)
+        executor.submit("waiting", pool_tasks.Echo(1))
+
+        def broken(*_args: object) -> None:
+            raise RuntimeError("supervisor bug")
+
+        with caplog.at_level(logging.ERROR, logger="scratchnet.executor"):
+            executor._handle = broken  # type: ignore[method-assign]
+            (tmp_path / "go").touch()  # the running task ends: its message meets the bug
+            lost = "the executor stopped unexpectedly"
+            for task_id in ("running", "waiting"):
+                assert recorder.terminal(task_id) == TaskFailed(
+                    task_id, Failure.WORKER_LOST, lost
+                )
+        assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["supervisor bug"]
+        wait_until(lambda: child_pids() == children_before)
+        assert executor.counts() == {"queued": 0, "running": 0}
+    finally:
+        executor.shutdown()
+    recorder.assert_well_formed()
+
+
 # ---- cancellation and deadlines -------------------------------------------------------------
 
 

@@ -55,29 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.execution import dask_worker
-from service.execution.executor import (
-    EventListener,
-    Executor,
-    Failure,
-    Outbox,
-    Phase,
-    QueueFull,
-    StopCause,
-    Task,
-    TaskCancelled,
-    TaskEvent,
-    TaskFailed,
-    WorkerInfo,
-    check_options,
-    check_start,
-    check_submission,
-    deadline_at,
-    ending_of,
-    event_of,
-    mean_seconds,
-    retry_after_seconds,
-)
+from service.execution import dask_worker, executor
 from service.execution.worker import describe
 
 if TYPE_CHECKING:
@@ -101,14 +79,14 @@ ALLOWED_FAILURES_SETTING = "distributed.scheduler.allowed-failures"
 class _Held:
     """A task the executor holds, from submit() to its ending event."""
 
-    task: Task | None  # until it is handed to Dask
+    task: executor.Task | None  # until it is handed to Dask
     deadline_seconds: float | None
     submitted_at: float
     future: Future[Any] | None = None
     arrays: tuple[str, ...] = ()  # keys of the scattered arrays it uses
     started_at: float | None = None
     worker: str | None = None  # the address of the worker running it
-    stop_reason: StopCause | None = None
+    stop_reason: executor.StopCause | None = None
     end_at: float | None = None  # when a stopped task that has not ended is ended anyway
 
 
@@ -160,7 +138,7 @@ def versions_problem(local: dict[str, str | None], workers: dict[str, Any]) -> s
     return "; ".join(problems) + ": install the same versions on every worker"
 
 
-class DaskExecutor(Executor):
+class DaskExecutor(executor.Executor):
     """Runs tasks on the workers of the Dask cluster whose scheduler is at `address`
     (tcp://host:8786, or tls://… with the TLS settings of Dask's own configuration); at most
     `max_queued` wait for a free `train` resource.
@@ -184,7 +162,7 @@ class DaskExecutor(Executor):
                 f"the executor {address} is a Dask cluster, and Dask is not installed: "
                 "pip install 'scratchnet[dask]'"
             )
-        check_options(max_queued, cancel_grace_seconds)
+        executor.check_options(max_queued, cancel_grace_seconds)
         self._address = address
         self._max_queued = max_queued
         self._grace = cancel_grace_seconds
@@ -195,7 +173,7 @@ class DaskExecutor(Executor):
 
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
-        self._phase = Phase.NEW
+        self._phase = executor.Phase.NEW
         self._client: Client | None = None
         self._held: dict[str, _Held] = {}
         self._to_submit: deque[str] = deque()
@@ -206,8 +184,8 @@ class DaskExecutor(Executor):
         self._to_cancel: deque[Future[Any]] = deque()
         self._to_restart: deque[str] = deque()
         self._shared: OrderedDict[str, _Shared] = OrderedDict()
-        self._outbox = Outbox(self._lock)
-        self._workers: dict[str, WorkerInfo] = {}
+        self._outbox = executor.Outbox(self._lock)
+        self._workers: dict[str, executor.WorkerInfo] = {}
         self._gone: set[str] = set()  # addresses of workers that died (a new one gets a new port)
         self._versions_checked: set[str] = set()
         self._problem: str | None = "not connected to the Dask scheduler yet"
@@ -216,20 +194,20 @@ class DaskExecutor(Executor):
         self._mean_task_seconds = 1.0
         self._threads: list[threading.Thread] = []
 
-    # ---- the Executor interface -------------------------------------------------------------
+    # ---- the Executor interface -----------------------------------------------------------------
 
-    def start(self, listener: EventListener) -> None:
+    def start(self, listener: executor.EventListener) -> None:
         from distributed import Client
 
         with self._lock:
-            check_start(self._phase)
-            self._phase = Phase.STARTING
+            executor.check_start(self._phase)
+            self._phase = executor.Phase.STARTING
             self._outbox.listener = listener
         try:
             client = Client(self._address, timeout=self._start_timeout, set_as_default=False)
         except Exception as exc:
             with self._lock:
-                self._phase = Phase.CLOSED
+                self._phase = executor.Phase.CLOSED
             raise RuntimeError(
                 f"the executor could not reach the Dask scheduler at {self._address}: "
                 f"{describe(exc)}"
@@ -243,10 +221,10 @@ class DaskExecutor(Executor):
         if problem is not None:
             self._close_client()
             with self._lock:
-                self._phase = Phase.CLOSED
+                self._phase = executor.Phase.CLOSED
             raise RuntimeError(f"the Dask cluster is not usable: {problem}")
         with self._lock:
-            self._phase = Phase.RUNNING
+            self._phase = executor.Phase.RUNNING
             workers = sorted(self._workers)
         for target, name in ((self._supervise, "supervisor"), (self._watch, "watch")):
             thread = threading.Thread(target=target, name=f"scratchnet-dask-{name}", daemon=True)
@@ -254,16 +232,20 @@ class DaskExecutor(Executor):
             self._threads.append(thread)
         logger.info("executor ready: Dask scheduler %s, workers %s", self._address, workers)
 
-    def submit(self, task_id: str, task: Task, *, deadline_seconds: float | None = None) -> None:
+    def submit(
+        self, task_id: str, task: executor.Task, *, deadline_seconds: float | None = None
+    ) -> None:
         with self._lock:
-            check_submission(self._phase, task_id, task_id in self._held, deadline_seconds)
+            executor.check_submission(self._phase, task_id, task_id in self._held, deadline_seconds)
             # tasks a free worker is about to take are not waiting
             running = sum(1 for held in self._held.values() if held.started_at is not None)
             free = max(0, self._slots() - running)
             waiting = max(0, len(self._held) - running - free)
             if waiting >= self._max_queued:
                 mean, slots = self._mean_task_seconds, self._slots()
-                raise QueueFull(waiting, retry_after_seconds(mean, waiting, slots))
+                raise executor.QueueFull(
+                    waiting, executor.retry_after_seconds(mean, waiting, slots)
+                )
             self._held[task_id] = _Held(task, deadline_seconds, time.monotonic())
             self._to_submit.append(task_id)
             self._wakeup.notify()
@@ -279,23 +261,23 @@ class DaskExecutor(Executor):
                     self._to_stop.append((task_id, None))
                     self._to_cancel.append(held.future)
                 self._release_arrays(held)
-                self._outbox.append(TaskCancelled(task_id))
+                self._outbox.append(executor.TaskCancelled(task_id))
                 self._wakeup.notify()
             elif held.stop_reason is None:
-                self._request_stop(task_id, held, StopCause.CANCEL, time.monotonic())
+                self._request_stop(task_id, held, executor.StopCause.CANCEL, time.monotonic())
             return True
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._phase in (Phase.NEW, Phase.CLOSED):
-                self._phase = Phase.CLOSED
+            if self._phase in (executor.Phase.NEW, executor.Phase.CLOSED):
+                self._phase = executor.Phase.CLOSED
                 return
-            self._phase = Phase.CLOSING
+            self._phase = executor.Phase.CLOSING
             for task_id, held in self._held.items():
                 if held.future is not None:
                     self._to_stop.append((task_id, held.worker))
                     self._to_cancel.append(held.future)
-                self._outbox.append(TaskCancelled(task_id))
+                self._outbox.append(executor.TaskCancelled(task_id))
             self._held.clear()
             self._to_submit.clear()
             self._wakeup.notify_all()
@@ -306,12 +288,12 @@ class DaskExecutor(Executor):
         self._outbox.deliver()
         self._close_client()
         with self._lock:
-            self._phase = Phase.CLOSED
+            self._phase = executor.Phase.CLOSED
 
     @property
     def ready(self) -> bool:
         with self._lock:
-            return self._phase is Phase.RUNNING and self._problem is None
+            return self._phase is executor.Phase.RUNNING and self._problem is None
 
     @property
     def worker_count(self) -> int:
@@ -331,11 +313,11 @@ class DaskExecutor(Executor):
 
     def not_ready_reason(self) -> str | None:
         with self._lock:
-            if self._phase is not Phase.RUNNING:
+            if self._phase is not executor.Phase.RUNNING:
                 return f"the Dask executor is {self._phase.value}"
             return self._problem
 
-    def cluster(self) -> list[WorkerInfo] | None:
+    def cluster(self) -> list[executor.WorkerInfo] | None:
         with self._lock:
             return [self._workers[name] for name in sorted(self._workers)]
 
@@ -344,19 +326,21 @@ class DaskExecutor(Executor):
     def _slots(self) -> int:
         return sum(int(info.resources.get(TRAIN_RESOURCE, 0)) for info in self._workers.values())
 
-    def _request_stop(self, task_id: str, held: _Held, reason: StopCause, now: float) -> None:
+    def _request_stop(
+        self, task_id: str, held: _Held, reason: executor.StopCause, now: float
+    ) -> None:
         held.stop_reason = reason
         held.end_at = now + self._grace
         assert held.worker is not None  # only started tasks are stopped this way
         self._to_stop.append((task_id, held.worker))
         self._wakeup.notify()
 
-    def _finish(self, task_id: str, held: _Held, event: TaskEvent) -> None:
+    def _finish(self, task_id: str, held: _Held, event: executor.TaskEvent) -> None:
         """End the task with `event`, or as its stop reason says if it was stopped."""
-        event = ending_of(event, held.stop_reason, held.deadline_seconds)
+        event = executor.ending_of(event, held.stop_reason, held.deadline_seconds)
         if held.started_at is not None:
             elapsed = time.monotonic() - held.started_at
-            self._mean_task_seconds = mean_seconds(self._mean_task_seconds, elapsed)
+            self._mean_task_seconds = executor.mean_seconds(self._mean_task_seconds, elapsed)
         del self._held[task_id]
         self._release_arrays(held)
         self._outbox.append(event)
@@ -399,19 +383,20 @@ class DaskExecutor(Executor):
     # ---- the supervisor thread --------------------------------------------------------------
 
     def _supervise(self) -> None:
-        try:
-            while self._supervise_once():
-                pass
-        except Exception:
-            logger.exception("the Dask executor's supervisor failed")
-            with self._lock:
-                self._problem = "the executor's supervisor failed"
-                for task_id in list(self._held):
-                    detail = "the executor stopped unexpectedly"
-                    self._outbox.append(TaskFailed(task_id, Failure.WORKER_LOST, detail))
-                self._held.clear()
-        finally:
-            self._outbox.deliver()
+        executor.supervise(self._supervise_once, self._abandon, self._outbox)
+
+    def _abandon(self) -> None:
+        """After the supervisor failed: every task held fails, and the executor takes no more
+        (closing, as the local pool does: with no supervisor a task would wait forever)."""
+        with self._lock:
+            self._phase = executor.Phase.CLOSING
+            self._problem = "the executor's supervisor failed"
+            for task_id in list(self._held):
+                detail = "the executor stopped unexpectedly"
+                self._outbox.append(
+                    executor.TaskFailed(task_id, executor.Failure.WORKER_LOST, detail)
+                )
+            self._held.clear()
 
     def _supervise_once(self) -> bool:
         """One round: hand over new tasks, send stops, handle what came back, run the timers,
@@ -427,7 +412,7 @@ class DaskExecutor(Executor):
         self._run_timers(time.monotonic())
         self._outbox.deliver()
         with self._lock:
-            if self._phase is Phase.CLOSING:
+            if self._phase is executor.Phase.CLOSING:
                 if self._to_stop or self._to_cancel:
                     return True
                 for shared in self._shared.values():
@@ -448,7 +433,7 @@ class DaskExecutor(Executor):
         assert self._client is not None
         while True:
             with self._lock:
-                if self._phase is not Phase.RUNNING or not self._to_submit:
+                if self._phase is not executor.Phase.RUNNING or not self._to_submit:
                     return
                 task_id = self._to_submit.popleft()
                 held = self._held.get(task_id)
@@ -464,7 +449,9 @@ class DaskExecutor(Executor):
                 with self._lock:
                     if self._held.get(task_id) is held:
                         self._finish(
-                            task_id, held, TaskFailed(task_id, Failure.TASK_UNPICKLABLE, detail)
+                            task_id,
+                            held,
+                            executor.TaskFailed(task_id, executor.Failure.TASK_UNPICKLABLE, detail),
                         )
                 continue
             del task
@@ -573,9 +560,9 @@ class DaskExecutor(Executor):
                     return
                 held.started_at = held.started_at or time.monotonic()
                 held.worker = worker
-                self._outbox.append(event_of(task_id, (kind,), worker_pid=int(pid)))
+                self._outbox.append(executor.event_of(task_id, (kind,), worker_pid=int(pid)))
             elif kind == "progress" and held.worker == worker:
-                self._outbox.append(event_of(task_id, (kind,), decoded))
+                self._outbox.append(executor.event_of(task_id, (kind,), decoded))
 
     def _on_outcome(self, task_id: str, future: Future[Any], outcome: Any) -> None:
         from distributed.scheduler import KilledWorker
@@ -589,16 +576,16 @@ class DaskExecutor(Executor):
                 outcome = (
                     "failed",
                     task_id,
-                    Failure.RESULT_UNPICKLABLE.value,
+                    executor.Failure.RESULT_UNPICKLABLE.value,
                     "the task's result " + detail + describe(exc),
                 )
         with self._lock:
             held = self._held.get(task_id)
             if held is None or held.future is not future:
                 return  # it already ended (cancelled, shut down)
-            event: TaskEvent
+            event: executor.TaskEvent
             if isinstance(outcome, tuple) and outcome:
-                event = event_of(task_id, outcome, decoded)
+                event = executor.event_of(task_id, outcome, decoded)
             elif isinstance(outcome, KilledWorker):
                 dead = held.worker or _last_worker(outcome)
                 event = self._lost(task_id, dead, "died")
@@ -611,19 +598,19 @@ class DaskExecutor(Executor):
                 )
             else:
                 detail = f"the task did not run on the cluster: {describe(outcome)}"
-                event = TaskFailed(task_id, Failure.INTERNAL, detail)
+                event = executor.TaskFailed(task_id, executor.Failure.INTERNAL, detail)
             self._finish(task_id, held, event)
 
     @staticmethod
-    def _lost(task_id: str, worker: str | None, what: str) -> TaskFailed:
+    def _lost(task_id: str, worker: str | None, what: str) -> executor.TaskFailed:
         detail = f"Dask worker {worker or '(not known)'} {what}"
         logger.warning("task %s failed: %s", task_id, detail)
-        return TaskFailed(task_id, Failure.WORKER_LOST, detail)
+        return executor.TaskFailed(task_id, executor.Failure.WORKER_LOST, detail)
 
     def _seconds_to_next_timer(self, now: float) -> float | None:
         moments = []
         for held in self._held.values():
-            due = deadline_at(held.started_at, held.stop_reason, held.deadline_seconds)
+            due = executor.deadline_at(held.started_at, held.stop_reason, held.deadline_seconds)
             if due is not None:
                 moments.append(due)
             if held.end_at is not None:
@@ -633,12 +620,14 @@ class DaskExecutor(Executor):
     def _run_timers(self, now: float) -> None:
         with self._lock:
             for task_id, held in list(self._held.items()):
-                deadline = deadline_at(held.started_at, held.stop_reason, held.deadline_seconds)
+                deadline = executor.deadline_at(
+                    held.started_at, held.stop_reason, held.deadline_seconds
+                )
                 if deadline is not None and now >= deadline:
                     logger.info(
                         "task %s exceeded its %g s deadline", task_id, held.deadline_seconds
                     )
-                    self._request_stop(task_id, held, StopCause.TIMEOUT, now)
+                    self._request_stop(task_id, held, executor.StopCause.TIMEOUT, now)
                 elif held.end_at is not None and now >= held.end_at:
                     logger.warning(
                         "Dask worker %s did not stop task %s within %g s; restarting it",
@@ -650,7 +639,7 @@ class DaskExecutor(Executor):
                         self._to_cancel.append(held.future)
                     if held.worker is not None:
                         self._to_restart.append(held.worker)
-                    self._finish(task_id, held, TaskCancelled(task_id))
+                    self._finish(task_id, held, executor.TaskCancelled(task_id))
 
     # ---- the cluster ------------------------------------------------------------------------
 
@@ -706,7 +695,7 @@ class DaskExecutor(Executor):
             pids: Any = client.run(os.getpid, workers=unnamed, on_error="return")
             known |= {a: pid for a, pid in pids.items() if isinstance(pid, int)}
         workers = {
-            address: WorkerInfo(
+            address: executor.WorkerInfo(
                 name=address,
                 pid=known.get(address, 0),
                 resources={k: float(v) for k, v in (info.get("resources") or {}).items()},

@@ -42,18 +42,24 @@ class Task(Protocol):
 
 @dataclass(frozen=True)
 class TaskStarted:
+    """A worker picked the task up; `worker_pid` is the process that runs it."""
+
     task_id: str
     worker_pid: int
 
 
 @dataclass(frozen=True)
 class TaskProgress:
+    """What the task reported since the last one (`report(item)`'s items, in order)."""
+
     task_id: str
     items: list[Any]
 
 
 @dataclass(frozen=True)
 class TaskSucceeded:
+    """run() returned `result`; nothing of the task follows."""
+
     task_id: str
     result: Any
 
@@ -95,6 +101,8 @@ class TaskFailed:
 
 @dataclass(frozen=True)
 class TaskCancelled:
+    """cancel() was honoured; nothing of the task follows (a result it returned is dropped)."""
+
     task_id: str
 
 
@@ -236,6 +244,20 @@ class Outbox:
                 listener(event)
             except Exception:
                 logger.exception("the executor's listener raised on %r", event)
+
+
+def supervise(once: Callable[[], bool], abandon: Callable[[], None], outbox: Outbox) -> None:
+    """An executor's supervisor thread: `once` until it answers False. Should it raise, the
+    failure is logged and `abandon` ends every task the executor holds (under its lock); the
+    events owed are delivered either way."""
+    try:
+        while once():
+            pass
+    except Exception:
+        logger.exception("the executor's supervisor failed; ending every task it held")
+        abandon()
+    finally:
+        outbox.deliver()
 
 
 def retry_after_seconds(mean_task_seconds: float, waiting: int, workers: int) -> int:

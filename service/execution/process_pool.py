@@ -53,6 +53,7 @@ from service.execution.executor import (
     event_of,
     mean_seconds,
     retry_after_seconds,
+    supervise,
 )
 from service.execution.worker import describe, worker_main
 
@@ -302,13 +303,8 @@ class LocalProcessExecutor(Executor):
 
     def _supervise(self) -> None:
         try:
-            while self._supervise_once():
-                pass
-        except Exception:
-            logger.exception("the executor's supervisor failed; stopping every worker")
-            self._abandon()
+            supervise(self._supervise_once, self._abandon, self._outbox)
         finally:
-            self._outbox.deliver()
             with self._lock:
                 self._phase = Phase.CLOSED
                 for sock in (self._wake_reader, self._wake_writer):
