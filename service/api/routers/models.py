@@ -7,16 +7,18 @@ Every `{model_id}` is a model id or one of the caller's aliases (`service.state.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from engine import plotting, serialize
 from engine.model import Model
 from service.api.auth import Caller, CallerDep
-from service.api.deps import PageDep, StateDep
+from service.api.deps import PageDep, ServiceState, StateDep
 from service.api.pictures import (
     Height,
     LogScale,
@@ -54,7 +56,7 @@ from service.api.schemas import (
 )
 from service.api.views import model_public
 from service.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
-from service.state.records import ModelContent, ModelRecord, new_id, utc_now
+from service.state.records import DatasetContent, ModelContent, ModelRecord, new_id, utc_now
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -270,12 +272,53 @@ async def predict(
     return Response(content, media_type="application/json")
 
 
+@dataclass(frozen=True)
+class ModelPicture:
+    """What a model's picture route starts from: the caller, the model as named (an id or an
+    alias: what messages say), and the one way each picture answers."""
+
+    request: Request
+    state: ServiceState
+    caller: Caller
+    ref: str
+
+    def require(self) -> ModelRecord:
+        """The model (404 as for any model the caller cannot see)."""
+        return require_model(self.state, self.ref, self.caller)
+
+    def has_dataset(self, record: ModelRecord) -> bool:
+        """Whether the model's dataset still exists (its record: no content is read)."""
+        return bool(record.dataset_id and self.state.store.datasets.get(record.dataset_id))
+
+    def points(self, record: ModelRecord) -> DatasetContent | None:
+        """The model's dataset, while it exists (for `draw`: it reads the content)."""
+        return dataset_points(self.state.store, record.dataset_id)
+
+    async def respond(
+        self, record: ModelRecord, key: tuple[Any, ...], draw: Callable[[ModelContent], bytes]
+    ) -> Response:
+        """The PNG `draw` makes of the model's content, cached by the model, `key` and whether
+        its dataset (the points drawn) still exists."""
+        return await picture_response(
+            self.request,
+            self.state.pictures,
+            (record.id, *key, self.has_dataset(record)),
+            lambda: draw(require_weights(self.state, record.id)),
+        )
+
+
+def model_picture(
+    request: Request, state: StateDep, caller: CallerDep, model_id: ModelRef
+) -> ModelPicture:
+    return ModelPicture(request, state, caller, model_id)
+
+
+ModelPictureDep = Annotated[ModelPicture, Depends(model_picture)]
+
+
 @png_route(router, f"{MODEL}/decision-boundary.png", "Draw the decision boundary", 404, 409, 422)
 async def decision_boundary(
-    request: Request,
-    state: StateDep,
-    caller: CallerDep,
-    model_id: ModelRef,
+    picture: ModelPictureDep,
     width: Width = 640,
     height: Height = 480,
     resolution: int = resolution_query(200, "Grid points per axis."),
@@ -288,30 +331,28 @@ async def decision_boundary(
     points coloured by their target (training circles, test diamonds). A model with other than
     2 features is a 409 (as a loss curve of a model without history): what the model is, not
     the request, forbids it."""
-    record = require_model(state, model_id, caller)
+    record = picture.require()
     instead = "predicted-vs-actual.png draws any regression model"
     require_plane(
-        f"model {model_id}", record.n_features, instead if record.task == "regression" else ""
+        f"model {picture.ref}", record.n_features, instead if record.task == "regression" else ""
     )
-    has_dataset = bool(record.dataset_id and state.store.datasets.get(record.dataset_id))
-    key = (record.id, "boundary", width, height, resolution, show, has_dataset)
-
-    def render() -> bytes:
-        model = require_weights(state, record.id).model
-        points = dataset_points(state.store, record.dataset_id)
-        return boundary_png(
-            model, points, width=width, height=height, resolution=resolution, show=show
-        )
-
-    return await picture_response(request, state.pictures, key, render)
+    return await picture.respond(
+        record,
+        ("boundary", width, height, resolution, show),
+        lambda content: boundary_png(
+            content.model,
+            picture.points(record),
+            width=width,
+            height=height,
+            resolution=resolution,
+            show=show,
+        ),
+    )
 
 
 @png_route(router, f"{MODEL}/neurons.png", "Draw every hidden unit", 404, 409, 422)
 async def neurons(
-    request: Request,
-    state: StateDep,
-    caller: CallerDep,
-    model_id: ModelRef,
+    picture: ModelPictureDep,
     panel_size: Annotated[
         int, Query(ge=plotting.MIN_PIXELS, le=400, description="Pixels per panel side.")
     ] = 110,
@@ -323,7 +364,8 @@ async def neurons(
     activations symmetric about 0). A 409 for a model with other than 2 features, for one
     without a hidden layer (softmax regression: its decision boundary is the whole picture)
     and for one with more than 100 hidden units."""
-    record = require_model(state, model_id, caller)
+    record = picture.require()
+    model_id = picture.ref
     require_plane(f"model {model_id}", record.n_features)
     require_classifier(
         f"model {model_id}", record.task, "decision-boundary.png draws its prediction surface"
@@ -339,85 +381,69 @@ async def neurons(
             f"model {model_id} has {sum(hidden)} hidden units; neuron panels are drawn for at "
             f"most {plotting.MAX_PANELS}"
         )
-    has_dataset = bool(record.dataset_id and state.store.datasets.get(record.dataset_id))
-    key = (record.id, "neurons", panel_size, resolution, has_dataset)
 
-    def render() -> bytes:
-        model = require_weights(state, record.id).model
-        points = dataset_points(state.store, record.dataset_id)
+    def draw(content: ModelContent) -> bytes:
+        points = picture.points(record)
         return plotting.neurons_png(
-            model,
+            content.model,
             X=None if points is None else points.dataset.X,
             panel_size=panel_size,
             resolution=resolution,
         )
 
-    return await picture_response(request, state.pictures, key, render)
+    return await picture.respond(record, ("neurons", panel_size, resolution), draw)
 
 
 @png_route(
     router, f"{MODEL}/predicted-vs-actual.png", "Draw predictions against targets", 404, 409, 422
 )
 async def predicted_vs_actual(
-    request: Request,
-    state: StateDep,
-    caller: CallerDep,
-    model_id: ModelRef,
-    width: Width = 640,
-    height: Height = 480,
+    picture: ModelPictureDep, width: Width = 640, height: Height = 480
 ) -> Response:
     """A regression model's predictions against the actual targets of its dataset's points
     (training filled, test hollow, one colour per target) and the diagonal a perfect model's
     points would lie on; any number of features. A classifier is a 409, as is a model without
     points to draw (imported, or its dataset deleted)."""
-    record = require_model(state, model_id, caller)
+    record = picture.require()
     if record.task != "regression":
         raise Conflict(
-            f"model {model_id} is a classifier; predicted-vs-actual pictures are drawn for "
+            f"model {picture.ref} is a classifier; predicted-vs-actual pictures are drawn for "
             "regression models (decision-boundary.png draws a classifier)"
         )
-    if dataset_points(state.store, record.dataset_id) is None:
+    if not picture.has_dataset(record):
         raise Conflict(
-            f"model {model_id} has no dataset to compare its predictions with (imported, or "
-            "its dataset was deleted)"
+            f"model {picture.ref} has no dataset to compare its predictions with (imported, "
+            "or its dataset was deleted)"
         )
-    key = (record.id, "predicted-vs-actual", width, height)
 
-    def render() -> bytes:
-        model = require_weights(state, record.id).model
-        train, test = split_points(dataset_points(state.store, record.dataset_id))
-        return plotting.predicted_vs_actual_png(model, train, test, width=width, height=height)
+    def draw(content: ModelContent) -> bytes:
+        train, test = split_points(picture.points(record))
+        return plotting.predicted_vs_actual_png(
+            content.model, train, test, width=width, height=height
+        )
 
-    return await picture_response(request, state.pictures, key, render)
+    return await picture.respond(record, ("predicted-vs-actual", width, height), draw)
 
 
 @png_route(router, f"{MODEL}/loss-curve.png", "Draw the loss curve", 404, 409, 422)
 async def loss_curve(
-    request: Request,
-    state: StateDep,
-    caller: CallerDep,
-    model_id: ModelRef,
+    picture: ModelPictureDep,
     width: Width = 640,
     height: Height = 480,
     log_scale: LogScale = False,
 ) -> Response:
     """Training (and test) loss by recorded epoch. Imported models have no history (409)."""
-    record = require_model(state, model_id, caller)
+    record = picture.require()
     if not record.has_history:
         raise Conflict(
-            f"model {model_id} has no training history (imported models carry none), so there "
-            "is no loss curve to draw"
+            f"model {picture.ref} has no training history (imported models carry none), so "
+            "there is no loss curve to draw"
         )
-    return await picture_response(
-        request,
-        state.pictures,
-        (record.id, "loss", width, height, log_scale),
-        lambda: plotting.loss_curve_png(
-            require_weights(state, record.id).history,
-            log_scale=log_scale,
-            width=width,
-            height=height,
-            title=None,
+    return await picture.respond(
+        record,
+        ("loss", width, height, log_scale),
+        lambda content: plotting.loss_curve_png(
+            content.history, log_scale=log_scale, width=width, height=height, title=None
         ),
     )
 
