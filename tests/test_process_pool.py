@@ -272,9 +272,7 @@ def test_a_supervisor_that_fails_ends_every_held_task_and_stops_its_workers(
             (tmp_path / "go").touch()  # the running task ends: its message meets the bug
             lost = "the executor stopped unexpectedly"
             for task_id in ("running", "waiting"):
-                assert recorder.terminal(task_id) == TaskFailed(
-                    task_id, Failure.WORKER_LOST, lost
-                )
+                assert recorder.terminal(task_id) == TaskFailed(task_id, Failure.WORKER_LOST, lost)
         assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["supervisor bug"]
         wait_until(lambda: child_pids() == children_before)
         assert executor.counts() == {"queued": 0, "running": 0}
