@@ -183,6 +183,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     rounds = parser.parse_args().rounds
+    worker, service, sqlite = _per_snapshot()
+    kept: list[ParameterSnapshot] = []
+    for index in range(_taken(DEFAULT)):
+        keep_snapshot(kept, ParameterSnapshot(index, DEFAULT * (index + 1), [], []))
     for name in ("memory", "sqlite"):
         with tempfile.TemporaryDirectory() as directory:
             data_dir = Path(directory) if name == "sqlite" else None
@@ -201,22 +205,22 @@ def main() -> None:
                 f"{statistics.median(cpus[every]):6.3f} s CPU {_spread(cpus[every], cpus[None])}"
             )
         slope = _slope(cpus, _taken(10))
+        # what a job pays once, whatever it took: SQLite writes the kept snapshots as it ends
+        once = len(kept) * sqlite / 1e6 if name == "sqlite" else 0.0
+        cost = _taken(DEFAULT) * slope + once
         print(
             f"  slope: {1e6 * slope:.1f} us CPU per snapshot in place (snapshot_every=10's "
-            f"{_taken(10)} over off); the default's {_taken(DEFAULT)}: "
-            f"x{1 + _taken(DEFAULT) * slope / statistics.median(cpus[None]):.3f} of the job's CPU"
+            f"{_taken(10)} over off); the default's {_taken(DEFAULT)}"
+            + (f" and its {len(kept)} kept written once" if once else "")
+            + f": x{1 + cost / statistics.median(cpus[None]):.3f} of the job's CPU"
         )
     print(f"engine alone, snapshot_every=100, CPU: {_engine(rounds)} with the callback")
-    worker, service, sqlite = _per_snapshot()
     job = _engine_seconds()
-    share = 200 * (worker + service) / 1e6 / job
-    kept: list[ParameterSnapshot] = []
-    for index in range(200):
-        keep_snapshot(kept, ParameterSnapshot(index, 100 * (index + 1), [], []))
+    share = _taken(DEFAULT) * (worker + service) / 1e6 / job
     print(
         f"one snapshot: {worker:.1f} us CPU in the worker, {service:.1f} us in the service "
-        f"(+{sqlite:.1f} us for its .npz with SQLite); the tutorial job's 200 "
-        f"(snapshot_every=100) add {100 * share:.2f}% to its {job:.2f} s, "
+        f"(+{sqlite:.1f} us for its .npz with SQLite); the tutorial job's {_taken(DEFAULT)} "
+        f"(snapshot_every={DEFAULT}) add {100 * share:.2f}% to its {job:.2f} s, "
         f"{100 * (share + len(kept) * sqlite / 1e6 / job):.2f}% with SQLite (which writes the "
         f"{len(kept)} kept once, as the job finishes)"
     )
