@@ -181,7 +181,7 @@ def _slope(cpus: dict[int | None, list[float]], taken: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=30)
     rounds = parser.parse_args().rounds
     worker, service, sqlite = _per_snapshot()
     kept: list[ParameterSnapshot] = []

@@ -15,8 +15,8 @@ Conventions (the service documents these):
   multiples when record_every divides snapshot_every) and with the last point, so every
   snapshot has the history point of its epoch; numbered 0, 1, ... in order (`index`). It runs
   right before that point's `on_record` (a reader that has the point has its snapshot). Cost:
-  one copy of the parameters each (measured by benchmarks/snapshot_bench.py: the tutorial job
-  with a callback every 100 epochs x1.02 of CPU; with the service's share ~1%).
+  one copy of the parameters each (benchmarks/snapshot_bench.py: the tutorial job's 200 at
+  snapshot_every=100, through the service, ~1% of its CPU).
 - train_loss = mean cross-entropy over the training split + l2/(2n)·ΣW² + l1/n·Σ|W| with n the
   training-set size. test_loss = mean cross-entropy over the test split + the same penalty, so
   the two curves differ only in their data term. (A minibatch step differentiates its batch's
