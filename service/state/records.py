@@ -334,8 +334,9 @@ def keep_snapshot(snapshots: list[ParameterSnapshot], new: ParameterSnapshot) ->
         return
     stride = _stride(new.index, limit)
     if snapshots and _stride(snapshots[-1].index, limit) == stride:
-        # the stride is the one the kept ones were thinned to: only the previous latest may be
-        # off it (a job's hundreds of snapshots mostly take this way, without a copy)
+        # the stride is the one the kept ones were thinned to (a job's snapshots are of one
+        # network, so of one size and one limit): only the previous latest may be off it (a
+        # job's hundreds of snapshots mostly take this way, without a copy)
         if snapshots[-1].index % stride:
             snapshots.pop()
         snapshots.append(new)
